@@ -1,0 +1,35 @@
+# bind — two commands do all set-up on a fresh machine:
+#   make demo   set up .venv (pinned torch stack) and run the end-to-end demo
+#   make test   set up .venv and run the whole test suite (unit + integration + distributed)
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test test-fast lint bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/bind demo --out runs/demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider --timeout 900 tests
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -x -m "not slow and not integration and not distributed" tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check bind modalities tests examples
+
+bench: $(STAMP)
+	$(BIN)/bind bench encoders --model bind-base --modality image --batch 32 --json runs/bench/encoders.json
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,32 @@
+"""``bind bench SUITE ... --json OUT``: benchmarks with JSON output.
+
+Each suite module exposes ``add_suite(subparsers)``; shared measurement helpers live in :mod:`bind.bench.common`.
+Ratios should be read from one run (the machines are shared and noisy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+SUITE_MODULES = [
+    "bind.bench.encoders",
+    "bind.bench.data",
+    "bind.bench.video_memory",
+    "bind.bench.retrieval",
+    "bind.bench.train",
+]
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="benchmarks (JSON out)")
+    suites = p.add_subparsers(dest="suite", metavar="SUITE")
+    for name in SUITE_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name == name:
+                continue
+            raise
+        module.add_suite(suites)
+    p.set_defaults(func=lambda a: p.print_help() or 2)

@@ -1,0 +1,108 @@
+"""Measurement helpers shared by benchmark suites: timing, FLOPs, peak FLOP/s, peak memory, JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def environment() -> dict[str, Any]:
+    return {
+        "torch": torch.__version__, "python": platform.python_version(), "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
+        "device_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu",
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def write_json(result: dict[str, Any], path: str | Path | None) -> None:
+    text = json.dumps(result, indent=2, default=str)
+    print(text)
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text + "\n")
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_fn(fn: Callable[[], Any], device: torch.device, warmup: int = 1, iters: int = 3) -> float:
+    """Median seconds per call."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
+
+
+def count_flops(fn: Callable[[], Any]) -> int:
+    """FLOPs of one call, counted by :class:`torch.utils.flop_counter.FlopCounterMode` (matmuls, convs, SDPA)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def peak_matmul_flops(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 2048,
+                      iters: int = 5) -> float:
+    """Achievable FLOP/s of a large square matmul on ``device``, measured now (the MFU denominator)."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    sec = time_fn(lambda: a @ b, device, warmup=2, iters=iters)
+    return 2 * n**3 / sec
+
+
+class PeakMemory:
+    """Peak memory of a block: CUDA allocator peak, or peak process RSS above the start (sampled every 2 ms)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.peak_bytes = device, 0
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
+        else:
+            import psutil
+
+            self._proc = psutil.Process()
+            self._base = self._proc.memory_info().rss
+            self._max = self._base
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self._max = max(self._max, self._proc.memory_info().rss)
+            time.sleep(0.002)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.device.type == "cuda":
+            self.peak_bytes = torch.cuda.max_memory_allocated(self.device) - self._base
+        else:
+            self._stop.set()
+            self._thread.join()
+            self._max = max(self._max, self._proc.memory_info().rss)
+            self.peak_bytes = self._max - self._base
+
+    @property
+    def peak_mib(self) -> float:
+        return self.peak_bytes / 2**20

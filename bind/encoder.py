@@ -1,0 +1,93 @@
+"""``ModalityEncoder``: stem (from the modality plugin) -> [CLS] + positions -> transformer trunk -> head.
+
+One interface for every modality (timm style). The logit scale lives beside the embedding (``logit_scale``), never
+multiplied into it: a learnable parameter, or a fixed buffer for ImageBind's fixed per-modality temperatures.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bind.config import LOGIT_SCALE_MAX, EncoderConfig
+from bind.nn.heads import EmbeddingHead
+from bind.nn.stems import StemOutput
+from bind.nn.transformer import PatchDropout, Transformer
+from bind.registry import get_modality
+
+
+class ModalityEncoder(nn.Module):
+    """Encodes one modality into unit-norm embeddings ``[B, embed_dim]``.
+
+    Accepts a batch ``[B, *sample]`` or several clips per sample ``[B, clips, *sample]`` (clip embeddings are
+    averaged and re-normalised, ImageBind's multi-clip inference).
+    """
+
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.modality = get_modality(cfg.modality)
+        self.stem = self.modality.stem(cfg)
+        n_cls = cfg.num_cls_tokens
+        self.cls_token = nn.Parameter(torch.randn(1, n_cls, cfg.width) * 0.02) if n_cls else None
+        self.patch_dropout = PatchDropout(cfg.patch_dropout, n_cls)
+        self.ln_pre = nn.LayerNorm(cfg.width, eps=cfg.norm_eps) if cfg.ln_pre else nn.Identity()
+        self.trunk = Transformer(
+            cfg.width, cfg.depth, cfg.heads, mlp_ratio=cfg.mlp_ratio, qkv_bias=cfg.qkv_bias, fused_qkv=cfg.fused_qkv,
+            kv_bias_tokens=cfg.kv_bias_tokens, act=cfg.act, norm_eps=cfg.norm_eps, drop_path=cfg.drop_path,
+            backend=cfg.attn_backend, divided=cfg.attention == "divided",
+            num_frames=int(cfg.stem.get("num_frames", 8)), grad_checkpointing=cfg.grad_checkpointing)
+        self.head = EmbeddingHead(cfg.width, cfg.embed_dim, pool=cfg.pool, norm_eps=cfg.norm_eps,
+                                  dropout=cfg.head_dropout, proj_bias=cfg.proj_bias, num_prefix_tokens=n_cls)
+        scale = torch.tensor(float(cfg.logit_scale_init))
+        if cfg.logit_scale_learnable:
+            self.logit_scale = nn.Parameter(scale)
+        else:
+            self.register_buffer("logit_scale", scale)
+
+    @property
+    def name(self) -> str:
+        return self.cfg.modality
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.trunk.grad_checkpointing = enable
+
+    def forward_tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Trunk output tokens, the key padding mask and the pooling index."""
+        out = self.stem(x)
+        if not isinstance(out, StemOutput):
+            out = StemOutput(out)
+        tokens, pad = out.tokens, out.key_padding_mask
+        if self.cls_token is not None:
+            cls = self.cls_token.to(tokens.dtype)
+            if tokens.dim() == 4:  # [B, T, N, D]: one CLS per frame
+                cls = cls[:, None].expand(tokens.shape[0], tokens.shape[1], -1, -1)
+                tokens = torch.cat([cls, tokens], dim=2)
+            else:
+                tokens = torch.cat([cls.expand(tokens.shape[0], -1, -1), tokens], dim=1)
+            if pad is not None:
+                pad = torch.cat([pad.new_zeros(pad.shape[0], self.cls_token.shape[1]), pad], dim=1)
+        if pad is None:
+            tokens = self.patch_dropout(tokens)
+        tokens = self.ln_pre(tokens)
+        tokens = self.trunk(tokens, causal=self.cfg.causal, key_padding_mask=pad)
+        return tokens, pad, out.pool_index
+
+    def forward(self, x: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        self.modality.check_input(x, self.cfg)
+        clips = None
+        if x.dim() == self.modality.sample_ndim + 2:
+            clips = x.shape[1]
+            x = x.flatten(0, 1)
+        tokens, pad, pool_index = self.forward_tokens(x)
+        emb = self.head(tokens, pool_index=pool_index, key_padding_mask=pad, normalize=normalize)
+        if clips is not None:
+            emb = emb.reshape(-1, clips, emb.shape[-1]).mean(dim=1)
+            if normalize:
+                emb = F.normalize(emb, dim=-1)
+        return emb
+
+    def get_logit_scale(self) -> torch.Tensor:
+        """``exp(logit_scale)`` clamped to at most 100 (CLIP)."""
+        return self.logit_scale.clamp(max=LOGIT_SCALE_MAX).exp()

@@ -1,0 +1,111 @@
+"""The modality plugin contract.
+
+A plugin (one file in ``modalities/``) subclasses :class:`Modality` and is registered with
+:func:`bind.registry.register_modality`. It owns everything modality-specific:
+
+* ``Preprocess`` — a dataclass holding every preprocessing constant, with named ``presets``
+  (``imagebind``, ``languagebind``, ...);
+* ``load(source, cfg)`` — real decoding of a path / bytes / array into a raw object, raising
+  :class:`bind.errors.MediaError` naming the source, the modality and the reason;
+* ``transform(raw, cfg, train)`` — raw -> tensor, deterministic when ``train`` is False;
+* ``stem(encoder_cfg)`` — an ``nn.Module`` turning a batch into tokens ``[B, L, width]`` (or ``[B, T, N, width]`` for
+  divided space-time attention), positional embeddings included;
+* ``encoder_defaults`` — defaults for the :class:`bind.config.EncoderConfig` of this modality.
+
+Data path: ``source -load-> raw -transform-> tensor -collate-> batch -BindModel.embed-> [B, D]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from bind.config import EncoderConfig
+from bind.errors import InputError
+
+
+class Modality:
+    """Base class of modality plugins. Subclasses set the class variables and implement the four methods."""
+
+    name: ClassVar[str]
+    Preprocess: ClassVar[type]
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    default_preset: ClassVar[str | None] = None
+    encoder_defaults: ClassVar[dict[str, Any]] = {}
+    #: number of dims of one transformed sample (image: 3 for [C, H, W]); a batch has one more, and a batch of
+    #: several clips per sample has two more ([B, clips, ...]: embeddings are averaged over clips).
+    sample_ndim: ClassVar[int]
+    #: floating inputs (True) or integer token ids (False)
+    float_input: ClassVar[bool] = True
+
+    # --- preprocessing ------------------------------------------------------------------------------------------
+    def preprocess_config(self, spec: dict[str, Any] | Any | None = None, **overrides: Any):
+        """Build the ``Preprocess`` dataclass from ``{"preset": name, **fields}`` (or pass one through)."""
+        if isinstance(spec, self.Preprocess):
+            return dataclasses.replace(spec, **overrides) if overrides else spec
+        spec = {**(spec or {}), **overrides}
+        preset = spec.pop("preset", self.default_preset)
+        base: dict[str, Any] = {}
+        if preset is not None:
+            if preset not in self.presets:
+                raise ValueError(f"{self.name}: unknown preprocessing preset {preset!r}; known: {sorted(self.presets)}")
+            base = dict(self.presets[preset])
+        fields = {f.name for f in dataclasses.fields(self.Preprocess)}
+        unknown = set(spec) - fields
+        if unknown:
+            raise ValueError(f"{self.name}: unknown preprocessing fields {sorted(unknown)}; known: {sorted(fields)}")
+        return self.Preprocess(**{**base, **spec})
+
+    def load(self, source: Any, cfg: Any) -> Any:
+        raise NotImplementedError
+
+    def transform(self, raw: Any, cfg: Any, train: bool = False) -> torch.Tensor:
+        raise NotImplementedError
+
+    def process(self, source: Any, cfg: Any, train: bool = False) -> torch.Tensor:
+        """``transform(load(source))``."""
+        return self.transform(self.load(source, cfg), cfg, train)
+
+    def collate(self, items: list[torch.Tensor]) -> torch.Tensor:
+        return torch.stack(items)
+
+    # --- hooks -----------------------------------------------------------------------------------------------------
+    def prepare_encoder_config(self, cfg: EncoderConfig, root=None) -> None:
+        """Fill derived encoder fields (e.g. vocabulary size from the tokenizer) before the encoder is built.
+
+        ``root`` is the model directory when loading a saved model (for assets stored with it).
+        """
+
+    def save_assets(self, cfg: EncoderConfig, directory, root=None) -> None:
+        """Copy assets the encoder needs (e.g. tokenizer files) into a model directory being saved, rewriting
+        ``cfg`` to point at them relative to the directory."""
+
+    # --- model side -----------------------------------------------------------------------------------------------
+    def stem(self, cfg: EncoderConfig) -> nn.Module:
+        raise NotImplementedError
+
+    def expected_shape(self, cfg: EncoderConfig) -> str:
+        """Human-readable per-sample shape, e.g. ``"[3, H, W]"``, used in error messages."""
+        return f"{self.sample_ndim}-d sample"
+
+    def check_input(self, x: torch.Tensor, cfg: EncoderConfig) -> None:
+        """Raise :class:`InputError` naming the modality and the expected shape when ``x`` cannot be encoded."""
+        expect = f"[B, {self.expected_shape(cfg)[1:]} or [B, clips, {self.expected_shape(cfg)[1:]}"
+        if not isinstance(x, torch.Tensor):
+            raise InputError(f"{self.name}: expected a torch.Tensor {expect}, got {type(x).__name__}")
+        if x.dim() not in (self.sample_ndim + 1, self.sample_ndim + 2):
+            raise InputError(f"{self.name}: expected a tensor of shape {expect}, got {tuple(x.shape)}")
+        if self.float_input and not x.is_floating_point():
+            raise InputError(f"{self.name}: expected a floating-point tensor {expect}, got dtype {x.dtype}")
+        if not self.float_input and x.is_floating_point():
+            raise InputError(f"{self.name}: expected integer token ids {expect}, got dtype {x.dtype}")
+        chans = self.channels(cfg)
+        if chans is not None and x.shape[-self.sample_ndim] != chans:
+            raise InputError(f"{self.name}: expected {chans} channels in {expect}, got shape {tuple(x.shape)}")
+
+    def channels(self, cfg: EncoderConfig) -> int | None:
+        """Channel count expected at dim ``-sample_ndim`` (None when not applicable)."""
+        return None

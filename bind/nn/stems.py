@@ -1,0 +1,155 @@
+"""Reusable stems: modality plugins compose these into their ``stem(encoder_cfg)``.
+
+All stems add their own positional embeddings and return tokens ``[B, L, width]`` (or ``[B, T, N, width]`` when
+``divided`` is set on the tubelet stem). Position embeddings are resized to new grids (bicubic in space, linear in
+time) so one model takes any image size, spectrogram length or frame count.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bind.nn.transformer import resize_temporal
+
+
+@dataclass
+class StemOutput:
+    """Tokens plus side information a stem may hand to the trunk and head."""
+
+    tokens: torch.Tensor
+    key_padding_mask: torch.Tensor | None = None  # [B, L], True = padding
+    pool_index: torch.Tensor | None = None  # [B], token to pool for ``eot`` heads
+
+
+def resize_pos_2d(pos: torch.Tensor, old: tuple[int, int], new: tuple[int, int]) -> torch.Tensor:
+    """Bicubic resize of a ``[1, H*W, D]`` position embedding from grid ``old`` to ``new``."""
+    if tuple(old) == tuple(new):
+        return pos
+    d = pos.shape[-1]
+    grid = pos.reshape(1, old[0], old[1], d).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid.float(), size=new, mode="bicubic", align_corners=False).to(pos.dtype)
+    return grid.permute(0, 2, 3, 1).reshape(1, new[0] * new[1], d)
+
+
+def _grid(size: int, kernel: int, stride: int) -> int:
+    return (size - kernel) // stride + 1
+
+
+class PatchStem2d(nn.Module):
+    """Conv2d patchify (kernel ``patch_size``, stride ``stride``) + learned 2-D positions (ViT, AST for audio)."""
+
+    def __init__(self, in_chans: int, width: int, patch_size: int | tuple[int, int],
+                 input_size: tuple[int, int], stride: int | tuple[int, int] | None = None, bias: bool = False):
+        super().__init__()
+        self.patch_size = (patch_size, patch_size) if isinstance(patch_size, int) else tuple(patch_size)
+        stride = stride or self.patch_size
+        self.stride = (stride, stride) if isinstance(stride, int) else tuple(stride)
+        self.proj = nn.Conv2d(in_chans, width, self.patch_size, self.stride, bias=bias)
+        self.grid = tuple(_grid(s, k, st) for s, k, st in zip(input_size, self.patch_size, self.stride))
+        self.pos_embed = nn.Parameter(torch.randn(1, self.grid[0] * self.grid[1], width) * 0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.proj(x)
+        grid = tuple(x.shape[-2:])
+        return x.flatten(2).transpose(1, 2) + resize_pos_2d(self.pos_embed, self.grid, grid).to(x.dtype)
+
+
+class TubeletStem(nn.Module):
+    """Conv3d tubelets ``(temporal_patch, patch, patch)`` over ``[B, C, T, H, W]`` + spatial and temporal positions.
+
+    ``temporal_patch=2`` is ImageBind's 2-frame tubelet (a still image is the frame repeated twice); the temporal
+    position embedding covers ``num_frames // temporal_patch`` steps and is interpolated for any other count.
+    Videos whose frame count is not a multiple of ``temporal_patch`` repeat their last frame.
+    With ``divided=True`` the output is ``[B, T', N, width]`` without temporal positions (the divided blocks own
+    theirs); otherwise ``[B, T'*N, width]`` for joint space-time attention.
+    """
+
+    def __init__(self, in_chans: int, width: int, patch_size: int, image_size: int, num_frames: int,
+                 temporal_patch: int = 2, divided: bool = False, bias: bool = False) -> None:
+        super().__init__()
+        self.temporal_patch, self.divided = temporal_patch, divided
+        self.proj = nn.Conv3d(in_chans, width, (temporal_patch, patch_size, patch_size),
+                              (temporal_patch, patch_size, patch_size), bias=bias)
+        self.grid = (image_size // patch_size,) * 2
+        self.pos_embed = nn.Parameter(torch.randn(1, self.grid[0] * self.grid[1], width) * 0.02)
+        steps = max(1, math.ceil(num_frames / temporal_patch))
+        self.temporal_pos_embed = None if divided else nn.Parameter(torch.zeros(1, steps, width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = x.shape[2]
+        if t % self.temporal_patch:
+            pad = self.temporal_patch - t % self.temporal_patch
+            x = torch.cat([x, x[:, :, -1:].expand(-1, -1, pad, -1, -1)], dim=2)
+        x = self.proj(x)  # [B, D, T', H', W']
+        b, d, tp, h, w = x.shape
+        x = x.permute(0, 2, 3, 4, 1).reshape(b, tp, h * w, d)
+        x = x + resize_pos_2d(self.pos_embed, self.grid, (h, w)).to(x.dtype)[:, None]
+        if self.divided:
+            return x
+        x = x + resize_temporal(self.temporal_pos_embed, tp).to(x.dtype)[:, :, None]
+        return x.reshape(b, tp * h * w, d)
+
+
+class SequencePatchStem(nn.Module):
+    """Non-overlapping patches of ``patch`` samples over ``[B, C, L]`` -> Linear(C*patch, width) + 1-D positions.
+
+    ImageBind IMU: 6 channels x 2000 samples, patches of 8 samples -> 250 tokens of 48 features.
+    """
+
+    def __init__(self, in_chans: int, width: int, patch: int, length: int, bias: bool = False) -> None:
+        super().__init__()
+        self.patch = patch
+        self.proj = nn.Linear(in_chans * patch, width, bias=bias)
+        self.num_tokens = length // patch
+        self.pos_embed = nn.Parameter(torch.randn(1, self.num_tokens, width) * 0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, n = x.shape
+        n = n // self.patch * self.patch
+        x = x[..., :n].unfold(-1, self.patch, self.patch)  # [B, C, L', patch]
+        x = x.permute(0, 2, 1, 3).reshape(b, n // self.patch, c * self.patch)
+        pos = self.pos_embed
+        if pos.shape[1] != x.shape[1]:
+            pos = resize_temporal(pos, x.shape[1])
+        return self.proj(x) + pos.to(x.dtype)
+
+
+class TokenStem(nn.Module):
+    """Token + learned position embeddings for integer ids ``[B, L]`` (CLIP text).
+
+    ``eot_token_id``: the head pools the first occurrence of that id (CLIP's end-of-text); when absent from a row,
+    its last non-padding token. ``pad_token_id`` marks padding for mean pooling and bidirectional towers.
+    """
+
+    def __init__(self, vocab_size: int, width: int, context_length: int, eot_token_id: int | None = None,
+                 pad_token_id: int | None = 0) -> None:
+        super().__init__()
+        self.token_embedding = nn.Embedding(vocab_size, width)
+        self.pos_embed = nn.Parameter(torch.randn(1, context_length, width) * 0.01)
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        self.context_length, self.vocab_size = context_length, vocab_size
+        self.eot_token_id, self.pad_token_id = eot_token_id, pad_token_id
+
+    def forward(self, ids: torch.Tensor) -> StemOutput:
+        if ids.shape[1] > self.context_length:
+            raise ValueError(f"text: {ids.shape[1]} tokens exceed the context length {self.context_length}")
+        if ids.numel() and (int(ids.max()) >= self.vocab_size or int(ids.min()) < 0):
+            raise ValueError(f"text: token ids must lie in [0, {self.vocab_size}), got [{int(ids.min())}, "
+                             f"{int(ids.max())}]")
+        x = self.token_embedding(ids) + self.pos_embed[:, : ids.shape[1]]
+        pad = (ids == self.pad_token_id) if self.pad_token_id is not None else None
+        if pad is not None and self.pad_token_id == self.eot_token_id:
+            pad = None  # CLIP pads with EOT: no usable padding mask (causal + EOT pooling do not need one)
+        length = (~pad).sum(-1) if pad is not None else torch.full_like(ids[:, 0], ids.shape[1])
+        last = (length - 1).clamp_min(0)
+        if self.eot_token_id is not None:
+            is_eot = ids == self.eot_token_id
+            pool_index = torch.where(is_eot.any(-1), is_eot.int().argmax(-1), last)
+        else:
+            pool_index = last
+        return StemOutput(x, key_padding_mask=pad, pool_index=pool_index)

@@ -1,0 +1,93 @@
+"""Registries: modality plugins (by name) and named model configs (by name, timm / open_clip style).
+
+Modality plugins are the modules of the top-level ``modalities`` package plus any third-party plugin exposed
+through the entry-point group ``bind.modalities``. Model configs are YAML files under ``configs/models/`` (and any
+directory added with :func:`add_model_config_dir` or listed in ``$BIND_MODEL_CONFIGS``, ``os.pathsep``-separated).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import importlib.metadata
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bind.errors import UnknownModalityError
+
+_MODALITIES: dict[str, Any] = {}
+_BUILTIN = ("text", "image", "video", "audio", "depth", "thermal", "imu")
+_loaded = False
+_CONFIG_DIRS: list[Path] = [Path(__file__).resolve().parent.parent / "configs" / "models"]
+
+
+def register_modality(cls: type) -> type:
+    """Class decorator registering a :class:`bind.modality.Modality` subclass under ``cls.name``."""
+    _MODALITIES[cls.name] = cls()
+    return cls
+
+
+def _load_plugins() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for name in _BUILTIN:
+        try:
+            importlib.import_module(f"modalities.{name}")
+        except ModuleNotFoundError as e:  # a built-in plugin not written yet; anything else is a real bug
+            if e.name != f"modalities.{name}":
+                raise
+    for ep in importlib.metadata.entry_points(group="bind.modalities"):
+        ep.load()
+
+
+def get_modality(name: str):
+    """The registered plugin for ``name`` (raises :class:`UnknownModalityError` naming the known ones)."""
+    _load_plugins()
+    try:
+        return _MODALITIES[name]
+    except KeyError:
+        raise UnknownModalityError(f"unknown modality {name!r}; registered: {sorted(_MODALITIES)}") from None
+
+
+def list_modalities() -> list[str]:
+    _load_plugins()
+    order = {m: i for i, m in enumerate(_BUILTIN)}
+    return sorted(_MODALITIES, key=lambda m: (order.get(m, len(order)), m))
+
+
+def add_model_config_dir(path: str | Path) -> None:
+    _CONFIG_DIRS.insert(0, Path(path))
+
+
+def _config_dirs() -> list[Path]:
+    env = [Path(p) for p in os.environ.get("BIND_MODEL_CONFIGS", "").split(os.pathsep) if p]
+    return env + _CONFIG_DIRS
+
+
+def _model_config_files() -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for d in reversed(_config_dirs()):
+        if d.is_dir():
+            for f in sorted(d.glob("*.yaml")):
+                found[f.stem] = f
+    return found
+
+
+def list_models() -> list[str]:
+    """Names of every model config that :func:`bind.create_model` accepts."""
+    return sorted(_model_config_files())
+
+
+def model_config_dict(name: str) -> dict[str, Any]:
+    """The raw (unexpanded) config dict of a named model."""
+    files = _model_config_files()
+    if name not in files:
+        raise KeyError(f"unknown model {name!r}; known models: {sorted(files)}")
+    d = yaml.safe_load(files[name].read_text())
+    d.setdefault("name", name)
+    return copy.deepcopy(d)

