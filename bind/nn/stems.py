@@ -44,8 +44,10 @@ class PatchStem2d(nn.Module):
     """Conv2d patchify (kernel ``patch_size``, stride ``stride``) + learned 2-D positions (ViT, AST for audio)."""
 
     def __init__(self, in_chans: int, width: int, patch_size: int | tuple[int, int],
-                 input_size: tuple[int, int], stride: int | tuple[int, int] | None = None, bias: bool = False):
+                 input_size: tuple[int, int], stride: int | tuple[int, int] | None = None, bias: bool = False,
+                 norm: bool = False, norm_eps: float = 1e-5):
         super().__init__()
+        self.norm = nn.LayerNorm(width, eps=norm_eps) if norm else nn.Identity()  # ImageBind: LN after the patch conv
         self.patch_size = (patch_size, patch_size) if isinstance(patch_size, int) else tuple(patch_size)
         stride = stride or self.patch_size
         self.stride = (stride, stride) if isinstance(stride, int) else tuple(stride)
@@ -56,7 +58,7 @@ class PatchStem2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.proj(x)
         grid = tuple(x.shape[-2:])
-        return x.flatten(2).transpose(1, 2) + resize_pos_2d(self.pos_embed, self.grid, grid).to(x.dtype)
+        return self.norm(x.flatten(2).transpose(1, 2)) + resize_pos_2d(self.pos_embed, self.grid, grid).to(x.dtype)
 
 
 class TubeletStem(nn.Module):
@@ -101,10 +103,12 @@ class SequencePatchStem(nn.Module):
     ImageBind IMU: 6 channels x 2000 samples, patches of 8 samples -> 250 tokens of 48 features.
     """
 
-    def __init__(self, in_chans: int, width: int, patch: int, length: int, bias: bool = False) -> None:
+    def __init__(self, in_chans: int, width: int, patch: int, length: int, bias: bool = False, norm: bool = False,
+                 norm_eps: float = 1e-5) -> None:
         super().__init__()
         self.patch = patch
         self.proj = nn.Linear(in_chans * patch, width, bias=bias)
+        self.norm = nn.LayerNorm(width, eps=norm_eps) if norm else nn.Identity()
         self.num_tokens = length // patch
         self.pos_embed = nn.Parameter(torch.randn(1, self.num_tokens, width) * 0.02)
 
@@ -116,7 +120,7 @@ class SequencePatchStem(nn.Module):
         pos = self.pos_embed
         if pos.shape[1] != x.shape[1]:
             pos = resize_temporal(pos, x.shape[1])
-        return self.proj(x) + pos.to(x.dtype)
+        return self.norm(self.proj(x)) + pos.to(x.dtype)
 
 
 class TokenStem(nn.Module):
