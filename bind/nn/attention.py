@@ -126,6 +126,9 @@ def attention(
             return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
     if backend == "math":
+        if causal_only and mask is None:
+            lq, lk = q.shape[-2], k.shape[-2]
+            mask = torch.ones(lq, lk, dtype=torch.bool, device=q.device).tril(diagonal=lk - lq)
         return _math(q, k, v, mask, dropout)
     if backend == "xformers":
         return _xformers(q, k, v, mask, dropout, causal_only and q.shape[-2] == k.shape[-2])

@@ -1,0 +1,136 @@
+"""Attention backends agree on the same weights; masks, key/value bias tokens and causal masks behave."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bind.nn.attention import Attention, attention, available_backends, build_mask
+from bind.nn.transformer import Transformer
+
+
+def _pair(**kw):
+    torch.manual_seed(0)
+    a = Attention(32, 4, backend="sdpa", **kw)
+    b = Attention(32, 4, backend="math", **kw)
+    b.load_state_dict(a.state_dict())
+    return a.eval(), b.eval()
+
+
+@pytest.mark.parametrize("fused_qkv", [True, False])
+@pytest.mark.parametrize("kv_bias_tokens", [False, True])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("padding", [False, True])
+def test_sdpa_matches_math(fused_qkv, kv_bias_tokens, causal, padding):
+    a, b = _pair(fused_qkv=fused_qkv, kv_bias_tokens=kv_bias_tokens)
+    x = torch.randn(3, 9, 32)
+    pad = None
+    if padding:
+        pad = torch.zeros(3, 9, dtype=torch.bool)
+        pad[0, 6:] = True
+        pad[2, 3:] = True
+    ya = a(x, causal=causal, key_padding_mask=pad)
+    yb = b(x, causal=causal, key_padding_mask=pad)
+    assert torch.isfinite(ya).all()
+    torch.testing.assert_close(ya, yb, atol=1e-5, rtol=0)
+
+
+def test_math_equals_explicit_softmax_reference():
+    q, k, v = (torch.randn(2, 3, 5, 8) for _ in range(3))
+    ref = torch.softmax(q @ k.transpose(-1, -2) / 8**0.5, -1) @ v
+    torch.testing.assert_close(attention(q, k, v, backend="math"), ref, atol=1e-6, rtol=0)
+    torch.testing.assert_close(attention(q, k, v, backend="sdpa"), ref, atol=1e-5, rtol=0)
+
+
+def test_matches_nn_multihead_attention_with_bias_kv_and_padding():
+    torch.manual_seed(0)
+    mha = torch.nn.MultiheadAttention(32, 4, bias=True, add_bias_kv=True, batch_first=True).eval()
+    ours = Attention(32, 4, kv_bias_tokens=True).eval()
+    ours.qkv.weight.data.copy_(mha.in_proj_weight)
+    ours.qkv.bias.data.copy_(mha.in_proj_bias)
+    ours.bias_k.data.copy_(mha.bias_k.transpose(0, 1))
+    ours.bias_v.data.copy_(mha.bias_v.transpose(0, 1))
+    ours.proj.load_state_dict(mha.out_proj.state_dict())
+    x = torch.randn(2, 7, 32)
+    pad = torch.zeros(2, 7, dtype=torch.bool)
+    pad[1, 4:] = True
+    causal = torch.ones(7, 7, dtype=torch.bool).triu(1)  # nn.MultiheadAttention: True = masked
+    ref, _ = mha(x, x, x, key_padding_mask=pad, attn_mask=causal, need_weights=False)
+    for backend in ("sdpa", "math"):
+        ours.backend = backend
+        torch.testing.assert_close(ours(x, causal=True, key_padding_mask=pad), ref, atol=1e-5, rtol=0)
+
+
+def test_causal_mask_blocks_future_tokens():
+    a, _ = _pair()
+    x = torch.randn(1, 6, 32)
+    y1 = a(x, causal=True)
+    x2 = x.clone()
+    x2[:, 4:] += 10.0
+    y2 = a(x2, causal=True)
+    torch.testing.assert_close(y1[:, :4], y2[:, :4])
+    assert not torch.allclose(y1[:, 4:], y2[:, 4:])
+
+
+def test_padding_mask_ignores_padded_keys():
+    a, _ = _pair()
+    x = torch.randn(1, 6, 32)
+    pad = torch.tensor([[False] * 4 + [True] * 2])
+    x2 = x.clone()
+    x2[:, 4:] = torch.randn(1, 2, 32)
+    torch.testing.assert_close(a(x, key_padding_mask=pad)[:, :4], a(x2, key_padding_mask=pad)[:, :4])
+
+
+def test_build_mask_shapes_and_extra_keys():
+    pad = torch.tensor([[False, False, True]])
+    m = build_mask(1, 3, 3, causal=True, key_padding_mask=pad, extra_keys=1)
+    assert m.shape == (1, 1, 3, 4)
+    assert m[0, 0, :, -1].all()  # bias token always attendable
+    assert not m[0, 0, 0, 1] and not m[0, 0, 2, 2]
+    assert build_mask(2, 3, 3) is None
+
+
+def test_unknown_backend_is_refused():
+    with pytest.raises(ValueError, match="unknown attention backend"):
+        Attention(32, 4, backend="flash9")
+
+
+def test_xformers_backend_refuses_cpu_tensors():
+    a = Attention(32, 4, backend="xformers")
+    with pytest.raises(RuntimeError, match="xformers"):
+        a(torch.randn(1, 4, 32))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif("xformers" not in available_backends(), reason="needs CUDA and xformers")
+@pytest.mark.parametrize("causal,padding,kv", [(False, False, False), (True, False, False), (False, True, True)])
+def test_xformers_matches_sdpa_on_cuda(causal, padding, kv):
+    torch.manual_seed(0)
+    a = Attention(64, 4, backend="sdpa", kv_bias_tokens=kv).cuda().eval()
+    b = Attention(64, 4, backend="xformers", kv_bias_tokens=kv).cuda().eval()
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(2, 37, 64, device="cuda")
+    pad = None
+    if padding:
+        pad = torch.zeros(2, 37, dtype=torch.bool, device="cuda")
+        pad[1, 20:] = True
+    torch.testing.assert_close(a(x, causal=causal, key_padding_mask=pad), b(x, causal=causal, key_padding_mask=pad),
+                               atol=2e-5, rtol=0)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        ya, yb = a(x, causal=causal, key_padding_mask=pad), b(x, causal=causal, key_padding_mask=pad)
+    torch.testing.assert_close(ya.float(), yb.float(), atol=2e-2, rtol=0)
+
+
+@pytest.mark.parametrize("divided", [False, True])
+def test_gradient_checkpointing_gives_same_gradients(divided):
+    torch.manual_seed(0)
+    t1 = Transformer(32, 2, 4, divided=divided, num_frames=3)
+    t2 = Transformer(32, 2, 4, divided=divided, num_frames=3, grad_checkpointing=True)
+    t2.load_state_dict(t1.state_dict())
+    x = torch.randn(2, 3, 5, 32) if divided else torch.randn(2, 5, 32)
+    for t in (t1, t2):
+        t.train()
+        F.mse_loss(t(x), torch.ones_like(x)).backward()
+    for (n, p1), p2 in zip(t1.named_parameters(), t2.parameters()):
+        torch.testing.assert_close(p1.grad, p2.grad, atol=1e-6, rtol=0, msg=n)
