@@ -1,0 +1,30 @@
+"""``bind info`` and ``bind bench encoders`` through the real console entry point."""
+
+from __future__ import annotations
+
+import json
+
+from bind.cli import main
+
+
+def test_bind_info_json(capsys):
+    assert main(["info", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert "sdpa" in data["attention_backends"] and "math" in data["attention_backends"]
+    assert {"text", "image"} <= set(data["modalities"])
+    assert "bind-tiny" in data["models"]
+    assert data["versions"]["torch"]
+
+
+def test_bench_encoders_writes_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "encoders", "--model", "bind-tiny", "--modality", "image", "--batch", "2", "--iters", "1",
+                 "--json", str(out)]) == 0
+    res = json.loads(out.read_text())["result"]
+    assert res["samples_per_s"] > 0 and res["gflops_per_sample"] > 0
+    assert 0 < res["mfu"] < 1.5 and res["peak_matmul_gflops_per_s"] > 0
+
+
+def test_cli_reports_errors_without_traceback(capsys):
+    assert main(["bench", "encoders", "--model", "bind-nope", "--modality", "image", "--iters", "1"]) == 1
+    assert "unknown model 'bind-nope'" in capsys.readouterr().err
