@@ -51,8 +51,8 @@ def test_save_pretrained_load_model_bit_identical(tiny_model, tmp_path):
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["encoders"]["text"]["preprocess"]["tokenizer"] == "./tokenizer_text"
     loaded = bind.load_model(out)
-    after = loaded.embed({"text": loaded.prepare("text", ["a red cube", "a blue sphere", "a hot green cone moving left"]),
-                          "image": inputs["image"]})
+    texts = ["a red cube", "a blue sphere", "a hot green cone moving left"]
+    after = loaded.embed({"text": loaded.prepare("text", texts), "image": inputs["image"]})
     for m in before:
         assert torch.equal(before[m], after[m]), m
 
