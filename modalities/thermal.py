@@ -1,0 +1,146 @@
+"""Thermal (infrared) modality: 8- / 16-bit PNG or TIFF, float TIFF, arrays -> one normalised intensity map.
+
+Decoding keeps the bit depth (PIL ``L``, ``I;16``, ``I``, ``F``); 3-channel files (LLVIP stores its infrared frames
+as grey RGB JPEGs) are converted to luminance. The map is scaled to ``[0, 1]`` (``scaling``):
+
+* ``"range"`` — divide by the type's full range: 8-bit / 255, 16-bit / 65535; floats are taken as already in
+  ``[0, 1]`` (clipped);
+* ``"minmax"`` — per image ``(x - min) / (max - min)`` (a constant image gives zeros);
+* ``"auto"`` (default) — ``range`` for 8-bit images (already tone-mapped by the camera), ``minmax`` for 16-bit and
+  32-bit integer images (raw radiometric counts, e.g. FLIR ADAS 16-bit TIFFs, fill a few hundred counts of the
+  65535 range, so dividing by 65535 would give a near-constant image), and for float maps outside ``[0, 1]``
+  (e.g. temperatures).
+
+Then, as for images (and as in the references), short side resized to 224 (bicubic), centre crop 224, and:
+
+* ``imagebind`` (default) — one channel (ImageBind, Girdhar et al. CVPR 2023: thermal encoder with
+  ``Conv2d(1, 768, 16, stride 16, bias=False)`` + LayerNorm). ImageBind published no thermal normalisation
+  constants: the ``[0, 1]`` map goes in as is (mean 0, std 1).
+* ``languagebind`` — the map repeated to 3 channels with CLIP mean/std (LanguageBind, Zhu et al. ICLR 2024, whose
+  thermal encoder starts from a CLIP ViT and loads LLVIP frames as RGB images).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from bind.config import EncoderConfig
+from bind.errors import MediaError
+from bind.modality import Modality
+from bind.registry import register_modality
+from modalities.depth import as_2d, check_mean_std, fill_in_chans, map_stem, map_transform, stem_channels
+from modalities.image import _INTERP, CLIP_MEAN, CLIP_STD, decode_image
+
+
+@dataclass
+class ThermalPreprocess:
+    """Every constant of thermal preprocessing (see the module docstring)."""
+
+    scaling: str = "auto"  # auto | range | minmax: how raw intensities map to [0, 1]
+    size: int = 224
+    crop_size: int = 224
+    interpolation: str = "bicubic"
+    channels: int = 1  # 1, or 3 = the map repeated (CLIP-initialised encoders)
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    train_crop_scale: tuple[float, float] = (0.9, 1.0)
+    train_hflip: bool = False
+
+    def __post_init__(self) -> None:
+        self.mean, self.std = tuple(self.mean), tuple(self.std)
+        self.train_crop_scale = tuple(self.train_crop_scale)
+        for name, value, allowed in (("scaling", self.scaling, ("auto", "range", "minmax")),
+                                     ("interpolation", self.interpolation, tuple(_INTERP)),
+                                     ("channels", self.channels, (1, 3))):
+            if value not in allowed:
+                raise ValueError(f"thermal: {name}={value!r}, expected one of {allowed}")
+        check_mean_std("thermal", self.mean, self.std, self.channels)
+
+
+def scale_to_unit(a: np.ndarray, scaling: str) -> np.ndarray:
+    """Raw intensities -> float32 ``[0, 1]`` by the ``scaling`` rule of the module docstring."""
+    x = a.astype(np.float32)
+    if scaling == "auto":
+        if a.dtype == np.uint8:
+            scaling = "range"
+        elif a.dtype.kind == "f":
+            scaling = "range" if (x.min() >= 0 and x.max() <= 1) else "minmax"
+        else:
+            scaling = "minmax"
+    if scaling == "minmax":
+        lo, hi = float(x.min()), float(x.max())
+        return (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
+    if a.dtype.kind in "ui":
+        x /= 255.0 if a.dtype.itemsize == 1 else 65535.0
+    return np.clip(x, 0.0, 1.0)
+
+
+@register_modality
+class ThermalModality(Modality):
+    """Thermal images; ``load`` returns float32 intensities in ``[0, 1]``, ``[H, W]``."""
+
+    name = "thermal"
+    Preprocess = ThermalPreprocess
+    presets = {
+        "imagebind": {},
+        "languagebind": {"channels": 3, "mean": CLIP_MEAN, "std": CLIP_STD},
+    }
+    default_preset = "imagebind"
+    sample_ndim = 3
+    # ImageBind thermal: Conv2d(1, 768, 16, stride 16, bias=False) + LayerNorm, no ln_pre. (ImageBind-Huge trunk
+    # 768/12/12, kv bias tokens, fixed logit scale 10 — set by the model configs / converters.)
+    encoder_defaults = {"pool": "cls", "stem": {"patch_size": 16, "norm": True}}
+
+    def load(self, source: Any, cfg: ThermalPreprocess) -> np.ndarray:
+        if isinstance(source, torch.Tensor):
+            source = source.detach().cpu().numpy()
+        if isinstance(source, np.ndarray):
+            a = source
+            if a.ndim == 3 and a.shape[-1] in (3, 4) and a.dtype == np.uint8:  # grey RGB(A) -> ITU-R 601 luma (PIL)
+                a = np.rint(a[..., :3].astype(np.float32) @ np.float32([0.299, 0.587, 0.114])).astype(np.uint8)
+        else:
+            img = decode_image(source, self.name, mode=None)
+            if img.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+                a = np.asarray(img).astype(np.uint16)
+            elif img.mode == "I":
+                a = np.asarray(img)
+                a = a.astype(np.uint16) if a.size and a.min() >= 0 and a.max() <= 65535 else a
+            elif img.mode in ("L", "F"):
+                a = np.asarray(img)
+            else:  # RGB(A) / P / LA / 1: grey pseudo-colour frames -> luminance
+                a = np.asarray(img.convert("L"))
+        a = as_2d(a, source, self.name, "thermal image")
+        if a.dtype.kind not in "uif":
+            raise MediaError(source, self.name, f"expected numeric intensities, got dtype {a.dtype}")
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise MediaError(source, self.name, f"{int((~np.isfinite(a)).sum())} NaN/inf pixels")
+        return scale_to_unit(a, cfg.scaling)
+
+    def transform(self, raw: np.ndarray, cfg: ThermalPreprocess, train: bool = False) -> torch.Tensor:
+        return map_transform(torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32)), size=cfg.size,
+                             crop_size=cfg.crop_size, interpolation=cfg.interpolation, channels=cfg.channels,
+                             mean=cfg.mean, std=cfg.std, train=train, train_crop_scale=cfg.train_crop_scale,
+                             train_hflip=cfg.train_hflip)
+
+    # --- model side ---------------------------------------------------------------------------------------------
+    def channels(self, cfg: EncoderConfig) -> int:
+        return stem_channels(self, cfg)
+
+    def prepare_encoder_config(self, cfg: EncoderConfig, root=None) -> None:
+        fill_in_chans(self, cfg)
+
+    def expected_shape(self, cfg: EncoderConfig) -> str:
+        return f"[{self.channels(cfg)}, H, W]"
+
+    def stem(self, cfg: EncoderConfig) -> nn.Module:
+        return map_stem(self, cfg)
+
+    def example_input(self, cfg: EncoderConfig, batch: int) -> torch.Tensor:
+        """A random batch ``[batch, C, crop, crop]`` of this encoder's input shape (benchmarks)."""
+        size = self.preprocess_config(cfg.preprocess).crop_size
+        return torch.randn(batch, self.channels(cfg), size, size)
