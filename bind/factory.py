@@ -7,6 +7,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from bind.config import BindConfig, EncoderConfig
 from bind.model import CONFIG_NAME, BindModel
 from bind.registry import get_modality, model_config_dict
@@ -60,15 +62,19 @@ def create_model(name: str, *, modalities: list[str] | None = None, pretrained: 
     the converter named in the config's ``checkpoint_format``.
     """
     raw = model_config_dict(name)
-    model = BindModel(expand_config(raw, modalities, encoder_overrides))
-    if pretrained is not None:
-        fmt = raw.get("checkpoint_format")
-        if fmt is None:
-            raise ValueError(f"model {name!r} has no checkpoint_format: nothing can load {pretrained!r} into it")
-        if fmt not in _CONVERTERS:
-            import bind.checkpoints  # noqa: F401  — registers the converters
-
-        _CONVERTERS[fmt](model, pretrained)
+    if pretrained is None:
+        return BindModel(expand_config(raw, modalities, encoder_overrides)).eval()
+    fmt = raw.get("checkpoint_format")
+    if fmt is None:
+        raise ValueError(f"model {name!r} has no checkpoint_format: nothing can load {pretrained!r} into it")
+    if fmt not in _CONVERTERS:
+        import bind.checkpoints  # noqa: F401  — registers the converters
+    with torch.device("meta"):  # every weight comes from the checkpoint: skip random init (converters assign)
+        model = BindModel(expand_config(raw, modalities, encoder_overrides))
+    _CONVERTERS[fmt](model, pretrained)
+    unset = [k for k, t in model.state_dict().items() if t.is_meta]
+    if unset:
+        raise RuntimeError(f"converter {fmt!r} left {len(unset)} tensors unloaded, e.g. {unset[:5]}")
     return model.eval()
 
 

@@ -110,6 +110,8 @@ class TextModality(Modality):
         if root is not None and isinstance(name, str) and name.startswith("./"):
             name = str(Path(root) / name[2:])
         cfg.preprocess["tokenizer"] = name
+        if cfg.tower is None and {"pad_token_id", "vocab_size", "eot_token_id", "context_length"} <= set(cfg.stem):
+            return  # architecture fully given (e.g. published checkpoints): the tokenizer is needed only to tokenize
         tok = load_tokenizer(name)
         cfg.stem.setdefault("pad_token_id", tok.pad_token_id)
         if cfg.tower is None:

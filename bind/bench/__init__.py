@@ -15,6 +15,7 @@ SUITE_MODULES = [
     "bind.bench.video_memory",
     "bind.bench.retrieval",
     "bind.bench.train",
+    "bind.bench.imagebind_parity",
 ]
 
 

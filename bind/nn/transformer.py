@@ -146,7 +146,7 @@ class Transformer(nn.Module):
                  grad_checkpointing: bool = False) -> None:
         super().__init__()
         self.grad_checkpointing = grad_checkpointing
-        rates = torch.linspace(0, drop_path, depth).tolist() if depth > 1 else [drop_path] * depth
+        rates = torch.linspace(0, drop_path, depth, device="cpu").tolist() if depth > 1 else [drop_path] * depth
         kw = dict(mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, fused_qkv=fused_qkv, kv_bias_tokens=kv_bias_tokens,
                   act=act)
         if divided:
