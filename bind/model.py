@@ -29,9 +29,9 @@ CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 def build_encoder(cfg: EncoderConfig) -> nn.Module:
     """A :class:`ModalityEncoder`, or a transformers tower when ``cfg.tower`` is set."""
     if cfg.tower is not None:
-        from bind.towers import TransformersTextEncoder
+        from bind.towers import build_tower
 
-        return TransformersTextEncoder(cfg)
+        return build_tower(cfg)
     return ModalityEncoder(cfg)
 
 

@@ -12,6 +12,7 @@ config (``tower_config``) and their weights in ``model.safetensors``, so a saved
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib.util
 from pathlib import Path
@@ -68,15 +69,16 @@ class TransformersTextEncoder(nn.Module):
         self.cfg = cfg
         if cfg.tower_config is not None:  # rebuilding a saved model: architecture only, weights come from the file
             hf_cfg = _auto_config_from_dict(cfg.tower_config)
-            cls = CLIPTextModelWithProjection if hf_cfg.model_type in ("clip", "clip_text_model") else AutoModel
-            self.tower = cls.from_config(hf_cfg.text_config if hf_cfg.model_type == "clip" else hf_cfg)
+            sub = hf_cfg.text_config if hf_cfg.model_type == "clip" else hf_cfg
+            is_clip = hf_cfg.model_type in ("clip", "clip_text_model")
+            self.tower = CLIPTextModelWithProjection(sub) if is_clip else AutoModel.from_config(sub)
         else:
             path = resolve_tower(cfg.tower)
             from transformers import AutoConfig
 
             hf_cfg = AutoConfig.from_pretrained(path)
             if hf_cfg.model_type in ("clip", "clip_text_model"):
-                self.tower = CLIPTextModelWithProjection.from_pretrained(path)
+                self.tower = load_clip_part(path, "text")
             else:
                 self.tower = AutoModel.from_pretrained(path)
             cfg.tower_config = self.tower.config.to_dict()
@@ -122,3 +124,116 @@ class TransformersTextEncoder(nn.Module):
 
     def get_logit_scale(self) -> torch.Tensor:
         return self.logit_scale.clamp(max=LOGIT_SCALE_MAX).exp()
+
+
+def load_clip_part(path: str, part: str) -> nn.Module:
+    """``CLIPTextModelWithProjection`` / ``CLIPVisionModelWithProjection`` (``part`` = ``text`` / ``vision``) from a
+    directory holding either that tower alone or a whole ``CLIPModel`` (whose ``projection_dim`` lives at the top
+    level of its config, which the per-tower classes do not read)."""
+    from transformers import AutoConfig, CLIPModel, CLIPTextModelWithProjection, CLIPVisionModelWithProjection
+
+    cls = CLIPTextModelWithProjection if part == "text" else CLIPVisionModelWithProjection
+    if AutoConfig.from_pretrained(path).model_type != "clip":
+        return cls.from_pretrained(path)
+    full = CLIPModel.from_pretrained(path)
+    sub = copy.deepcopy(full.config.text_config if part == "text" else full.config.vision_config)
+    sub.projection_dim = full.config.projection_dim
+    tower = cls(sub)
+    names = ("text_model", "text_projection") if part == "text" else ("vision_model", "visual_projection")
+    for name in names:
+        setattr(tower, name, getattr(full, name))
+    return tower.eval()
+
+
+class TransformersVisionEncoder(nn.Module):
+    """A transformers vision model as a frozen image tower: pixels ``[B, 3, H, W]`` -> unit-norm ``[B, embed_dim]``.
+
+    ``CLIPVisionModelWithProjection`` (``pooling: pooler`` = its projected CLS, ``image_embeds``) or any ``AutoModel``
+    vision transformer (ViT, DINOv2, ...) with ``cls`` / ``mean`` / ``pooler`` pooling. The image size and mean/std
+    of the tower's ``preprocessor_config.json`` (when present) become the encoder's image preprocessing.
+    """
+
+    sample_ndim = 3
+
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        from transformers import AutoConfig, AutoModel, CLIPVisionModelWithProjection
+
+        self.cfg = cfg
+        if cfg.tower_config is not None:
+            hf_cfg = _auto_config_from_dict(cfg.tower_config)
+            is_clip = hf_cfg.model_type == "clip_vision_model"
+            self.tower = CLIPVisionModelWithProjection(hf_cfg) if is_clip else AutoModel.from_config(hf_cfg)
+        else:
+            path = resolve_tower(cfg.tower)
+            if AutoConfig.from_pretrained(path).model_type in ("clip", "clip_vision_model"):
+                self.tower = load_clip_part(path, "vision")
+            else:
+                self.tower = AutoModel.from_pretrained(path)
+            cfg.tower_config = self.tower.config.to_dict()
+            _vision_preprocess_defaults(cfg, path, self.tower.config)
+        is_clip = self.tower.config.model_type == "clip_vision_model"
+        hidden = self.tower.config.projection_dim if is_clip and cfg.tower_pooling == "pooler" else None
+        hidden = hidden or self.tower.config.hidden_size
+        self.proj = nn.Identity() if hidden == cfg.embed_dim else nn.Linear(hidden, cfg.embed_dim, bias=False)
+        scale = torch.tensor(float(cfg.logit_scale_init))
+        if cfg.logit_scale_learnable:
+            self.logit_scale = nn.Parameter(scale)
+        else:
+            self.register_buffer("logit_scale", scale)
+
+    @property
+    def name(self) -> str:
+        return self.cfg.modality
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        if enable:
+            self.tower.gradient_checkpointing_enable()
+        else:
+            self.tower.gradient_checkpointing_disable()
+
+    def forward(self, pixels: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        from bind.errors import InputError
+
+        if not isinstance(pixels, torch.Tensor) or pixels.dim() != 4 or not pixels.is_floating_point():
+            got = tuple(pixels.shape) if isinstance(pixels, torch.Tensor) else type(pixels).__name__
+            raise InputError(f"{self.cfg.modality}: expected float pixels [B, 3, H, W], got {got}")
+        out = self.tower(pixel_values=pixels)
+        if self.cfg.tower_pooling == "pooler":
+            pooled = getattr(out, "image_embeds", None)
+            pooled = out.pooler_output if pooled is None else pooled
+        elif self.cfg.tower_pooling == "cls":
+            pooled = out.last_hidden_state[:, 0]
+        else:
+            pooled = out.last_hidden_state[:, 1:].mean(1)
+        emb = self.proj(pooled)
+        return F.normalize(emb, dim=-1) if normalize else emb
+
+    def get_logit_scale(self) -> torch.Tensor:
+        return self.logit_scale.clamp(max=LOGIT_SCALE_MAX).exp()
+
+
+def _vision_preprocess_defaults(cfg: EncoderConfig, path: str, hf_cfg: Any) -> None:
+    """Fill the image preprocessing of a vision tower from its ``preprocessor_config.json`` / config image size."""
+    import json
+
+    pre: dict[str, Any] = {}
+    proc = Path(path) / "preprocessor_config.json"
+    if proc.is_file():
+        pre = json.loads(proc.read_text())
+    size = getattr(hf_cfg, "image_size", None)
+    crop = pre.get("crop_size", size)
+    crop = crop.get("height", size) if isinstance(crop, dict) else crop
+    if crop:
+        cfg.preprocess.setdefault("crop_size", int(crop))
+        cfg.preprocess.setdefault("size", int(crop))
+    if "image_mean" in pre and "image_std" in pre:
+        cfg.preprocess.setdefault("mean", list(pre["image_mean"]))
+        cfg.preprocess.setdefault("std", list(pre["image_std"]))
+
+
+def build_tower(cfg: EncoderConfig) -> nn.Module:
+    """The transformers tower of ``cfg.tower``: a text tower for ``text``, a vision tower for ``image``."""
+    if cfg.modality == "image":
+        return TransformersVisionEncoder(cfg)
+    return TransformersTextEncoder(cfg)

@@ -1,0 +1,136 @@
+"""``bind validate --manifest FILE``: decode every sample of a manifest before a run starts and list the bad ones.
+
+Each media file goes through its plugin's ``load`` and ``transform`` (eval mode) with the preprocessing of
+``--model`` (or the plugin's defaults); captions are tokenised. Every failure is listed as
+``id  modality  path  reason``; the exit code is 1 when there is any. Modalities with no installed plugin are
+reported once as warnings (they cannot be checked).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bind.data.manifest import ManifestRecord, read_manifest
+from bind.errors import UnknownModalityError
+from bind.registry import get_modality
+
+
+@dataclass
+class ValidationReport:
+    manifest: str
+    samples: int = 0
+    checked: int = 0  # (sample, modality) pairs decoded
+    problems: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"manifest": self.manifest, "samples": self.samples, "checked": self.checked, "ok": self.ok,
+                "problems": self.problems, "warnings": self.warnings}
+
+
+def _check_record(rec: ManifestRecord, configs: dict[str, Any], modalities: set[str] | None) -> tuple[int, list]:
+    from bind.data.dataset import _BUGS, _describe_error
+
+    problems, checked = [], 0
+    for m, path in rec.media.items():
+        if (modalities is not None and m not in modalities) or m not in configs:
+            continue
+        checked += 1
+        try:
+            plugin = get_modality(m)
+            plugin.transform(plugin.load(path, configs[m]), configs[m], train=False)
+        except _BUGS:
+            raise
+        except Exception as e:  # noqa: BLE001
+            problems.append({"id": rec.id, "modality": m, "path": str(path), "reason": _describe_error(e),
+                             "line": rec.source})
+    if "text" in configs and (modalities is None or "text" in modalities):
+        text = get_modality("text")
+        for caps in [rec.text, *rec.captions.values()]:
+            for cap in caps:
+                checked += 1
+                try:
+                    text.transform(cap, configs["text"])
+                except _BUGS:
+                    raise
+                except Exception as e:  # noqa: BLE001
+                    problems.append({"id": rec.id, "modality": "text", "path": rec.source,
+                                     "reason": _describe_error(e), "line": rec.source})
+    return checked, problems
+
+
+def validate_manifest(path: str | Path, *, model: str | None = None, modalities: Iterable[str] | None = None,
+                      split: str | None = None, workers: int = 4) -> ValidationReport:
+    """Decode every sample of a manifest; see the module docstring."""
+    records = read_manifest(path, split=split)
+    report = ValidationReport(str(path), samples=len(records))
+    wanted = set(modalities) if modalities is not None else None
+    present = sorted({m for r in records for m in r.media} | ({"text"} if any(r.text for r in records) else set()))
+    model_cfgs: dict[str, Any] = {}
+    if model is not None:
+        from bind.factory import expand_config
+        from bind.model import CONFIG_NAME
+        from bind.registry import model_config_dict
+
+        p = Path(model)
+        if (p / CONFIG_NAME).is_file():
+            from bind.config import BindConfig
+
+            model_cfgs = {m: e.preprocess for m, e in BindConfig.load(p / CONFIG_NAME).encoders.items()}
+        else:
+            raw = model_config_dict(model)
+            known = [m for m in present if m in raw.get("encoders", {})]
+            model_cfgs = {m: e.preprocess for m, e in expand_config(raw, known).encoders.items()}
+    configs: dict[str, Any] = {}
+    for m in present:
+        if wanted is not None and m not in wanted:
+            continue
+        try:
+            plugin = get_modality(m)
+        except UnknownModalityError:
+            report.warnings.append(f"no plugin for modality {m!r}: its files were not checked")
+            continue
+        configs[m] = plugin.preprocess_config(model_cfgs.get(m))
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for checked, problems in pool.map(lambda r: _check_record(r, configs, wanted), records):
+            report.checked += checked
+            report.problems.extend(problems)
+    return report
+
+
+def _validate_cmd(args: argparse.Namespace) -> int:
+    report = validate_manifest(args.manifest, model=args.model, split=args.split, workers=args.workers,
+                               modalities=args.modalities.split(",") if args.modalities else None)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        for w in report.warnings:
+            print(f"warning: {w}", file=sys.stderr)
+        for p in report.problems:
+            print(f"{p['id']}\t{p['modality']}\t{p['path']}\t{p['reason']}")
+        status = "OK" if report.ok else f"{len(report.problems)} unreadable"
+        print(f"{report.manifest}: {report.samples} samples, {report.checked} items checked, {status}",
+              file=sys.stderr)
+    return 0 if report.ok else 1
+
+
+def add_validate_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("validate", help="decode every sample of a manifest and list the unreadable ones")
+    p.add_argument("--manifest", required=True, help="JSONL manifest")
+    p.add_argument("--model", default=None, help="named model or model directory whose preprocessing to use")
+    p.add_argument("--modalities", default=None, help="comma-separated subset to check (default: all present)")
+    p.add_argument("--split", default=None, help="only this split")
+    p.add_argument("--workers", type=int, default=4, help="decoding threads")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=_validate_cmd)

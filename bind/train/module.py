@@ -1,0 +1,314 @@
+"""``BindTrainModule``: the LightningModule that trains modality encoders into a frozen anchor's space.
+
+Per step, for every trained modality ``m``: embed the samples that carry ``m``, embed their anchors with the frozen
+tower (no grad), and add the contrastive loss (:func:`bind.losses.contrastive_loss`: InfoNCE or SigLIP, local loss
+with an all-gather carrying gradients across ranks). open_clip conventions (Cherti et al. 2023): AdamW without weight
+decay on scales / norms / biases, linear warmup then cosine decay per step, log temperatures clamped to
+``[0, ln 100]`` after every step. Validation reports R@1 / R@5 in both directions for every ``m <-> anchor``
+(identical captions count as one gallery item) from embeddings gathered over all ranks.
+
+Determinism: the global RNG is reseeded from ``(seed, global_step, rank)`` before every step (patch dropout, drop
+path, LoRA dropout), and the data order and augmentations are functions of ``(seed, epoch, sample)``
+(:mod:`bind.data.sampler`), so a run killed and resumed from ``last.ckpt`` ends with the weights of an uninterrupted
+run.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from bind.data.dataset import PairSpec, sample_seed
+from bind.lora import format_trainable_report, lora_specs, merge_lora, save_adapters, trainable_report
+from bind.losses import LOSSES, SIGLIP_BIAS_INIT, all_gather_rows, clamp_logit_scale_, contrastive_loss, gather_sizes
+from bind.losses import logit_scale_init as default_logit_scale
+from bind.train.checkpoint import AtomicCheckpoints
+from bind.train.model_builder import build_train_model
+
+log = logging.getLogger("bind.train")
+
+
+def _no_decay(name: str, p: torch.Tensor) -> bool:
+    return p.ndim < 2 or "logit_scale" in name or "logit_bias" in name or name.endswith(".bias") or "norm" in name
+
+
+def trim_padding(ids: torch.Tensor, pad_id: int | None, eot_id: int | None = None) -> torch.Tensor:
+    """Drop the trailing columns of ``ids [B, L]`` that are padding in every row (keeping one when padding is the
+    end-of-text token). Exact for mean pooling over the attention mask and for causal towers with EOT pooling, and
+    much cheaper for short captions padded to the context length."""
+    if pad_id is None or ids.dim() != 2 or ids.shape[1] == 0:
+        return ids
+    used = (ids != pad_id).any(0).nonzero()
+    keep = int(used[-1]) + 1 if used.numel() else 1
+    if eot_id is not None and eot_id == pad_id:
+        keep += 1
+    return ids[:, : min(keep, ids.shape[1])]
+
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float = 0.0) -> float:
+    """LR multiplier: linear warmup to 1 over ``warmup_steps``, then cosine to ``min_ratio`` at ``total_steps``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class BindTrainModule(L.LightningModule):
+    """Trains ``modalities`` against a frozen ``anchor``; every argument is a YAML key under ``model:``.
+
+    Args:
+        model: named model config (architecture defaults) or a saved bind model directory to continue from.
+        modalities: the modalities to train.
+        anchor: ``text`` (language-anchored, LanguageBind) or ``image`` (image-anchored, ImageBind).
+        towers: ``{modality: transformers directory / hub id / "minilm"}`` frozen towers (the anchor's among them).
+        encoders: per-modality ``EncoderConfig`` overrides (``patch_dropout``, ``depth``, ``stem``, ...).
+        init_from: ``{modality: pretrained ViT}`` (HF CLIP directory or timm state dict) to start from.
+        init_channels: ``mean`` | ``sum`` — RGB filters -> other channel counts.
+        init_temporal: ``average`` | ``center`` — Conv2d -> Conv3d tubelet inflation.
+        init_heads: attention heads of a timm source (default width / 64).
+        lora: ``{modality: {r, alpha, dropout, targets, ...}}`` LoRA adapters (``{}`` = LanguageBind defaults).
+        loss: ``infonce`` | ``siglip``.
+        lr, weight_decay, betas, eps: AdamW.
+        warmup_steps, min_lr_ratio: the warmup + cosine schedule.
+        grad_checkpointing: recompute trunk activations in backward.
+        seed: seeds per-step randomness (the data seed is the datamodule's).
+        export_dir: at the end of ``fit``, write ``model/`` (LoRA merged, loadable by ``bind.load_model``) and
+            ``adapters/`` there.
+        cache_anchors: memoise the frozen text anchor's embedding of each caption (up to ``anchor_cache_size``
+            captions): exact, since the tower is frozen and deterministic, and a large saving when captions repeat.
+    """
+
+    def __init__(self, model: str = "bind-minilm-tiny", modalities: list[str] | None = None, anchor: str = "text",
+                 towers: dict[str, str] | None = None, encoders: dict[str, dict[str, Any]] | None = None,
+                 init_from: dict[str, str] | None = None, init_channels: str = "mean",
+                 init_temporal: str = "average", init_heads: int | None = None,
+                 lora: dict[str, dict[str, Any] | None] | None = None, loss: str = "infonce", lr: float = 1e-3,
+                 weight_decay: float = 0.2, betas: tuple[float, float] = (0.9, 0.98), eps: float = 1e-6,
+                 warmup_steps: int = 0, min_lr_ratio: float = 0.0, grad_checkpointing: bool = False, seed: int = 0,
+                 export_dir: str | None = None, cache_anchors: bool = False,
+                 anchor_cache_size: int = 100_000) -> None:
+        super().__init__()
+        if loss not in LOSSES:
+            raise ValueError(f"loss {loss!r}; expected one of {LOSSES}")
+        self.save_hyperparameters()
+        self.model = build_train_model(model, modalities, anchor, towers, encoders, init_from, init_channels,
+                                       init_temporal, init_heads, lora, default_logit_scale(loss), grad_checkpointing)
+        self.trained, self.anchor, self.loss_kind = list(modalities or []), anchor, loss
+        self.logit_bias = nn.ParameterDict(
+            {m: nn.Parameter(torch.tensor(SIGLIP_BIAS_INIT)) for m in self.trained}) if loss == "siglip" else None
+        self._examples: dict[str, torch.Tensor] = {}
+        self._val: dict[str, list[tuple[torch.Tensor, torch.Tensor, list[str]]]] = {}
+        self._anchor_cache: dict[str, torch.Tensor] = {}
+        self._samples_this_epoch = 0
+        if cache_anchors and anchor != "text":
+            raise ValueError("cache_anchors applies to a text anchor (image anchors are augmented per step)")
+
+    # --- data contract ---------------------------------------------------------------------------------------------
+    def pair_spec(self, caption_source: str = "modality") -> PairSpec:
+        """What the datamodule must load for this model (modalities, anchor, preprocessing)."""
+        return PairSpec.from_model(self.model, self.trained, self.anchor, caption_source)
+
+    def train(self, mode: bool = True) -> BindTrainModule:
+        super().train(mode)
+        for m in self.model.config.frozen:  # frozen towers stay in eval mode (no dropout)
+            self.model.encoder(m).eval()
+        return self
+
+    # --- losses ----------------------------------------------------------------------------------------------------
+    def _world(self) -> int:
+        return self.trainer.world_size if self._trainer is not None else 1
+
+    def _anchor_embed(self, x: torch.Tensor, keys: list[str] | None = None) -> torch.Tensor:
+        if keys is not None and self.hparams.cache_anchors:
+            cache = self._anchor_cache
+            todo = [i for i, k in enumerate(keys) if k not in cache]
+            if todo:
+                fresh = self._anchor_embed(x[todo])
+                for i, e in zip(todo, fresh):
+                    if len(cache) < self.hparams.anchor_cache_size:
+                        cache[keys[i]] = e
+                    else:
+                        return self._anchor_embed(x)
+            return torch.stack([cache[k] for k in keys]).to(self.device)
+        if self.anchor == "text":
+            x = trim_padding(x, self.model.encoder("text").cfg.stem.get("pad_token_id"),
+                             self.model.encoder("text").cfg.stem.get("eot_token_id"))
+        with torch.no_grad():
+            return self.model.encode(self.anchor, x).detach()
+
+    def _placeholder(self, m: str) -> torch.Tensor:
+        """A 0-row embedding for a modality this rank has no sample of, still in the graph of ``m``'s encoder (so
+        every rank runs the same backward collectives and DDP sees the same parameters used)."""
+        if m in self._examples:
+            return self.model.encode(m, self._examples[m])[:0]
+        return torch.zeros(0, self.model.embed_dim, device=self.device, requires_grad=True)
+
+    def pair_losses(self, batch: dict[str, Any], gather: bool = True) -> dict[str, tuple[torch.Tensor, int]]:
+        """``{m: (loss, pairs over all ranks)}`` for this batch."""
+        distributed = gather and self._world() > 1
+        out = {}
+        for m in self.trained:
+            x = batch["inputs"].get(m)
+            if x is not None:
+                emb = self.model.encode(m, x)
+                anc = self._anchor_embed(batch["anchors"][m], batch["anchor_keys"][m])
+                if distributed:
+                    self._examples[m] = x[:1].detach()
+            elif distributed:
+                emb = self._placeholder(m)
+                anc = torch.zeros(0, self.model.embed_dim, device=self.device)
+            else:
+                continue
+            bias = self.logit_bias[m] if self.logit_bias is not None else None
+            out[m] = contrastive_loss(emb, anc.to(emb.dtype), self.model.logit_scale(m), kind=self.loss_kind,
+                                      logit_bias=bias, gather=gather, gather_y_grad=False)
+        return out
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+        self._samples_this_epoch += len(batch["ids"])
+        losses = self.pair_losses(batch)
+        if not losses:
+            return None
+        total = sum(loss for loss, _ in losses.values())
+        sync, bs = self._world() > 1, max(1, len(batch["ids"]))
+        self.log("train/loss", total.detach(), prog_bar=True, sync_dist=sync, batch_size=bs)
+        for m, (loss, _) in losses.items():
+            self.log(f"train/loss/{m}", loss.detach(), sync_dist=sync, batch_size=bs)
+            self.log(f"train/logit_scale/{m}", self.model.logit_scale(m).detach(), batch_size=bs)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=bs)
+        return total
+
+    def on_train_epoch_start(self) -> None:
+        self._samples_this_epoch = 0
+
+    def on_train_epoch_end(self) -> None:
+        if self._samples_this_epoch == 0:
+            raise RuntimeError("no usable training sample in a whole epoch: every sample was skipped as unreadable "
+                               "(see bad_samples.jsonl in the run directory, or run `bind validate --manifest ...`)")
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        torch.manual_seed(sample_seed(self.hparams.seed, self.global_step, self.global_rank))
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        for m in self.trained:
+            scale = self.model.encoder(m).logit_scale
+            if isinstance(scale, nn.Parameter):
+                clamp_logit_scale_(scale)
+
+    # --- validation ------------------------------------------------------------------------------------------------
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        losses = []
+        for m in self.trained:
+            x = batch["inputs"].get(m)
+            if x is None:
+                continue
+            emb = self.model.encode(m, x)
+            anc = self._anchor_embed(batch["anchors"][m], batch["anchor_keys"][m])
+            bias = self.logit_bias[m] if self.logit_bias is not None else None
+            loss, _ = contrastive_loss(emb, anc.to(emb.dtype), self.model.logit_scale(m), kind=self.loss_kind,
+                                       logit_bias=bias, gather=False)
+            losses.append(loss)
+            self._val.setdefault(m, []).append((emb.float().cpu(), anc.float().cpu(), batch["anchor_keys"][m]))
+        if losses:
+            self.log("val/loss", sum(losses), prog_bar=True, batch_size=max(1, len(batch["ids"])))
+
+    def on_validation_epoch_end(self) -> None:
+        sync = self._world() > 1  # every rank holds the same gathered values: the mean changes nothing
+        for name, value in self.validation_metrics().items():
+            self.log(name, value, prog_bar=name.startswith("val/R@1/") and "->" + self.anchor in name, sync_dist=sync)
+        self._val.clear()
+
+    def validation_metrics(self) -> dict[str, float]:
+        """R@1 / R@5 of ``m -> anchor`` and ``anchor -> m`` over the embeddings collected by ``validation_step``
+        (gathered from every rank)."""
+        from bind.retrieval.metrics import retrieval_metrics_from_embeddings
+
+        metrics = {}
+        world = self._world()
+        for m in self.trained:  # the same collectives in the same order on every rank
+            parts = self._val.get(m, [])
+            emb = torch.cat([p[0] for p in parts]) if parts else torch.zeros(0, self.model.embed_dim)
+            anc = torch.cat([p[1] for p in parts]) if parts else torch.zeros(0, self.model.embed_dim)
+            keys = [k for p in parts for k in p[2]]
+            if world > 1:
+                dev = self.device
+                sizes = gather_sizes(emb.shape[0], dev)
+                if sum(sizes) == 0:
+                    continue
+                emb = all_gather_rows(emb.to(dev), sizes, with_grad=False).cpu()
+                anc = all_gather_rows(anc.to(dev), sizes, with_grad=False).cpu()
+                all_keys: list[list[str]] = [[] for _ in range(world)]
+                torch.distributed.all_gather_object(all_keys, keys)
+                keys = [k for ks in all_keys for k in ks]
+            if not keys:
+                continue
+            first: dict[str, int] = {}
+            for i, k in enumerate(keys):
+                first.setdefault(k, i)
+            group = {k: g for g, k in enumerate(first)}
+            q_groups = torch.tensor([group[k] for k in keys])
+            gallery, g_groups = anc[list(first.values())], torch.arange(len(first))
+            fwd = retrieval_metrics_from_embeddings(emb, gallery, q_groups, g_groups, ks=(1, 5))
+            bwd = retrieval_metrics_from_embeddings(gallery, emb, g_groups, q_groups, ks=(1, 5))
+            for k in (1, 5):
+                metrics[f"val/R@{k}/{m}->{self.anchor}"] = fwd[f"recall@{k}"]
+                metrics[f"val/R@{k}/{self.anchor}->{m}"] = bwd[f"recall@{k}"]
+            metrics[f"val/gallery/{m}"] = float(len(first))
+        return metrics
+
+    # --- optimisation ----------------------------------------------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, Any]:
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            if p.requires_grad:
+                (no_decay if _no_decay(name, p) else decay).append(p)
+        hp = self.hparams
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": hp.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}], lr=hp.lr, betas=tuple(hp.betas),
+                                eps=hp.eps)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: warmup_cosine(step, hp.warmup_steps, total, hp.min_lr_ratio))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        attached = self._trainer is not None and any(isinstance(c, AtomicCheckpoints) for c in self.trainer.callbacks)
+        return [] if attached else [AtomicCheckpoints()]
+
+    # --- reporting / export ----------------------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        run_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)  # a collective: every rank calls it
+        if self.trainer.is_global_zero:
+            report = trainable_report(self.model)
+            log.info("trainable parameters:\n%s", format_trainable_report(report))
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "trainable_parameters.json").write_text(json.dumps(report, indent=2))
+
+    def on_fit_end(self) -> None:
+        if self.hparams.export_dir and self.trainer.is_global_zero:
+            self.export(self.hparams.export_dir)
+
+    def export(self, directory: str | Path) -> Path:
+        """Write ``model/`` (adapters merged: a plain bind model directory) and, with LoRA, ``adapters/``."""
+        directory = Path(directory)
+        model = copy.deepcopy(self.model).cpu().float().eval()
+        if lora_specs(model):
+            save_adapters(model, directory / "adapters")
+            merge_lora(model)
+        model.save_pretrained(directory / "model")
+        log.info("exported the trained model to %s", directory / "model")
+        return directory
+
+
+def export_checkpoint(checkpoint: str | Path, directory: str | Path) -> Path:
+    """Rebuild the module of a Lightning checkpoint and :meth:`~BindTrainModule.export` its model to ``directory``."""
+    module = BindTrainModule.load_from_checkpoint(str(checkpoint), map_location="cpu")
+    return module.export(directory)

@@ -1,0 +1,70 @@
+"""``bind.train.fit(...)``: train a modality encoder from one Python call (what ``bind train fit`` does from YAML).
+
+Writes ``RUN_DIR/checkpoints/{last,epoch=..}.ckpt`` (atomic), CSV + TensorBoard logs, ``bad_samples.jsonl``,
+``trainable_parameters.json`` and, with ``export=True``, ``RUN_DIR/export/model`` (a plain bind model directory).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` produced."""
+
+    model: Any  # the trained BindModel (adapters still applied when LoRA was used)
+    module: Any
+    trainer: Any
+    run_dir: Path
+    metrics: dict[str, float]  # validation metrics after training
+    metrics_before: dict[str, float] = field(default_factory=dict)  # before training, with validate_before
+    export_dir: Path | None = None
+    bad_samples: int = 0
+
+
+def fit(manifest: str | Path, *, modalities: list[str], model: str = "bind-minilm-tiny", anchor: str = "text",
+        run_dir: str | Path = "runs/bind", max_epochs: int = 10, max_steps: int = -1, batch_size: int = 32,
+        num_workers: int = 0, val_manifest: str | None = None, accelerator: str = "auto", devices: int | str = 1,
+        strategy: str = "auto", precision: str | None = None, seed: int = 0, ckpt_path: str | None = None,
+        validate_before: bool = False, export: bool = True, progress_bar: bool = True,
+        log_every_n_steps: int = 10, every_n_train_steps: int | None = None, caption_source: str = "modality",
+        **module_kwargs: Any) -> FitResult:
+    """Train ``modalities`` against a frozen ``anchor`` on a JSONL manifest (see
+    :class:`~bind.train.module.BindTrainModule` for ``module_kwargs``: towers, lora, init_from, lr, loss, ...)."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    from bind.data.bad_samples import summarize
+    from bind.train.cli import default_precision, register_strategies
+    from bind.train.datamodule import BindDataModule
+    from bind.train.module import BindTrainModule
+
+    register_strategies()
+    L.seed_everything(seed, verbose=False)
+    run_dir = Path(run_dir)
+    export_dir = run_dir / "export" if export else None
+    module = BindTrainModule(model=model, modalities=list(modalities), anchor=anchor, seed=seed,
+                             export_dir=str(export_dir) if export_dir else None, **module_kwargs)
+    data = BindDataModule(manifest=str(manifest), val_manifest=val_manifest, batch_size=batch_size,
+                          num_workers=num_workers, seed=seed, caption_source=caption_source)
+    ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=1,
+                           every_n_train_steps=every_n_train_steps)
+    loggers = [CSVLogger(run_dir, name="logs", version=""), TensorBoardLogger(run_dir, name="tb", version="")]
+    trainer = L.Trainer(default_root_dir=run_dir, max_epochs=max_epochs, max_steps=max_steps, accelerator=accelerator,
+                        devices=devices, strategy=strategy, precision=precision or default_precision(),
+                        callbacks=[ckpt], logger=loggers, enable_progress_bar=progress_bar,
+                        log_every_n_steps=log_every_n_steps)
+    before: dict[str, float] = {}
+    if validate_before:
+        out = trainer.validate(module, datamodule=data, verbose=False)
+        before = {k: float(v) for k, v in (out[0] if out else {}).items()}
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+    after = trainer.validate(module, datamodule=data, verbose=False)
+    bad = summarize(data.bad.path).count if data.bad is not None and data.bad.path else 0
+    return FitResult(model=module.model, module=module, trainer=trainer, run_dir=run_dir,
+                     metrics={k: float(v) for k, v in (after[0] if after else {}).items()}, metrics_before=before,
+                     export_dir=export_dir, bad_samples=bad)

@@ -1,0 +1,133 @@
+"""Initialising modality encoders from pretrained ViTs (tiny transformers CLIP and timm models built here)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bind.config import EncoderConfig
+from bind.encoder import ModalityEncoder
+from bind.init import (
+    adapt_in_channels,
+    inflate_temporal,
+    init_encoder_from_vit,
+    read_vit_weights,
+    resize_kernel,
+    vit_encoder_overrides,
+)
+from bind.nn.stems import TubeletStem
+
+
+@pytest.fixture(scope="module")
+def clip_dir(tmp_path_factory):
+    from transformers import CLIPConfig, CLIPModel
+
+    torch.manual_seed(0)
+    cfg = CLIPConfig(text_config=dict(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                      num_attention_heads=2, max_position_embeddings=16),
+                     vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                        num_attention_heads=2, image_size=32, patch_size=8), projection_dim=24)
+    d = tmp_path_factory.mktemp("clip")
+    model = CLIPModel(cfg).eval()
+    model.save_pretrained(d)
+    return d, model
+
+
+@pytest.fixture(scope="module")
+def timm_file(tmp_path_factory):
+    import safetensors.torch
+    import timm
+
+    torch.manual_seed(0)
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, depth=2,
+                            embed_dim=32, num_heads=2, num_classes=0).eval()
+    f = tmp_path_factory.mktemp("timm") / "vit.safetensors"
+    safetensors.torch.save_file(vit.state_dict(), str(f))
+    return f, vit
+
+
+def _encoder(overrides, modality="image", in_chans=3, size=32, patch=8, embed_dim=24, **extra):
+    cfg = EncoderConfig(modality=modality, embed_dim=embed_dim, stem={"patch_size": patch, "in_chans": in_chans},
+                        preprocess={"size": size, "crop_size": size}, **{**overrides, **extra})
+    return ModalityEncoder(cfg).eval()
+
+
+def test_clip_init_reproduces_clip_image_embeddings(clip_dir):
+    d, clip = clip_dir
+    w = read_vit_weights(d)
+    over = vit_encoder_overrides(w)
+    assert over["act"] == "quick_gelu" and over["ln_pre"] and over["norm_eps"] == 1e-5
+    enc = _encoder(over)
+    report = init_encoder_from_vit(enc, w)
+    assert not report.skipped and report.loaded > 20
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ref = clip.get_image_features(pixel_values=x)
+        ref = F.normalize(getattr(ref, "pooler_output", ref), dim=-1)
+        assert torch.allclose(enc(x), ref, atol=1e-5)
+
+
+def test_timm_init_reproduces_timm_features(timm_file):
+    f, vit = timm_file
+    w = read_vit_weights(f, heads=2)
+    enc = _encoder(vit_encoder_overrides(w))
+    report = init_encoder_from_vit(enc, w)
+    assert any("bias folded" in a for a in report.adapted)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        tokens, _, _ = enc.forward_tokens(x)
+        ours = enc.head.norm(enc.head.pooled(tokens))
+        assert torch.allclose(ours, vit(x), atol=1e-5)
+
+
+def test_one_channel_stem_and_position_resize(timm_file):
+    f, vit = timm_file
+    w = read_vit_weights(f, heads=2)
+    enc = _encoder(vit_encoder_overrides(w), in_chans=1, size=48)
+    report = init_encoder_from_vit(enc, w, channel_init="sum")
+    assert any("3 -> 1 channels (sum)" in a for a in report.adapted)
+    assert any("(4, 4) -> (6, 6)" in a for a in report.adapted)
+    # a grey image seen by the 1-channel stem == the same grey image replicated to RGB in the source
+    grey = torch.rand(1, 1, 8, 8)
+    with torch.no_grad():
+        ours = F.conv2d(grey, enc.stem.proj.weight, stride=8)
+        theirs = F.conv2d(grey.expand(1, 3, 8, 8), w.patch_weight, stride=8)
+    assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+def test_adaptation_helpers():
+    w = torch.randn(4, 3, 8, 8)
+    assert torch.allclose(adapt_in_channels(w, 1, "mean"), w.mean(1, keepdim=True))
+    assert adapt_in_channels(w, 2, "sum").shape == (4, 2, 8, 8)
+    patch = torch.randn(1, 3, 8, 8)
+    big = F.interpolate(patch, size=(16, 16), mode="bilinear", align_corners=False)
+    assert torch.allclose(F.conv2d(big, resize_kernel(w, (16, 16))), F.conv2d(patch, w), atol=1e-4)
+    avg, centre = inflate_temporal(w, 2, "average"), inflate_temporal(w, 3, "center")
+    assert torch.allclose(avg.sum(2), w) and torch.equal(centre[:, :, 1], w) and centre[:, :, 0].abs().sum() == 0
+    with pytest.raises(ValueError, match="channel init"):
+        adapt_in_channels(w, 1, "median")
+
+
+def test_tubelet_inflation_keeps_static_clip_response(timm_file):
+    f, _ = timm_file
+    w = read_vit_weights(f, heads=2)
+    stem = TubeletStem(3, 32, patch_size=8, image_size=32, num_frames=4, temporal_patch=2)
+    frame = torch.randn(1, 3, 8, 8)
+    with torch.no_grad():
+        stem.proj.weight.copy_(inflate_temporal(w.patch_weight, 2, "average"))
+        clip = frame[:, :, None].expand(1, 3, 2, 8, 8)
+        assert torch.allclose(stem.proj(clip).flatten(), F.conv2d(frame, w.patch_weight).flatten(), atol=1e-5)
+
+
+def test_shape_mismatch_and_bad_sources(timm_file, tmp_path):
+    f, _ = timm_file
+    w = read_vit_weights(f, heads=2)
+    with pytest.raises(ValueError, match="blocks"):
+        init_encoder_from_vit(_encoder({**vit_encoder_overrides(w), "depth": 3}), w)
+    bad = tmp_path / "x.pt"
+    torch.save({"foo": torch.zeros(1)}, bad)
+    with pytest.raises(ValueError, match="not a timm ViT"):
+        read_vit_weights(bad)
+    with pytest.raises(FileNotFoundError):
+        read_vit_weights(tmp_path / "missing.safetensors")
