@@ -57,7 +57,8 @@ class ManifestRecord:
     captions: dict[str, list[str]] = field(default_factory=dict)
     factors: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
-    source: str = ""  # "manifest.jsonl:12"
+    where: str = ""  # "manifest.jsonl:12"
+    label: str | None = None  # class label for zero-shot evaluation (``label`` or ``--label-field``)
 
     def modalities(self) -> list[str]:
         return list(self.media) + (["text"] if self.text else [])
@@ -74,8 +75,27 @@ class ManifestRecord:
             return self.captions[modality]
         return self.text
 
+    def texts(self, for_modality: str | None = None) -> list[str]:
+        """The captions of this item; ``for_modality`` prefers ``captions[for_modality]``."""
+        return self.anchor_captions(for_modality) if for_modality else self.text
 
-def parse_record(obj: Any, root: Path, where: str, modalities: set[str] | None = None) -> ManifestRecord:
+    def source(self, modality: str) -> Any:
+        """What ``modality``'s plugin loads: the (first) caption for text, else the resolved media path."""
+        if not self.has(modality):
+            raise KeyError(f"{self.where}: sample {self.id!r} has no {modality!r}")
+        return self.text[0] if modality == "text" else self.media[modality]
+
+
+def _dotted(obj: dict[str, Any], key: str) -> Any:
+    for part in key.split("."):
+        if not isinstance(obj, dict) or part not in obj:
+            return None
+        obj = obj[part]
+    return obj
+
+
+def parse_record(obj: Any, root: Path, where: str, modalities: set[str] | None = None,
+                 label_field: str = "label") -> ManifestRecord:
     """Validate one decoded JSON object into a :class:`ManifestRecord` (``where`` names file and line)."""
     if not isinstance(obj, dict):
         raise ManifestError(f"{where}: expected a JSON object, got {type(obj).__name__}")
@@ -102,14 +122,16 @@ def parse_record(obj: Any, root: Path, where: str, modalities: set[str] | None =
     if split is not None and not isinstance(split, str):
         raise ManifestError(f"{where}: \"split\" must be a string, got {split!r}")
     factors = obj.get("factors") or {}
+    label = _dotted(obj, label_field)
     return ManifestRecord(id=str(obj["id"]), split=split, text=_captions(obj.get("text"), f"{where}: text"),
                           media=media, captions={m: _captions(c, f"{where}: captions.{m}") for m, c in caps.items()},
                           factors=factors if isinstance(factors, dict) else {"value": factors}, extra=extra,
-                          source=where)
+                          where=where, label=None if label is None else str(label))
 
 
-def read_manifest(path: str | Path, split: str | None = None) -> list[ManifestRecord]:
-    """Records of a JSONL manifest (only those of ``split`` when given). Ids must be unique; errors name the line."""
+def read_manifest(path: str | Path, split: str | None = None, label_field: str = "label") -> list[ManifestRecord]:
+    """Records of a JSONL manifest (only those of ``split`` when given). Ids must be unique; errors name the line.
+    ``label_field`` names the class label, dotted for nested keys (``factors.shape``)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"manifest {path} not found")
@@ -124,7 +146,7 @@ def read_manifest(path: str | Path, split: str | None = None) -> list[ManifestRe
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
                 raise ManifestError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
-            rec = parse_record(obj, root, where, keys)
+            rec = parse_record(obj, root, where, keys, label_field)
             if rec.id in seen:
                 raise ManifestError(f"{where}: id {rec.id!r} already used on line {seen[rec.id]}")
             seen[rec.id] = lineno
@@ -139,3 +161,15 @@ def write_manifest(path: str | Path, rows: list[dict[str, Any]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows), encoding="utf-8")
     return path
+
+
+def manifest_items(records: list[ManifestRecord], modality: str,
+                   for_modality: str | None = None) -> list[tuple[str, Any, int]]:
+    """``(id, source, record_index)`` for every record holding ``modality``; each caption of a text list is an item."""
+    items = []
+    for i, r in enumerate(records):
+        if modality == "text":
+            items.extend((r.id, t, i) for t in r.texts(for_modality))
+        elif r.has(modality):
+            items.append((r.id, r.media[modality], i))
+    return items

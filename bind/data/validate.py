@@ -54,7 +54,7 @@ def _check_record(rec: ManifestRecord, configs: dict[str, Any], modalities: set[
             raise
         except Exception as e:  # noqa: BLE001
             problems.append({"id": rec.id, "modality": m, "path": str(path), "reason": _describe_error(e),
-                             "line": rec.source})
+                             "line": rec.where})
     if "text" in configs and (modalities is None or "text" in modalities):
         text = get_modality("text")
         for caps in [rec.text, *rec.captions.values()]:
@@ -65,8 +65,8 @@ def _check_record(rec: ManifestRecord, configs: dict[str, Any], modalities: set[
                 except _BUGS:
                     raise
                 except Exception as e:  # noqa: BLE001
-                    problems.append({"id": rec.id, "modality": "text", "path": rec.source,
-                                     "reason": _describe_error(e), "line": rec.source})
+                    problems.append({"id": rec.id, "modality": "text", "path": rec.where,
+                                     "reason": _describe_error(e), "line": rec.where})
     return checked, problems
 
 

@@ -7,12 +7,12 @@
 
 Modules: :mod:`~bind.retrieval.embed` (DataLoader / Lightning embedding), :mod:`~bind.retrieval.index`,
 :mod:`~bind.retrieval.query`, :mod:`~bind.retrieval.metrics`, :mod:`~bind.retrieval.zeroshot`,
-:mod:`~bind.retrieval.evaluate`, :mod:`~bind.retrieval.plots`, :mod:`~bind.retrieval.manifest`.
+:mod:`~bind.retrieval.evaluate`, :mod:`~bind.retrieval.plots`, :mod:`~bind.data.manifest`.
 """
 
 from bind.retrieval.embed import EmbeddingSet, embed_items
 from bind.retrieval.index import BindIndexError, Hit, Index, IndexSpec, SearchResult, brute_force_topk
-from bind.retrieval.manifest import ManifestRecord, manifest_items, read_manifest
+from bind.data.manifest import ManifestRecord, manifest_items, read_manifest
 from bind.retrieval.metrics import classification_metrics, retrieval_metrics
 from bind.retrieval.model_info import ModelInfo, ModelMismatchError, model_fingerprint
 from bind.retrieval.query import embed_query, load_index_model, search

@@ -37,7 +37,7 @@ def _items(args: argparse.Namespace, modality: str) -> list[tuple[str, Any]]:
     """``(id, source)`` of ``--inputs`` files or of the ``--manifest`` records holding ``modality``."""
     if getattr(args, "inputs", None):
         return [(p, Path(p) if modality == "text" else p) for p in args.inputs]
-    from bind.retrieval.manifest import manifest_items, read_manifest
+    from bind.data.manifest import manifest_items, read_manifest
 
     items = manifest_items(read_manifest(args.manifest, args.split), modality)
     if not items:
@@ -250,7 +250,7 @@ def _read_lines_or_json(path: str | None) -> list[str] | None:
 
 def _eval_cmd(args: argparse.Namespace) -> int:
     from bind.retrieval.evaluate import run_evaluation
-    from bind.retrieval.manifest import read_manifest
+    from bind.data.manifest import read_manifest
 
     model = _load_model(args.model, args)
     records = read_manifest(args.manifest, args.split, label_field=args.label_field)

@@ -16,7 +16,7 @@ import torch
 from bind.cli import main
 from bind.retrieval.embed import EmbeddingSet
 from bind.retrieval.index import Index
-from bind.retrieval.manifest import read_manifest
+from bind.data.manifest import read_manifest
 from bind.retrieval.metrics import retrieval_metrics
 
 pytestmark = pytest.mark.integration
@@ -187,7 +187,7 @@ def test_eval_writes_clip_benchmark_results_and_plots(world, capsys, tmp_path):
     zs = json.loads((out / "zeroshot_image.json").read_text())
     assert zs["task"] == "zeroshot_classification" and zs["modality"] == "image"
     assert set(zs["metrics"]) >= {"acc1", "acc5", "mean_per_class_recall"}
-    assert zs["classnames"] == sorted({r.fields["factors"]["shape"] for r in world["records"]})
+    assert zs["classnames"] == sorted({r.factors["shape"] for r in world["records"]})
     assert zs["metrics"]["num_samples"] == N_SCENES
     assert all(0.0 <= zs["metrics"][k] <= 1.0 for k in ("acc1", "acc5", "mean_per_class_recall"))
     assert (out / "zeroshot_audio.json").is_file()
