@@ -10,9 +10,9 @@ Modules: :mod:`~bind.retrieval.embed` (DataLoader / Lightning embedding), :mod:`
 :mod:`~bind.retrieval.evaluate`, :mod:`~bind.retrieval.plots`, :mod:`~bind.data.manifest`.
 """
 
+from bind.data.manifest import ManifestRecord, manifest_items, read_manifest
 from bind.retrieval.embed import EmbeddingSet, embed_items
 from bind.retrieval.index import BindIndexError, Hit, Index, IndexSpec, SearchResult, brute_force_topk
-from bind.data.manifest import ManifestRecord, manifest_items, read_manifest
 from bind.retrieval.metrics import classification_metrics, retrieval_metrics
 from bind.retrieval.model_info import ModelInfo, ModelMismatchError, model_fingerprint
 from bind.retrieval.query import embed_query, load_index_model, search

@@ -249,8 +249,8 @@ def _read_lines_or_json(path: str | None) -> list[str] | None:
 
 
 def _eval_cmd(args: argparse.Namespace) -> int:
-    from bind.retrieval.evaluate import run_evaluation
     from bind.data.manifest import read_manifest
+    from bind.retrieval.evaluate import run_evaluation
 
     model = _load_model(args.model, args)
     records = read_manifest(args.manifest, args.split, label_field=args.label_field)

@@ -25,8 +25,8 @@ from typing import Any
 
 import torch
 
-from bind.retrieval.embed import embed_items
 from bind.data.manifest import ManifestRecord, manifest_items
+from bind.retrieval.embed import embed_items
 from bind.retrieval.metrics import retrieval_metrics_from_embeddings
 from bind.retrieval.model_info import ModelInfo
 from bind.retrieval.zeroshot import build_classifier, evaluate_zeroshot, templates_for

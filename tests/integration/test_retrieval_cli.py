@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from bind.cli import main
+from bind.data.manifest import read_manifest
 from bind.retrieval.embed import EmbeddingSet
 from bind.retrieval.index import Index
-from bind.data.manifest import read_manifest
 from bind.retrieval.metrics import retrieval_metrics
 
 pytestmark = pytest.mark.integration
