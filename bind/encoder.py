@@ -17,6 +17,15 @@ from bind.nn.transformer import PatchDropout, Transformer
 from bind.registry import get_modality
 
 
+def add_logit_scale(module: nn.Module, cfg: EncoderConfig) -> None:
+    """Give ``module`` its ``logit_scale`` (log space): a parameter when learnable, else a fixed buffer."""
+    scale = torch.tensor(float(cfg.logit_scale_init))
+    if cfg.logit_scale_learnable:
+        module.logit_scale = nn.Parameter(scale)
+    else:
+        module.register_buffer("logit_scale", scale)
+
+
 class ModalityEncoder(nn.Module):
     """Encodes one modality into unit-norm embeddings ``[B, embed_dim]``.
 
@@ -40,11 +49,7 @@ class ModalityEncoder(nn.Module):
             num_frames=int(cfg.stem.get("num_frames", 8)), grad_checkpointing=cfg.grad_checkpointing)
         self.head = EmbeddingHead(cfg.width, cfg.embed_dim, pool=cfg.pool, norm_eps=cfg.norm_eps,
                                   dropout=cfg.head_dropout, proj_bias=cfg.proj_bias, num_prefix_tokens=n_cls)
-        scale = torch.tensor(float(cfg.logit_scale_init))
-        if cfg.logit_scale_learnable:
-            self.logit_scale = nn.Parameter(scale)
-        else:
-            self.register_buffer("logit_scale", scale)
+        add_logit_scale(self, cfg)
 
     @property
     def name(self) -> str:

@@ -53,7 +53,34 @@ def _auto_config_from_dict(d: dict[str, Any]):
     return AutoConfig.for_model(d.pop("model_type"), **d)
 
 
-class TransformersTextEncoder(nn.Module):
+class _TowerEncoder(nn.Module):
+    """What every transformers tower shares: a projection into the space (identity when widths match), the logit
+    scale beside the embedding, gradient checkpointing."""
+
+    cfg: EncoderConfig
+    tower: nn.Module
+
+    def _add_head(self, cfg: EncoderConfig, hidden: int) -> None:
+        from bind.encoder import add_logit_scale
+
+        self.proj = nn.Identity() if hidden == cfg.embed_dim else nn.Linear(hidden, cfg.embed_dim, bias=False)
+        add_logit_scale(self, cfg)
+
+    @property
+    def name(self) -> str:
+        return self.cfg.modality
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        if enable:
+            self.tower.gradient_checkpointing_enable()
+        else:
+            self.tower.gradient_checkpointing_disable()
+
+    def get_logit_scale(self) -> torch.Tensor:
+        return self.logit_scale.clamp(max=LOGIT_SCALE_MAX).exp()
+
+
+class TransformersTextEncoder(_TowerEncoder):
     """A transformers text model as a bind encoder: ids ``[B, L]`` -> unit-norm ``[B, embed_dim]``.
 
     Padding is where ``ids == pad_token_id``. ``pooling``: ``mean`` over non-padding tokens, ``cls`` (first token),
@@ -85,22 +112,7 @@ class TransformersTextEncoder(nn.Module):
         self.pad_token_id = cfg.stem.get("pad_token_id", getattr(self.tower.config, "pad_token_id", None) or 0)
         hidden = getattr(self.tower.config, "projection_dim", None) if cfg.tower_pooling == "pooler" else None
         hidden = hidden or self.tower.config.hidden_size
-        self.proj = nn.Identity() if hidden == cfg.embed_dim else nn.Linear(hidden, cfg.embed_dim, bias=False)
-        scale = torch.tensor(float(cfg.logit_scale_init))
-        if cfg.logit_scale_learnable:
-            self.logit_scale = nn.Parameter(scale)
-        else:
-            self.register_buffer("logit_scale", scale)
-
-    @property
-    def name(self) -> str:
-        return self.cfg.modality
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        if enable:
-            self.tower.gradient_checkpointing_enable()
-        else:
-            self.tower.gradient_checkpointing_disable()
+        self._add_head(cfg, hidden)
 
     def forward(self, ids: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         from bind.errors import InputError
@@ -122,9 +134,6 @@ class TransformersTextEncoder(nn.Module):
         emb = self.proj(pooled)
         return F.normalize(emb, dim=-1) if normalize else emb
 
-    def get_logit_scale(self) -> torch.Tensor:
-        return self.logit_scale.clamp(max=LOGIT_SCALE_MAX).exp()
-
 
 def load_clip_part(path: str, part: str) -> nn.Module:
     """``CLIPTextModelWithProjection`` / ``CLIPVisionModelWithProjection`` (``part`` = ``text`` / ``vision``) from a
@@ -145,7 +154,7 @@ def load_clip_part(path: str, part: str) -> nn.Module:
     return tower.eval()
 
 
-class TransformersVisionEncoder(nn.Module):
+class TransformersVisionEncoder(_TowerEncoder):
     """A transformers vision model as a frozen image tower: pixels ``[B, 3, H, W]`` -> unit-norm ``[B, embed_dim]``.
 
     ``CLIPVisionModelWithProjection`` (``pooling: pooler`` = its projected CLS, ``image_embeds``) or any ``AutoModel``
@@ -175,22 +184,7 @@ class TransformersVisionEncoder(nn.Module):
         is_clip = self.tower.config.model_type == "clip_vision_model"
         hidden = self.tower.config.projection_dim if is_clip and cfg.tower_pooling == "pooler" else None
         hidden = hidden or self.tower.config.hidden_size
-        self.proj = nn.Identity() if hidden == cfg.embed_dim else nn.Linear(hidden, cfg.embed_dim, bias=False)
-        scale = torch.tensor(float(cfg.logit_scale_init))
-        if cfg.logit_scale_learnable:
-            self.logit_scale = nn.Parameter(scale)
-        else:
-            self.register_buffer("logit_scale", scale)
-
-    @property
-    def name(self) -> str:
-        return self.cfg.modality
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        if enable:
-            self.tower.gradient_checkpointing_enable()
-        else:
-            self.tower.gradient_checkpointing_disable()
+        self._add_head(cfg, hidden)
 
     def forward(self, pixels: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         from bind.errors import InputError
@@ -208,9 +202,6 @@ class TransformersVisionEncoder(nn.Module):
             pooled = out.last_hidden_state[:, 1:].mean(1)
         emb = self.proj(pooled)
         return F.normalize(emb, dim=-1) if normalize else emb
-
-    def get_logit_scale(self) -> torch.Tensor:
-        return self.logit_scale.clamp(max=LOGIT_SCALE_MAX).exp()
 
 
 def _vision_preprocess_defaults(cfg: EncoderConfig, path: str, hf_cfg: Any) -> None:

@@ -174,8 +174,31 @@ def as_2d(array: np.ndarray, source: Any, modality: str, what: str) -> np.ndarra
     return a
 
 
+class MapModality(Modality):
+    """Shared model side of single-map modalities (depth, thermal): channel count from the preprocessing, a patch
+    stem over ``[C, H, W]`` maps, random example inputs for benchmarks."""
+
+    # --- model side ---------------------------------------------------------------------------------------------
+    def channels(self, cfg: EncoderConfig) -> int:
+        return stem_channels(self, cfg)
+
+    def prepare_encoder_config(self, cfg: EncoderConfig, root=None) -> None:
+        fill_in_chans(self, cfg)
+
+    def expected_shape(self, cfg: EncoderConfig) -> str:
+        return f"[{self.channels(cfg)}, H, W]"
+
+    def stem(self, cfg: EncoderConfig) -> nn.Module:
+        return map_stem(self, cfg)
+
+    def example_input(self, cfg: EncoderConfig, batch: int) -> torch.Tensor:
+        """A random batch ``[batch, C, crop, crop]`` of this encoder's input shape (benchmarks)."""
+        size = self.preprocess_config(cfg.preprocess).crop_size
+        return torch.randn(batch, self.channels(cfg), size, size)
+
+
 @register_modality
-class DepthModality(Modality):
+class DepthModality(MapModality):
     """Depth maps; ``load`` returns float32 depth in metres ``[H, W]`` with NaN where depth is missing."""
 
     name = "depth"
@@ -233,24 +256,6 @@ class DepthModality(Modality):
         return map_transform(depth_to_unit_range(raw, cfg), size=cfg.size, crop_size=cfg.crop_size,
                              interpolation=cfg.interpolation, channels=cfg.channels, mean=cfg.mean, std=cfg.std,
                              train=train, train_crop_scale=cfg.train_crop_scale, train_hflip=cfg.train_hflip)
-
-    # --- model side ---------------------------------------------------------------------------------------------
-    def channels(self, cfg: EncoderConfig) -> int:
-        return stem_channels(self, cfg)
-
-    def prepare_encoder_config(self, cfg: EncoderConfig, root=None) -> None:
-        fill_in_chans(self, cfg)
-
-    def expected_shape(self, cfg: EncoderConfig) -> str:
-        return f"[{self.channels(cfg)}, H, W]"
-
-    def stem(self, cfg: EncoderConfig) -> nn.Module:
-        return map_stem(self, cfg)
-
-    def example_input(self, cfg: EncoderConfig, batch: int) -> torch.Tensor:
-        """A random batch ``[batch, C, crop, crop]`` of this encoder's input shape (benchmarks)."""
-        size = self.preprocess_config(cfg.preprocess).crop_size
-        return torch.randn(batch, self.channels(cfg), size, size)
 
 
 def stem_channels(plugin: Modality, cfg: EncoderConfig) -> int:

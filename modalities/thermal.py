@@ -27,13 +27,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from bind.config import EncoderConfig
 from bind.errors import MediaError
-from bind.modality import Modality
 from bind.registry import register_modality
-from modalities.depth import as_2d, check_mean_std, fill_in_chans, map_stem, map_transform, stem_channels
+from modalities.depth import MapModality, as_2d, check_mean_std, map_transform
 from modalities.image import _INTERP, CLIP_MEAN, CLIP_STD, decode_image
 
 
@@ -81,7 +78,7 @@ def scale_to_unit(a: np.ndarray, scaling: str) -> np.ndarray:
 
 
 @register_modality
-class ThermalModality(Modality):
+class ThermalModality(MapModality):
     """Thermal images; ``load`` returns float32 intensities in ``[0, 1]``, ``[H, W]``."""
 
     name = "thermal"
@@ -126,21 +123,3 @@ class ThermalModality(Modality):
                              crop_size=cfg.crop_size, interpolation=cfg.interpolation, channels=cfg.channels,
                              mean=cfg.mean, std=cfg.std, train=train, train_crop_scale=cfg.train_crop_scale,
                              train_hflip=cfg.train_hflip)
-
-    # --- model side ---------------------------------------------------------------------------------------------
-    def channels(self, cfg: EncoderConfig) -> int:
-        return stem_channels(self, cfg)
-
-    def prepare_encoder_config(self, cfg: EncoderConfig, root=None) -> None:
-        fill_in_chans(self, cfg)
-
-    def expected_shape(self, cfg: EncoderConfig) -> str:
-        return f"[{self.channels(cfg)}, H, W]"
-
-    def stem(self, cfg: EncoderConfig) -> nn.Module:
-        return map_stem(self, cfg)
-
-    def example_input(self, cfg: EncoderConfig, batch: int) -> torch.Tensor:
-        """A random batch ``[batch, C, crop, crop]`` of this encoder's input shape (benchmarks)."""
-        size = self.preprocess_config(cfg.preprocess).crop_size
-        return torch.randn(batch, self.channels(cfg), size, size)
