@@ -9,6 +9,10 @@ be decoded is dropped from the sample and logged (:mod:`bind.data.bad_samples`);
 
 Training randomness (augmentations, caption choice) is seeded per sample from ``(seed, epoch, key)``, so a sample
 looks the same whichever worker or process loads it and a resumed run sees exactly what the uninterrupted run saw.
+
+Opt-in :class:`SampleCache`: decode and transform every medium (and tokenise every caption) once, then reuse the
+tensors in every epoch — decoding, not the model, dominates small CPU runs (``bind bench data``). Cached inputs are
+eval-mode (no random augmentation).
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ from __future__ import annotations
 import contextlib
 import random
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -88,14 +94,92 @@ def _describe_error(e: BaseException) -> str:
     return e.reason if isinstance(e, MediaError) else f"{type(e).__name__}: {e}"
 
 
+class SampleCache:
+    """Transformed inputs and tokenised captions memoised by ``(modality, source)`` (opt-in; see the module docstring).
+
+    Every entry is made with the eval-mode transform, whatever mode asks for it: training on a cache sees no random
+    augmentation (the trade small CPU runs such as ``bind demo`` make). Sources that are not paths or strings (bytes,
+    arrays) pass through uncached; failures are not cached (the dataset's bad-sample policy sees them every time).
+    Each process holds its own copy: :meth:`fill` decodes up front in worker processes, after which training with
+    ``num_workers=0`` reads the tensors directly.
+    """
+
+    def __init__(self) -> None:
+        self._store: dict[tuple[str, str], torch.Tensor] = {}
+        self._configs: dict[str, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    def _key(self, modality: str, source: Any, cfg: Any) -> tuple[str, str] | None:
+        if not isinstance(source, (str, Path)):
+            return None
+        known = self._configs.setdefault(modality, cfg)
+        if known != cfg:
+            raise ValueError(f"sample cache: {modality} was cached with preprocessing {known}, now asked for {cfg}")
+        return modality, str(source)
+
+    def get(self, modality: str, source: Any, cfg: Any, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """The cached tensor of ``source`` or ``compute()`` (stored when ``source`` is a path or a string)."""
+        key = self._key(modality, source, cfg)
+        if key is None:
+            return compute()
+        hit = self._store.get(key)
+        if hit is None:
+            hit = self._store[key] = compute()
+        return hit
+
+    def process(self, modality: str, source: Any, cfg: Any, train: bool = False) -> torch.Tensor:
+        """``plugin.process(source, cfg, train=False)``, memoised (``train`` is ignored: entries are eval-mode)."""
+        return self.get(modality, source, cfg, lambda: get_modality(modality).process(source, cfg, train=False))
+
+    def fill(self, items: Iterable[tuple[str, Any]], preprocess: dict[str, Any], workers: int = 1) -> int:
+        """Decode ``(modality, source)`` items not cached yet with ``preprocess[modality]``, in ``workers`` processes;
+        returns how many were added (unreadable sources are left out, for the dataset to log when it meets them)."""
+        todo = list(dict.fromkeys((m, s) for m, s in items if (k := self._key(m, s, preprocess[m])) is not None
+                                  and k not in self._store))
+        tasks = [(m, s, preprocess[m]) for m, s in todo]
+        if workers <= 1 or len(tasks) < 2:
+            results: Iterable[torch.Tensor | None] = map(_process_or_none, tasks)
+            pool = None
+        else:
+            pool = ProcessPoolExecutor(max_workers=workers, initializer=torch.set_num_threads, initargs=(1,))
+            results = pool.map(_process_or_none, tasks, chunksize=max(1, min(32, len(tasks) // (8 * workers))))
+        added = 0
+        try:
+            for (m, s), x in zip(todo, results):
+                if x is not None:
+                    self._store[(m, str(s))] = x
+                    added += 1
+        finally:
+            if pool is not None:
+                pool.shutdown()
+        return added
+
+
+def _process_or_none(task: tuple[str, Any, Any]) -> torch.Tensor | None:
+    modality, source, cfg = task
+    try:
+        return get_modality(modality).process(source, cfg, train=False)
+    except _BUGS:
+        raise
+    except Exception:  # noqa: BLE001 — left for the dataset's bad-sample policy
+        return None
+
+
 def build_pair_sample(sample_id: str, sources: dict[str, Any], locations: dict[str, str],
                       captions_for: Callable[[str], list[str]], spec: PairSpec, *, train: bool,
                       bad: BadSampleLog, split: str | None = None, seed: int | None = None,
-                      process: Callable[[str, Any, Any, bool], Any] | None = None) -> dict[str, Any] | None:
+                      process: Callable[[str, Any, Any, bool], Any] | None = None,
+                      cache: SampleCache | None = None) -> dict[str, Any] | None:
     """Load one sample's pairs (see the module docstring). ``sources``: modality -> path / bytes;
     ``locations``: modality -> what to print in the skip log; ``process(modality, source, cfg, train)`` replaces
-    the plugin's ``process`` (webdataset shards use it to fall back to a temporary file)."""
+    the plugin's ``process`` (webdataset shards use it to fall back to a temporary file); ``cache`` memoises
+    inputs and captions (:class:`SampleCache`)."""
     process = process or (lambda m, src, cfg, tr: get_modality(m).process(src, cfg, train=tr))
+    if cache is not None:
+        uncached = process
+        process = lambda m, src, cfg, tr: cache.get(m, src, cfg, lambda: uncached(m, src, cfg, False))  # noqa: E731
     wanted = [m for m in spec.modalities if m in sources]
     anchors: dict[str, Any] = {}
     keys: dict[str, str] = {}
@@ -115,8 +199,9 @@ def build_pair_sample(sample_id: str, sources: dict[str, Any], locations: dict[s
                     continue
                 cap = rng.choice(caps) if train else caps[0]
                 try:
-                    anchors[m] = text.transform(text.load(cap, spec.preprocess["text"]), spec.preprocess["text"],
-                                                train=train)
+                    tcfg = spec.preprocess["text"]
+                    anchors[m] = (text.transform(text.load(cap, tcfg), tcfg, train=train) if cache is None else
+                                  cache.process("text", cap, tcfg))
                     keys[m] = cap
                 except Exception as e:  # noqa: BLE001 — the skip policy
                     fail("text", e)
@@ -151,8 +236,8 @@ class PairedDataset(Dataset):
     """
 
     def __init__(self, records: list[ManifestRecord], spec: PairSpec, *, train: bool = True,
-                 bad: BadSampleLog | None = None, seed: int = 0) -> None:
-        self.spec, self.train, self.seed = spec, train, seed
+                 bad: BadSampleLog | None = None, seed: int = 0, cache: SampleCache | None = None) -> None:
+        self.spec, self.train, self.seed, self.cache = spec, train, seed, cache
         self.bad = bad or BadSampleLog()
         usable = set(spec.modalities)
         self.records = [r for r in records if usable & set(r.media)]
@@ -167,4 +252,4 @@ class PairedDataset(Dataset):
         return build_pair_sample(rec.id, sources, {m: str(p) for m, p in rec.media.items()},
                                  lambda m: rec.anchor_captions(m, self.spec.caption_source), self.spec,
                                  train=self.train, bad=self.bad, split=rec.split,
-                                 seed=sample_seed(self.seed, epoch, rec.id))
+                                 seed=sample_seed(self.seed, epoch, rec.id), cache=self.cache)

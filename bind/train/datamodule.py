@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from bind.data.bad_samples import BAD_SAMPLES_FILE, BadSampleLog, summarize
 from bind.data.collate import PairCollator
-from bind.data.dataset import PairedDataset, PairSpec
+from bind.data.dataset import PairedDataset, PairSpec, SampleCache
 from bind.data.manifest import read_manifest
 from bind.data.sampler import ResumableSampler
 
@@ -49,6 +49,9 @@ class BindDataModule(L.LightningDataModule):
         bad_samples: ``skip`` (log and continue) or ``raise``.
         seed: data order and augmentation seed.
         bad_samples_file: where to log skips (default: ``bad_samples.jsonl`` in the run directory).
+        cache_samples: decode every manifest sample once and reuse the eval-mode tensors in every epoch
+            (:class:`~bind.data.dataset.SampleCache`; no augmentation; use with ``num_workers: 0``). Set
+            ``sample_cache`` on the instance to start from a pre-filled cache.
     """
 
     def __init__(self, manifest: str | None = None, val_manifest: str | None = None, train_split: str = "train",
@@ -56,7 +59,7 @@ class BindDataModule(L.LightningDataModule):
                  val_shards: str | list[str] | None = None, epoch_size: int | None = None,
                  shuffle_buffer: int = 1000, batch_size: int = 32, val_batch_size: int | None = None,
                  num_workers: int = 0, caption_source: str = "modality", bad_samples: str = "skip", seed: int = 0,
-                 pin_memory: bool = False, bad_samples_file: str | None = None) -> None:
+                 pin_memory: bool = False, bad_samples_file: str | None = None, cache_samples: bool = False) -> None:
         super().__init__()
         if manifest is None and shards is None:
             raise ValueError("data: give a manifest or webdataset shards")
@@ -65,6 +68,7 @@ class BindDataModule(L.LightningDataModule):
         self.bad: BadSampleLog | None = None
         self.train_set = self.val_set = None
         self._sampler: ResumableSampler | None = None
+        self.sample_cache: SampleCache | None = None
 
     # --- setup -------------------------------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
@@ -80,15 +84,18 @@ class BindDataModule(L.LightningDataModule):
         self.spec = spec
         self.bad = BadSampleLog(Path(hp.bad_samples_file) if hp.bad_samples_file else Path(run_dir) / BAD_SAMPLES_FILE,
                                 hp.bad_samples)
+        if hp.cache_samples and self.sample_cache is None:
+            self.sample_cache = SampleCache()
         if hp.manifest is not None:
             self.train_set = PairedDataset(read_manifest(hp.manifest, hp.train_split), spec, train=True, bad=self.bad,
-                                           seed=hp.seed)
+                                           seed=hp.seed, cache=self.sample_cache)
             if len(self.train_set) == 0:
                 raise ValueError(f"{hp.manifest}: no {hp.train_split!r} sample has any of {spec.modalities}")
         vm = hp.val_manifest or (hp.manifest if hp.val_split else None)
         if vm is not None and hp.val_shards is None:
             split = hp.val_split if (hp.val_manifest is None or hp.val_split) else None
-            val = PairedDataset(read_manifest(vm, split), spec, train=False, bad=self.bad, seed=hp.seed)
+            val = PairedDataset(read_manifest(vm, split), spec, train=False, bad=self.bad, seed=hp.seed,
+                                cache=self.sample_cache)
             self.val_set = val if len(val) else None
 
     def _rank_world(self) -> tuple[int, int]:

@@ -31,9 +31,12 @@ def fit(manifest: str | Path, *, modalities: list[str], model: str = "bind-minil
         strategy: str = "auto", precision: str | None = None, seed: int = 0, ckpt_path: str | None = None,
         validate_before: bool = False, export: bool = True, progress_bar: bool = True,
         log_every_n_steps: int = 10, every_n_train_steps: int | None = None, caption_source: str = "modality",
-        **module_kwargs: Any) -> FitResult:
+        sample_cache: Any = None, **module_kwargs: Any) -> FitResult:
     """Train ``modalities`` against a frozen ``anchor`` on a JSONL manifest (see
-    :class:`~bind.train.module.BindTrainModule` for ``module_kwargs``: towers, lora, init_from, lr, loss, ...)."""
+    :class:`~bind.train.module.BindTrainModule` for ``module_kwargs``: towers, lora, init_from, lr, loss, ...).
+
+    ``sample_cache``: a :class:`~bind.data.dataset.SampleCache` (possibly pre-filled with
+    :meth:`~bind.data.dataset.SampleCache.fill`) to train from: media decoded once, eval-mode tensors every epoch."""
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
@@ -50,7 +53,9 @@ def fit(manifest: str | Path, *, modalities: list[str], model: str = "bind-minil
     module = BindTrainModule(model=model, modalities=list(modalities), anchor=anchor, seed=seed,
                              export_dir=str(export_dir) if export_dir else None, **module_kwargs)
     data = BindDataModule(manifest=str(manifest), val_manifest=val_manifest, batch_size=batch_size,
-                          num_workers=num_workers, seed=seed, caption_source=caption_source)
+                          num_workers=num_workers, seed=seed, caption_source=caption_source,
+                          cache_samples=sample_cache is not None)
+    data.sample_cache = sample_cache
     ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=1,
                            every_n_train_steps=every_n_train_steps)
     loggers = [CSVLogger(run_dir, name="logs", version=""), TensorBoardLogger(run_dir, name="tb", version="")]

@@ -1,4 +1,5 @@
-"""``bind world generate --out DIR --n N --seed S``: write a procedural multimodal world (see :mod:`bind.world`)."""
+"""``bind world generate --out DIR --n N --seed S``: write a procedural multimodal world (see :mod:`bind.world`);
+``bind demo [--out DIR] [--quick]``: the end-to-end demo on such a world (see :mod:`bind.demo`)."""
 
 from __future__ import annotations
 
@@ -43,3 +44,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--splits", type=_splits, default=(0.8, 0.1, 0.1), help="train,val,test fractions")
     g.set_defaults(func=_generate_cmd)
     p.set_defaults(func=lambda a: p.print_help() or 2)
+
+    from bind.demo import add_demo_arguments
+
+    add_demo_arguments(sub.add_parser("demo", help="generate a world, train six modalities against MiniLM, evaluate "
+                                      "every pair (see bind.demo)", formatter_class=argparse.RawTextHelpFormatter))

@@ -1,0 +1,48 @@
+"""``bind demo --quick``: the whole path (world -> decode once -> train six encoders -> evaluate every pair) runs
+and writes what it promises. Learning quality is measured by the full run, not asserted at this size."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import pytest
+import torch
+
+import bind
+from bind.cli import main
+from bind.world.scene import MODALITIES
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_quick_demo_writes_results_plots_model_and_index(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out), "--n", "24"]) == 0
+    printed = capsys.readouterr().out
+    assert "modality -> text" in printed and "paraphrase" in printed
+
+    results = json.loads((out / "results.json").read_text())
+    names = ("text", *MODALITIES)
+    pairs = results["pairs"]
+    not_applicable = set(results["summary"]["not_applicable"])
+    for a, b in itertools.permutations(names, 2):
+        e = pairs[f"{a}->{b}"]  # every ordered pair is reported
+        if f"{a}->{b}" in not_applicable:  # no shared factor: no defined positives
+            assert not e["shared_factors"] and e["r1"] is None
+            continue
+        assert e["shared_factors"] and 0.0 <= e["r1"] <= 1.0 and 0.0 < e["chance"] <= 1.0
+        assert e["ratio"] == pytest.approx(e["r1"] / e["chance"])
+        assert e["trained_together"] == ("text" in (a, b))
+    assert "imu->image" in not_applicable and "audio->depth" not in not_applicable
+    for m in MODALITIES:
+        q = results["text_queries"][m]
+        assert {"templated", "paraphrased"} <= set(q)
+    assert (out / "r1_matrix.png").stat().st_size > 0
+    assert results["timings_s"]["total"] > 0
+
+    model = bind.load_model(out / "model")
+    assert set(MODALITIES) | {"text"} <= set(model.modalities)
+    e = model.embed_sources("text", ["a red cube"])
+    torch.testing.assert_close(e.norm(dim=-1), torch.ones(1))
+    assert (out / "index" / "metadata.json").is_file()
