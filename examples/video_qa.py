@@ -1,4 +1,4 @@
-# bind demo --out runs/demo && python examples/video_qa.py --model runs/demo/model --manifest runs/demo/world/manifest.jsonl
+# bind demo --out runs/demo && python examples/video_qa.py  (defaults: runs/demo/model, runs/demo/world)
 """Video-language question answering with a bind space: multiple choice by embeddings.
 
 For every held-out world video, asks questions whose answers the video reveals — what the object is doing (motion),
