@@ -46,3 +46,16 @@ def test_quick_demo_writes_results_plots_model_and_index(tmp_path, capsys):
     e = model.embed_sources("text", ["a red cube"])
     torch.testing.assert_close(e.norm(dim=-1), torch.ones(1))
     assert (out / "index" / "metadata.json").is_file()
+
+    # the video QA example runs on the demo's model and world
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("video_qa", Path(__file__).parents[2] / "examples" / "video_qa.py")
+    video_qa = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(video_qa)
+    qa = video_qa.main(["--model", str(out / "model"), "--manifest", str(out / "world" / "manifest.jsonl"),
+                        "--limit", "4"])
+    assert set(qa) == {"motion", "activity", "colour", "shape"}
+    for r in qa.values():
+        assert 0.0 <= r["accuracy"] <= 1.0 and r["chance"] == pytest.approx(1 / len(r["choices"]))
