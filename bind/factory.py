@@ -54,23 +54,24 @@ def expand_config(raw: dict[str, Any], modalities: list[str] | None = None,
 
 
 def create_model(name: str, *, modalities: list[str] | None = None, pretrained: str | None = None,
-                 **encoder_overrides: Any) -> BindModel:
+                 precision: str = "auto", **encoder_overrides: Any) -> BindModel:
     """Build a named model (``bind.list_models()``) with fresh weights.
 
     ``modalities`` selects a subset of its encoders; keyword arguments override every encoder's config
     (e.g. ``attn_backend="math"``, ``grad_checkpointing=True``). ``pretrained`` loads a published checkpoint through
-    the converter named in the config's ``checkpoint_format``.
+    the converter named in the config's ``checkpoint_format``. ``precision``: how eval-mode encoding runs
+    (``auto`` = bf16 autocast where the hardware multiplies bf16 natively, see :mod:`bind.precision`).
     """
     raw = model_config_dict(name)
     if pretrained is None:
-        return BindModel(expand_config(raw, modalities, encoder_overrides)).eval()
+        return BindModel(expand_config(raw, modalities, encoder_overrides), precision=precision).eval()
     fmt = raw.get("checkpoint_format")
     if fmt is None:
         raise ValueError(f"model {name!r} has no checkpoint_format: nothing can load {pretrained!r} into it")
     if fmt not in _CONVERTERS:
         import bind.checkpoints  # noqa: F401  — registers the converters
     with torch.device("meta"):  # every weight comes from the checkpoint: skip random init (converters assign)
-        model = BindModel(expand_config(raw, modalities, encoder_overrides))
+        model = BindModel(expand_config(raw, modalities, encoder_overrides), precision=precision)
     _CONVERTERS[fmt](model, pretrained)
     unset = [k for k, t in model.state_dict().items() if t.is_meta]
     if unset:
@@ -79,14 +80,15 @@ def create_model(name: str, *, modalities: list[str] | None = None, pretrained: 
 
 
 def load_model(name_or_dir: str | Path, *, checkpoint: str | None = None, map_location: str = "cpu",
-               **kwargs: Any) -> BindModel:
+               precision: str = "auto", **kwargs: Any) -> BindModel:
     """A saved model directory (``config.json`` + ``model.safetensors``), or a named model (optionally with a
-    published ``checkpoint`` converted on the fly)."""
+    published ``checkpoint`` converted on the fly). ``precision``: ``auto`` | ``fp32`` | ``bf16``
+    (:mod:`bind.precision`)."""
     path = Path(name_or_dir)
     if (path / CONFIG_NAME).is_file():
         if checkpoint is not None:
             raise ValueError("checkpoint= applies to named models, not to saved model directories")
-        return BindModel.from_pretrained(path, map_location=map_location)
+        return BindModel.from_pretrained(path, map_location=map_location, precision=precision)
     if path.exists():
         raise FileNotFoundError(f"{path}: not a bind model directory (no {CONFIG_NAME})")
-    return create_model(str(name_or_dir), pretrained=checkpoint, **kwargs)
+    return create_model(str(name_or_dir), pretrained=checkpoint, precision=precision, **kwargs)

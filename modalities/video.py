@@ -22,6 +22,12 @@ horizontal flip). Eval is deterministic (LanguageBind's processor random-crops a
 One sample is ``[C, T, H, W]``; several clips / crops are ``[clips * crops, C, T, H, W]`` (clip-major), and the
 encoder averages their embeddings.
 
+Long videos: any frame count runs (temporal positions are interpolated). Joint space-time attention costs grow with
+the square of the frame count; ``attention="divided"`` (TimeSformer) grows linearly, and the stem keys
+``reduce_time`` / ``reduce_space`` merge tokens across tubelet steps / neighbouring patches before the trunk
+(:class:`bind.nn.stems.TubeletStem`), e.g. ``bind.create_model("bind-base", attention="divided",
+stem={"reduce_time": 2})`` — ``bind bench compare`` measures speed and ``bind bench video-reduction`` world retrieval.
+
 Decoding is guarded so that a corrupt file never takes the process down: PyAV (modern FFmpeg, errors are exceptions)
 first probes the container — it must open, hold a video stream and decode a first frame — then decord (FFmpeg 4,
 which can abort or segfault on some corrupt streams) decodes the sampled frames in a long-lived helper process
@@ -550,7 +556,8 @@ class VideoModality(Modality):
         return TubeletStem(self.channels(cfg), cfg.width, int(s.get("patch_size", 16)), pp.crop_size,
                            num_frames=int(s.get("num_frames", pp.frames_per_clip)),
                            temporal_patch=int(s.get("temporal_patch", 2)), divided=cfg.attention == "divided",
-                           bias=bool(s.get("bias", False)))
+                           bias=bool(s.get("bias", False)), reduce_time=int(s.get("reduce_time", 1)),
+                           reduce_space=int(s.get("reduce_space", 1)))
 
     def example_input(self, cfg: EncoderConfig, batch: int) -> torch.Tensor:
         """A random batch at the configured preprocessing: ``[B, C, T, H, W]`` or ``[B, clips, C, T, H, W]``."""

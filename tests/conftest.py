@@ -10,6 +10,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("BIND_PRECISION", "fp32")  # `auto` would pick bf16 on CPUs with native bf16: keep tests exact
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 

@@ -16,6 +16,8 @@ SUITE_MODULES = [
     "bind.bench.retrieval",
     "bind.bench.train",
     "bind.bench.imagebind_parity",
+    "bind.bench.video_reduction",
+    "bind.bench.compare",
 ]
 
 

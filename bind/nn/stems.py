@@ -69,12 +69,21 @@ class TubeletStem(nn.Module):
     Videos whose frame count is not a multiple of ``temporal_patch`` repeat their last frame.
     With ``divided=True`` the output is ``[B, T', N, width]`` without temporal positions (the divided blocks own
     theirs); otherwise ``[B, T'*N, width]`` for joint space-time attention.
+
+    Token reduction for long videos (off by default): ``reduce_time=r`` averages the tokens of every ``r``
+    consecutive tubelet steps at the same spatial position, ``reduce_space=s`` averages ``s x s`` neighbouring patches
+    within a step (after positions are added, so a merged token keeps its group's mean position). Every layer then
+    sees ``r * s**2`` times fewer tokens.
     """
 
     def __init__(self, in_chans: int, width: int, patch_size: int, image_size: int, num_frames: int,
-                 temporal_patch: int = 2, divided: bool = False, bias: bool = False) -> None:
+                 temporal_patch: int = 2, divided: bool = False, bias: bool = False, reduce_time: int = 1,
+                 reduce_space: int = 1) -> None:
         super().__init__()
+        if reduce_time < 1 or reduce_space < 1:
+            raise ValueError(f"token reduction factors must be >= 1, got time={reduce_time} space={reduce_space}")
         self.temporal_patch, self.divided = temporal_patch, divided
+        self.reduce_time, self.reduce_space = reduce_time, reduce_space
         self.proj = nn.Conv3d(in_chans, width, (temporal_patch, patch_size, patch_size),
                               (temporal_patch, patch_size, patch_size), bias=bias)
         self.grid = (image_size // patch_size,) * 2
@@ -91,10 +100,25 @@ class TubeletStem(nn.Module):
         b, d, tp, h, w = x.shape
         x = x.permute(0, 2, 3, 4, 1).reshape(b, tp, h * w, d)
         x = x + resize_pos_2d(self.pos_embed, self.grid, (h, w)).to(x.dtype)[:, None]
-        if self.divided:
-            return x
-        x = x + resize_temporal(self.temporal_pos_embed, tp).to(x.dtype)[:, :, None]
-        return x.reshape(b, tp * h * w, d)
+        if not self.divided:
+            x = x + resize_temporal(self.temporal_pos_embed, tp).to(x.dtype)[:, :, None]
+        x = self.reduce(x, (h, w))
+        return x if self.divided else x.flatten(1, 2)
+
+    def reduce(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """Average-merge ``[B, T, H*W, D]`` tokens by ``reduce_time`` steps and ``reduce_space``² patches."""
+        b, t, n, d = x.shape
+        if self.reduce_time > 1 and t > 1:
+            r = min(self.reduce_time, t)
+            if t % r:  # repeat the last step so every group is full
+                x = torch.cat([x, x[:, -1:].expand(-1, r - t % r, -1, -1)], dim=1)
+            x = x.reshape(b, -1, r, n, d).mean(dim=2)
+        if self.reduce_space > 1:
+            tt = x.shape[1]
+            x = x.reshape(b * tt, *grid, d).permute(0, 3, 1, 2)
+            x = F.avg_pool2d(x, self.reduce_space, ceil_mode=True)
+            x = x.flatten(2).transpose(1, 2).reshape(b, tt, -1, d)
+        return x
 
 
 class SequencePatchStem(nn.Module):

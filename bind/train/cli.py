@@ -2,9 +2,11 @@
 
 ``bind train`` hands its arguments to LightningCLI over :class:`~bind.train.module.BindTrainModule` and
 :class:`~bind.train.datamodule.BindDataModule` (``model:`` / ``data:`` / ``trainer:`` sections of the YAML). Precision
-defaults to ``bf16-mixed`` when a GPU is present and ``32-true`` on CPU; ``strategy: bind_fsdp`` is FSDP wrapping each
-transformer block (``use_orig_params`` so frozen towers and LoRA can share units). Resume with
-``--ckpt_path last``. This module imports Lightning only when a command runs, keeping ``bind --help`` fast.
+follows bind's ``auto`` policy (``bf16-mixed`` on a bf16 GPU or a CPU with native bf16, else ``32-true``);
+``trainer.precision: 32-true | bf16-mixed`` in the YAML (or ``--trainer.precision``) overrides it.
+``strategy: bind_fsdp`` is FSDP wrapping each transformer block (``use_orig_params`` so frozen towers and LoRA can
+share units). Resume with ``--ckpt_path last``. This module imports Lightning only when a command runs, keeping
+``bind --help`` fast.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ import warnings
 
 
 def default_precision() -> str:
-    import torch
+    """Lightning precision for bind's ``auto`` policy: ``bf16-mixed`` on CUDA with bf16 and on CPUs with native bf16
+    (AVX-512-BF16 / AMX), else ``32-true``; ``BIND_PRECISION`` overrides (:mod:`bind.precision`)."""
+    from bind.precision import lightning_precision
 
-    return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
+    return lightning_precision("auto")
 
 
 def register_strategies() -> None:

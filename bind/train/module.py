@@ -101,6 +101,7 @@ class BindTrainModule(L.LightningModule):
         self.save_hyperparameters()
         self.model = build_train_model(model, modalities, anchor, towers, encoders, init_from, init_channels,
                                        init_temporal, init_heads, lora, default_logit_scale(loss), grad_checkpointing)
+        self.model.precision = "fp32"  # no autocast of bind's own: the Trainer's precision plugin decides
         self.trained, self.anchor, self.loss_kind = list(modalities or []), anchor, loss
         self.logit_bias = nn.ParameterDict(
             {m: nn.Parameter(torch.tensor(SIGLIP_BIAS_INIT)) for m in self.trained}) if loss == "siglip" else None

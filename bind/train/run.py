@@ -42,6 +42,7 @@ def fit(manifest: str | Path, *, modalities: list[str], model: str = "bind-minil
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
     from bind.data.bad_samples import summarize
+    from bind.precision import lightning_precision
     from bind.train.cli import default_precision, register_strategies
     from bind.train.datamodule import BindDataModule
     from bind.train.module import BindTrainModule
@@ -60,7 +61,8 @@ def fit(manifest: str | Path, *, modalities: list[str], model: str = "bind-minil
                            every_n_train_steps=every_n_train_steps)
     loggers = [CSVLogger(run_dir, name="logs", version=""), TensorBoardLogger(run_dir, name="tb", version="")]
     trainer = L.Trainer(default_root_dir=run_dir, max_epochs=max_epochs, max_steps=max_steps, accelerator=accelerator,
-                        devices=devices, strategy=strategy, precision=precision or default_precision(),
+                        devices=devices, strategy=strategy,
+                        precision=lightning_precision(precision) if precision else default_precision(),
                         callbacks=[ckpt], logger=loggers, enable_progress_bar=progress_bar,
                         log_every_n_steps=log_every_n_steps)
     before: dict[str, float] = {}

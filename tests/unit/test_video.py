@@ -260,3 +260,36 @@ def test_clips_are_averaged_and_example_input(plugin):
         enc(torch.randn(2, 1, 4, 32, 32))
     ib = bind.factory.expand_config(bind.registry.model_config_dict("bind-base"), ["video"]).encoders["video"]
     assert plugin.example_input(ib, 1).shape == (1, 15, 3, 2, 224, 224)
+
+
+@pytest.mark.parametrize("attention", ["joint", "divided"])
+def test_token_reduction_merges_steps_and_patches(attention):
+    from bind.nn.stems import TubeletStem
+
+    stem = TubeletStem(3, 16, patch_size=8, image_size=32, num_frames=8, temporal_patch=1,
+                       divided=attention == "divided", reduce_time=2, reduce_space=2)
+    full = TubeletStem(3, 16, patch_size=8, image_size=32, num_frames=8, temporal_patch=1,
+                       divided=attention == "divided")
+    full.load_state_dict(stem.state_dict())
+    x = torch.randn(2, 3, 7, 32, 32)  # 7 steps: the last group repeats step 6
+    out, ref = stem(x), full(x)
+    ref = ref if ref.dim() == 4 else ref.reshape(2, 7, 16, 16)
+    ref = torch.cat([ref, ref[:, -1:]], 1).reshape(2, 4, 2, 4, 4, 16).mean(2)  # time pairs, then 2x2 patches
+    ref = ref.reshape(2, 4, 2, 2, 2, 2, 16).mean((3, 5)).reshape(2, 4, 4, 16)
+    assert out.shape == ((2, 4, 4, 16) if attention == "divided" else (2, 16, 16))
+    torch.testing.assert_close(out.reshape(2, 4, 4, 16), ref, atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="reduction"):
+        TubeletStem(3, 16, patch_size=8, image_size=32, num_frames=8, reduce_time=0)
+
+
+def test_token_reduction_is_a_per_model_switch():
+    cfg = bind.factory.expand_config(bind.registry.model_config_dict("bind-tiny"), ["video"],
+                                     {"attention": "divided", "stem": {"reduce_time": 2}})
+    model = bind.BindModel(cfg).eval()
+    stem = model.encoder("video").stem
+    assert (stem.reduce_time, stem.reduce_space) == (2, 1)
+    with torch.no_grad():
+        tokens, _, _ = model.encoder("video").forward_tokens(torch.randn(1, 3, 16, 32, 32))
+        assert model.encode("video", torch.randn(1, 3, 16, 32, 32)).shape == (1, 64)
+    steps = 16 // int(cfg.encoders["video"].stem.get("temporal_patch", 2)) // 2
+    assert tokens.shape[1] == steps  # [B, T', N, D] with T' halved

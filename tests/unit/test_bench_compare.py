@@ -1,0 +1,39 @@
+"""``bind bench compare`` on tiny settings: same-weights parity with timm, video variants, README table."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bind.bench.compare import README_END, README_START
+from bind.cli import main
+
+
+def test_compare_parity_video_variants_and_readme(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{README_START}\nold\n{README_END}\n\nafter\n")
+    out = tmp_path / "compare.json"
+    assert main(["bench", "compare", "--timm-model", "vit_tiny_patch16_224", "--batch", "1", "--iters", "1",
+                 "--frames", "2", "5", "--image-size", "32", "--variants", "joint", "divided+r2",
+                 "--json", str(out), "--readme", str(readme)]) == 0
+    result = json.loads(out.read_text())
+    img = result["image"]
+    assert img["init_report"]["skipped"] == []  # every timm tensor found its place in bind
+    assert img["fp32_max_abs_diff"] <= 1e-5 < img["fp32_feature_max_abs"]
+    assert img["fp32"]["bind_samples_per_s"] > 0 and img["auto_precision"] in ("fp32", "bf16")
+    rows = {(r["variant"], r["frames"]): r for r in result["video"]["rows"]}
+    assert set(rows) == {("joint", 2), ("joint", 5), ("divided+r2", 2), ("divided+r2", 5)}
+    # 5 frames, tubelet 1, 32 px / 16 = 4 patches: joint 1 CLS + 5*4; divided has a CLS per step, r2 -> 3 steps
+    assert rows["joint", 5]["tokens"] == 21 and rows["divided+r2", 5]["tokens"] == 3 * 5
+    text = readme.read_text()
+    assert "old" not in text and "after" in text and "| joint |" in text and "bind / timm" in text
+
+
+def test_readme_without_markers_is_refused(tmp_path):
+    from bind.bench.compare import update_readme
+
+    readme = tmp_path / "README.md"
+    readme.write_text("# nothing to replace\n")
+    with pytest.raises(ValueError, match="bench:compare"):
+        update_readme(readme, "table")
