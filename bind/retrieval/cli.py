@@ -30,6 +30,8 @@ def _load_model(ref: str, args: argparse.Namespace):
 
     torch.manual_seed(args.seed)
     model = bind.load_model(ref, map_location="cpu", precision=getattr(args, "precision", "auto")).eval()
+    if getattr(args, "compile", False):
+        model.compile_encoders()  # compiled lazily, per encoder, at its first call
     return model.to(args.device) if getattr(args, "device", None) else model
 
 
@@ -73,6 +75,9 @@ def _add_embed_options(p: argparse.ArgumentParser, distributed: bool = True) -> 
     g.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="auto: bf16 autocast on a bf16 GPU or a CPU with native bf16 (AVX-512-BF16/AMX), else fp32 "
                         "(embeddings are fp32 either way)")
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the encoders: pays ~1 min per encoder once, ~1.07x faster after (ViT-B/16, "
+                        "2-core CPU): worth it from a few thousand items")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     if not distributed:
         return

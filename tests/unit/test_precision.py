@@ -68,3 +68,23 @@ def test_compiled_encoders_keep_weights_and_outputs(tiny_model):
         tiny_model.compile_encoders(["image"], backend="eager")  # eager backend: the wrapping, not inductor's build
         assert list(tiny_model.state_dict()) == keys
         torch.testing.assert_close(tiny_model.encode("image", x), ref)
+
+
+def test_embed_cli_honours_precision_and_compile(monkeypatch, tmp_path):
+    from bind.cli import main
+    from bind.model import BindModel
+
+    seen = {}
+    real_encode = BindModel.encode
+
+    def spy_encode(self, modality, x, normalize=True, precision=None):
+        seen["precision"] = self.precision
+        return real_encode(self, modality, x, normalize, precision)
+
+    monkeypatch.setattr(BindModel, "compile_encoders", lambda self, *a, **k: seen.setdefault("compiled", self))
+    monkeypatch.setattr(BindModel, "encode", spy_encode)
+    (tmp_path / "a.txt").write_text("a red cube")
+    out = tmp_path / "e.safetensors"
+    assert main(["embed", "--model", "bind-tiny", "--modality", "text", "--inputs", str(tmp_path / "a.txt"),
+                 "--out", str(out), "--precision", "bf16", "--compile", "-q"]) == 0
+    assert out.is_file() and seen["precision"] == "bf16" and "compiled" in seen
