@@ -1,0 +1,454 @@
+"""``bind bench video-reduction``: world retrieval quality and embedding speed of video token reduction.
+
+What it measures (issue #9: divided space-time attention and token reduction for long video, judged on retrieval
+quality, not only speed): one seeded procedural world (:mod:`bind.world`; 64-pixel, 2-second, 16-frame videos) is
+generated (or reused with ``--world DIR``), its videos and captions are decoded once into a
+:class:`~bind.data.dataset.SampleCache`, and then a tiny video encoder (width 96, depth 2, 16 frames per clip by
+default) is trained **alone** against the frozen all-MiniLM-L6-v2 text anchor of ``bind-minilm-tiny`` (the video
+caption of each scene, language-anchored as in ``bind demo``) once per variant, with the same seed, data order and
+schedule. The default variants:
+
+* ``joint`` — joint space-time attention over every tubelet token (8 steps x 16 patches at 16 frames);
+* ``joint+reduce_time2`` — tokens of every 2 consecutive tubelet steps averaged (``stem.reduce_time=2``);
+* ``divided`` — divided space-time attention (TimeSformer / LanguageBind);
+* ``divided+reduce_time2`` — both.
+
+(``reduce_space<s>`` merges ``s x s`` patches, e.g. ``--variants joint joint+reduce_space2``.) Each trained encoder
+is evaluated on the held-out test split with **factor-level relevance** (:func:`bind.demo.factor_positives`: a
+caption is a positive for a video when its scene agrees on every factor the video caption names — shape, colour,
+motion, activity), video->text and text->video R@1 with the chance level (mean fraction of positives), plus
+text->video with held-out paraphrased queries and a per-factor video->text R@1 (positives agree on that one factor:
+``motion`` is the factor that needs time). Speed: seconds per video to embed the decoded test videos (batch
+``--embed-batch``, ``torch.inference_mode``, median of ``--timing-repeats`` rounds that interleave the variants, so
+load from other jobs on a shared machine hits all of them alike), FLOPs per video and token counts from the stem.
+The summary gives each reduced variant's R@1 minus its unreduced base's (same attention) in points.
+
+Command (about 10 minutes on 2 CPU cores; ``--quick`` is a smoke test)::
+
+    bind bench video-reduction --json runs/bench/video-reduction.json
+
+A world, Lightning logs and checkpoints go under ``--out`` (default ``runs/bench/video-reduction``). The R@1
+deltas come from one seed; the JSON reports the number of test queries so the resolution (one query =
+``100 / num_queries`` points) can be read beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bind.bench.common import count_flops, environment, write_json
+
+DEFAULT_VARIANTS = ("joint", "joint+reduce_time2", "divided", "divided+reduce_time2")
+_REDUCTION = re.compile(r"^reduce_(time|space)(\d+)$")
+
+
+@dataclass
+class Config:
+    """Every knob of the benchmark (``--quick`` shrinks the world and the schedule to a smoke test)."""
+
+    n: int = 1000  #: scenes in the world
+    seed: int = 0  #: world and training seed
+    frames: int = 16  #: frames per clip (the world's videos have 16)
+    width: int = 96
+    depth: int = 2
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 2e-3
+    warmup_steps: int = 20
+    weight_decay: float = 0.05
+    workers: int = 2  #: processes rendering the world and decoding media
+    threads: int = 1  #: torch threads for training and timing (1 is fastest on a small, shared CPU)
+    splits: tuple[float, float, float] = (0.65, 0.05, 0.3)  #: train / val / test fractions
+    variants: tuple[str, ...] = DEFAULT_VARIANTS
+    embed_batch: int = 32
+    timing_repeats: int = 5
+    quick: bool = False
+
+    @classmethod
+    def quick_config(cls, **overrides: Any) -> Config:
+        base = {"n": 40, "epochs": 1, "batch_size": 8, "warmup_steps": 0, "splits": (0.6, 0.1, 0.3),
+                "timing_repeats": 2, "quick": True}
+        return cls(**{**base, **overrides})
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One encoder layout: ``attention`` plus the stem's reduction factors."""
+
+    name: str
+    attention: str
+    reduce_time: int = 1
+    reduce_space: int = 1
+    stem: dict[str, int] = field(default_factory=dict, compare=False)
+
+    @property
+    def reduced(self) -> bool:
+        return self.reduce_time > 1 or self.reduce_space > 1
+
+    @property
+    def base(self) -> str:
+        """The name of the unreduced variant with the same attention."""
+        return self.attention
+
+
+def parse_variant(name: str) -> Variant:
+    """``joint`` / ``divided``, optionally followed by ``+reduce_time<r>`` and / or ``+reduce_space<s>``."""
+    attention, *parts = name.split("+")
+    if attention not in ("joint", "divided"):
+        raise ValueError(f"variant {name!r}: attention must be 'joint' or 'divided', got {attention!r}")
+    stem: dict[str, int] = {}
+    for part in parts:
+        m = _REDUCTION.match(part)
+        if not m or int(m.group(2)) < 1:
+            raise ValueError(f"variant {name!r}: expected reduce_time<r> or reduce_space<s>, got {part!r}")
+        stem[f"reduce_{m.group(1)}"] = int(m.group(2))
+    return Variant(name, attention, stem.get("reduce_time", 1), stem.get("reduce_space", 1), stem)
+
+
+def video_encoder_overrides(config: Config, variant: Variant) -> dict[str, dict[str, Any]]:
+    """``encoders=`` overrides of ``bind-minilm-tiny`` for one variant (only the video encoder is trained)."""
+    return {"video": {"width": config.width, "depth": config.depth, "attention": variant.attention,
+                      "stem": dict(variant.stem), "preprocess": {"frames_per_clip": config.frames}}}
+
+
+# --- world and data --------------------------------------------------------------------------------------------------
+def prepare_world(out: Path, config: Config, world: str | Path | None, echo: Any = print) -> tuple[Path, bool]:
+    """The manifest to use: ``world`` (a directory or manifest) when given, else ``out/world`` (reused when its
+    ``world.json`` matches ``n``, ``seed`` and the split fractions, generated otherwise)."""
+    from bind.world.generator import generate
+
+    if world is not None:
+        path = Path(world)
+        manifest = path / "manifest.jsonl" if path.is_dir() else path
+        if not manifest.is_file():
+            raise FileNotFoundError(f"--world: no manifest at {manifest}")
+        return manifest, True
+    root = out / "world"
+    spec_path = root / "world.json"
+    if spec_path.is_file() and (root / "manifest.jsonl").is_file():
+        spec = json.loads(spec_path.read_text())
+        total = float(sum(config.splits))
+        wanted = [f / total for f in config.splits]
+        have = [float(spec["splits"][s]) / sum(spec["splits"].values()) for s in ("train", "val", "test")]
+        if spec.get("n") == config.n and spec.get("seed") == config.seed and np.allclose(have, wanted):
+            echo(f"  reusing the world at {root} ({config.n} scenes, seed {config.seed})")
+            return root / "manifest.jsonl", True
+    return generate(root, config.n, seed=config.seed, workers=config.workers, splits=config.splits), False
+
+
+# --- measurement -----------------------------------------------------------------------------------------------------
+def token_counts(encoder: Any, sample: torch.Tensor) -> dict[str, int]:
+    """Tokens the trunk sees for one clip ``[C, T, H, W]``: ``tokens`` (stem output, CLS excluded),
+    ``temporal_steps`` and ``patches_per_step`` after reduction, ``tokens_per_attention`` (the longest attention
+    call: every token plus CLS for joint, one step's patches plus its CLS for divided)."""
+    with torch.inference_mode():
+        out = encoder.stem(sample[None])
+    tokens = out.tokens if hasattr(out, "tokens") else out
+    n_cls = int(encoder.cfg.num_cls_tokens)
+    if tokens.dim() == 4:  # divided: [1, T', N, D]
+        steps, patches = int(tokens.shape[1]), int(tokens.shape[2])
+        per_attention = max(patches + n_cls, steps)
+    else:
+        stem = encoder.stem
+        steps = -(-sample.shape[1] // stem.temporal_patch)
+        if stem.reduce_time > 1 and steps > 1:
+            steps = -(-steps // min(stem.reduce_time, steps))
+        patches = int(tokens.shape[1]) // steps
+        per_attention = int(tokens.shape[1]) + n_cls
+    return {"tokens": steps * patches, "temporal_steps": steps, "patches_per_step": patches,
+            "tokens_per_attention": per_attention}
+
+
+@torch.inference_mode()
+def video_flops(encoder: Any, sample: torch.Tensor) -> int:
+    """FLOPs of embedding one clip (:func:`bind.bench.common.count_flops`)."""
+    return count_flops(lambda: encoder(sample[None]))
+
+
+@torch.inference_mode()
+def embed_seconds(model: Any, tensors: list[torch.Tensor], batch_size: int) -> float:
+    """Wall seconds to embed ``tensors`` (decoded, transformed videos) in batches of ``batch_size``."""
+    from bind.demo import embed_tensors
+
+    t0 = time.perf_counter()
+    embed_tensors(model, "video", tensors, batch_size=batch_size)
+    return time.perf_counter() - t0
+
+
+def r1_hits(queries: torch.Tensor, gallery: torch.Tensor, positives: torch.Tensor) -> np.ndarray:
+    """Per query: 1.0 when the top-ranked gallery item is a positive (the mean is R@1)."""
+    from bind.retrieval.metrics import retrieval_ranks
+
+    ranks = retrieval_ranks(queries.float() @ gallery.float().T, positives)
+    return (ranks <= 1).double().numpy()
+
+
+DIRECTIONS = ("video->text", "text->video", "text->video_paraphrased")
+
+
+def retrieval(video: torch.Tensor, text: torch.Tensor, paraphrased: torch.Tensor,
+              factors: list[dict[str, str]]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Video <-> text R@1 (with chance) under factor-level relevance, paraphrased text -> video, and per-factor
+    video -> text (positives agree on that one factor); plus the per-query top-1 hits of each direction."""
+    from bind.demo import factor_positives, pair_metrics, shared_factors
+
+    shared = shared_factors("video", "text")
+    pos = factor_positives(factors, shared)
+    pairs = dict(zip(DIRECTIONS, ((video, text), (text, video), (paraphrased, video))))
+    out: dict[str, Any] = {"shared_factors": list(shared)}
+    out.update({key: pair_metrics(q, g, pos) for key, (q, g) in pairs.items()})
+    out["per_factor_video->text"] = {f: pair_metrics(video, text, factor_positives(factors, (f,))) for f in shared}
+    hits = {key: r1_hits(q, g, pos) for key, (q, g) in pairs.items()}
+    return out, hits
+
+
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, resamples: int = 2000, seed: int = 0) -> list[float]:
+    """95% interval (percentile bootstrap over test queries, paired) of ``mean(a) - mean(b)``, in points."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(a), (resamples, len(a)))
+    d = 100 * (a[idx].mean(1) - b[idx].mean(1))
+    return [round(float(np.percentile(d, 2.5)), 2), round(float(np.percentile(d, 97.5)), 2)]
+
+
+def deltas(rows: dict[str, dict[str, Any]], variants: list[Variant],
+           hits: dict[str, dict[str, np.ndarray]] | None = None) -> dict[str, dict[str, Any]]:
+    """For each reduced variant whose base was run: R@1 (reduced - base) in points (with a paired bootstrap 95%
+    interval over test queries when ``hits`` are given), the speed-up, and the FLOP and token ratios."""
+    out = {}
+    for v in variants:
+        if not v.reduced or v.base not in rows or v.name not in rows:
+            continue
+        r, b = rows[v.name], rows[v.base]
+        entry: dict[str, Any] = {"base": v.base}
+        for key in DIRECTIONS:
+            entry[f"{key}_r1_points"] = round(100 * (r["retrieval"][key]["r1"] - b["retrieval"][key]["r1"]), 2)
+            if hits is not None:
+                entry[f"{key}_r1_points_ci95"] = paired_bootstrap(hits[v.name][key], hits[v.base][key])
+        entry["per_factor_video->text_r1_points"] = {
+            f: round(100 * (m["r1"] - b["retrieval"]["per_factor_video->text"][f]["r1"]), 2)
+            for f, m in r["retrieval"]["per_factor_video->text"].items()}
+        entry["within_2_points"] = all(abs(entry[f"{k}_r1_points"]) <= 2.0 for k in ("video->text", "text->video"))
+        entry["speedup"] = b["seconds_per_video"] / r["seconds_per_video"]
+        entry["flops_ratio"] = r["gflops_per_video"] / b["gflops_per_video"]
+        entry["token_ratio"] = r["tokens"]["tokens"] / b["tokens"]["tokens"]
+        out[v.name] = entry
+    return out
+
+
+# --- the run ---------------------------------------------------------------------------------------------------------
+def run(out: str | Path, config: Config | None = None, world: str | Path | None = None,
+        echo: Any = print) -> dict[str, Any]:
+    """Generate / reuse the world, decode once, train and evaluate every variant; returns the result JSON."""
+    from bind.data.dataset import SampleCache
+    from bind.data.manifest import read_manifest
+    from bind.demo import _quiet_libraries, preprocess_configs
+
+    config = config or Config()
+    variants = [parse_variant(v) for v in config.variants]
+    if len({v.name for v in variants}) != len(variants):
+        raise ValueError(f"duplicate variants in {config.variants}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _quiet_libraries()
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+
+    def stage(name: str, t0: float) -> None:
+        timings[name] = round(time.perf_counter() - t0, 2)
+        echo(f"[{name}] {timings[name]:.1f}s")
+
+    echo(f"bind bench video-reduction: {config.n} scenes, {config.frames} frames/clip, {config.epochs} epochs, "
+         f"variants {', '.join(v.name for v in variants)} -> {out}")
+    t0 = time.perf_counter()
+    manifest, reused = prepare_world(out, config, world, echo)
+    stage("world", t0)
+
+    t0 = time.perf_counter()
+    preprocess = preprocess_configs(video_encoder_overrides(config, variants[0]))
+    for v in variants[1:]:  # one cache serves every variant: they differ after preprocessing only
+        if preprocess_configs(video_encoder_overrides(config, v))["video"] != preprocess["video"]:
+            raise ValueError(f"variant {v.name} changes the video preprocessing")
+    records = [r for r in read_manifest(manifest) if "video" in r.media]
+    test = [r for r in records if r.split == "test"]
+    if not test or not any(r.split == "train" for r in records):
+        raise ValueError(f"{manifest}: needs train and test scenes with video")
+    cache = SampleCache()
+    decoded = cache.fill([("video", r.media["video"]) for r in records], preprocess, workers=config.workers)
+    stage("decode", t0)
+    echo(f"  decoded {decoded} videos once ({len(test)} test scenes)")
+
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(max(1, config.threads))
+    try:
+        return _train_and_measure(config, variants, out, manifest, reused, records, test, cache, preprocess, stage,
+                                  timings, start, echo)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _train_and_measure(config: Config, variants: list[Variant], out: Path, manifest: Path, reused: bool,
+                       records: list[Any], test: list[Any], cache: Any, preprocess: dict[str, Any], stage: Any,
+                       timings: dict[str, float], start: float, echo: Any) -> dict[str, Any]:
+    """Train, evaluate and time every variant (after the world is ready and its videos decoded)."""
+    from bind.demo import MODEL_NAME, embed_tensors, world_digest
+    from bind.train import fit
+    from bind.world.captions import paraphrase
+
+    world_root = manifest.parent
+    factors = [r.factors for r in test]
+    test_videos = [cache.process("video", r.media["video"], preprocess["video"]) for r in test]
+    rng = np.random.default_rng([config.seed, 0xDE70])  # the demo's paraphrase stream
+    captions = [r.captions["video"][0] for r in test]
+    paraphrases = [paraphrase(f, "video", rng) for f in factors]
+
+    rows: dict[str, dict[str, Any]] = {}
+    hits: dict[str, dict[str, np.ndarray]] = {}
+    models: dict[str, Any] = {}
+    for v in variants:
+        t0 = time.perf_counter()
+        encoders = video_encoder_overrides(config, v)
+        result = fit(manifest, modalities=["video"], model=MODEL_NAME, run_dir=out / "train" / v.name,
+                     max_epochs=config.epochs, batch_size=config.batch_size, num_workers=0, seed=config.seed,
+                     export=False, progress_bar=False, log_every_n_steps=5, sample_cache=cache, encoders=encoders,
+                     cache_anchors=True, lr=config.lr, warmup_steps=config.warmup_steps,
+                     weight_decay=config.weight_decay, accelerator="cpu")
+        train_s = time.perf_counter() - t0
+        model = result.model.eval()
+        video_emb = embed_tensors(model, "video", test_videos, batch_size=config.embed_batch)
+        text_emb = embed_tensors(model, "text", [cache.process("text", c, preprocess["text"]) for c in captions])
+        para_emb = embed_tensors(model, "text", [cache.process("text", c, preprocess["text"]) for c in paraphrases])
+        encoder = model.encoder("video")
+        sample = test_videos[0]
+        flops = video_flops(encoder, sample)
+        metrics, hits[v.name] = retrieval(video_emb, text_emb, para_emb, factors)
+        rows[v.name] = {
+            "attention": v.attention, "reduce_time": v.reduce_time, "reduce_space": v.reduce_space,
+            "encoder_overrides": encoders["video"], "tokens": token_counts(encoder, sample),
+            "params_m": sum(p.numel() for p in encoder.parameters()) / 1e6, "gflops_per_video": flops / 1e9,
+            "retrieval": metrics,
+            "validation": {k: round(float(x), 4) for k, x in result.metrics.items() if "video" in k},
+            "train_seconds": round(train_s, 2),
+        }
+        models[v.name] = model
+        r = rows[v.name]["retrieval"]
+        stage(f"train+eval {v.name}", t0)
+        echo(f"  {v.name}: video->text R@1 {r['video->text']['r1']:.3f}, text->video R@1 "
+             f"{r['text->video']['r1']:.3f} (chance {r['video->text']['chance']:.4f}), "
+             f"{rows[v.name]['tokens']['tokens']} tokens")
+
+    t0 = time.perf_counter()  # interleaved rounds: load from other jobs hits every variant alike
+    samples: dict[str, list[float]] = {v.name: [] for v in variants}
+    for model in models.values():  # warm-up (thread pools, allocator)
+        embed_seconds(model, test_videos[:config.embed_batch], config.embed_batch)
+    for _ in range(max(1, config.timing_repeats)):
+        for name, model in models.items():
+            samples[name].append(embed_seconds(model, test_videos, config.embed_batch) / len(test_videos))
+    for name, secs in samples.items():
+        rows[name]["seconds_per_video"] = float(np.median(secs))
+        rows[name]["seconds_per_video_rounds"] = [round(s, 6) for s in secs]
+    stage("timing", t0)
+    timings["total"] = round(time.perf_counter() - start, 2)
+
+    counts = {s: sum(r.split == s for r in records) for s in ("train", "val", "test")}
+    spec_path = world_root / "world.json"
+    spec = json.loads(spec_path.read_text()) if spec_path.is_file() else {}
+    results = {
+        "suite": "video-reduction",
+        "world": {"manifest": str(manifest), "reused": reused, "scenes": len(records), "counts": counts,
+                  "seed": spec.get("seed"), "sha256": world_digest(world_root) if spec else None},
+        "model": {"name": MODEL_NAME, "anchor": "text (frozen all-MiniLM-L6-v2)", "trained": ["video"]},
+        "relevance": "factor-level: a caption is a positive for a video when the scenes agree on every factor the "
+                     "video caption names (shape, colour, motion, activity); chance = mean over queries of "
+                     "#positives / gallery size; per_factor: positives agree on that factor only",
+        "timing": f"seconds per video: median over {config.timing_repeats} interleaved rounds of embedding the "
+                  f"{len(test)} decoded test videos in batches of {config.embed_batch} (inference_mode, "
+                  f"{torch.get_num_threads()} threads)",
+        "test_scenes": len(test),
+        "config": asdict(config),
+        "variants": rows,
+        "deltas_vs_unreduced": deltas(rows, variants, hits),
+        "timings_s": timings,
+        "env": environment(),
+    }
+    echo("")
+    echo(format_table(results))
+    return results
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """The printed table: R@1 both directions with chance, paraphrase and motion R@1, speed, tokens; then deltas."""
+    rows = results["variants"]
+    head = (f"{'variant':<22} {'v->t R@1':>8} {'t->v R@1':>8} {'chance':>7} {'para t->v':>9} {'motion v->t':>11} "
+            f"{'ms/video':>9} {'GFLOP':>6} {'tokens':>6} {'steps':>5}")
+    lines = [f"held-out test scenes: {results['test_scenes']} (one query = {100 / results['test_scenes']:.2f} "
+             "points); factor-level relevance", head]
+    for name, r in rows.items():
+        ret = r["retrieval"]
+        motion = ret["per_factor_video->text"].get("motion", {"r1": float("nan")})
+        lines.append(f"{name:<22} {ret['video->text']['r1']:8.3f} {ret['text->video']['r1']:8.3f} "
+                     f"{ret['video->text']['chance']:7.4f} {ret['text->video_paraphrased']['r1']:9.3f} "
+                     f"{motion['r1']:11.3f} {1000 * r['seconds_per_video']:9.3f} {r['gflops_per_video']:6.3f} "
+                     f"{r['tokens']['tokens']:6d} {r['tokens']['temporal_steps']:5d}")
+    d = results["deltas_vs_unreduced"]
+    if d:
+        def pts(e: dict[str, Any], key: str) -> str:
+            ci = e.get(f"{key}_r1_points_ci95")
+            return f"{e[f'{key}_r1_points']:+6.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
+
+        lines += ["", "reduced - unreduced (same attention), R@1 points [paired bootstrap 95% over test queries]:",
+                  f"{'variant':<22} {'base':<8} {'v->t':>22} {'t->v':>22} {'para':>6} {'motion':>6} "
+                  f"{'|d|<=2':>6} {'speed-up':>8} {'FLOPs':>6} {'tokens':>6}"]
+        for name, e in d.items():
+            motion = e["per_factor_video->text_r1_points"].get("motion", float("nan"))
+            lines.append(f"{name:<22} {e['base']:<8} {pts(e, 'video->text'):>22} {pts(e, 'text->video'):>22} "
+                         f"{e['text->video_paraphrased_r1_points']:+6.2f} {motion:+6.2f} "
+                         f"{str(e['within_2_points']):>6} {e['speedup']:7.2f}x {e['flops_ratio']:5.2f}x "
+                         f"{e['token_ratio']:5.2f}x")
+    lines.append("time per stage: " + ", ".join(f"{k} {v:.1f}s" for k, v in results["timings_s"].items()))
+    return "\n".join(lines)
+
+
+def _run(args: argparse.Namespace) -> int:
+    overrides = {k: v for k, v in (("n", args.n), ("seed", args.seed), ("epochs", args.epochs),
+                                   ("frames", args.frames), ("workers", args.workers), ("threads", args.threads),
+                                   ("variants", tuple(args.variants) if args.variants else None)) if v is not None}
+    config = Config.quick_config(**overrides) if args.quick else Config(**overrides)
+    out = args.out or ("runs/bench/video-reduction-quick" if args.quick else "runs/bench/video-reduction")
+    results = run(out, config, world=args.world, echo=lambda s: print(s, flush=True))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=2, default=str) + "\n")
+        print(f"results -> {args.json}")
+    else:
+        write_json(results, None)
+    return 0
+
+
+def add_suite(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("video-reduction", help="world retrieval R@1 and embedding speed of video token reduction")
+    p.add_argument("--world", default=None, help="an existing world (directory or manifest) instead of generating")
+    p.add_argument("--out", default=None, help="world, logs and checkpoints (default runs/bench/video-reduction)")
+    p.add_argument("--n", type=int, default=None, help=f"scenes to generate (default {Config.n}; --quick: 40)")
+    p.add_argument("--seed", type=int, default=None, help="world and training seed (default 0)")
+    p.add_argument("--epochs", type=int, default=None, help=f"training epochs (default {Config.epochs})")
+    p.add_argument("--frames", type=int, default=None, help=f"frames per clip (default {Config.frames})")
+    p.add_argument("--workers", type=int, default=None, help="processes for rendering and decoding (default 2)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads for training and timing (default 1)")
+    p.add_argument("--variants", nargs="+", default=None,
+                   help="joint|divided[+reduce_time<r>][+reduce_space<s>] (default: " + " ".join(DEFAULT_VARIANTS)
+                   + ")")
+    p.add_argument("--quick", action="store_true", help="a tiny world and one epoch: a smoke test")
+    p.add_argument("--json", default=None, help="write the result JSON here")
+    p.set_defaults(func=_run)
