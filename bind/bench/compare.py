@@ -173,34 +173,38 @@ def video_encoder(variant: str, image_size: int, temporal_patch: int, backend: s
 def compare_video(frames: list[int], variants: list[str], image_size: int, temporal_patch: int, iters: int,
                   device: torch.device, backend: str = "sdpa", precision: str = "fp32",
                   model_name: str = "bind-base") -> dict[str, Any]:
+    """Seconds per video for every variant and frame count; at each frame count the variants take turns
+    (``iters`` rounds, median), so a load change on a shared machine hits every variant alike."""
+    models = {v: video_encoder(v, image_size, temporal_patch, backend, device, model_name) for v in variants}
     rows = []
-    for variant in variants:
-        model = video_encoder(variant, image_size, temporal_patch, backend, device, model_name)
-        enc = model.encoder("video")
-        with torch.inference_mode():
+    with torch.inference_mode():
+        for model in models.values():  # warm-up
             model.encode("video", torch.randn(1, 3, frames[0], image_size, image_size, device=device),
-                         precision=precision)  # warm-up
-            for t in frames:
-                x = torch.randn(1, 3, t, image_size, image_size, device=device)
-                tokens = enc.forward_tokens(x)[0].shape
-                with PeakMemory(device) as mem:
-                    times = []
-                    for _ in range(iters):
+                         precision=precision)
+        for t in frames:
+            x = torch.randn(1, 3, t, image_size, image_size, device=device)
+            times: dict[str, list[float]] = {v: [] for v in variants}
+            peaks: dict[str, float] = {}
+            for _ in range(iters):
+                for v, model in models.items():
+                    with PeakMemory(device) as mem:
                         sync(device)
                         t0 = time.perf_counter()
                         model.encode("video", x, precision=precision)
                         sync(device)
-                        times.append(time.perf_counter() - t0)
-                rows.append({"variant": variant, "frames": t, "tokens": int(torch.tensor(tokens[1:-1]).prod()),
-                             "seconds": sorted(times)[len(times) // 2], "peak_memory_mib": mem.peak_mib})
-        del model
+                        times[v].append(time.perf_counter() - t0)
+                    peaks[v] = max(peaks.get(v, 0.0), mem.peak_mib)
+            for v, model in models.items():
+                shape = model.encoder("video").forward_tokens(x)[0].shape
+                rows.append({"variant": v, "frames": t, "tokens": int(torch.tensor(shape[1:-1]).prod()),
+                             "seconds": sorted(times[v])[len(times[v]) // 2], "peak_memory_mib": peaks[v]})
     for r in rows:
         base = next(b for b in rows if b["variant"] == r["variant"] and b["frames"] == frames[0])
         r["time_vs_first"] = r["seconds"] / base["seconds"]
         joint = next((b for b in rows if b["variant"] == "joint" and b["frames"] == r["frames"]), None)
         r["speedup_vs_joint"] = joint["seconds"] / r["seconds"] if joint else None
     return {"image_size": image_size, "temporal_patch": temporal_patch, "backend": backend, "precision": precision,
-            "model": model_name, "rows": rows}
+            "model": model_name, "iters": iters, "rows": rows}
 
 
 def long_video_cuda(iters: int) -> dict[str, Any]:
@@ -308,7 +312,7 @@ def add_suite(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--temporal-patch", type=int, default=1, help="1: one token group per frame (12,545 tokens at 64 "
                    "frames); 2: ImageBind's 2-frame tubelets")
-    p.add_argument("--video-iters", type=int, default=1)
+    p.add_argument("--video-iters", type=int, default=3, help="interleaved rounds per frame count (median)")
     p.add_argument("--long-video-cuda", action="store_true", help="ViT-L/14 64/128-frame bf16 xformers vs SDPA")
     p.add_argument("--device", default=None)
     p.add_argument("--json", default=None, help="write the result JSON here")
