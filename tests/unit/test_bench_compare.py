@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from bind.bench.compare import README_END, README_START
 from bind.cli import main
@@ -37,3 +38,24 @@ def test_readme_without_markers_is_refused(tmp_path):
     readme.write_text("# nothing to replace\n")
     with pytest.raises(ValueError, match="bench:compare"):
         update_readme(readme, "table")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_bf16_video_on_cuda_xformers_and_sdpa_agree():
+    from bind.bench.compare import compare_video, video_encoder
+    from bind.nn.attention import _xformers_ops
+
+    if _xformers_ops() is None:
+        pytest.skip("needs xformers")
+    device = torch.device("cuda")
+    x = torch.randn(1, 3, 16, 64, 64, device=device)
+    out = {}
+    for backend in ("sdpa", "xformers"):
+        model = video_encoder("divided+r2", 64, 2, backend, device)
+        with torch.inference_mode():
+            out[backend] = model.encode("video", x, precision="bf16")
+    assert out["sdpa"].dtype == torch.float32
+    assert torch.nn.functional.cosine_similarity(out["sdpa"], out["xformers"]).min() > 0.999
+    rows = compare_video([8, 16], ["joint", "divided"], 64, 2, 1, device, "xformers", "bf16")["rows"]
+    assert len(rows) == 4 and all(r["peak_memory_mib"] > 0 for r in rows)
