@@ -14,11 +14,22 @@ from typing import Any
 import torch
 
 
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux) and the widest SIMD torch dispatches to."""
+    name = platform.processor() or "cpu"
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), name)
+    except OSError:
+        pass
+    return f"{name} ({torch.backends.cpu.get_cpu_capability()})"
+
+
 def environment() -> dict[str, Any]:
     return {
         "torch": torch.__version__, "python": platform.python_version(), "cpu_count": os.cpu_count(),
         "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
-        "device_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu",
+        "device_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else cpu_name(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
 
