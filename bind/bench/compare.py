@@ -69,7 +69,8 @@ def bind_image_from_timm(timm_model: torch.nn.Module, workdir: Path, backend: st
                  "stem": {"patch_size": timm_model.patch_embed.patch_size[0]},
                  "preprocess": {"crop_size": size, "size": size}}
     model = bind.BindModel(expand_config(model_config_dict("bind-base"), ["image"], overrides), precision="fp32")
-    encoder = model.encoder("image").eval()
+    model.eval()  # BindModel.encode applies its precision in eval mode only
+    encoder = model.encoder("image")
     with torch.no_grad():
         report = init_encoder_from_vit(encoder, weights)
     return model, encoder, report

@@ -59,3 +59,15 @@ def test_bf16_video_on_cuda_xformers_and_sdpa_agree():
     assert torch.nn.functional.cosine_similarity(out["sdpa"], out["xformers"]).min() > 0.999
     rows = compare_video([8, 16], ["joint", "divided"], 64, 2, 1, device, "xformers", "bf16")["rows"]
     assert len(rows) == 4 and all(r["peak_memory_mib"] > 0 for r in rows)
+
+
+def test_bench_model_is_in_eval_mode_so_precision_applies(tmp_path):
+    import timm
+
+    from bind.bench.compare import bind_image_from_timm
+
+    model, encoder, _ = bind_image_from_timm(timm.create_model("vit_tiny_patch16_224", num_classes=0), tmp_path)
+    assert not model.training and not encoder.training
+    x = torch.randn(1, 3, 224, 224)
+    with torch.inference_mode():
+        assert not torch.equal(model.encode("image", x, precision="bf16"), model.encode("image", x, precision="fp32"))
