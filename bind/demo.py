@@ -34,7 +34,7 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -305,6 +305,31 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 
 
+class StageTimer:
+    """Wall seconds of named stages, echoed as each ends; :meth:`total` adds the whole run's."""
+
+    def __init__(self, echo: Callable[[str], Any] = print) -> None:
+        self.echo, self.start, self.timings = echo, time.perf_counter(), {}
+
+    def __call__(self, name: str, t0: float) -> None:
+        self.timings[name] = round(time.perf_counter() - t0, 2)
+        self.echo(f"[{name}] {self.timings[name]:.1f}s")
+
+    def total(self) -> dict[str, float]:
+        self.timings["total"] = round(time.perf_counter() - self.start, 2)
+        return self.timings
+
+
+def prepare_run(out: str | Path) -> Path:
+    """Create ``out``, keep the hub offline and quiet the training libraries (every world-training run does this)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _quiet_libraries()
+    return out
+
+
 def run_demo(out: str | Path, config: DemoConfig | None = None, echo=print) -> dict[str, Any]:
     """Run every stage (see the module docstring) and return the results written to ``OUT/results.json``."""
     import bind
@@ -314,17 +339,8 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, echo=print) -> d
     from bind.world.generator import generate
 
     config = config or DemoConfig()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    _quiet_libraries()
-    timings: dict[str, float] = {}
-    start = time.perf_counter()
-
-    def stage(name: str, t0: float) -> None:
-        timings[name] = round(time.perf_counter() - t0, 2)
-        echo(f"[{name}] {timings[name]:.1f}s")
+    out = prepare_run(out)
+    stage = StageTimer(echo)
 
     echo(f"bind demo: {config.n} scenes, seed {config.seed}, {config.epochs} epochs -> {out}")
     t0 = time.perf_counter()
@@ -361,7 +377,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, echo=print) -> d
     index_dir = build_video_index(model, model_dir, test, evaluation["embeddings"]["video"], out / "index")
     stage("eval", t0)
 
-    timings["total"] = round(time.perf_counter() - start, 2)
+    timings = stage.total()
     example_query = evaluation["text_queries"]["video"]["paraphrased"]["example"]
     results = {
         "world": {"scenes": config.n, "seed": config.seed, "splits": list(config.splits),

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -251,23 +250,14 @@ def run(out: str | Path, config: Config | None = None, world: str | Path | None 
     """Generate / reuse the world, decode once, train and evaluate every variant; returns the result JSON."""
     from bind.data.dataset import SampleCache
     from bind.data.manifest import read_manifest
-    from bind.demo import _quiet_libraries, preprocess_configs
+    from bind.demo import StageTimer, prepare_run, preprocess_configs
 
     config = config or Config()
     variants = [parse_variant(v) for v in config.variants]
     if len({v.name for v in variants}) != len(variants):
         raise ValueError(f"duplicate variants in {config.variants}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    _quiet_libraries()
-    timings: dict[str, float] = {}
-    start = time.perf_counter()
-
-    def stage(name: str, t0: float) -> None:
-        timings[name] = round(time.perf_counter() - t0, 2)
-        echo(f"[{name}] {timings[name]:.1f}s")
+    out = prepare_run(out)
+    stage = StageTimer(echo)
 
     echo(f"bind bench video-reduction: {config.n} scenes, {config.frames} frames/clip, {config.epochs} epochs, "
          f"variants {', '.join(v.name for v in variants)} -> {out}")
@@ -293,14 +283,14 @@ def run(out: str | Path, config: Config | None = None, world: str | Path | None 
     torch.set_num_threads(max(1, config.threads))
     try:
         return _train_and_measure(config, variants, out, manifest, reused, records, test, cache, preprocess, stage,
-                                  timings, start, echo)
+                                  echo)
     finally:
         torch.set_num_threads(threads_before)
 
 
 def _train_and_measure(config: Config, variants: list[Variant], out: Path, manifest: Path, reused: bool,
                        records: list[Any], test: list[Any], cache: Any, preprocess: dict[str, Any], stage: Any,
-                       timings: dict[str, float], start: float, echo: Any) -> dict[str, Any]:
+                       echo: Any) -> dict[str, Any]:
     """Train, evaluate and time every variant (after the world is ready and its videos decoded)."""
     from bind.demo import MODEL_NAME, embed_tensors, world_digest
     from bind.train import fit
@@ -359,7 +349,7 @@ def _train_and_measure(config: Config, variants: list[Variant], out: Path, manif
         rows[name]["seconds_per_video"] = float(np.median(secs))
         rows[name]["seconds_per_video_rounds"] = [round(s, 6) for s in secs]
     stage("timing", t0)
-    timings["total"] = round(time.perf_counter() - start, 2)
+    timings = stage.total()
 
     counts = {s: sum(r.split == s for r in records) for s in ("train", "val", "test")}
     spec_path = world_root / "world.json"
