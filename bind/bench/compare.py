@@ -275,6 +275,10 @@ def update_readme(readme: Path, table: str) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    bad = [f for f in args.frames or [] if f < 1]
+    if bad or args.image_size < 16 or args.batch < 1 or args.iters < 1 or args.video_iters < 1:
+        raise ValueError(f"bench compare: frame counts must be >= 1 (got {args.frames}), --image-size >= 16 (one "
+                         f"16-pixel patch; got {args.image_size}), --batch/--iters/--video-iters >= 1")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     command = "bind " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else "bind bench compare"
     result: dict[str, Any] = {"suite": "compare", "command": command, "env": environment()}

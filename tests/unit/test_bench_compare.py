@@ -31,6 +31,11 @@ def test_compare_parity_video_variants_and_readme(tmp_path):
     assert "old" not in text and "after" in text and "| joint |" in text and "bind / timm" in text
 
 
+def test_bad_sizes_are_refused_before_any_work(capsys):
+    assert main(["bench", "compare", "--skip-image", "--frames", "0", "8"]) != 0
+    assert "frame counts must be >= 1 (got [0, 8])" in capsys.readouterr().err
+
+
 def test_readme_without_markers_is_refused(tmp_path):
     from bind.bench.compare import update_readme
 
