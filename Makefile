@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/bind demo --out runs/demo
+	$(BIN)/bindspace demo --out runs/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider --timeout 900 tests
@@ -29,7 +29,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check bind modalities tests examples
 
 bench: $(STAMP)
-	$(BIN)/bind bench encoders --model bind-base --modality image --batch 32 --json runs/bench/encoders.json
+	$(BIN)/bindspace bench encoders --model bind-base --modality image --batch 32 --json runs/bench/encoders.json
 
 clean:
 	rm -rf runs .pytest_cache

@@ -19,7 +19,7 @@ COMMAND_MODULES = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bind", description="One embedding space for text, image, video, audio, "
+    parser = argparse.ArgumentParser(prog="bindspace", description="One embedding space for text, image, video, audio, "
                                      "depth, thermal and IMU.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (BindError, FileNotFoundError, ValueError, KeyError) as e:
-        print(f"bind {args.command}: error: {e}", file=sys.stderr)
+        print(f"bindspace {args.command}: error: {e}", file=sys.stderr)
         return 1
 
 

@@ -1,4 +1,4 @@
-"""``bind info``: versions, attention backends, registered modalities and models."""
+"""``bindspace info``: versions, attention backends, registered modalities and models."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``bind demo``: generate a procedural world, train tiny encoders for six modalities into the frozen MiniLM text
+"""``bindspace demo``: generate a procedural world, train tiny encoders for six modalities into the frozen MiniLM text
 space, and measure retrieval between every pair of modalities on held-out scenes — end to end on a CPU in minutes.
 
 Training is language-anchored (LanguageBind, Zhu et al., "LanguageBind: Extending Video-Language Pretraining to
@@ -21,7 +21,7 @@ Speed: media are decoded once (:class:`bind.data.dataset.SampleCache`, filled by
 tower's caption embeddings are memoised (``cache_anchors``), so an epoch costs only the tiny encoders' steps.
 
 Outputs under ``--out``: ``world/`` (manifest + media), ``model/`` (``save_pretrained``; ``bind.load_model``),
-``index/`` (the test videos, for ``bind search``), ``results.json``, ``r1_matrix.png``,
+``index/`` (the test videos, for ``bindspace search``), ``results.json``, ``r1_matrix.png``,
 ``similarity_audio_depth.png`` and ``train/`` (Lightning logs and checkpoints).
 """
 
@@ -288,7 +288,7 @@ def plot_outputs(out: Path, evaluation: dict[str, Any], max_items: int = 40) -> 
 
 def build_video_index(model, model_dir: Path, records: Sequence[Any], video_embeddings: torch.Tensor,
                       out: Path) -> Path:
-    """A flat FAISS index of the test videos (``bind search --index OUT/index --text ...``)."""
+    """A flat FAISS index of the test videos (``bindspace search --index OUT/index --text ...``)."""
     from bind.retrieval.index import Index
     from bind.retrieval.model_info import ModelInfo
 
@@ -342,7 +342,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, echo=print) -> d
     out = prepare_run(out)
     stage = StageTimer(echo)
 
-    echo(f"bind demo: {config.n} scenes, seed {config.seed}, {config.epochs} epochs -> {out}")
+    echo(f"bindspace demo: {config.n} scenes, seed {config.seed}, {config.epochs} epochs -> {out}")
     t0 = time.perf_counter()
     manifest = generate(out / "world", config.n, seed=config.seed, workers=config.workers, splits=config.splits)
     digest = world_digest(out / "world")
@@ -396,7 +396,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, echo=print) -> d
         "config": {k: v for k, v in asdict(config).items() if k != "encoders"},
         "files": {"r1_matrix": str(plots[0]), "similarity": str(plots[1]), "index": str(index_dir),
                   "model": str(model_dir)},
-        "example_search": f'bind search --index {index_dir} --text "{example_query}" -k 5',
+        "example_search": f'bindspace search --index {index_dir} --text "{example_query}" -k 5',
     }
     results["summary"] = summarize(results["pairs"], results["text_queries"])
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -410,7 +410,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, echo=print) -> d
 
 
 def demo_command(args: argparse.Namespace) -> int:
-    """``bind demo`` (registered by :mod:`bind.world.cli`)."""
+    """``bindspace demo`` (registered by :mod:`bind.world.cli`)."""
     overrides = {k: v for k, v in (("n", args.n), ("seed", args.seed), ("epochs", args.epochs),
                                    ("workers", args.workers)) if v is not None}
     config = DemoConfig.quick_config(**overrides) if args.quick else DemoConfig(**overrides)

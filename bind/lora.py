@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +25,8 @@ from typing import Any
 import safetensors.torch
 import torch
 from torch import nn
+
+from bind.io import atomic_directory
 
 ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
 #: LanguageBind's LoRA ranks by modality (alpha 16, dropout 0 for all)
@@ -182,21 +181,12 @@ def save_adapters(model: nn.Module, directory: str | Path, modalities: list[str]
     modalities = list(modalities or specs)
     if not modalities:
         raise ValueError("the model carries no LoRA adapters to save")
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
+    with atomic_directory(directory) as tmp:
         meta = {"format": "bind-lora", "version": 1, "base_model": model.config.name,
                 "embed_dim": model.config.embed_dim, "modalities": {m: specs[m].to_dict() for m in modalities}}
         (tmp / ADAPTER_CONFIG).write_text(json.dumps(meta, indent=2, sort_keys=True))
         safetensors.torch.save_file(adapter_state_dict(model, modalities), str(tmp / ADAPTER_WEIGHTS),
                                     metadata={"format": "pt", "bind": "lora"})
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return directory
 
 

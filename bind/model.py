@@ -7,9 +7,6 @@ atomically (a temporary directory renamed into place), so a crash mid-save never
 from __future__ import annotations
 
 import copy
-import os
-import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +19,7 @@ from torch import nn
 from bind.config import BindConfig, EncoderConfig
 from bind.encoder import ModalityEncoder
 from bind.errors import UnknownModalityError
+from bind.io import atomic_directory
 from bind.precision import autocast, check_precision
 from bind.registry import get_modality
 
@@ -100,7 +98,7 @@ class BindModel(nn.Module):
     def compile_encoders(self, modalities: Iterable[str] | None = None, **compile_kwargs: Any) -> BindModel:
         """``torch.compile`` the encoders of ``modalities`` (default: all) in place; weights and state-dict keys are
         unchanged. The first call of each input shape pays the compilation (tens of seconds on a CPU): worth it for
-        long embedding runs, measured by ``bind bench compare``."""
+        long embedding runs, measured by ``bindspace bench compare``."""
         for m in modalities or self.modalities:
             self.encoder(m).compile(**compile_kwargs)
         return self
@@ -135,24 +133,12 @@ class BindModel(nn.Module):
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write ``config.json`` + ``model.safetensors`` (+ modality assets) atomically into ``directory``."""
         directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-        try:
+        with atomic_directory(directory) as tmp:
             config = copy.deepcopy(self.config)
             for m, enc in config.encoders.items():
                 get_modality(m).save_assets(enc, tmp, self.root)
             config.save(tmp / CONFIG_NAME)
             safetensors.torch.save_model(self, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "bind": "1"})
-            old = None
-            if directory.exists():
-                old = directory.with_name(f".{directory.name}.old.{os.getpid()}")
-                os.replace(directory, old)
-            os.replace(tmp, directory)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return directory
 
     @classmethod

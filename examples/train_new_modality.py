@@ -5,7 +5,7 @@ Generates a small dataset (coloured shapes with 16-bit depth maps; depth gets it
 on the left", since colour is invisible in depth), trains a tiny depth encoder into the frozen all-MiniLM-L6-v2
 space (LanguageBind style, ``bind-minilm-tiny``), and prints depth<->text R@1 / R@5 on the validation split before
 and after training. The result is a plain bind model directory (``OUT/run/export/model``) usable with
-``bind.load_model`` / ``bind embed``. CPU: about a minute.
+``bind.load_model`` / ``bindspace embed``. CPU: about a minute.
 
 Options: ``--modality image`` trains an image encoder on the same data instead; ``--lora R`` adapts the encoder with
 LoRA of rank R; ``--init-from DIR_OR_FILE`` starts it from a pretrained ViT (HF CLIP directory or timm state dict).

@@ -26,7 +26,8 @@ Long videos: any frame count runs (temporal positions are interpolated). Joint s
 the square of the frame count; ``attention="divided"`` (TimeSformer) grows linearly, and the stem keys
 ``reduce_time`` / ``reduce_space`` merge tokens across tubelet steps / neighbouring patches before the trunk
 (:class:`bind.nn.stems.TubeletStem`), e.g. ``bind.create_model("bind-base", attention="divided",
-stem={"reduce_time": 2})`` — ``bind bench compare`` measures speed and ``bind bench video-reduction`` world retrieval.
+stem={"reduce_time": 2})`` — ``bindspace bench compare`` measures speed and ``bindspace bench video-reduction``
+world retrieval.
 
 Decoding is guarded so that a corrupt file never takes the process down: PyAV (modern FFmpeg, errors are exceptions)
 first probes the container — it must open, hold a video stream and decode a first frame — then decord (FFmpeg 4,

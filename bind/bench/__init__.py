@@ -1,4 +1,4 @@
-"""``bind bench SUITE ... --json OUT``: benchmarks with JSON output.
+"""``bindspace bench SUITE ... --json OUT``: benchmarks with JSON output.
 
 Each suite module exposes ``add_suite(subparsers)``; shared measurement helpers live in :mod:`bind.bench.common`.
 Ratios should be read from one run (the machines are shared and noisy).

@@ -1,4 +1,4 @@
-"""``bind bench compare``: bind side by side with timm, and long video, measured in one run.
+"""``bindspace bench compare``: bind side by side with timm, and long video, measured in one run.
 
 1. **Image, same weights**: timm's ``vit_base_patch16_224`` (random init, seeded) is saved as a state dict and loaded
    into a bind ViT-B/16 image encoder through bind's own loader (:func:`bind.init.init_encoder_from_vit`). Reported:
@@ -223,7 +223,7 @@ def long_video_cuda(iters: int) -> dict[str, Any]:
 
 
 def format_markdown(result: dict[str, Any]) -> str:
-    """The README's Performance table from a ``bind bench compare`` JSON."""
+    """The README's Performance table from a ``bindspace bench compare`` JSON."""
     env, img = result["env"], result.get("image")
     lines = [f"Measured by `{result['command']}` on {env['device_name']} ({env['threads']} threads, torch "
              f"{env['torch']}), one run, {env['time'][:10]}.", ""]
@@ -280,7 +280,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError(f"bench compare: frame counts must be >= 1 (got {args.frames}), --image-size >= 16 (one "
                          f"16-pixel patch; got {args.image_size}), --batch/--iters/--video-iters >= 1")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    command = "bind " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else "bind bench compare"
+    command = "bindspace " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else "bindspace bench compare"
     result: dict[str, Any] = {"suite": "compare", "command": command, "env": environment()}
     if not args.skip_image:
         result["image"] = compare_image(args.batch, args.iters, device, args.timm_model, args.force_bf16,

@@ -1,4 +1,4 @@
-"""``bind bench data``: decode + preprocess throughput (items/s) per modality and file format, per worker.
+"""``bindspace bench data``: decode + preprocess throughput (items/s) per modality and file format, per worker.
 
 For every registered modality (``bind.list_modalities()``) the suite writes its own sample files into a temporary
 directory (real encoded media: JPEG / PNG images, 16-bit PNG and ``.npy`` depth, 8-bit PNG and 16-bit TIFF thermal,

@@ -1,4 +1,4 @@
-"""``bind bench encoders``: forward throughput, FLOPs per sample, achieved GFLOP/s, MFU and peak memory.
+"""``bindspace bench encoders``: forward throughput, FLOPs per sample, achieved GFLOP/s, MFU and peak memory.
 
 MFU = achieved FLOP/s / the FLOP/s of a large matmul measured in the same run on the same device (so it reads
 "fraction of what this machine's GEMM reaches now", not of a datasheet number).

@@ -1,4 +1,4 @@
-"""``bind bench imagebind-parity``: the converted ImageBind audio encoder vs a plain ``nn.MultiheadAttention``
+"""``bindspace bench imagebind-parity``: the converted ImageBind audio encoder vs a plain ``nn.MultiheadAttention``
 implementation of the same weights (ImageBind-Huge audio dims: 768 / 12 / 12, key/value bias tokens, 16x16 patches
 stride 10 over 128 x 204 fbank frames -> 228 + 1 tokens).
 

@@ -1,4 +1,4 @@
-"""``bind bench retrieval``: exact and approximate search speed, and approximate recall@k against exact.
+"""``bindspace bench retrieval``: exact and approximate search speed, and approximate recall@k against exact.
 
 Corpus: ``--n`` synthetic unit vectors of ``--dim`` dimensions drawn around ``--clusters`` random centres (relative
 noise ``--noise``), the clustered structure real embedding corpora have (uniform random vectors in high dimension

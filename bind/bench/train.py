@@ -1,4 +1,4 @@
-"""``bind bench train``: training-step time and peak memory of LoRA vs full fine-tuning of one encoder.
+"""``bindspace bench train``: training-step time and peak memory of LoRA vs full fine-tuning of one encoder.
 
 Default: a ViT-B/16 audio encoder (width 768, depth 12, heads 12; ImageBind spectrograms, 128 mel x 204 frames, one
 clip, patch 16 stride 10 -> 228 tokens), batch 16, AdamW, InfoNCE against fixed unit-norm anchor embeddings (a frozen
@@ -86,7 +86,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     rows = []
     for variant in _variants(args):
-        cmd = [sys.executable, "-m", "bind.cli", "bench", "train", "--worker", variant, "--modality", args.modality,
+        cmd = [sys.executable, "-m", "bind", "bench", "train", "--worker", variant, "--modality", args.modality,
                "--model", args.model, "--batch", str(args.batch), "--iters", str(args.iters), "--warmup",
                str(args.warmup), "--rank", str(args.rank), "--overrides", json.dumps(overrides)]
         if args.device:

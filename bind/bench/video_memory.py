@@ -1,4 +1,4 @@
-"""``bind bench video-memory``: forward time and peak memory of a video encoder against the number of frames.
+"""``bindspace bench video-memory``: forward time and peak memory of a video encoder against the number of frames.
 
 A ViT-B/16 video encoder (the ``video`` entry of ``--model``, default ``bind-base``) with joint space-time attention
 sends all ``T/temporal_patch x N`` tokens through one attention call per layer. With a memory-efficient attention

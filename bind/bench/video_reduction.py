@@ -1,11 +1,11 @@
-"""``bind bench video-reduction``: world retrieval quality and embedding speed of video token reduction.
+"""``bindspace bench video-reduction``: world retrieval quality and embedding speed of video token reduction.
 
 What it measures (issue #9: divided space-time attention and token reduction for long video, judged on retrieval
 quality, not only speed): one seeded procedural world (:mod:`bind.world`; 64-pixel, 2-second, 16-frame videos) is
 generated (or reused with ``--world DIR``), its videos and captions are decoded once into a
 :class:`~bind.data.dataset.SampleCache`, and then a tiny video encoder (width 96, depth 2, 16 frames per clip by
 default) is trained **alone** against the frozen all-MiniLM-L6-v2 text anchor of ``bind-minilm-tiny`` (the video
-caption of each scene, language-anchored as in ``bind demo``) once per variant, with the same seed, data order and
+caption of each scene, language-anchored as in ``bindspace demo``) once per variant, with the same seed, data order and
 schedule. The default variants:
 
 * ``joint`` — joint space-time attention over every tubelet token (8 steps x 16 patches at 16 frames);
@@ -25,7 +25,7 @@ The summary gives each reduced variant's R@1 minus its unreduced base's (same at
 
 Command (about 10 minutes on 2 CPU cores; ``--quick`` is a smoke test)::
 
-    bind bench video-reduction --json runs/bench/video-reduction.json
+    bindspace bench video-reduction --json runs/bench/video-reduction.json
 
 A world, Lightning logs and checkpoints go under ``--out`` (default ``runs/bench/video-reduction``). The R@1
 deltas come from one seed; the JSON reports the number of test queries so the resolution (one query =
@@ -259,7 +259,7 @@ def run(out: str | Path, config: Config | None = None, world: str | Path | None 
     out = prepare_run(out)
     stage = StageTimer(echo)
 
-    echo(f"bind bench video-reduction: {config.n} scenes, {config.frames} frames/clip, {config.epochs} epochs, "
+    echo(f"bindspace bench video-reduction: {config.n} scenes, {config.frames} frames/clip, {config.epochs} epochs, "
          f"variants {', '.join(v.name for v in variants)} -> {out}")
     t0 = time.perf_counter()
     manifest, reused = prepare_world(out, config, world, echo)

@@ -1,7 +1,7 @@
 """Converters for published checkpoints (ImageBind, LanguageBind) into bind models.
 
 Importing this package registers the converters named by model configs' ``checkpoint_format``
-(``bind.load_model("imagebind-huge", checkpoint=PATH)``); ``bind convert ...`` writes converted model directories.
+(``bind.load_model("imagebind-huge", checkpoint=PATH)``); ``bindspace convert ...`` writes converted model directories.
 """
 
 from bind.checkpoints.common import CheckpointError, load_state_dict_file

@@ -1,4 +1,4 @@
-"""``bind convert imagebind|languagebind``: published checkpoints -> bind model directories (safetensors)."""
+"""``bindspace convert imagebind|languagebind``: published checkpoints -> bind model directories (safetensors)."""
 
 from __future__ import annotations
 

@@ -180,7 +180,7 @@ def load_imagebind(model, checkpoint: str | Path) -> None:
 
 def convert_imagebind(checkpoint: str | Path, out: str | Path, *, config: str | dict = "imagebind-huge",
                       tokenizer: str | Path | None = None, modalities: list[str] | None = None) -> Path:
-    """``bind convert imagebind``: an ImageBind ``.pth`` -> a bind model directory (``config.json`` +
+    """``bindspace convert imagebind``: an ImageBind ``.pth`` -> a bind model directory (``config.json`` +
     ``model.safetensors`` + tokenizer).
 
     ``tokenizer``: CLIP's ``bpe_simple_vocab_16e6.txt.gz`` (in the ImageBind repository under ``bpe/``), a CLIP

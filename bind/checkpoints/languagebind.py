@@ -335,7 +335,7 @@ def load_languagebind(model, checkpoint: str | Path) -> None:
 
 def convert_languagebind(checkpoints: str | Path | list[str | Path], out: str | Path, *,
                          tokenizer: str | Path | None = None, modality: str | None = None) -> Path:
-    """``bind convert languagebind``: LanguageBind directories -> one bind model directory.
+    """``bindspace convert languagebind``: LanguageBind directories -> one bind model directory.
 
     Several directories (e.g. Video_FT + Audio_FT + Depth) give one model with every modality; its text encoder
     comes from the last directory, as ``languagebind.LanguageBind`` does. ``modality`` names the modality of a

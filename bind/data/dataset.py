@@ -11,7 +11,7 @@ Training randomness (augmentations, caption choice) is seeded per sample from ``
 looks the same whichever worker or process loads it and a resumed run sees exactly what the uninterrupted run saw.
 
 Opt-in :class:`SampleCache`: decode and transform every medium (and tokenise every caption) once, then reuse the
-tensors in every epoch — decoding, not the model, dominates small CPU runs (``bind bench data``). Cached inputs are
+tensors in every epoch — decoding, not the model, dominates small CPU runs (``bindspace bench data``). Cached inputs are
 eval-mode (no random augmentation).
 """
 
@@ -98,7 +98,8 @@ class SampleCache:
     """Transformed inputs and tokenised captions memoised by ``(modality, source)`` (opt-in; see the module docstring).
 
     Every entry is made with the eval-mode transform, whatever mode asks for it: training on a cache sees no random
-    augmentation (the trade small CPU runs such as ``bind demo`` make). Sources that are not paths or strings (bytes,
+    augmentation (the trade small CPU runs such as ``bindspace demo`` make).
+    Sources that are not paths or strings (bytes,
     arrays) pass through uncached; failures are not cached (the dataset's bad-sample policy sees them every time).
     Each process holds its own copy: :meth:`fill` decodes up front in worker processes, after which training with
     ``num_workers=0`` reads the tensors directly.

@@ -1,4 +1,4 @@
-"""``bind validate --manifest FILE``: decode every sample of a manifest before a run starts and list the bad ones.
+"""``bindspace validate --manifest FILE``: decode every sample of a manifest before a run starts and list the bad ones.
 
 Each media file goes through its plugin's ``load`` and ``transform`` (eval mode) with the preprocessing of
 ``--model`` (or the plugin's defaults); captions are tokenised. Every failure is listed as

@@ -1,7 +1,7 @@
 """Any-pair retrieval: batched embedding, FAISS / torch indexes, search with embedding arithmetic, evaluation.
 
 >>> from bind.retrieval import Index, search
->>> index = Index.load("idx/")                       # built by `bind index build`
+>>> index = Index.load("idx/")                       # built by `bindspace index build`
 >>> hits = search(model, index, [("text", "a dog barking"), ("image", "beach.png")], k=5)
 >>> index.search(query_embeddings, k=10).rows         # raw [Q, k] rows and scores
 

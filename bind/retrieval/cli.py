@@ -1,10 +1,10 @@
-"""``bind embed``, ``bind index build|add``, ``bind search`` and ``bind eval``.
+"""``bindspace embed``, ``bindspace index build|add``, ``bindspace search`` and ``bindspace eval``.
 
-    bind embed --model M --modality image --manifest data.jsonl --out emb.safetensors [--devices 2 --strategy ddp]
-    bind index build --model M --modality image audio --manifest data.jsonl --out idx/ [--kind ivf --nlist 256]
-    bind index add --index idx/ --modality video --manifest more.jsonl
-    bind search --index idx/ --text "a dog barking" [--file bird.png --modality image] [-k 10] [--json]
-    bind eval --model M --manifest data.jsonl --split test --out results/
+    bindspace embed --model M --modality image --manifest data.jsonl --out emb.safetensors [--devices 2 --strategy ddp]
+    bindspace index build --model M --modality image audio --manifest data.jsonl --out idx/ [--kind ivf --nlist 256]
+    bindspace index add --index idx/ --modality video --manifest more.jsonl
+    bindspace search --index idx/ --text "a dog barking" [--file bird.png --modality image] [-k 10] [--json]
+    bindspace eval --model M --manifest data.jsonl --split test --out results/
 
 ``--model`` is a saved model directory or a named config (random weights are seeded with ``--seed``, so a named
 config reloads to the same weights and an index built from it stays searchable).
@@ -149,7 +149,7 @@ def _index_build_cmd(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
-        raise BindError(f"{out} exists; use `bind index add` to extend it or --overwrite to replace it")
+        raise BindError(f"{out} exists; use `bindspace index add` to extend it or --overwrite to replace it")
     model = info = None
     if not args.embeddings:
         model = _load_model(args.model, args)
@@ -331,7 +331,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     src = b.add_mutually_exclusive_group(required=True)
     src.add_argument("--inputs", nargs="+", metavar="FILE")
     src.add_argument("--manifest")
-    src.add_argument("--embeddings", nargs="+", metavar="FILE", help="outputs of `bind embed`")
+    src.add_argument("--embeddings", nargs="+", metavar="FILE", help="outputs of `bindspace embed`")
     b.add_argument("--split", default=None)
     b.add_argument("--out", required=True, help="index directory")
     b.add_argument("--overwrite", action="store_true")

@@ -7,7 +7,6 @@ Imported only when ``devices`` is given (Lightning is heavy to import).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import safetensors.torch
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from bind.io import atomic_path, write_text
 from bind.retrieval.embed import EmbeddingSet, Items, merge_shards
 from bind.retrieval.model_info import ModelInfo
 
@@ -64,11 +64,9 @@ class ShardWriter(BasePredictionWriter):
         rows = torch.cat(self.rows) if self.rows else torch.zeros(0, dtype=torch.long)
         emb = torch.cat(self.embeddings) if self.embeddings else torch.zeros(0, self.info.embed_dim)
         stem = self.shard_dir / f"shard-{rank:05d}"
-        safetensors.torch.save_file({"rows": rows.contiguous(), "embeddings": emb.contiguous()},
-                                    str(stem.with_suffix(".tmp")))
-        stem.with_suffix(".json.tmp").write_text(json.dumps({"errors": self.errors, "rank": rank, "world": world}))
-        os.replace(stem.with_suffix(".json.tmp"), stem.with_suffix(".json"))
-        os.replace(stem.with_suffix(".tmp"), stem.with_suffix(".safetensors"))
+        with atomic_path(stem.with_suffix(".safetensors")) as tmp:
+            safetensors.torch.save_file({"rows": rows.contiguous(), "embeddings": emb.contiguous()}, str(tmp))
+        write_text(stem.with_suffix(".json"), json.dumps({"errors": self.errors, "rank": rank, "world": world}))
         trainer.strategy.barrier("bind-embed-shards")
         if rank == 0:
             self.result = merge_shards(self.shard_dir, self.items, self.modality, self.info, world)

@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from bind.errors import MediaError
+from bind.io import atomic_path, write_text
 from bind.registry import get_modality
 from bind.retrieval.model_info import ModelInfo
 
@@ -76,16 +77,14 @@ class EmbeddingSet:
         meta = {"modality": self.modality, "model": self.model.to_dict(), "count": len(self.ids),
                 "dim": int(self.embeddings.shape[1]), "ids": self.ids, "sources": self.sources,
                 "skipped": self.skipped, "rows": self.rows, "format": path.suffix[1:]}
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
         emb = self.embeddings.detach().to("cpu", torch.float32).contiguous()
-        if path.suffix == ".npz":
-            np.savez(tmp, embeddings=emb.numpy())
-        else:
-            safetensors.torch.save_file({"embeddings": emb}, str(tmp), metadata={"modality": self.modality})
-        side_tmp = tmp.with_suffix(".json")
-        side_tmp.write_text(json.dumps(meta, indent=1))
-        os.replace(tmp, path)
-        os.replace(side_tmp, self.sidecar(path))
+        with atomic_path(path) as tmp:
+            if path.suffix == ".npz":
+                with open(tmp, "wb") as f:
+                    np.savez(f, embeddings=emb.numpy())
+            else:
+                safetensors.torch.save_file({"embeddings": emb}, str(tmp), metadata={"modality": self.modality})
+        write_text(self.sidecar(path), json.dumps(meta, indent=1))
         return path
 
     @classmethod

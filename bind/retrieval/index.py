@@ -24,9 +24,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import os
-import shutil
-import tempfile
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -38,6 +35,7 @@ import safetensors.torch
 import torch
 
 from bind.errors import BindError
+from bind.io import atomic_directory, atomic_file, atomic_path, write_text
 from bind.retrieval.model_info import ModelInfo, ModelMismatchError
 
 log = logging.getLogger(__name__)
@@ -294,15 +292,8 @@ class Index:
         """Write the index to ``directory`` atomically (see the module docstring)."""
         directory = Path(directory)
         if not directory.exists():
-            directory.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-            try:
+            with atomic_directory(directory) as tmp:
                 self._write_into(tmp)
-                os.replace(tmp, directory)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
-            _fsync_dir(directory.parent)
             return directory
         if not directory.is_dir():
             raise BindIndexError(f"{directory} exists and is not a directory")
@@ -317,22 +308,18 @@ class Index:
         files = {"entries": f"entries-{token}.jsonl"}
         if self.spec.backend == "torch":
             files["vectors"] = f"vectors-{token}.safetensors"
-            safetensors.torch.save_file({"vectors": self._vectors.contiguous()}, str(directory / files["vectors"]))
+            with atomic_path(directory / files["vectors"]) as tmp:
+                safetensors.torch.save_file({"vectors": self._vectors.contiguous()}, str(tmp))
         else:
             files["index"] = f"index-{token}.faiss"
             index = self._faiss_index if self._faiss_index is not None else _faiss().IndexFlatIP(self.dim)
-            _faiss().write_index(index, str(directory / files["index"]))
-        with open(directory / files["entries"], "w", encoding="utf-8") as f:
+            with atomic_path(directory / files["index"]) as tmp:
+                _faiss().write_index(index, str(tmp))
+        with atomic_file(directory / files["entries"], "w", encoding="utf-8") as f:
             for i, s, m in zip(self.ids, self.sources, self.modalities):
                 f.write(json.dumps({"id": i, "source": s, "modality": m}, ensure_ascii=False) + "\n")
-        for name in files.values():
-            _fsync_file(directory / name)
         meta = {**self.metadata(), "files": files, "empty_faiss": self._faiss_index is None}
-        tmp_meta = directory / f".{METADATA_NAME}.tmp-{token}"
-        tmp_meta.write_text(json.dumps(meta, indent=2))
-        _fsync_file(tmp_meta)
-        os.replace(tmp_meta, directory / METADATA_NAME)  # the commit
-        _fsync_dir(directory)
+        write_text(directory / METADATA_NAME, json.dumps(meta, indent=2))  # the commit
         keep = set(files.values()) | {METADATA_NAME}
         for p in directory.iterdir():
             if p.name not in keep and (p.name.startswith(("entries-", "index-", "vectors-", f".{METADATA_NAME}.tmp"))):
@@ -396,21 +383,3 @@ def brute_force_topk(queries: torch.Tensor, vectors: torch.Tensor, k: int,
         best_s = torch.cat([best_s, torch.full((q.shape[0], pad), float("-inf"), dtype=q.dtype)], 1)
         best_i = torch.cat([best_i, torch.full((q.shape[0], pad), -1, dtype=torch.long)], 1)
     return best_s, best_i
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

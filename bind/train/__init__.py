@@ -2,7 +2,7 @@
 
 * :class:`~bind.train.module.BindTrainModule` — LightningModule (losses, schedule, validation retrieval, export);
 * :class:`~bind.train.datamodule.BindDataModule` — manifests / webdataset shards -> paired batches;
-* :func:`~bind.train.fit.fit` — the same from one Python call; ``bind train fit --config configs/train/NAME.yaml``
+* :func:`~bind.train.fit.fit` — the same from one Python call; ``bindspace train fit --config configs/train/NAME.yaml``
   from the command line (:mod:`bind.train.cli`).
 
 Names are imported lazily: ``import bind.train.cli`` (done for every ``bind`` command) does not import Lightning.

@@ -10,8 +10,6 @@ moment leaves either the previous checkpoint or the new one, never a partial fil
 
 from __future__ import annotations
 
-import contextlib
-import os
 from pathlib import Path
 from typing import Any
 
@@ -19,56 +17,14 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import Callback
 
-TMP_MARK = ".tmp-"
+from bind.io import atomic_file, remove_stale_temporaries
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` to ``path`` through a fsynced temporary file in the same directory and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    with contextlib.suppress(OSError):  # persist the rename itself
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    return path
-
-
-def remove_stale_temporaries(directory: str | Path) -> list[Path]:
-    """Delete temporaries left by killed writers (their process no longer exists)."""
-    removed = []
-    directory = Path(directory)
-    if not directory.is_dir():
-        return removed
-    for p in directory.glob(f".*{TMP_MARK}*"):
-        pid = p.name.rsplit(TMP_MARK, 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
-            with contextlib.suppress(OSError):
-                p.unlink()
-                removed.append(p)
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """``torch.save`` to ``path`` through :func:`bind.io.atomic_file`."""
+    with atomic_file(path) as f:
+        torch.save(obj, f)
+    return Path(path)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

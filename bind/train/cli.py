@@ -1,6 +1,7 @@
-"""``bind train {fit,validate,...} --config configs/train/NAME.yaml`` (LightningCLI) and ``bind validate --manifest``.
+"""``bindspace train {fit,validate,...} --config configs/train/NAME.yaml`` (LightningCLI) and
+``bindspace validate --manifest``.
 
-``bind train`` hands its arguments to LightningCLI over :class:`~bind.train.module.BindTrainModule` and
+``bindspace train`` hands its arguments to LightningCLI over :class:`~bind.train.module.BindTrainModule` and
 :class:`~bind.train.datamodule.BindDataModule` (``model:`` / ``data:`` / ``trainer:`` sections of the YAML). Precision
 follows bind's ``auto`` policy (``bf16-mixed`` on a bf16 GPU or a CPU with native bf16, else ``32-true``);
 ``trainer.precision: 32-true | bf16-mixed`` in the YAML (or ``--trainer.precision``) overrides it.
@@ -58,7 +59,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     from bind.data.validate import add_validate_command
 
     p = sub.add_parser("train", add_help=False, help="train encoders against frozen towers (LightningCLI): "
-                       "bind train fit --config configs/train/NAME.yaml")
+                       "bindspace train fit --config configs/train/NAME.yaml")
     p.add_argument("args", nargs=argparse.REMAINDER)
     p.set_defaults(func=lambda a: train_main(a.args))
     add_validate_command(sub)

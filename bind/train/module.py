@@ -193,7 +193,8 @@ class BindTrainModule(L.LightningModule):
     def on_train_epoch_end(self) -> None:
         if self._samples_this_epoch == 0:
             raise RuntimeError("no usable training sample in a whole epoch: every sample was skipped as unreadable "
-                               "(see bad_samples.jsonl in the run directory, or run `bind validate --manifest ...`)")
+                               "(see bad_samples.jsonl in the run directory, or run "
+                               "`bindspace validate --manifest ...`)")
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         torch.manual_seed(sample_seed(self.hparams.seed, self.global_step, self.global_rank))

@@ -1,4 +1,4 @@
-"""``bind.train.fit(...)``: train a modality encoder from one Python call (what ``bind train fit`` does from YAML).
+"""``bind.train.fit(...)``: train a modality encoder from one Python call (what ``bindspace train fit`` does from YAML).
 
 Writes ``RUN_DIR/checkpoints/{last,epoch=..}.ckpt`` (atomic), CSV + TensorBoard logs, ``bad_samples.jsonl``,
 ``trainable_parameters.json`` and, with ``export=True``, ``RUN_DIR/export/model`` (a plain bind model directory).

@@ -24,7 +24,7 @@ Nuisances keep it from being trivial: backgrounds, panels, lighting, object size
 jitter, pitch jitter, room reverb, sensor noise, invalid depth pixels, IMU mounting tilt and biases.
 
 >>> from bind.world import generate
->>> manifest = generate("world/", n=1000, seed=0, workers=2)   # or: bind world generate --out world --n 1000
+>>> manifest = generate("world/", n=1000, seed=0, workers=2)   # or: bindspace world generate --out world --n 1000
 
 Files per scene (paths relative to ``manifest.jsonl``): ``media/ID.png`` (image), ``media/ID.mp4`` (video + AAC
 audio), ``media/ID.wav``, ``media/ID_depth.png`` (uint16 mm), ``media/ID_thermal.png`` (uint8, linear in °C),

@@ -1,5 +1,5 @@
-"""``bind world generate --out DIR --n N --seed S``: write a procedural multimodal world (see :mod:`bind.world`);
-``bind demo [--out DIR] [--quick]``: the end-to-end demo on such a world (see :mod:`bind.demo`)."""
+"""``bindspace world generate --out DIR --n N --seed S``: write a procedural multimodal world (see :mod:`bind.world`);
+``bindspace demo [--out DIR] [--quick]``: the end-to-end demo on such a world (see :mod:`bind.demo`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-# bind demo --out runs/demo && python examples/video_qa/generative.py --out runs/video_qa   (~3 min on 2 CPU cores)
+# bindspace demo --out runs/demo && python examples/video_qa/generative.py --out runs/video_qa   (~3 min on 2 CPU cores)
 # stage 2 (LoRA on the LM):  python examples/video_qa/generative.py --out runs/video_qa --lora-rank 8   (~4.5 min)
 # any transformers LM:       python examples/video_qa/generative.py --lm gpt2 --out runs/video_qa-gpt2
 # ask about any video too:   python examples/video_qa/generative.py --video clip.mp4 --question "what colour is it?"
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> dict:
     from bind.world.captions import PHRASES
 
     if not Path(args.model).is_dir() or not Path(args.manifest).is_file():
-        sys.exit(f"need a trained model and a world: run `bind demo --out runs/demo` first "
+        sys.exit(f"need a trained model and a world: run `bindspace demo --out runs/demo` first "
                  f"(looked for {args.model} and {args.manifest})")
     if args.video is not None or args.question is not None:
         if args.video is None:

@@ -1,4 +1,4 @@
-# bind demo --out runs/demo && python examples/video_qa/multiple_choice.py   (~1 min on 2 CPU cores)
+# bindspace demo --out runs/demo && python examples/video_qa/multiple_choice.py   (~1 min on 2 CPU cores)
 # fuse the sound track into questions both media answer:  python examples/video_qa/multiple_choice.py --fuse-audio 0.5
 # your own video and question:  python examples/video_qa/multiple_choice.py --video clip.mp4 \
 #     --question "what is the dog doing?" --choices "running|sleeping|eating"
@@ -15,7 +15,7 @@ the media embedding is the answer (:func:`bind.qa.multiple_choice_embeddings`). 
 questions that both the video and its sound reveal (the object's shape) with the fused embedding
 ``normalize((1 - W) * video + W * audio)``. Prints accuracy per question type against chance (1 / choices).
 
-Any bind model with video, audio and text encoders works (``--model``); the defaults are what ``bind demo`` writes.
+Any bind model with video, audio and text encoders works (``--model``); the defaults are what ``bindspace demo`` writes.
 ``--video FILE --question Q --choices "A|B|C"`` answers one question about any video instead (candidates as
 "{question} {choice}", with ``--fuse-audio`` on the video's sound track too).
 """
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.video is not None:
         return ask(args)
     if not Path(args.model).is_dir() or not Path(args.manifest).is_file():
-        sys.exit(f"need a trained model and a world: run `bind demo --out runs/demo` first "
+        sys.exit(f"need a trained model and a world: run `bindspace demo --out runs/demo` first "
                  f"(looked for {args.model} and {args.manifest})")
     model = bind.load_model(args.model).eval()
     records = [r for r in read_manifest(args.manifest, split=args.split) if r.has("video")][: args.limit]

@@ -1,4 +1,4 @@
-"""``bind bench video-reduction --quick``: world -> decode once -> train the video encoder per variant -> R@1 and
+"""``bindspace bench video-reduction --quick``: world -> decode once -> train the video encoder per variant -> R@1 and
 speed. Checks structure and consistency (every variant reported, metrics in range, reduced variants really see fewer
 tokens and FLOPs, deltas match the rows); retrieval quality itself is measured by the full run, not asserted here."""
 

@@ -1,4 +1,4 @@
-"""``bind demo --quick``: the whole path (world -> decode once -> train six encoders -> evaluate every pair) runs
+"""``bindspace demo --quick``: the whole path (world -> decode once -> train six encoders -> evaluate every pair) runs
 and writes what it promises. Learning quality is measured by the full run, not asserted at this size."""
 
 from __future__ import annotations

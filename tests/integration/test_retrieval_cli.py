@@ -1,4 +1,4 @@
-"""``bind embed`` / ``index build|add`` / ``search`` / ``eval`` end to end on the tiny model and a small procedural
+"""``bindspace embed`` / ``index build|add`` / ``search`` / ``eval`` end to end on the tiny model and a small procedural
 world holding every modality: a search for every (query modality, index modality) pair, bad inputs skipped and
 listed, the Lightning path, refusal of another model's embeddings, CLIP_benchmark-style JSON and PNG plots."""
 
@@ -206,7 +206,7 @@ def test_embed_ddp_two_processes(world, tmp_path):
             "-q", "--batch-size", "2"]
     assert main([str(a) for a in [*args, "--out", plain]]) == 0
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "bind.cli", *map(str, args), "--out", str(out), "--devices", "2",
+    proc = subprocess.run([sys.executable, "-m", "bind", *map(str, args), "--out", str(out), "--devices", "2",
                            "--strategy", "ddp", "--accelerator", "cpu"], env=env, cwd=REPO, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

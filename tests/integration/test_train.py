@@ -1,4 +1,4 @@
-"""End-to-end training through ``bind train fit`` (subprocesses, CPU): learning, the bad-sample log, export, exact
+"""End-to-end training through ``bindspace train fit`` (subprocesses, CPU): learning, the bad-sample log, export, exact
 resume after SIGKILL, and checkpoints surviving a kill in the middle of a write."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ IMAGE = {"preprocess": {"size": 32, "crop_size": 32}, "stem": {"patch_size": 8}}
 
 
 def _bind(*args: str, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "bind.cli", *args], cwd=REPO, env=ENV, stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "bind", *args], cwd=REPO, env=ENV, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, **kw)
 
 
@@ -65,7 +65,7 @@ def test_cli_fit_learns_skips_bad_samples_and_exports(dataset, tmp_path):
     manifest, bad = dataset
     shipped = REPO / "configs/train/shapes-image-minilm.yaml"
     text = shipped.read_text()
-    assert text.startswith("# bind train fit --config configs/train/shapes-image-minilm.yaml")
+    assert text.startswith("# bindspace train fit --config configs/train/shapes-image-minilm.yaml")
     cfg = yaml.safe_load(text.replace("runs/shapes-image-minilm", str(tmp_path / "run")))
     cfg["data"]["manifest"] = str(manifest)
     cfg["trainer"].update(max_epochs=6, enable_progress_bar=False)
@@ -250,7 +250,7 @@ def test_image_anchored_depth_from_clip_with_lora(dataset, clip_dir, tmp_path):
 @pytest.mark.parametrize("config", sorted(p.name for p in (REPO / "configs/train").glob("*.yaml")))
 def test_shipped_configs_name_their_command_and_parse(config, capsys):
     text = (REPO / "configs/train" / config).read_text()
-    assert text.splitlines()[0].startswith(f"# bind train fit --config configs/train/{config}")
+    assert text.splitlines()[0].startswith(f"# bindspace train fit --config configs/train/{config}")
     from bind.train.cli import train_main
 
     with pytest.raises(SystemExit) as done:  # --print_config parses and validates every key, then exits

@@ -1,4 +1,4 @@
-"""``bind bench compare`` on tiny settings: same-weights parity with timm, video variants, README table."""
+"""``bindspace bench compare`` on tiny settings: same-weights parity with timm, video variants, README table."""
 
 from __future__ import annotations
 

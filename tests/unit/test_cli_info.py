@@ -1,4 +1,4 @@
-"""``bind info`` and ``bind bench encoders`` through the real console entry point."""
+"""``bindspace info`` and ``bindspace bench encoders`` through the real console entry point."""
 
 from __future__ import annotations
 

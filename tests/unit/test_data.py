@@ -1,5 +1,5 @@
 """Training data: manifests, paired samples, the bad-sample policy, mixed-modality collate, the resumable sampler,
-webdataset shards and ``bind validate``."""
+webdataset shards and ``bindspace validate``."""
 
 from __future__ import annotations
 

@@ -152,10 +152,10 @@ def test_crash_before_commit_keeps_previous_index(tmp_path, monkeypatch):
             raise KeyboardInterrupt("simulated crash between the data files and the commit")
         real_replace(src, dst)
 
-    monkeypatch.setattr(index_module.os, "replace", crash_on_commit)
+    monkeypatch.setattr("bind.io.os.replace", crash_on_commit)
     with pytest.raises(KeyboardInterrupt):
         new.save(directory)
-    monkeypatch.setattr(index_module.os, "replace", real_replace)
+    monkeypatch.setattr("bind.io.os.replace", real_replace)
     assert len(list(directory.glob("index-*.faiss"))) == 2  # the new data files were written, not committed
     assert len(Index.load(directory)) == 50
 

@@ -1,0 +1,7 @@
+"""``python -m bind`` runs the ``bindspace`` command."""
+
+import sys
+
+from bind.cli import main
+
+sys.exit(main())
