@@ -24,7 +24,10 @@ import torch
 from torch import nn
 
 from bind.config import EncoderConfig
-from bind.errors import InputError
+from bind.errors import InputError, MediaError
+
+#: errors that say the code is wrong, not the sample: never turned into a skipped sample
+CODE_ERRORS = (NameError, ImportError, NotImplementedError, AssertionError, MemoryError)
 
 
 class Modality:
@@ -66,8 +69,19 @@ class Modality:
         raise NotImplementedError
 
     def process(self, source: Any, cfg: Any, train: bool = False) -> torch.Tensor:
-        """``transform(load(source))``."""
-        return self.transform(self.load(source, cfg), cfg, train)
+        """``transform(load(source))``; whatever a decoder raises (``OSError``, PIL's ``DecompressionBombError``,
+        ``ValueError``, a library's own error) comes out as :class:`MediaError` naming the source and modality, so
+        every caller's per-sample skip policy sees one type: a sample never stops a whole run. Only errors that
+        cannot come from the data (:data:`CODE_ERRORS`: a missing import, an unimplemented method) propagate."""
+        try:
+            return self.transform(self.load(source, cfg), cfg, train)
+        except MediaError:
+            raise
+        except CODE_ERRORS:
+            raise
+        except Exception as e:  # noqa: BLE001 - the per-sample policy: any decoder failure is a bad sample
+            reason = str(e).splitlines()[0] if str(e) else ""
+            raise MediaError(source, self.name, f"{type(e).__name__}: {reason}".rstrip(": ")) from e
 
     def collate(self, items: list[torch.Tensor]) -> torch.Tensor:
         return torch.stack(items)

@@ -32,10 +32,8 @@ from torch.utils.data import Dataset
 
 from bind.data.bad_samples import BadSampleLog
 from bind.data.manifest import CAPTION_SOURCES, ManifestRecord
+from bind.modality import CODE_ERRORS as _BUGS  # bugs in code, not bad data: never swallowed by the skip policy
 from bind.registry import get_modality
-
-#: exceptions that are bugs in code, not bad data: never swallowed by the skip policy
-_BUGS = (TypeError, AttributeError, NameError, ImportError, NotImplementedError, AssertionError)
 
 
 @dataclass

@@ -49,7 +49,7 @@ def _check_record(rec: ManifestRecord, configs: dict[str, Any], modalities: set[
         checked += 1
         try:
             plugin = get_modality(m)
-            plugin.transform(plugin.load(path, configs[m]), configs[m], train=False)
+            plugin.process(path, configs[m], train=False)
         except _BUGS:
             raise
         except Exception as e:  # noqa: BLE001
