@@ -48,26 +48,6 @@ def _tmp_name(target: Path) -> str:
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | Path, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
-    """Open a temporary beside ``path`` for writing; on success it replaces ``path`` (fsynced), on error it is
-    removed and ``path`` is untouched."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(_tmp_name(path))
-    try:
-        with open(tmp, mode, encoding=encoding if "b" not in mode else None) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    fsync_dir(path.parent)
-
-
-@contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Like :func:`atomic_file` for writers that want a file name (``safetensors``, ``faiss``, ``np.savez``):
     yields a temporary path (with ``path``'s suffix) that replaces ``path`` once the block succeeds."""
@@ -84,6 +64,14 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp.unlink()
         raise
     fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | Path, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
+    """Open a temporary beside ``path`` for writing; on success it replaces ``path`` (fsynced), on error it is
+    removed and ``path`` is untouched."""
+    with atomic_path(path) as tmp, open(tmp, mode, encoding=encoding if "b" not in mode else None) as f:
+        yield f
 
 
 def write_text(path: str | Path, text: str) -> Path:
