@@ -9,13 +9,15 @@ A plugin (one file in ``modalities/``) subclasses :class:`Modality` and is regis
   :class:`bind.errors.MediaError` naming the source, the modality and the reason;
 * ``transform(raw, cfg, train)`` — raw -> tensor, deterministic when ``train`` is False;
 * ``stem(encoder_cfg)`` — an ``nn.Module`` turning a batch into tokens ``[B, L, width]`` (or ``[B, T, N, width]`` for
-  divided space-time attention), positional embeddings included;
+  divided space-time attention), positional embeddings included, or a :class:`bind.nn.stems.StemOutput` adding a
+  padding mask, a pooling index or the time steps of the tokens (the encoder's ``TokenLayout``);
 * ``encoder_defaults`` — defaults for the :class:`bind.config.EncoderConfig` of this modality;
 * ``StemConfig`` — a dataclass of the stem settings (the encoder config's ``stem: {...}``), validated like
   ``Preprocess``: :meth:`Modality.stem_config` rejects unknown keys naming the modality and the known ones;
-* ``extensions`` (file suffixes ``load`` accepts), ``webdataset_keys`` (shard member keys, preferred first),
-  ``zeroshot_templates`` (prompts with ``{}`` for the class name), ``tower`` (the kind of pretrained transformers
-  tower that can serve the modality: ``"text"``, ``"vision"`` or None) and ``order`` (its place in listings).
+* ``extensions`` (file suffixes ``load`` accepts; :meth:`Modality.find_files` scans a directory with them),
+  ``webdataset_keys`` (shard member keys, preferred first), ``zeroshot_templates`` (prompts with ``{}`` for the
+  class name), ``tower`` (the kind of pretrained transformers tower that can serve the modality: ``"text"``,
+  ``"vision"`` or None) and ``order`` (its place in listings).
 
 Plugins are found without being listed anywhere: every module of the top-level ``modalities`` package and every
 entry point of the group ``bind.modalities`` (see :mod:`bind.registry`).
@@ -26,6 +28,8 @@ Data path: ``source -load-> raw -transform-> tensor -collate-> batch -BindModel.
 from __future__ import annotations
 
 import dataclasses
+import os
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -83,6 +87,16 @@ class Modality:
             base = dict(self.presets[preset])
         return _dataclass_from(self.Preprocess, {**base, **spec}, f"{self.name}: unknown preprocessing fields",
                                check=spec)
+
+    def find_files(self, directory: str | os.PathLike) -> list[Path]:
+        """Files under ``directory`` (recursively, sorted) whose suffix is one of :attr:`extensions`; links leading
+        outside the directory are left out."""
+        root = Path(directory)
+        if not root.is_dir():
+            raise InputError(f"{self.name}: {root} is not a directory")
+        inside = root.resolve()
+        return sorted(p for p in root.rglob("*") if p.suffix.lower() in self.extensions and p.is_file()
+                      and p.resolve().is_relative_to(inside))
 
     def stem_config(self, cfg: EncoderConfig):
         """The typed ``StemConfig`` of an encoder config's ``stem`` dict (unknown keys: one-line ``ValueError``)."""

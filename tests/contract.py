@@ -120,6 +120,8 @@ def check_contract(modality: str, write: SampleWriter, tmp_path: Path, encoder: 
     media.mkdir(parents=True, exist_ok=True)
     files = [write(media, i) for i in range(3)]
     assert all(f.suffix.lower() in plugin.extensions for f in files), (files, plugin.extensions)
+    (media / "notes.unknown-suffix").write_text("not media")
+    assert plugin.find_files(tmp_path) == sorted(files)  # directory inputs: scanned by the plugin's extensions
 
     torch.manual_seed(0)
     model = bind.BindModel(expand_config(tiny_raw_config(modality, encoder)), precision="fp32").eval()

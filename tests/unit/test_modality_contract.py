@@ -138,6 +138,19 @@ def test_stem_settings_are_typed_and_checked():
         bind.create_model("bind-tiny", modalities=["image"], stem={"patch_sise": 8})
 
 
+def test_find_files_scans_by_extension_and_stays_inside(tmp_path):
+    (tmp_path / "outside.png").write_bytes(b"x")
+    d = tmp_path / "inputs"
+    (d / "sub").mkdir(parents=True)
+    for name in ("a.PNG", "sub/b.jpg", "c.txt", "sub/d.wav"):
+        (d / name).write_bytes(b"x")
+    (d / "link.png").symlink_to(tmp_path / "outside.png")
+    assert bind.get_modality("image").find_files(d) == [d / "a.PNG", d / "sub" / "b.jpg"]
+    assert bind.get_modality("audio").find_files(d) == [d / "sub" / "d.wav"]
+    with pytest.raises(bind.InputError, match=r"^image: .*c\.txt is not a directory"):
+        bind.get_modality("image").find_files(d / "c.txt")
+
+
 @pytest.mark.parametrize("name", bind.list_models())
 def test_every_named_model_builds_on_the_meta_device(name):
     """Every encoder bind builds itself (transformers towers load pretrained weights: not a meta-device build)."""
