@@ -152,6 +152,23 @@ def test_find_files_scans_by_extension_and_stays_inside(tmp_path):
         bind.get_modality("image").find_files(d / "c.txt")
 
 
+def test_token_layout_tells_qa_pooling_the_time_axis():
+    """QA pooling reads forward_features' layout: a reduced video has fewer time steps, an image through a 2-frame
+    tubelet (ImageBind vision) has none (sequence pooling), exactly as when it read the stems itself."""
+    from bind.qa import encode_tokens, pool_tokens
+
+    torch.manual_seed(0)
+    video = bind.create_model("bind-tiny", modalities=["video"], stem={"reduce_time": 2}, precision="fp32")
+    tokens, layout = video.encoder("video").forward_features(torch.randn(2, 3, 8, 32, 32))
+    assert (layout.num_prefix_tokens, layout.time_steps) == (1, 2)  # 8 frames / tubelet 2 / reduce_time 2
+    image = bind.create_model("bind-tiny", modalities=["image"], stem={"temporal_patch": 2}, precision="fp32")
+    x = torch.randn(2, 3, 64, 64)
+    tokens, layout = image.encoder("image").forward_features(x, norm=True)
+    assert layout.time_steps is None and tokens.shape == (2, 1 + 16, 32)
+    expected = pool_tokens(tokens, 4, num_cls=1, mode="sequence")
+    torch.testing.assert_close(encode_tokens(image, "image", x, 4), expected)
+
+
 #: files of bind/ that still name modalities in code, and why (issue #15): benchmarks of specific encoders and
 #: the world's QA questions are applications moving out of bind/; the rest is published-recipe or dataset data
 NAMED_ON_PURPOSE = {
