@@ -1,4 +1,6 @@
-"""bind: one embedding space shared by text, image, video, audio, depth, thermal and IMU.
+"""bind: one embedding space shared by text, image, video, audio, depth, thermal, IMU and plugin modalities.
+
+``bind.Modality`` is the plugin base class (:mod:`bind.modality`); ``bind.list_modalities()`` names the registered ones.
 
 >>> import bind
 >>> model = bind.create_model("bind-tiny")
@@ -8,16 +10,11 @@
 from bind.config import BindConfig, EncoderConfig
 from bind.errors import BindError, InputError, MediaError, UnknownModalityError
 from bind.factory import create_model, expand_config, load_model, register_converter
+from bind.modality import Modality
 from bind.model import BindModel
 from bind.registry import get_modality, list_modalities, list_models, register_modality
 
 __version__ = "0.1.0"
-
-
-class Modality:
-    """Names of the built-in modalities."""
-
-    TEXT, IMAGE, VIDEO, AUDIO, DEPTH, THERMAL, IMU = "text", "image", "video", "audio", "depth", "thermal", "imu"
 
 
 __all__ = [

@@ -19,8 +19,8 @@ COMMAND_MODULES = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bindspace", description="One embedding space for text, image, video, audio, "
-                                     "depth, thermal and IMU.")
+    parser = argparse.ArgumentParser(prog="bindspace", description="One embedding space for text and every modality "
+                                     "plugin (`bindspace info` lists them).")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:

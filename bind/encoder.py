@@ -6,6 +6,8 @@ multiplied into it: a learnable parameter, or a fixed buffer for ImageBind's fix
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -24,6 +26,18 @@ def add_logit_scale(module: nn.Module, cfg: EncoderConfig) -> None:
         module.logit_scale = nn.Parameter(scale)
     else:
         module.register_buffer("logit_scale", scale)
+
+
+@dataclass
+class TokenLayout:
+    """How :meth:`ModalityEncoder.forward_features` lays out its tokens: ``[B, L, D]`` (joint) or ``[B, T, N, D]``
+    (divided space-time: ``num_prefix_tokens`` CLS tokens per frame)."""
+
+    num_prefix_tokens: int = 0  #: CLS tokens in front of the stem's tokens
+    time_steps: int | None = None  #: joint tokens: the stem's tokens are time-major over this many steps (None: no
+    #: time axis the encoder exposes)
+    key_padding_mask: torch.Tensor | None = None  #: ``[B, L]``, True = padding (prefix tokens included)
+    pool_index: torch.Tensor | None = None  #: ``[B]``, the token ``eot`` heads pool
 
 
 class ModalityEncoder(nn.Module):
@@ -46,7 +60,8 @@ class ModalityEncoder(nn.Module):
             cfg.width, cfg.depth, cfg.heads, mlp_ratio=cfg.mlp_ratio, qkv_bias=cfg.qkv_bias, fused_qkv=cfg.fused_qkv,
             kv_bias_tokens=cfg.kv_bias_tokens, act=cfg.act, norm_eps=cfg.norm_eps, drop_path=cfg.drop_path,
             backend=cfg.attn_backend, divided=cfg.attention == "divided",
-            num_frames=int(cfg.stem.get("num_frames", 8)), grad_checkpointing=cfg.grad_checkpointing)
+            num_frames=getattr(self.modality.stem_config(cfg), "num_frames", None) or 8,
+            grad_checkpointing=cfg.grad_checkpointing)
         self.head = EmbeddingHead(cfg.width, cfg.embed_dim, pool=cfg.pool, norm_eps=cfg.norm_eps,
                                   dropout=cfg.head_dropout, proj_bias=cfg.proj_bias, num_prefix_tokens=n_cls)
         add_logit_scale(self, cfg)
@@ -58,8 +73,10 @@ class ModalityEncoder(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.trunk.grad_checkpointing = enable
 
-    def forward_tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """Trunk output tokens, the key padding mask and the pooling index."""
+    def forward_features(self, x: torch.Tensor, norm: bool = False) -> tuple[torch.Tensor, TokenLayout]:
+        """Trunk output tokens of a batch ``[B, *sample]`` and their :class:`TokenLayout` (timm's split: the head is
+        :meth:`forward_head`). ``norm`` applies the head's LayerNorm to every token (what token consumers such as
+        QA pooling read)."""
         out = self.stem(x)
         if not isinstance(out, StemOutput):
             out = StemOutput(out)
@@ -77,7 +94,20 @@ class ModalityEncoder(nn.Module):
             tokens = self.patch_dropout(tokens)
         tokens = self.ln_pre(tokens)
         tokens = self.trunk(tokens, causal=self.cfg.causal, key_padding_mask=pad)
-        return tokens, pad, out.pool_index
+        if norm:
+            tokens = self.head.norm(tokens)
+        n_cls = 0 if self.cls_token is None else self.cls_token.shape[1]
+        return tokens, TokenLayout(n_cls, out.time_steps, pad, out.pool_index)
+
+    def forward_head(self, tokens: torch.Tensor, layout: TokenLayout, normalize: bool = True) -> torch.Tensor:
+        """Embeddings ``[B, embed_dim]`` of :meth:`forward_features`' tokens: pool, LayerNorm, project."""
+        return self.head(tokens, pool_index=layout.pool_index, key_padding_mask=layout.key_padding_mask,
+                         normalize=normalize)
+
+    def forward_tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Trunk output tokens, the key padding mask and the pooling index."""
+        tokens, layout = self.forward_features(x)
+        return tokens, layout.key_padding_mask, layout.pool_index
 
     def forward(self, x: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         self.modality.check_input(x, self.cfg)
@@ -85,8 +115,7 @@ class ModalityEncoder(nn.Module):
         if x.dim() == self.modality.sample_ndim + 2:
             clips = x.shape[1]
             x = x.flatten(0, 1)
-        tokens, pad, pool_index = self.forward_tokens(x)
-        emb = self.head(tokens, pool_index=pool_index, key_padding_mask=pad, normalize=normalize)
+        emb = self.forward_head(*self.forward_features(x), normalize=normalize)
         if clips is not None:
             emb = emb.reshape(-1, clips, emb.shape[-1]).mean(dim=1)
             if normalize:

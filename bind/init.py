@@ -10,10 +10,11 @@ modalities from an image transformer. The adaptations:
 * **tubelets** (video, I3D's inflation — Carreira & Zisserman 2017): ``Conv2d -> Conv3d`` with the 2-D filter
   repeated over the ``t`` frames and divided by ``t`` (``average``: a static clip reproduces the image response),
   or put on the centre frame only (``center``);
-* **positions**: the 2-D position grid resized bicubically (:func:`bind.nn.stems.resize_pos_2d`) to the target grid,
+* **positions**: the 2-D position grid resized bicubically (``timm.layers.resample_abs_pos_embed``) to the target grid,
   e.g. 14x14 image patches -> 12x101 spectrogram patches (AST, Gong et al. 2021); the source's CLS position is
   folded into the CLS token, and a patch-embedding bias into the positions when the target stem has no bias;
-* **kernel size**: a differing patch size is resized by PI-resize (FlexiViT, Beyer et al. 2023);
+* **kernel size**: a differing patch size is resized by PI-resize (FlexiViT, Beyer et al. 2023;
+  ``timm.layers.resample_patch_embed`` with bilinear resizing);
 * **divided space-time trunks**: ViT blocks load into the spatial half; the temporal attention's output projection
   starts at zero so the inflated video model initially equals the per-frame image model.
 
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
+from timm.layers import resample_patch_embed
 from torch import nn
 
 from bind.nn.stems import PatchStem2d, SequencePatchStem, TubeletStem, resize_pos_2d
@@ -189,21 +190,6 @@ def adapt_in_channels(w: torch.Tensor, channels: int, mode: str = "mean") -> tor
     return base.repeat(1, channels, *([1] * (w.dim() - 2)))
 
 
-def resize_kernel(w: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Resize ``[D, C, kh, kw]`` patch filters to ``size`` by the pseudo-inverse of bilinear resizing (PI-resize,
-    FlexiViT — Beyer et al. 2023): a patch resized to the new size gives the response the old filter gave the
-    original patch (exactly when enlarging; least squares when shrinking)."""
-    old = tuple(w.shape[-2:])
-    if old == tuple(size):
-        return w
-    n_old, n_new = old[0] * old[1], size[0] * size[1]
-    basis = torch.eye(n_old, dtype=torch.float64).reshape(n_old, 1, *old)
-    resize = F.interpolate(basis, size=tuple(size), mode="bilinear", align_corners=False).reshape(n_old, n_new)
-    pinv = torch.linalg.pinv(resize)  # resize: [n_old, n_new] = B^T, B mapping old patches to new ones
-    out = w.reshape(-1, n_old).double() @ pinv.T
-    return out.reshape(*w.shape[:-2], *size).to(w.dtype)
-
-
 def inflate_temporal(w: torch.Tensor, frames: int, mode: str = "average") -> torch.Tensor:
     """``Conv2d`` filters ``[D, C, kh, kw]`` -> ``Conv3d`` filters ``[D, C, frames, kh, kw]`` (I3D inflation)."""
     if mode not in TEMPORAL_MODES:
@@ -314,7 +300,7 @@ def _init_stem(stem_root: nn.Module, weights: ViTWeights, channel_init: str, tem
     kernel = tuple(conv.weight.shape[-2:])
     if kernel != tuple(w.shape[-2:]):
         report.adapted.append(f"patch kernel {tuple(w.shape[-2:])} -> {kernel} (PI-resize)")
-        w = resize_kernel(w, kernel)
+        w = resample_patch_embed(w, list(kernel), interpolation="bilinear", antialias=False)
     if isinstance(conv, nn.Conv3d):
         frames = conv.weight.shape[2]
         w = inflate_temporal(w, frames, temporal_init)

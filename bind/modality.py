@@ -9,8 +9,18 @@ A plugin (one file in ``modalities/``) subclasses :class:`Modality` and is regis
   :class:`bind.errors.MediaError` naming the source, the modality and the reason;
 * ``transform(raw, cfg, train)`` — raw -> tensor, deterministic when ``train`` is False;
 * ``stem(encoder_cfg)`` — an ``nn.Module`` turning a batch into tokens ``[B, L, width]`` (or ``[B, T, N, width]`` for
-  divided space-time attention), positional embeddings included;
-* ``encoder_defaults`` — defaults for the :class:`bind.config.EncoderConfig` of this modality.
+  divided space-time attention), positional embeddings included, or a :class:`bind.nn.stems.StemOutput` adding a
+  padding mask, a pooling index or the time steps of the tokens (the encoder's ``TokenLayout``);
+* ``encoder_defaults`` — defaults for the :class:`bind.config.EncoderConfig` of this modality;
+* ``StemConfig`` — a dataclass of the stem settings (the encoder config's ``stem: {...}``), validated like
+  ``Preprocess``: :meth:`Modality.stem_config` rejects unknown keys naming the modality and the known ones;
+* ``extensions`` (file suffixes ``load`` accepts; :meth:`Modality.find_files` scans a directory with them),
+  ``webdataset_keys`` (shard member keys, preferred first), ``zeroshot_templates`` (prompts with ``{}`` for the
+  class name), ``tower`` (the kind of pretrained transformers tower that can serve the modality: ``"text"``,
+  ``"vision"`` or None) and ``order`` (its place in listings).
+
+Plugins are found without being listed anywhere: every module of the top-level ``modalities`` package and every
+entry point of the group ``bind.modalities`` (see :mod:`bind.registry`).
 
 Data path: ``source -load-> raw -transform-> tensor -collate-> batch -BindModel.embed-> [B, D]``.
 """
@@ -18,6 +28,8 @@ Data path: ``source -load-> raw -transform-> tensor -collate-> batch -BindModel.
 from __future__ import annotations
 
 import dataclasses
+import os
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -30,11 +42,28 @@ from bind.errors import InputError, MediaError
 CODE_ERRORS = (NameError, ImportError, NotImplementedError, AssertionError, MemoryError)
 
 
+@dataclasses.dataclass
+class NoStemConfig:
+    """Stem settings of a plugin that takes none."""
+
+
 class Modality:
     """Base class of modality plugins. Subclasses set the class variables and implement the four methods."""
 
     name: ClassVar[str]
     Preprocess: ClassVar[type]
+    StemConfig: ClassVar[type] = NoStemConfig
+    #: file suffixes (lower case, with the dot) that ``load`` reads, e.g. ``(".png", ".jpg")``
+    extensions: ClassVar[tuple[str, ...]] = ()
+    #: webdataset member keys of this modality in preference order (``write_shards`` writes the one matching the
+    #: file's suffix, else the first); double extensions (``"depth.png"``) tell modalities sharing a suffix apart
+    webdataset_keys: ClassVar[tuple[str, ...]] = ()
+    #: default zero-shot prompt templates, ``{}`` standing for the class name
+    zeroshot_templates: ClassVar[tuple[str, ...]] = ("a {}.", "{}", "a photo of a {}.")
+    #: kind of pretrained transformers tower that can serve this modality (``"text"``, ``"vision"``) or None
+    tower: ClassVar[str | None] = None
+    #: place in :func:`bind.list_modalities` (lower first, then by name)
+    order: ClassVar[int] = 100
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
     default_preset: ClassVar[str | None] = None
     encoder_defaults: ClassVar[dict[str, Any]] = {}
@@ -56,11 +85,22 @@ class Modality:
             if preset not in self.presets:
                 raise ValueError(f"{self.name}: unknown preprocessing preset {preset!r}; known: {sorted(self.presets)}")
             base = dict(self.presets[preset])
-        fields = {f.name for f in dataclasses.fields(self.Preprocess)}
-        unknown = set(spec) - fields
-        if unknown:
-            raise ValueError(f"{self.name}: unknown preprocessing fields {sorted(unknown)}; known: {sorted(fields)}")
-        return self.Preprocess(**{**base, **spec})
+        return _dataclass_from(self.Preprocess, {**base, **spec}, f"{self.name}: unknown preprocessing fields",
+                               check=spec)
+
+    def find_files(self, directory: str | os.PathLike) -> list[Path]:
+        """Files under ``directory`` (recursively, sorted) whose suffix is one of :attr:`extensions`; links leading
+        outside the directory are left out."""
+        root = Path(directory)
+        if not root.is_dir():
+            raise InputError(f"{self.name}: {root} is not a directory")
+        inside = root.resolve()
+        return sorted(p for p in root.rglob("*") if p.suffix.lower() in self.extensions and p.is_file()
+                      and p.resolve().is_relative_to(inside))
+
+    def stem_config(self, cfg: EncoderConfig):
+        """The typed ``StemConfig`` of an encoder config's ``stem`` dict (unknown keys: one-line ``ValueError``)."""
+        return _dataclass_from(self.StemConfig, cfg.stem, f"{self.name}: unknown stem settings")
 
     def load(self, source: Any, cfg: Any) -> Any:
         raise NotImplementedError
@@ -123,3 +163,12 @@ class Modality:
     def channels(self, cfg: EncoderConfig) -> int | None:
         """Channel count expected at dim ``-sample_ndim`` (None when not applicable)."""
         return None
+
+
+def _dataclass_from(cls: type, values: dict[str, Any], what: str, check: dict[str, Any] | None = None):
+    """``cls(**values)``, refusing keys of ``check`` (default: ``values``) that are not fields of ``cls``."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values if check is None else check) - fields
+    if unknown:
+        raise ValueError(f"{what} {sorted(unknown)}; known: {sorted(fields)}")
+    return cls(**values)

@@ -287,16 +287,6 @@ def pool_tokens(tokens: torch.Tensor, k: int | None = None, *, num_cls: int = 1,
     return torch.cat([cls.unsqueeze(1), out], dim=1) if keep_cls else out
 
 
-def _time_steps(encoder: nn.Module, x: torch.Tensor) -> int | None:
-    """Time steps of a tubelet stem's joint token sequence for input ``x`` ``[B, C, T, H, W]`` (None if unknown)."""
-    tp = getattr(encoder.stem, "temporal_patch", None)
-    if tp is None or x.dim() != 5:
-        return None
-    steps = max(1, math.ceil(x.shape[2] / tp))
-    r = getattr(encoder.stem, "reduce_time", 1)
-    return math.ceil(steps / min(r, steps)) if r > 1 and steps > 1 else steps
-
-
 @torch.no_grad()
 def encode_tokens(model, modality: str, media: torch.Tensor, k: int | None = None, mode: str = "time",
                   keep_cls: bool = False) -> torch.Tensor:
@@ -315,16 +305,15 @@ def encode_tokens(model, modality: str, media: torch.Tensor, k: int | None = Non
     if media.dim() == encoder.modality.sample_ndim + 2:
         clips, media = media.shape[1], media.flatten(0, 1)
     with autocast(getattr(model, "precision", "fp32"), device):
-        tokens, pad, _ = encoder.forward_tokens(media)
-    tokens = encoder.head.norm(tokens.float()) if hasattr(encoder, "head") else tokens.float()
-    num_cls = encoder.cls_token.shape[1] if getattr(encoder, "cls_token", None) is not None else 0
-    steps = _time_steps(encoder, media) if tokens.dim() == 3 else None
+        tokens, layout = encoder.forward_features(media, norm=True)
+    tokens, num_cls, steps = tokens.float(), layout.num_prefix_tokens, layout.time_steps
+    steps = steps if tokens.dim() == 3 else None
     if mode == "time" and tokens.dim() == 3 and (steps is None or (tokens.shape[1] - num_cls) % steps):
         mode = "sequence"
     if num_cls == 0:
         keep_cls = False
-    out = pool_tokens(tokens, k, num_cls=num_cls, time_steps=steps, key_padding_mask=pad, mode=mode,
-                      keep_cls=keep_cls)
+    out = pool_tokens(tokens, k, num_cls=num_cls, time_steps=steps, key_padding_mask=layout.key_padding_mask,
+                      mode=mode, keep_cls=keep_cls)
     return out if clips is None else out.reshape(-1, clips, *out.shape[1:]).mean(dim=1)
 
 

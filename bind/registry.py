@@ -11,6 +11,7 @@ import copy
 import importlib
 import importlib.metadata
 import os
+import pkgutil
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,6 @@ import yaml
 from bind.errors import UnknownModalityError
 
 _MODALITIES: dict[str, Any] = {}
-_BUILTIN = ("text", "image", "video", "audio", "depth", "thermal", "imu")
 _loaded = False
 _CONFIG_DIRS: list[Path] = [Path(__file__).resolve().parent.parent / "configs" / "models"]
 
@@ -31,16 +31,21 @@ def register_modality(cls: type) -> type:
 
 
 def _load_plugins() -> None:
+    """Import every module of the top-level ``modalities`` package (scanned; ``_``-prefixed helpers skipped), then
+    every entry point of the group ``bind.modalities``; each registers its plugins on import."""
     global _loaded
     if _loaded:
         return
     _loaded = True
-    for name in _BUILTIN:
-        try:
-            importlib.import_module(f"modalities.{name}")
-        except ModuleNotFoundError as e:  # a built-in plugin not written yet; anything else is a real bug
-            if e.name != f"modalities.{name}":
-                raise
+    try:
+        package = importlib.import_module("modalities")
+    except ModuleNotFoundError as e:
+        if e.name != "modalities":
+            raise
+        package = None
+    for info in pkgutil.iter_modules(getattr(package, "__path__", [])):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"modalities.{info.name}")
     for ep in importlib.metadata.entry_points(group="bind.modalities"):
         ep.load()
 
@@ -51,13 +56,14 @@ def get_modality(name: str):
     try:
         return _MODALITIES[name]
     except KeyError:
-        raise UnknownModalityError(f"unknown modality {name!r}; registered: {sorted(_MODALITIES)}") from None
+        raise UnknownModalityError(f"unknown modality {name!r}; registered: {list_modalities()}") from None
 
 
 def list_modalities() -> list[str]:
+    """Names of every registered modality plugin, in a stable order: by the plugins' ``order`` (the anchor text
+    first), then by name."""
     _load_plugins()
-    order = {m: i for i, m in enumerate(_BUILTIN)}
-    return sorted(_MODALITIES, key=lambda m: (order.get(m, len(order)), m))
+    return sorted(_MODALITIES, key=lambda m: (_MODALITIES[m].order, m))
 
 
 def add_model_config_dir(path: str | Path) -> None:

@@ -224,7 +224,12 @@ def _vision_preprocess_defaults(cfg: EncoderConfig, path: str, hf_cfg: Any) -> N
 
 
 def build_tower(cfg: EncoderConfig) -> nn.Module:
-    """The transformers tower of ``cfg.tower``: a text tower for ``text``, a vision tower for ``image``."""
-    if cfg.modality == "image":
-        return TransformersVisionEncoder(cfg)
-    return TransformersTextEncoder(cfg)
+    """The transformers tower of ``cfg.tower``, of the kind the modality's plugin declares (``tower``)."""
+    from bind.registry import get_modality
+
+    kind = get_modality(cfg.modality).tower
+    towers = {"text": TransformersTextEncoder, "vision": TransformersVisionEncoder}
+    if kind not in towers:
+        raise ValueError(f"{cfg.modality}: tower={cfg.tower!r}, but no pretrained transformers tower serves this "
+                         f"modality (its plugin declares tower={kind!r}; towers exist for {sorted(towers)})")
+    return towers[kind](cfg)

@@ -89,6 +89,17 @@ class AudioPreprocess:
         return int(self.sample_rate * self.frame_shift_ms / 1000)
 
 
+@dataclass
+class AudioStemConfig:
+    """Patch stem over log-mel spectrograms (see :class:`AudioModality`)."""
+
+    patch_size: int = 16
+    stride: int | tuple[int, int] = 10  #: 10: overlapping patches (ImageBind / AST); = patch_size: none
+    norm: bool = True  #: LayerNorm after the patch projection
+    bias: bool = False
+    in_chans: int | None = None  #: default: from the preprocessing (clips as channels or 1)
+
+
 PRESETS: dict[str, dict[str, Any]] = {
     "imagebind": {"downmix": "first", "num_mel_bins": 128, "target_length": 204, "clips": 3, "clip_seconds": 2.0,
                   "clip_sampling": "uniform", "pad_mode": "zero", "clips_as_channels": False,
@@ -296,7 +307,12 @@ class AudioModality(Modality):
     """
 
     name = "audio"
+    order = 30
     Preprocess = AudioPreprocess
+    StemConfig = AudioStemConfig
+    extensions = (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".opus", *CONTAINER_SUFFIXES)
+    webdataset_keys = ("wav", "flac", "mp3", "ogg", "m4a", "opus")
+    zeroshot_templates = ("the sound of a {}.", "a recording of a {}.", "{} can be heard.", "the sound of the {}.")
     presets = PRESETS
     default_preset = "imagebind"
     sample_ndim = 3
@@ -319,8 +335,8 @@ class AudioModality(Modality):
         return audio_transform(raw, cfg, train)
 
     def channels(self, cfg: EncoderConfig) -> int:
-        if "in_chans" in cfg.stem:
-            return int(cfg.stem["in_chans"])
+        if self.stem_config(cfg).in_chans is not None:
+            return int(self.stem_config(cfg).in_chans)
         pp = self.preprocess_config(cfg.preprocess)
         return pp.clips if pp.clips_as_channels else 1
 
@@ -332,10 +348,9 @@ class AudioModality(Modality):
 
     def stem(self, cfg: EncoderConfig) -> nn.Module:
         pp = self.preprocess_config(cfg.preprocess)
-        s = cfg.stem
-        return PatchStem2d(self.channels(cfg), cfg.width, int(s.get("patch_size", 16)),
-                           (pp.num_mel_bins, pp.target_length), stride=s.get("stride", 10),
-                           bias=bool(s.get("bias", False)), norm=bool(s.get("norm", True)))
+        s = self.stem_config(cfg)
+        return PatchStem2d(self.channels(cfg), cfg.width, s.patch_size, (pp.num_mel_bins, pp.target_length),
+                           stride=s.stride, bias=s.bias, norm=s.norm)
 
     def example_input(self, cfg: EncoderConfig, batch: int) -> torch.Tensor:
         """A random batch at the configured preprocessing: ``[B, C, mel, frames]`` or ``[B, clips, 1, mel, frames]``."""

@@ -93,6 +93,17 @@ class DepthPreprocess:
             raise ValueError(f"depth: need 0 < min_depth_m < max_depth_m, got {self.min_depth_m}, {self.max_depth_m}")
 
 
+@dataclass
+class MapStemConfig:
+    """ViT patch stem over ``[C, crop, crop]`` maps (depth, thermal)."""
+
+    patch_size: int = 16
+    in_chans: int | None = None  #: default: the preprocessing's channel count
+    norm: bool = False  #: LayerNorm after the patch projection (ImageBind)
+    norm_eps: float = 1e-5
+    bias: bool = False
+
+
 def check_mean_std(modality: str, mean: tuple[float, ...], std: tuple[float, ...], channels: int) -> None:
     """``mean`` / ``std`` hold one value (shared) or one per channel; ``std`` is positive."""
     for name, v in (("mean", mean), ("std", std)):
@@ -178,6 +189,8 @@ class MapModality(Modality):
     """Shared model side of single-map modalities (depth, thermal): channel count from the preprocessing, a patch
     stem over ``[C, H, W]`` maps, random example inputs for benchmarks."""
 
+    StemConfig = MapStemConfig
+
     # --- model side ---------------------------------------------------------------------------------------------
     def channels(self, cfg: EncoderConfig) -> int:
         return stem_channels(self, cfg)
@@ -202,7 +215,11 @@ class DepthModality(MapModality):
     """Depth maps; ``load`` returns float32 depth in metres ``[H, W]`` with NaN where depth is missing."""
 
     name = "depth"
+    order = 40
     Preprocess = DepthPreprocess
+    extensions = (".png", ".npy", ".npz", ".tif", ".tiff")
+    webdataset_keys = ("depth.png", "depth.npy", "depth.npz", "depth.tif", "depth.tiff")
+    zeroshot_templates = ("a depth map of a {}.", "a depth photo of a {}.", "a depth map of the {}.")
     presets = {
         "imagebind": {},
         "languagebind": {"mode": "metric", "max_depth_m": 10.0, "interpolation": "bicubic", "channels": 3,
@@ -260,7 +277,7 @@ class DepthModality(MapModality):
 
 def stem_channels(plugin: Modality, cfg: EncoderConfig) -> int:
     """``stem.in_chans`` when given, else the preprocessing's channel count."""
-    return int(cfg.stem.get("in_chans") or plugin.preprocess_config(cfg.preprocess).channels)
+    return int(plugin.stem_config(cfg).in_chans or plugin.preprocess_config(cfg.preprocess).channels)
 
 
 def fill_in_chans(plugin: Modality, cfg: EncoderConfig) -> None:
@@ -275,10 +292,9 @@ def fill_in_chans(plugin: Modality, cfg: EncoderConfig) -> None:
 def map_stem(plugin: Modality, cfg: EncoderConfig) -> PatchStem2d:
     """ViT patch stem over ``[C, crop, crop]`` maps (``stem: {patch_size, in_chans, norm, norm_eps}``)."""
     size = plugin.preprocess_config(cfg.preprocess).crop_size
-    s = cfg.stem
-    return PatchStem2d(plugin.channels(cfg), cfg.width, s.get("patch_size", 16), (size, size),
-                       bias=bool(s.get("bias", False)), norm=bool(s.get("norm", False)),
-                       norm_eps=float(s.get("norm_eps", 1e-5)))
+    s = plugin.stem_config(cfg)
+    return PatchStem2d(plugin.channels(cfg), cfg.width, s.patch_size, (size, size), bias=s.bias, norm=s.norm,
+                       norm_eps=s.norm_eps)
 
 
 __all__ = ["DepthModality", "DepthPreprocess", "depth_to_unit_range", "map_transform"]

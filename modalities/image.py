@@ -8,6 +8,7 @@ With ``stem.temporal_patch: 2`` the image is a 2-frame clip of itself through a 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +21,7 @@ from torchvision.transforms import v2
 from bind.config import EncoderConfig
 from bind.errors import MediaError
 from bind.modality import Modality
-from bind.nn.stems import PatchStem2d, TubeletStem
+from bind.nn.stems import PatchStem2d, StemOutput, TubeletStem
 from bind.registry import register_modality
 from modalities._common import source_bytes_or_path
 
@@ -37,6 +38,13 @@ class ImagePreprocess:
     std: tuple[float, ...] = CLIP_STD
     train_crop_scale: tuple[float, float] = (0.9, 1.0)
     train_hflip: bool = False
+
+
+@dataclass
+class ImageStemConfig:
+    patch_size: int = 16
+    in_chans: int = 3
+    temporal_patch: int = 0  #: > 0: the image as a clip of this many frames through a Conv3d tubelet (ImageBind)
 
 
 _INTERP = {"bicubic": v2.InterpolationMode.BICUBIC, "bilinear": v2.InterpolationMode.BILINEAR,
@@ -76,7 +84,16 @@ def image_transform(cfg: ImagePreprocess, train: bool) -> v2.Compose:
 @register_modality
 class ImageModality(Modality):
     name = "image"
+    order = 10
     Preprocess = ImagePreprocess
+    StemConfig = ImageStemConfig
+    extensions = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+    webdataset_keys = ("jpg", "jpeg", "png", "webp", "bmp")
+    # CLIP's image templates: a subset of the 80 ImageNet templates of Radford et al. 2021
+    zeroshot_templates = ("a photo of a {}.", "a bad photo of a {}.", "a photo of the large {}.",
+                          "a photo of the small {}.", "a cropped photo of a {}.", "a bright photo of a {}.",
+                          "a blurry photo of a {}.", "art of a {}.")
+    tower = "vision"
     presets = {"imagebind": {}, "languagebind": {}, "clip": {}}
     default_preset = "clip"
     sample_ndim = 3
@@ -89,18 +106,18 @@ class ImageModality(Modality):
         return image_transform(cfg, train)(raw)
 
     def channels(self, cfg: EncoderConfig) -> int:
-        return int(cfg.stem.get("in_chans", 3))
+        return int(self.stem_config(cfg).in_chans)
 
     def expected_shape(self, cfg: EncoderConfig) -> str:
         return f"[{self.channels(cfg)}, H, W]"
 
     def stem(self, cfg: EncoderConfig) -> nn.Module:
         size = int(cfg.preprocess.get("crop_size", ImagePreprocess.crop_size))
-        s = cfg.stem
-        if s.get("temporal_patch"):
-            return _StillAsClip(TubeletStem(self.channels(cfg), cfg.width, s["patch_size"], size,
-                                            num_frames=s["temporal_patch"], temporal_patch=s["temporal_patch"]))
-        return PatchStem2d(self.channels(cfg), cfg.width, s["patch_size"], (size, size))
+        s = self.stem_config(cfg)
+        if s.temporal_patch:
+            return _StillAsClip(TubeletStem(s.in_chans, cfg.width, s.patch_size, size, num_frames=s.temporal_patch,
+                                            temporal_patch=s.temporal_patch))
+        return PatchStem2d(s.in_chans, cfg.width, s.patch_size, (size, size))
 
 
 class _StillAsClip(nn.Module):
@@ -110,5 +127,6 @@ class _StillAsClip(nn.Module):
         super().__init__()
         self.tubelet = tubelet
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.tubelet(x.unsqueeze(2).expand(-1, -1, self.tubelet.temporal_patch, -1, -1))
+    def forward(self, x: torch.Tensor) -> StemOutput:
+        out = self.tubelet(x.unsqueeze(2).expand(-1, -1, self.tubelet.temporal_patch, -1, -1))
+        return dataclasses.replace(out, time_steps=None)  # a still image has no time axis

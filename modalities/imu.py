@@ -95,6 +95,15 @@ class ImuPreprocess:
 
 
 @dataclass
+class ImuStemConfig:
+    patch_size: int = 8  #: samples per token (a linear patch projection over ``[6, patch]``)
+    in_chans: int = len(CHANNELS)
+    norm: bool = False
+    norm_eps: float = 1e-5
+    bias: bool = False
+
+
+@dataclass
 class ImuRecording:
     """A decoded recording in source units: ``samples [6, N]`` (acc xyz, gyro xyz), timestamps in seconds or a
     sample rate when known."""
@@ -153,7 +162,12 @@ class ImuModality(Modality):
     """Inertial measurements; ``load`` returns an :class:`ImuRecording`, ``transform`` a ``[6, window]`` tensor."""
 
     name = "imu"
+    order = 60
     Preprocess = ImuPreprocess
+    StemConfig = ImuStemConfig
+    extensions = (".csv", ".npy", ".npz")
+    webdataset_keys = ("imu.npy", "imu.npz", "imu.csv", "npy", "npz", "csv")
+    zeroshot_templates = ("a person {}.", "motion of {}.", "someone is {}.")
     presets = {"imagebind": {}}
     default_preset = "imagebind"
     sample_ndim = 2
@@ -298,16 +312,15 @@ class ImuModality(Modality):
 
     # --- model side ---------------------------------------------------------------------------------------------
     def channels(self, cfg: EncoderConfig) -> int:
-        return int(cfg.stem.get("in_chans", len(CHANNELS)))
+        return int(self.stem_config(cfg).in_chans)
 
     def expected_shape(self, cfg: EncoderConfig) -> str:
         return f"[{self.channels(cfg)}, L]"
 
     def stem(self, cfg: EncoderConfig) -> nn.Module:
-        s = cfg.stem
-        return SequencePatchStem(self.channels(cfg), cfg.width, int(s.get("patch_size", 8)),
-                                 self.preprocess_config(cfg.preprocess).window, bias=bool(s.get("bias", False)),
-                                 norm=bool(s.get("norm", False)), norm_eps=float(s.get("norm_eps", 1e-5)))
+        s = self.stem_config(cfg)
+        return SequencePatchStem(s.in_chans, cfg.width, s.patch_size, self.preprocess_config(cfg.preprocess).window,
+                                 bias=s.bias, norm=s.norm, norm_eps=s.norm_eps)
 
     def example_input(self, cfg: EncoderConfig, batch: int) -> torch.Tensor:
         """A random batch ``[batch, 6, window]`` (benchmarks)."""

@@ -35,6 +35,16 @@ class TextPreprocess:
     lowercase: bool = False
 
 
+@dataclass
+class TextStemConfig:
+    """Token embedding of bind's own text trunk; filled from the tokenizer when not given."""
+
+    vocab_size: int | None = None
+    context_length: int | None = None
+    eot_token_id: int | None = None
+    pad_token_id: int | None = None
+
+
 @functools.lru_cache(maxsize=16)
 def load_tokenizer(name: str):
     """A transformers tokenizer from a directory, hub id or alias (``minilm``)."""
@@ -68,7 +78,11 @@ def tokenize(texts: list[str], cfg: TextPreprocess) -> torch.Tensor:
 @register_modality
 class TextModality(Modality):
     name = "text"
+    order = 0  # the anchor of language-anchored spaces: listed first
     Preprocess = TextPreprocess
+    StemConfig = TextStemConfig
+    extensions = (".txt",)
+    tower = "text"
     presets = {"minilm": {"tokenizer": "minilm", "context_length": 77}}
     sample_ndim = 1
     float_input = False
@@ -128,6 +142,5 @@ class TextModality(Modality):
         cfg.preprocess["tokenizer"] = "./tokenizer_text"
 
     def stem(self, cfg: EncoderConfig) -> nn.Module:
-        s = cfg.stem
-        return TokenStem(s["vocab_size"], cfg.width, s["context_length"], s.get("eot_token_id"),
-                         s.get("pad_token_id"))
+        s = self.stem_config(cfg)
+        return TokenStem(s.vocab_size, cfg.width, s.context_length, s.eot_token_id, s.pad_token_id)

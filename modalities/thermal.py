@@ -82,7 +82,11 @@ class ThermalModality(MapModality):
     """Thermal images; ``load`` returns float32 intensities in ``[0, 1]``, ``[H, W]``."""
 
     name = "thermal"
+    order = 50
     Preprocess = ThermalPreprocess
+    extensions = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".npy")
+    webdataset_keys = ("thermal.png", "thermal.jpg", "thermal.npy")
+    zeroshot_templates = ("a thermal image of a {}.", "a thermal photo of a {}.", "an infrared photo of a {}.")
     presets = {
         "imagebind": {},
         "languagebind": {"channels": 3, "mean": CLIP_MEAN, "std": CLIP_STD},

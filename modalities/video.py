@@ -113,6 +113,19 @@ VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpe
 
 
 @dataclass
+class VideoStemConfig:
+    """Tubelet stem (see :class:`VideoModality`)."""
+
+    patch_size: int = 16
+    temporal_patch: int = 2  #: frames per tubelet (ImageBind 2, LanguageBind 1)
+    in_chans: int = 3
+    num_frames: int | None = None  #: length of the temporal position table (default: preprocessing frames_per_clip)
+    bias: bool = False
+    reduce_time: int = 1  #: token reduction for long videos (:class:`bind.nn.stems.TubeletStem`)
+    reduce_space: int = 1
+
+
+@dataclass
 class VideoFrames:
     """Decoded frames of one video: ``frames`` uint8 ``[clips, T, H, W, 3]`` taken at ``indices`` ``[clips, T]``."""
 
@@ -517,7 +530,12 @@ class VideoModality(Modality):
     """
 
     name = "video"
+    order = 20
     Preprocess = VideoPreprocess
+    StemConfig = VideoStemConfig
+    extensions = VIDEO_SUFFIXES
+    webdataset_keys = ("mp4", "avi", "webm", "mkv", "mov")
+    zeroshot_templates = ("a video of a {}.", "a clip of a {}.", "a video of the {}.", "footage of a {}.")
     presets = PRESETS
     default_preset = "languagebind"
     sample_ndim = 4
@@ -543,7 +561,7 @@ class VideoModality(Modality):
         return self.transform(self.load(source, cfg, train=train), cfg, train)
 
     def channels(self, cfg: EncoderConfig) -> int:
-        return int(cfg.stem.get("in_chans", 3))
+        return int(self.stem_config(cfg).in_chans)
 
     def expected_shape(self, cfg: EncoderConfig) -> str:
         return f"[{self.channels(cfg)}, T, H, W]"
@@ -553,12 +571,11 @@ class VideoModality(Modality):
 
     def stem(self, cfg: EncoderConfig) -> nn.Module:
         pp = self.preprocess_config(cfg.preprocess)
-        s = cfg.stem
-        return TubeletStem(self.channels(cfg), cfg.width, int(s.get("patch_size", 16)), pp.crop_size,
-                           num_frames=int(s.get("num_frames", pp.frames_per_clip)),
-                           temporal_patch=int(s.get("temporal_patch", 2)), divided=cfg.attention == "divided",
-                           bias=bool(s.get("bias", False)), reduce_time=int(s.get("reduce_time", 1)),
-                           reduce_space=int(s.get("reduce_space", 1)))
+        s = self.stem_config(cfg)
+        return TubeletStem(s.in_chans, cfg.width, s.patch_size, pp.crop_size,
+                           num_frames=s.num_frames or pp.frames_per_clip,
+                           temporal_patch=s.temporal_patch, divided=cfg.attention == "divided", bias=s.bias,
+                           reduce_time=s.reduce_time, reduce_space=s.reduce_space)
 
     def example_input(self, cfg: EncoderConfig, batch: int) -> torch.Tensor:
         """A random batch at the configured preprocessing: ``[B, C, T, H, W]`` or ``[B, clips, C, T, H, W]``."""

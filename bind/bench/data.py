@@ -215,7 +215,7 @@ def run_data_bench(model: str = "bind-base", modalities: list[str] | None = None
                    loader_workers: list[int] | None = None, batch: int = 8, threads: int = 1,
                    directory: str | Path | None = None, seed: int = 0) -> dict[str, Any]:
     """Run the suite and return its JSON-ready result (see the module docstring)."""
-    from bind.registry import _BUILTIN, get_modality, list_modalities
+    from bind.registry import get_modality, list_modalities
 
     threads_before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -223,7 +223,7 @@ def run_data_bench(model: str = "bind-base", modalities: list[str] | None = None
     registered = list_modalities()
     wanted = modalities or registered
     skipped = [{"modality": m, "reason": f"plugin not registered (modalities/{m}.py not present)"}
-               for m in (modalities or _BUILTIN) if m not in registered]
+               for m in (modalities or SAMPLE_WRITERS) if m not in registered]
     wanted = [m for m in wanted if m in registered]
     results = []
     with tempfile.TemporaryDirectory(prefix="bind-bench-data-", dir=directory) as tmp:

@@ -5,8 +5,8 @@
     {"id": "s0001", "split": "train", "text": "caption" | ["caption 1", ...], "image": "media/s0001.png",
      "audio": "media/s0001.wav", "captions": {"audio": "modality-specific caption"}, "factors": {...}}
 
-Any modality key may be missing on a line. A key is a modality when it names a registered plugin or a built-in
-modality (``video``, ``audio``, ``depth``, ``thermal``, ``imu``, ...); other keys are kept in ``extra``.
+Any modality key may be missing on a line. A key is a modality when it names a registered plugin
+(:func:`bind.list_modalities`); other keys are kept in ``extra``.
 The anchor caption of modality ``m`` is ``captions[m]`` when present, else ``text`` (``caption_source="modality"``),
 or always ``text`` (``caption_source="text"``).
 """
@@ -21,7 +21,6 @@ from typing import Any
 from bind.errors import BindError
 
 RESERVED_KEYS = frozenset({"id", "split", "text", "captions", "factors", "label", "meta"})
-BUILTIN_MODALITIES = ("text", "image", "video", "audio", "depth", "thermal", "imu")
 CAPTION_SOURCES = ("modality", "text")
 
 
@@ -40,10 +39,10 @@ def _captions(value: Any, where: str) -> list[str]:
 
 
 def modality_keys() -> set[str]:
-    """Names that are read as modality sources: built-ins plus every registered plugin."""
+    """Names that are read as modality sources: every registered plugin."""
     from bind.registry import list_modalities
 
-    return set(BUILTIN_MODALITIES) | set(list_modalities())
+    return set(list_modalities())
 
 
 @dataclass

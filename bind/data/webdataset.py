@@ -2,8 +2,8 @@
 Learning"; the ``webdataset`` package).
 
 A sample is the group of members sharing a key: ``KEY.json`` (``{"id", "text", "captions", "factors", "split"}``,
-the manifest fields), optionally ``KEY.txt`` (the caption), and one member per modality named by extension
-(:data:`EXTENSIONS`; depth / thermal / IMU use double extensions like ``KEY.depth.png`` to tell them from images).
+the manifest fields), optionally ``KEY.txt`` (the caption), and one member per modality named by one of its plugin's
+``webdataset_keys`` (double extensions like ``KEY.depth.png`` tell modalities that share a file type apart).
 Media bytes go to the plugin's ``load``; a plugin that needs a file gets a temporary one with the member's suffix.
 
 Shards are split over ranks and workers (``split_by_node`` / ``split_by_worker``). Under DDP every rank must see the
@@ -24,14 +24,10 @@ from bind.data.dataset import PairSpec, build_pair_sample
 from bind.data.manifest import ManifestRecord
 from bind.registry import get_modality
 
-EXTENSIONS: dict[str, tuple[str, ...]] = {
-    "image": ("jpg", "jpeg", "png", "webp", "bmp"),
-    "video": ("mp4", "avi", "webm", "mkv", "mov"),
-    "audio": ("wav", "flac", "mp3", "ogg", "m4a", "opus"),
-    "depth": ("depth.png", "depth.npy", "depth.npz", "depth.tif", "depth.tiff"),
-    "thermal": ("thermal.png", "thermal.jpg", "thermal.npy"),
-    "imu": ("imu.npy", "imu.npz", "imu.csv", "npy", "npz", "csv"),
-}
+
+def shard_keys(modality: str) -> tuple[str, ...]:
+    """Member keys of ``modality`` in a shard, preferred first (the plugin's ``webdataset_keys``)."""
+    return tuple(get_modality(modality).webdataset_keys)
 
 
 def _process_bytes_or_file(modality: str, source: Any, cfg: Any, train: bool) -> Any:
@@ -57,7 +53,7 @@ class ShardSampleDecoder:
     def __init__(self, spec: PairSpec, *, train: bool, bad: BadSampleLog,
                  extensions: dict[str, tuple[str, ...]] | None = None) -> None:
         self.spec, self.train, self.bad = spec, train, bad
-        self.extensions = {**EXTENSIONS, **(extensions or {})}
+        self.extensions = dict(extensions or {})
 
     def __call__(self, raw: dict[str, Any]) -> dict[str, Any] | None:
         key, url = raw.get("__key__", "?"), raw.get("__url__", "?")
@@ -72,7 +68,8 @@ class ShardSampleDecoder:
             meta["text"] = raw["txt"].decode("utf-8", errors="replace").strip()
         sources, locations = {}, {}
         for m in [*self.spec.modalities, self.spec.anchor]:
-            for ext in self.extensions.get(m, ()):
+            keys = self.extensions.get(m) or shard_keys(m) or tuple(k for k in raw if k.startswith(m + "."))
+            for ext in keys:
                 if ext in raw:
                     sources[m], locations[m] = (raw[ext], ext), f"{url}#{key}.{ext}"
                     break
@@ -115,11 +112,21 @@ def webdataset_pairs(urls: str | list[str], spec: PairSpec, *, train: bool, bad:
     return ds
 
 
+def member_key(modality: str, path: Path) -> str:
+    """The shard member key of a ``modality`` file: the plugin's key for the file's suffix (``depth.npy`` or
+    ``npy``), else its first key; a plugin without keys gets ``<modality>.<suffix>``."""
+    suffix = path.suffix.lstrip(".").lower()
+    keys = shard_keys(modality)
+    for key in (f"{modality}.{suffix}", suffix):
+        if key in keys:
+            return key
+    return keys[0] if keys else f"{modality}.{suffix}"
+
+
 def write_shards(records: list[ManifestRecord], pattern: str | Path, samples_per_shard: int = 1000) -> list[Path]:
     """Pack manifest records into shards (``pattern`` like ``out/train-%06d.tar``); returns the shard paths."""
     import webdataset as wds
 
-    ext_of = {m: exts[0] for m, exts in EXTENSIONS.items()}
     Path(str(pattern)).parent.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     with wds.ShardWriter(str(pattern), maxcount=samples_per_shard, verbose=0) as sink:
@@ -128,11 +135,7 @@ def write_shards(records: list[ManifestRecord], pattern: str | Path, samples_per
                 {"id": rec.id, "text": rec.text, "captions": rec.captions, "factors": rec.factors,
                  "split": rec.split}).encode()}
             for m, path in rec.media.items():
-                suffix = path.suffix.lstrip(".").lower()
-                ext = suffix if suffix in EXTENSIONS.get(m, ()) else ext_of.get(m, suffix)
-                if m in ("depth", "thermal", "imu") and not ext.startswith(m + "."):
-                    ext = f"{m}.{suffix}"
-                sample[ext] = path.read_bytes() if path.is_file() else b""
+                sample[member_key(m, path)] = path.read_bytes() if path.is_file() else b""
             sink.write(sample)
             if sink.fname and (not written or written[-1] != Path(sink.fname)):
                 written.append(Path(sink.fname))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from timm.layers import resample_abs_pos_embed
 from torch import nn
 
 from bind.nn.transformer import resize_temporal
@@ -24,16 +25,14 @@ class StemOutput:
     tokens: torch.Tensor
     key_padding_mask: torch.Tensor | None = None  # [B, L], True = padding
     pool_index: torch.Tensor | None = None  # [B], token to pool for ``eot`` heads
+    time_steps: int | None = None  # joint [B, L, D] tokens laid out time-major over this many steps (None: no time)
 
 
 def resize_pos_2d(pos: torch.Tensor, old: tuple[int, int], new: tuple[int, int]) -> torch.Tensor:
-    """Bicubic resize of a ``[1, H*W, D]`` position embedding from grid ``old`` to ``new``."""
+    """Bicubic resize of a ``[1, H*W, D]`` position embedding from grid ``old`` to ``new`` (timm.layers)."""
     if tuple(old) == tuple(new):
         return pos
-    d = pos.shape[-1]
-    grid = pos.reshape(1, old[0], old[1], d).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid.float(), size=new, mode="bicubic", align_corners=False).to(pos.dtype)
-    return grid.permute(0, 2, 3, 1).reshape(1, new[0] * new[1], d)
+    return resample_abs_pos_embed(pos, list(new), list(old), num_prefix_tokens=0, antialias=False)
 
 
 def _grid(size: int, kernel: int, stride: int) -> int:
@@ -91,7 +90,7 @@ class TubeletStem(nn.Module):
         steps = max(1, math.ceil(num_frames / temporal_patch))
         self.temporal_pos_embed = None if divided else nn.Parameter(torch.zeros(1, steps, width))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> StemOutput:
         t = x.shape[2]
         if t % self.temporal_patch:
             pad = self.temporal_patch - t % self.temporal_patch
@@ -103,7 +102,7 @@ class TubeletStem(nn.Module):
         if not self.divided:
             x = x + resize_temporal(self.temporal_pos_embed, tp).to(x.dtype)[:, :, None]
         x = self.reduce(x, (h, w))
-        return x if self.divided else x.flatten(1, 2)
+        return StemOutput(x if self.divided else x.flatten(1, 2), time_steps=x.shape[1])
 
     def reduce(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """Average-merge ``[B, T, H*W, D]`` tokens by ``reduce_time`` steps and ``reduce_space``² patches."""

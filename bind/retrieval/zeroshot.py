@@ -16,22 +16,12 @@ import torch.nn.functional as F
 
 from bind.retrieval.metrics import classification_metrics
 
-#: default prompt templates per modality (``{c}`` is the class name); CLIP's image templates are a subset of the
-#: 80 ImageNet templates of Radford et al. 2021
-DEFAULT_TEMPLATES: dict[str, list[str]] = {
-    "image": ["a photo of a {c}.", "a bad photo of a {c}.", "a photo of the large {c}.", "a photo of the small {c}.",
-              "a cropped photo of a {c}.", "a bright photo of a {c}.", "a blurry photo of a {c}.", "art of a {c}."],
-    "video": ["a video of a {c}.", "a clip of a {c}.", "a video of the {c}.", "footage of a {c}."],
-    "audio": ["the sound of a {c}.", "a recording of a {c}.", "{c} can be heard.", "the sound of the {c}."],
-    "depth": ["a depth map of a {c}.", "a depth photo of a {c}.", "a depth map of the {c}."],
-    "thermal": ["a thermal image of a {c}.", "a thermal photo of a {c}.", "an infrared photo of a {c}."],
-    "imu": ["a person {c}.", "motion of {c}.", "someone is {c}."],
-}
-GENERIC_TEMPLATES = ["a {c}.", "{c}", "a photo of a {c}."]
-
 
 def templates_for(modality: str) -> list[str]:
-    return DEFAULT_TEMPLATES.get(modality, GENERIC_TEMPLATES)
+    """The modality plugin's default prompt templates (``zeroshot_templates``, ``{}`` = the class name)."""
+    from bind.registry import get_modality
+
+    return list(get_modality(modality).zeroshot_templates)
 
 
 def fill_template(template: str, classname: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from timm.layers import resample_patch_embed
 
 from bind.config import EncoderConfig
 from bind.encoder import ModalityEncoder
@@ -13,10 +14,9 @@ from bind.init import (
     inflate_temporal,
     init_encoder_from_vit,
     read_vit_weights,
-    resize_kernel,
     vit_encoder_overrides,
 )
-from bind.nn.stems import TubeletStem
+from bind.nn.stems import TubeletStem, resize_pos_2d
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +102,14 @@ def test_adaptation_helpers():
     assert adapt_in_channels(w, 2, "sum").shape == (4, 2, 8, 8)
     patch = torch.randn(1, 3, 8, 8)
     big = F.interpolate(patch, size=(16, 16), mode="bilinear", align_corners=False)
-    assert torch.allclose(F.conv2d(big, resize_kernel(w, (16, 16))), F.conv2d(patch, w), atol=1e-4)
+    # PI-resize (timm.layers.resample_patch_embed, bilinear): the enlarged patch gets the old filter's response
+    resized = resample_patch_embed(w, [16, 16], interpolation="bilinear", antialias=False)
+    assert torch.allclose(F.conv2d(big, resized), F.conv2d(patch, w), atol=1e-4)
+    # positions: timm's bicubic resampling is the F.interpolate(bicubic, align_corners=False) it replaced
+    pos = torch.randn(1, 4 * 6, 5)
+    grid = pos.reshape(1, 4, 6, 5).permute(0, 3, 1, 2)
+    want = F.interpolate(grid, size=(7, 3), mode="bicubic", align_corners=False).permute(0, 2, 3, 1).reshape(1, 21, 5)
+    torch.testing.assert_close(resize_pos_2d(pos, (4, 6), (7, 3)), want)
     avg, centre = inflate_temporal(w, 2, "average"), inflate_temporal(w, 3, "center")
     assert torch.allclose(avg.sum(2), w) and torch.equal(centre[:, :, 1], w) and centre[:, :, 0].abs().sum() == 0
     with pytest.raises(ValueError, match="channel init"):

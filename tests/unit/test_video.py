@@ -272,7 +272,9 @@ def test_token_reduction_merges_steps_and_patches(attention):
                        divided=attention == "divided")
     full.load_state_dict(stem.state_dict())
     x = torch.randn(2, 3, 7, 32, 32)  # 7 steps: the last group repeats step 6
-    out, ref = stem(x), full(x)
+    reduced, unreduced = stem(x), full(x)
+    assert (reduced.time_steps, unreduced.time_steps) == (4, 7)  # the token layout the encoder reports
+    out, ref = reduced.tokens, unreduced.tokens
     ref = ref if ref.dim() == 4 else ref.reshape(2, 7, 16, 16)
     ref = torch.cat([ref, ref[:, -1:]], 1).reshape(2, 4, 2, 4, 4, 16).mean(2)  # time pairs, then 2x2 patches
     ref = ref.reshape(2, 4, 2, 2, 2, 2, 16).mean((3, 5)).reshape(2, 4, 4, 16)
