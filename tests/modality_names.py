@@ -2,7 +2,7 @@
 
 Skipped: the converters of published checkpoints (``bind/checkpoints/``, about specific modalities by nature) and the
 applications that move out of ``bind/`` next (``bind/demo.py``, ``bind/bench/video_reduction.py``, ``bind/world/``).
-Usage: ``python tools/modality_names.py [-v]`` prints ``file:line: token`` with ``-v`` and the total.
+Usage: ``python tests/modality_names.py [-v]`` prints ``file:line: token`` with ``-v`` and the total.
 """
 
 from __future__ import annotations
