@@ -131,3 +131,8 @@ class TextModality(Modality):
         s = cfg.stem
         return TokenStem(s["vocab_size"], cfg.width, s["context_length"], s.get("eot_token_id"),
                          s.get("pad_token_id"))
+
+    def preview(self, source: Any, cfg: TextPreprocess) -> dict[str, Any]:
+        """The text itself (first 1000 characters)."""
+        text = self.load(source, cfg)
+        return {"text": text if len(text) <= 1000 else text[:999] + "\u2026"}
