@@ -127,7 +127,8 @@ class Gallery:
     """Indexes of one model, the model, uploaded query embeddings and a preview cache; thread-safe."""
 
     def __init__(self, indexes: list[tuple[str | Path, Index]], model, model_ref: str | Path | None = None, *,
-                 max_upload_bytes: int = MAX_UPLOAD_BYTES, info: ModelInfo | None = None) -> None:
+                 max_upload_bytes: int = MAX_UPLOAD_BYTES, info: ModelInfo | None = None,
+                 media_roots: list[str | Path] = ()) -> None:
         if not indexes:
             raise BindError("no index to serve: give --index DIR")
         self.model = model.eval()
@@ -139,6 +140,8 @@ class Gallery:
             self.served.append(Served(name if names.count(name) == 1 else str(path), Path(path), index,
                                       _media_root(index), _captions(index)))
         self.max_upload_bytes = max_upload_bytes
+        #: further directories media may resolve into (e.g. the blob store a directory of symlinks points at)
+        self.media_roots = [Path(os.path.realpath(r)) for r in media_roots]
         self.lock = threading.Lock()  # the model and faiss indexes: one query at a time
         self.preview_lock = threading.Lock()
         self.uploads: OrderedDict[str, tuple[str, str, torch.Tensor]] = OrderedDict()
@@ -184,9 +187,10 @@ class Gallery:
         if not source or not os.path.lexists(source):
             return None
         real = Path(os.path.realpath(source))
-        if s.media_root is None or not real.is_relative_to(s.media_root) or not real.is_file():
+        roots = ([s.media_root] if s.media_root is not None else []) + self.media_roots
+        if not any(real.is_relative_to(r) for r in roots) or not real.is_file():
             raise Refused(f"refused: item {n}/{row} ({s.index.ids[row]}) resolves outside the media directory of "
-                          f"index {s.name}")
+                          f"index {s.name} (bindspace serve --media-root DIR allows another directory)")
         return real
 
     def preview(self, n: int, row: int) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import os
 
 log = logging.getLogger(__name__)
 LOOPBACK_NAMES = ["127.0.0.1", "localhost", "::1", "[::1]"]
@@ -21,7 +22,7 @@ def _is_loopback(host: str) -> bool:
 
 
 def load_gallery(index_dirs: list[str], model_ref: str | None = None, seed: int = 0,
-                 max_upload_bytes: int | None = None):
+                 max_upload_bytes: int | None = None, media_roots: list[str] = ()):
     """Load the indexes and their model (``model_ref`` or the one recorded in the first index; every index must
     come from the same weights)."""
     import torch
@@ -35,7 +36,11 @@ def load_gallery(index_dirs: list[str], model_ref: str | None = None, seed: int 
     torch.manual_seed(seed)
     model = load_index_model(indexes[0][1], model_ref)
     info = ModelInfo.of(model, model_ref if model_ref is not None else indexes[0][1].model.path)
-    return Gallery(indexes, model, info=info, max_upload_bytes=max_upload_bytes or MAX_UPLOAD_BYTES)
+    for root in media_roots:
+        if not os.path.isdir(root):
+            raise FileNotFoundError(f"--media-root {root}: not a directory")
+    return Gallery(indexes, model, info=info, max_upload_bytes=max_upload_bytes or MAX_UPLOAD_BYTES,
+                   media_roots=media_roots)
 
 
 def _serve_cmd(args: argparse.Namespace) -> int:
@@ -47,7 +52,8 @@ def _serve_cmd(args: argparse.Namespace) -> int:
         raise ValueError(f"--port {args.port}: expected 0..65535")
     if args.max_upload_mb <= 0:
         raise ValueError(f"--max-upload-mb {args.max_upload_mb}: expected a positive size")
-    gallery = load_gallery(args.index, args.model, args.seed, int(args.max_upload_mb * 1024 * 1024))
+    gallery = load_gallery(args.index, args.model, args.seed, int(args.max_upload_mb * 1024 * 1024),
+                           args.media_root or [])
     loopback = _is_loopback(args.host)
     if not loopback:
         log.warning("listening on %s: anyone who can reach this address can search these indexes and read the "
@@ -72,6 +78,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    "exposes the indexed media without authentication)")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--max-upload-mb", type=float, default=64.0, help="largest query file accepted")
+    p.add_argument("--media-root", action="append", metavar="DIR", help="serve media whose real path lies in DIR "
+                   "too (default: only inside the deepest directory holding an index's files; symlinks pointing out "
+                   "of it are refused)")
     p.add_argument("--seed", type=int, default=0, help="seed for the random weights of a named config")
     p.add_argument("--debug", action="store_true", help="uvicorn debug logging and access log")
     p.set_defaults(func=_serve_cmd)

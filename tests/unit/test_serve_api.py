@@ -247,6 +247,36 @@ def test_symlinks_pointing_out_of_the_media_directory_are_refused(world, tmp_pat
     # searching still lists them (they are index rows), with the refusal on the card instead of the file
     hits = _search(client, [{"text": "a sound"}], k=4)["hits"]
     assert {h["row"] for h in hits} == {0, 1, 2, 3}
+    # a directory named explicitly (--media-root) is allowed
+    opened = TestClient(create_app(Gallery([(tmp_path / "idx", index)], g.model, info=g.info,
+                                           media_roots=[tmp_path])))
+    assert opened.get("/api/items/0/1/media").content == outside.read_bytes()
+    assert opened.get("/api/items/0/3/media").status_code == 403  # /etc/passwd stays out
+
+
+def test_generic_card_and_internal_errors(world, tmp_path):
+    """A modality whose plugin has no preview (or is not installed here) gets a generic card; an unexpected failure
+    is a one-line 500 and the server keeps answering."""
+    g = world["gallery"]
+    (tmp_path / "a.smell").write_bytes(b"\x00" * 10)
+    index = Index(g.info)
+    index.add(torch.randn(1, g.info.embed_dim), ["s1"], [str(tmp_path / "a.smell")], "smell")
+    gallery = Gallery([(tmp_path / "idx", index)], g.model, info=g.info)
+    client = TestClient(create_app(gallery), raise_server_exceptions=False)
+    item = client.get("/api/items/0/0").json()
+    assert item["modality"] == "smell" and item["file"] == "a.smell"
+    assert item["preview"] == {"image": None, "play": None, "media": None, "text": None, "error": None}
+    assert client.get("/api/items/0/0/media").status_code == 404
+    assert client.get("/api/items/0/0/preview").status_code == 404
+
+    def broken(req):
+        raise RuntimeError("secret internals\nline two")
+
+    gallery.search = broken
+    r = client.post("/api/search", json={"queries": [{"text": "x"}]})
+    assert r.status_code == 500
+    assert r.json() == {"error": "internal error (RuntimeError); the server log has the details"}
+    assert client.get("/api/info").status_code == 200
 
 
 def test_serve_refuses_indexes_of_different_models(world, tmp_path):
