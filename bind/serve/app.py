@@ -236,10 +236,10 @@ class Gallery:
             except MediaError as e:  # name the uploaded file, not the temporary copy
                 reason = e.reason.replace(str(data_path), name).replace(str(data_path.parent), "<upload>")
                 raise MediaError(name, modality, reason) from None
-        token = secrets.token_urlsafe(12)
-        self.uploads[token] = (modality, name, emb)
-        while len(self.uploads) > 256:
-            self.uploads.popitem(last=False)
+            token = secrets.token_urlsafe(12)
+            self.uploads[token] = (modality, name, emb)
+            while len(self.uploads) > 256:
+                self.uploads.popitem(last=False)
         return {"upload": token, "modality": modality, "name": name,
                 "embed_ms": round((time.perf_counter() - start) * 1000, 2)}
 

@@ -134,6 +134,12 @@ def test_more_like_this_uses_the_stored_embedding(world):
     assert [h["row"] for h in hits] == [h.row for h in want]
     # combined with text, as the page does after "more like this" + typing
     assert _search(client, [{"item": {"index": 0, "row": row}}, {"text": "a cold cone"}], k=3)["hits"]
+    # an approximate index keeps no exportable vectors: the item's file is embedded again, to the same vector
+    hnsw = Index(g.info, kind="hnsw")
+    hnsw.add(index.vectors(), index.ids, index.sources, index.modalities)
+    approx = TestClient(create_app(Gallery([(world["root"] / "hnsw", hnsw)], g.model, info=g.info)))
+    hits = _search(approx, [{"item": {"index": 0, "row": row}}], k=5)["hits"]
+    assert hits[0]["row"] == row and hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
 
 
 def test_gallery_modalities_filter_the_full_ranking(world):
