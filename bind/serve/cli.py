@@ -7,6 +7,7 @@ import argparse
 import ipaddress
 import logging
 import os
+import socket
 
 log = logging.getLogger(__name__)
 LOOPBACK_NAMES = ["127.0.0.1", "localhost", "::1", "[::1]"]
@@ -19,6 +20,24 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def _check_port(host: str, port: int) -> None:
+    """Raise a one-line error when ``host:port`` cannot be listened on (taken, or not an address of this machine)."""
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise ValueError(f"--host {host}: cannot resolve it ({e.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        try:
+            s.bind(address)
+        except OSError as e:
+            raise ValueError(f"--port {port}: cannot listen on {host}:{port} ({e.strerror}); choose another "
+                             "--port") from None
 
 
 def load_gallery(index_dirs: list[str], model_ref: str | None = None, seed: int = 0,
@@ -52,6 +71,7 @@ def _serve_cmd(args: argparse.Namespace) -> int:
         raise ValueError(f"--port {args.port}: expected 0..65535")
     if args.max_upload_mb <= 0:
         raise ValueError(f"--max-upload-mb {args.max_upload_mb}: expected a positive size")
+    _check_port(args.host, args.port)  # before the minutes of loading, not after
     gallery = load_gallery(args.index, args.model, args.seed, int(args.max_upload_mb * 1024 * 1024),
                            args.media_root or [])
     loopback = _is_loopback(args.host)

@@ -208,4 +208,5 @@ def test_serve_bad_arguments_one_line(tmp_path, server):
     assert len(r.stderr.strip().splitlines()) == 1
     port = server["url"].rsplit(":", 1)[1]  # taken by the running server
     r = _bind("serve", "--index", str(server["root"] / "idx"), "--port", port, timeout=120)
-    assert r.returncode != 0 and "address already in use" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert r.returncode == 1 and f"--port {port}: cannot listen" in r.stderr and "in use" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
