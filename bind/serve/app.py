@@ -110,7 +110,7 @@ class ItemRef(BaseModel):
 
 
 class QueryPart(BaseModel):
-    text: str | None = None
+    text: str | None = Field(None, max_length=10_000)
     upload: str | None = None
     item: ItemRef | None = None
     weight: float = 1.0
