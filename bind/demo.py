@@ -397,6 +397,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, echo=print) -> d
         "files": {"r1_matrix": str(plots[0]), "similarity": str(plots[1]), "index": str(index_dir),
                   "model": str(model_dir)},
         "example_search": f'bindspace search --index {index_dir} --text "{example_query}" -k 5',
+        "browse": f"bindspace serve --index {index_dir}",
     }
     results["summary"] = summarize(results["pairs"], results["text_queries"])
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -406,6 +407,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, echo=print) -> d
     echo("time per stage: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
     echo(f"results -> {out / 'results.json'}; R@1 matrix -> {plots[0]}; similarity -> {plots[1]}")
     echo(f"model -> {model_dir} (bind.load_model); try:\n  {results['example_search']}")
+    echo(f"look at the results in a web page (http://127.0.0.1:8080/):\n  {results['browse']}")
     return results
 
 

@@ -164,6 +164,20 @@ class Modality:
         """Channel count expected at dim ``-sample_ndim`` (None when not applicable)."""
         return None
 
+    # --- presentation ---------------------------------------------------------------------------------------------
+    def preview(self, source: Any, cfg: Any) -> dict[str, Any] | None:
+        """How the results page (``bindspace serve``) shows an item of this modality; None (the default) gives a
+        generic card (id, modality, file name). A dict may hold:
+
+        * ``image`` — bytes of a small still (PNG/JPEG): a thumbnail, poster frame, spectrogram, colour map or plot
+          (helpers in :mod:`bind.preview`), with ``image_mime`` (default ``"image/png"``);
+        * ``play`` — ``"audio"`` or ``"video"``: the page plays the original file (served by item id) inline;
+        * ``text`` — text to show on the card (a caption, a transcript).
+
+        ``source`` is what :meth:`load` accepts and ``cfg`` this modality's ``Preprocess``; decoding failures raise
+        like :meth:`load` (the page then shows the error text on the card)."""
+        return None
+
 
 def _dataclass_from(cls: type, values: dict[str, Any], what: str, check: dict[str, Any] | None = None):
     """``cls(**values)``, refusing keys of ``check`` (default: ``values``) that are not fields of ``cls``."""

@@ -359,3 +359,11 @@ class AudioModality(Modality):
         if pp.clips > 1 and not pp.clips_as_channels:
             return torch.randn(batch, pp.clips, *shape)
         return torch.randn(batch, *shape)
+
+    def preview(self, source: Any, cfg: AudioPreprocess) -> dict[str, Any]:
+        """The log-mel spectrogram the encoder sees (whole clip, low frequencies at the bottom) as a colour-mapped
+        image; the page plays the original file."""
+        from bind.preview import colour_map
+
+        fbank = waveform_to_fbank(self.load(source, cfg), cfg)  # [frames, mel]
+        return {"image": colour_map(fbank.T.flip(0).numpy(), "magma"), "play": "audio"}

@@ -274,6 +274,12 @@ class DepthModality(MapModality):
                              interpolation=cfg.interpolation, channels=cfg.channels, mean=cfg.mean, std=cfg.std,
                              train=train, train_crop_scale=cfg.train_crop_scale, train_hflip=cfg.train_hflip)
 
+    def preview(self, source: Any, cfg: DepthPreprocess) -> dict[str, Any]:
+        """Depth colour-mapped (near = bright, missing = black)."""
+        from bind.preview import colour_map
+
+        return {"image": colour_map(self.load(source, cfg), "viridis", invert=True)}
+
 
 def stem_channels(plugin: Modality, cfg: EncoderConfig) -> int:
     """``stem.in_chans`` when given, else the preprocessing's channel count."""

@@ -119,6 +119,12 @@ class ImageModality(Modality):
                                             temporal_patch=s.temporal_patch))
         return PatchStem2d(s.in_chans, cfg.width, s.patch_size, (size, size))
 
+    def preview(self, source: Any, cfg: ImagePreprocess) -> dict[str, Any]:
+        """A thumbnail of the decoded image."""
+        from bind.preview import thumbnail
+
+        return {"image": thumbnail(self.load(source, cfg))}
+
 
 class _StillAsClip(nn.Module):
     """An image as a clip of ``temporal_patch`` identical frames (ImageBind's vision preprocessor)."""

@@ -325,3 +325,11 @@ class ImuModality(Modality):
     def example_input(self, cfg: EncoderConfig, batch: int) -> torch.Tensor:
         """A random batch ``[batch, 6, window]`` (benchmarks)."""
         return torch.randn(batch, self.channels(cfg), self.preprocess_config(cfg.preprocess).window)
+
+    def preview(self, source: Any, cfg: ImuPreprocess) -> dict[str, Any]:
+        """A line plot of the six channels: accelerometer and gyroscope panels."""
+        from bind.preview import line_plot
+
+        rec = self.load(source, cfg)
+        return {"image": line_plot(rec.samples, ["acc x", "acc y", "acc z", "gyro x", "gyro y", "gyro z"],
+                                   groups=[(0, 1, 2), (3, 4, 5)])}

@@ -144,3 +144,8 @@ class TextModality(Modality):
     def stem(self, cfg: EncoderConfig) -> nn.Module:
         s = self.stem_config(cfg)
         return TokenStem(s.vocab_size, cfg.width, s.context_length, s.eot_token_id, s.pad_token_id)
+
+    def preview(self, source: Any, cfg: TextPreprocess) -> dict[str, Any]:
+        """The text itself (first 1000 characters)."""
+        text = self.load(source, cfg)
+        return {"text": text if len(text) <= 1000 else text[:999] + "\u2026"}

@@ -127,3 +127,9 @@ class ThermalModality(MapModality):
                              crop_size=cfg.crop_size, interpolation=cfg.interpolation, channels=cfg.channels,
                              mean=cfg.mean, std=cfg.std, train=train, train_crop_scale=cfg.train_crop_scale,
                              train_hflip=cfg.train_hflip)
+
+    def preview(self, source: Any, cfg: ThermalPreprocess) -> dict[str, Any]:
+        """Intensities colour-mapped (hot = bright)."""
+        from bind.preview import colour_map
+
+        return {"image": colour_map(self.load(source, cfg), "inferno")}

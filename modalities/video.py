@@ -583,3 +583,10 @@ class VideoModality(Modality):
         views = pp.clips * pp.spatial_crops
         shape = (self.channels(cfg), pp.frames_per_clip, pp.crop_size, pp.crop_size)
         return torch.randn(batch, views, *shape) if views > 1 else torch.randn(batch, *shape)
+
+    def preview(self, source: Any, cfg: VideoPreprocess) -> dict[str, Any]:
+        """The middle sampled frame as the poster; the page plays the original file."""
+        from bind.preview import thumbnail
+
+        frames = self.load(source, cfg).frames  # uint8 [clips, T, H, W, 3]
+        return {"image": thumbnail(frames[frames.shape[0] // 2, frames.shape[1] // 2].numpy()), "play": "video"}
