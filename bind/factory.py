@@ -53,6 +53,16 @@ def expand_config(raw: dict[str, Any], modalities: list[str] | None = None,
                       frozen=[m for m in raw.get("frozen", []) if m in encoders], extra=raw.get("extra", {}))
 
 
+def named_config(name: str, modalities: list[str] | None = None,
+                 encoders: dict[str, dict[str, Any]] | None = None) -> BindConfig:
+    """The expanded config of a named model (``bind.list_models()``), with per-modality ``encoders`` overrides merged
+    into its entries (as ``bind.train.fit(encoders=...)`` merges them), without building the model."""
+    raw = model_config_dict(name)
+    for m, over in (encoders or {}).items():
+        raw["encoders"][m] = _merge(raw["encoders"].get(m) or {}, over)
+    return expand_config(raw, modalities)
+
+
 def create_model(name: str, *, modalities: list[str] | None = None, pretrained: str | None = None,
                  precision: str = "auto", **encoder_overrides: Any) -> BindModel:
     """Build a named model (``bind.list_models()``) with fresh weights.

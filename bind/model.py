@@ -26,6 +26,19 @@ from bind.registry import get_modality
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 
 
+def trim_padding(ids: torch.Tensor, pad_id: int | None, eot_id: int | None = None) -> torch.Tensor:
+    """Drop the trailing columns of ``ids [B, L]`` that are padding in every row (keeping one when padding is the
+    end-of-text token). Exact for mean pooling over the attention mask and for causal towers with EOT pooling, and
+    much cheaper for short captions padded to the context length."""
+    if pad_id is None or ids.dim() != 2 or ids.shape[1] == 0:
+        return ids
+    used = (ids != pad_id).any(0).nonzero()
+    keep = int(used[-1]) + 1 if used.numel() else 1
+    if eot_id is not None and eot_id == pad_id:
+        keep += 1
+    return ids[:, : min(keep, ids.shape[1])]
+
+
 def build_encoder(cfg: EncoderConfig) -> nn.Module:
     """A :class:`ModalityEncoder`, or a transformers tower when ``cfg.tower`` is set."""
     if cfg.tower is not None:
@@ -114,10 +127,30 @@ class BindModel(nn.Module):
         return plugin.collate([plugin.process(s, cfg, train=train) for s in sources])
 
     @torch.no_grad()
-    def embed_sources(self, modality: str, sources: Sequence[Any]) -> torch.Tensor:
-        """Preprocess and embed raw sources in eval mode: ``[len(sources), D]``."""
-        device = next(self.parameters()).device
-        return self.encode(modality, self.prepare(modality, sources).to(device))
+    def embed_sources(self, modality: str, sources: Sequence[Any], batch_size: int = 128) -> torch.Tensor:
+        """Preprocess and embed raw sources (paths, bytes, arrays, strings) in batches: fp32 ``[len(sources), D]``."""
+        plugin, cfg = get_modality(modality), self.preprocess_config(modality)
+        return self._embed_batches(modality, [sources[i:i + batch_size] for i in range(0, len(sources), batch_size)],
+                                   lambda chunk: [plugin.process(s, cfg) for s in chunk])
+
+    @torch.no_grad()
+    def embed_tensors(self, modality: str, samples: Sequence[torch.Tensor], batch_size: int = 128) -> torch.Tensor:
+        """Embed already-transformed samples (``Modality.process`` / a sample cache's output) in batches: fp32
+        ``[len(samples), D]``."""
+        return self._embed_batches(modality, [samples[i:i + batch_size] for i in range(0, len(samples), batch_size)],
+                                   list)
+
+    def _embed_batches(self, modality: str, chunks: Sequence[Sequence[Any]], transform: Any) -> torch.Tensor:
+        """The one batched-embedding path: transform each chunk, collate, trim token padding, encode."""
+        plugin, device = get_modality(modality), next(self.parameters()).device
+        stem = self.encoder(modality).cfg.stem
+        out = []
+        for chunk in chunks:
+            x = plugin.collate(transform(chunk))
+            if isinstance(x, torch.Tensor) and not x.is_floating_point():  # token ids: drop all-padding columns
+                x = trim_padding(x, stem.get("pad_token_id"), stem.get("eot_token_id"))
+            out.append(self.encode(modality, x.to(device)).float())
+        return torch.cat(out) if out else torch.empty(0, self.embed_dim, device=device)
 
     # --- freezing ---------------------------------------------------------------------------------------------------
     def freeze(self, modalities: Iterable[str], frozen: bool = True) -> None:

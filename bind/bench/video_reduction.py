@@ -14,14 +14,18 @@ schedule. The default variants:
 * ``divided+reduce_time2`` — both.
 
 (``reduce_space<s>`` merges ``s x s`` patches, e.g. ``--variants joint joint+reduce_space2``.) Each trained encoder
-is evaluated on the held-out test split with **factor-level relevance** (:func:`bind.demo.factor_positives`: a
-caption is a positive for a video when its scene agrees on every factor the video caption names — shape, colour,
-motion, activity), video->text and text->video R@1 with the chance level (mean fraction of positives), plus
-text->video with held-out paraphrased queries and a per-factor video->text R@1 (positives agree on that one factor:
-``motion`` is the factor that needs time). Speed: seconds per video to embed the decoded test videos (batch
-``--embed-batch``, ``torch.inference_mode``, median of ``--timing-repeats`` rounds that interleave the variants, so
-load from other jobs on a shared machine hits all of them alike), FLOPs per video and token counts from the stem.
-The summary gives each reduced variant's R@1 minus its unreduced base's (same attention) in points.
+is evaluated on the held-out test split with **factor-level relevance**
+(:func:`bind.world.experiment.factor_positives`: a caption is a positive for a video when its scene agrees on every
+factor the video caption names — shape, colour, motion, activity), video->text and text->video R@1 with the chance
+level (mean fraction of positives), plus text->video with held-out paraphrased queries and a per-factor video->text
+R@1 (positives agree on that one factor: ``motion`` is the factor that needs time). Speed: seconds per video to
+embed the decoded test videos (batch ``--embed-batch``, ``torch.inference_mode``, median of ``--timing-repeats``
+rounds that interleave the variants, so load from other jobs on a shared machine hits all of them alike), FLOPs per
+video and token counts from the stem. The summary gives each reduced variant's R@1 minus its unreduced base's (same
+attention) in points.
+
+The run is a :class:`bind.world.experiment.WorldExperiment` (the demo's runner) whose config trains the video encoder
+alone on a larger world with a test-heavy split; the variants are encoder overrides on top of it.
 
 Command (about 10 minutes on 2 CPU cores; ``--quick`` is a smoke test)::
 
@@ -38,7 +42,7 @@ import argparse
 import json
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,38 +50,51 @@ import numpy as np
 import torch
 
 from bind.bench.common import count_flops, environment, write_json
+from bind.world.experiment import (
+    MODEL_NAME,
+    ExperimentConfig,
+    WorldExperiment,
+    factor_positives,
+    pair_metrics,
+    shared_factors,
+)
 
 DEFAULT_VARIANTS = ("joint", "joint+reduce_time2", "divided", "divided+reduce_time2")
 _REDUCTION = re.compile(r"^reduce_(time|space)(\d+)$")
 
 
+#: the world run under the bench: the video encoder alone, a larger world, a test-heavy split, one torch thread
+EXPERIMENT = ExperimentConfig(n=1000, threads=1, splits=(0.65, 0.05, 0.3), modalities=("video",), encoders={})
+
+
 @dataclass
 class Config:
-    """Every knob of the benchmark (``--quick`` shrinks the world and the schedule to a smoke test)."""
+    """The bench: a world experiment (``--quick`` shrinks it to a smoke test), the video encoder and its variants."""
 
-    n: int = 1000  #: scenes in the world
-    seed: int = 0  #: world and training seed
+    experiment: ExperimentConfig = field(default_factory=lambda: ExperimentConfig(**asdict(EXPERIMENT)))
     frames: int = 16  #: frames per clip (the world's videos have 16)
     width: int = 96
     depth: int = 2
-    epochs: int = 20
-    batch_size: int = 64
-    lr: float = 2e-3
-    warmup_steps: int = 20
-    weight_decay: float = 0.05
-    workers: int = 2  #: processes rendering the world and decoding media
-    threads: int = 1  #: torch threads for training and timing (1 is fastest on a small, shared CPU)
-    splits: tuple[float, float, float] = (0.65, 0.05, 0.3)  #: train / val / test fractions
     variants: tuple[str, ...] = DEFAULT_VARIANTS
     embed_batch: int = 32
     timing_repeats: int = 5
-    quick: bool = False
 
     @classmethod
     def quick_config(cls, **overrides: Any) -> Config:
-        base = {"n": 40, "epochs": 1, "batch_size": 8, "warmup_steps": 0, "splits": (0.6, 0.1, 0.3),
-                "timing_repeats": 2, "quick": True}
-        return cls(**{**base, **overrides})
+        """A smoke test: :meth:`ExperimentConfig.shrunk` with a larger test split, two timing rounds;
+        ``overrides`` of the experiment's fields (``n``, ``seed``, ...) or the bench's."""
+        own = {k: overrides.pop(k) for k in list(overrides) if k in cls.__dataclass_fields__}
+        return cls(experiment=EXPERIMENT.shrunk(splits=(0.6, 0.1, 0.3), **overrides), **{"timing_repeats": 2, **own})
+
+    @classmethod
+    def from_overrides(cls, **overrides: Any) -> Config:
+        """The default bench with ``overrides`` of the experiment's fields or the bench's."""
+        own = {k: overrides.pop(k) for k in list(overrides) if k in cls.__dataclass_fields__}
+        return cls(experiment=ExperimentConfig(**{**asdict(EXPERIMENT), **overrides}), **own)
+
+    def video(self) -> dict[str, Any]:
+        """The video encoder every variant shares (``bind-minilm-tiny`` overrides)."""
+        return {"width": self.width, "depth": self.depth, "preprocess": {"frames_per_clip": self.frames}}
 
 
 @dataclass(frozen=True)
@@ -116,33 +133,7 @@ def parse_variant(name: str) -> Variant:
 
 def video_encoder_overrides(config: Config, variant: Variant) -> dict[str, dict[str, Any]]:
     """``encoders=`` overrides of ``bind-minilm-tiny`` for one variant (only the video encoder is trained)."""
-    return {"video": {"width": config.width, "depth": config.depth, "attention": variant.attention,
-                      "stem": dict(variant.stem), "preprocess": {"frames_per_clip": config.frames}}}
-
-
-# --- world and data --------------------------------------------------------------------------------------------------
-def prepare_world(out: Path, config: Config, world: str | Path | None, echo: Any = print) -> tuple[Path, bool]:
-    """The manifest to use: ``world`` (a directory or manifest) when given, else ``out/world`` (reused when its
-    ``world.json`` matches ``n``, ``seed`` and the split fractions, generated otherwise)."""
-    from bind.world.generator import generate
-
-    if world is not None:
-        path = Path(world)
-        manifest = path / "manifest.jsonl" if path.is_dir() else path
-        if not manifest.is_file():
-            raise FileNotFoundError(f"--world: no manifest at {manifest}")
-        return manifest, True
-    root = out / "world"
-    spec_path = root / "world.json"
-    if spec_path.is_file() and (root / "manifest.jsonl").is_file():
-        spec = json.loads(spec_path.read_text())
-        total = float(sum(config.splits))
-        wanted = [f / total for f in config.splits]
-        have = [float(spec["splits"][s]) / sum(spec["splits"].values()) for s in ("train", "val", "test")]
-        if spec.get("n") == config.n and spec.get("seed") == config.seed and np.allclose(have, wanted):
-            echo(f"  reusing the world at {root} ({config.n} scenes, seed {config.seed})")
-            return root / "manifest.jsonl", True
-    return generate(root, config.n, seed=config.seed, workers=config.workers, splits=config.splits), False
+    return {"video": {**config.video(), "attention": variant.attention, "stem": dict(variant.stem)}}
 
 
 # --- measurement -----------------------------------------------------------------------------------------------------
@@ -177,10 +168,8 @@ def video_flops(encoder: Any, sample: torch.Tensor) -> int:
 @torch.inference_mode()
 def embed_seconds(model: Any, tensors: list[torch.Tensor], batch_size: int) -> float:
     """Wall seconds to embed ``tensors`` (decoded, transformed videos) in batches of ``batch_size``."""
-    from bind.demo import embed_tensors
-
     t0 = time.perf_counter()
-    embed_tensors(model, "video", tensors, batch_size=batch_size)
+    model.embed_tensors("video", tensors, batch_size=batch_size)
     return time.perf_counter() - t0
 
 
@@ -199,8 +188,6 @@ def retrieval(video: torch.Tensor, text: torch.Tensor, paraphrased: torch.Tensor
               factors: list[dict[str, str]]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Video <-> text R@1 (with chance) under factor-level relevance, paraphrased text -> video, and per-factor
     video -> text (positives agree on that one factor); plus the per-query top-1 hits of each direction."""
-    from bind.demo import factor_positives, pair_metrics, shared_factors
-
     shared = shared_factors("video", "text")
     pos = factor_positives(factors, shared)
     pairs = dict(zip(DIRECTIONS, ((video, text), (text, video), (paraphrased, video))))
@@ -246,60 +233,28 @@ def deltas(rows: dict[str, dict[str, Any]], variants: list[Variant],
 
 # --- the run ---------------------------------------------------------------------------------------------------------
 def run(out: str | Path, config: Config | None = None, world: str | Path | None = None,
-        echo: Any = print) -> dict[str, Any]:
+        echo: Any = print, verbose: bool = False) -> dict[str, Any]:
     """Generate / reuse the world, decode once, train and evaluate every variant; returns the result JSON."""
-    from bind.data.dataset import SampleCache
-    from bind.data.manifest import read_manifest
-    from bind.demo import StageTimer, prepare_run, preprocess_configs
-
     config = config or Config()
     variants = [parse_variant(v) for v in config.variants]
     if len({v.name for v in variants}) != len(variants):
         raise ValueError(f"duplicate variants in {config.variants}")
-    out = prepare_run(out)
-    stage = StageTimer(echo)
-
-    echo(f"bindspace bench video-reduction: {config.n} scenes, {config.frames} frames/clip, {config.epochs} epochs, "
+    c = replace(config.experiment, encoders={"video": config.video()})
+    echo(f"bindspace bench video-reduction: {c.n} scenes, {config.frames} frames/clip, {c.epochs} epochs, "
          f"variants {', '.join(v.name for v in variants)} -> {out}")
-    t0 = time.perf_counter()
-    manifest, reused = prepare_world(out, config, world, echo)
-    stage("world", t0)
-
-    t0 = time.perf_counter()
-    preprocess = preprocess_configs(video_encoder_overrides(config, variants[0]))
-    for v in variants[1:]:  # one cache serves every variant: they differ after preprocessing only
-        if preprocess_configs(video_encoder_overrides(config, v))["video"] != preprocess["video"]:
-            raise ValueError(f"variant {v.name} changes the video preprocessing")
-    records = [r for r in read_manifest(manifest) if "video" in r.media]
-    test = [r for r in records if r.split == "test"]
-    if not test or not any(r.split == "train" for r in records):
-        raise ValueError(f"{manifest}: needs train and test scenes with video")
-    cache = SampleCache()
-    decoded = cache.fill([("video", r.media["video"]) for r in records], preprocess, workers=config.workers)
-    stage("decode", t0)
-    echo(f"  decoded {decoded} videos once ({len(test)} test scenes)")
-
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(max(1, config.threads))
-    try:
-        return _train_and_measure(config, variants, out, manifest, reused, records, test, cache, preprocess, stage,
-                                  echo)
-    finally:
-        torch.set_num_threads(threads_before)
+    with WorldExperiment(out, c, world=world, echo=echo, verbose=verbose) as experiment:
+        experiment.prepare([video_encoder_overrides(config, v) for v in variants])
+        return _train_and_measure(config, variants, experiment)
 
 
-def _train_and_measure(config: Config, variants: list[Variant], out: Path, manifest: Path, reused: bool,
-                       records: list[Any], test: list[Any], cache: Any, preprocess: dict[str, Any], stage: Any,
-                       echo: Any) -> dict[str, Any]:
+def _train_and_measure(config: Config, variants: list[Variant], experiment: WorldExperiment) -> dict[str, Any]:
     """Train, evaluate and time every variant (after the world is ready and its videos decoded)."""
-    from bind.demo import MODEL_NAME, embed_tensors, world_digest
-    from bind.train import fit
     from bind.world.captions import paraphrase
 
-    world_root = manifest.parent
+    c, test, stage = experiment.config, experiment.split("test"), experiment.stage
     factors = [r.factors for r in test]
-    test_videos = [cache.process("video", r.media["video"], preprocess["video"]) for r in test]
-    rng = np.random.default_rng([config.seed, 0xDE70])  # the demo's paraphrase stream
+    test_videos = experiment.samples("video", test)
+    rng = np.random.default_rng([c.seed, 0xDE70])  # the demo's paraphrase stream
     captions = [r.captions["video"][0] for r in test]
     paraphrases = [paraphrase(f, "video", rng) for f in factors]
 
@@ -309,23 +264,18 @@ def _train_and_measure(config: Config, variants: list[Variant], out: Path, manif
     for v in variants:
         t0 = time.perf_counter()
         encoders = video_encoder_overrides(config, v)
-        result = fit(manifest, modalities=["video"], model=MODEL_NAME, run_dir=out / "train" / v.name,
-                     max_epochs=config.epochs, batch_size=config.batch_size, num_workers=0, seed=config.seed,
-                     export=False, progress_bar=False, log_every_n_steps=5, sample_cache=cache, encoders=encoders,
-                     cache_anchors=True, lr=config.lr, warmup_steps=config.warmup_steps,
-                     weight_decay=config.weight_decay, accelerator="cpu")
+        result = experiment.train(experiment.out / "train" / v.name, label=f"train {v.name}", encoders=encoders)
         train_s = time.perf_counter() - t0
         model = result.model.eval()
-        video_emb = embed_tensors(model, "video", test_videos, batch_size=config.embed_batch)
-        text_emb = embed_tensors(model, "text", [cache.process("text", c, preprocess["text"]) for c in captions])
-        para_emb = embed_tensors(model, "text", [cache.process("text", c, preprocess["text"]) for c in paraphrases])
+        video_emb = model.embed_tensors("video", test_videos, batch_size=config.embed_batch)
+        text_emb, para_emb = experiment.embed_texts(model, captions), experiment.embed_texts(model, paraphrases)
         encoder = model.encoder("video")
         sample = test_videos[0]
         flops = video_flops(encoder, sample)
         metrics, hits[v.name] = retrieval(video_emb, text_emb, para_emb, factors)
         rows[v.name] = {
             "attention": v.attention, "reduce_time": v.reduce_time, "reduce_space": v.reduce_space,
-            "encoder_overrides": encoders["video"], "tokens": token_counts(encoder, sample),
+            "encoder_overrides": c.encoders_with(encoders)["video"], "tokens": token_counts(encoder, sample),
             "params_m": sum(p.numel() for p in encoder.parameters()) / 1e6, "gflops_per_video": flops / 1e9,
             "retrieval": metrics,
             "validation": {k: round(float(x), 4) for k, x in result.metrics.items() if "video" in k},
@@ -333,10 +283,9 @@ def _train_and_measure(config: Config, variants: list[Variant], out: Path, manif
         }
         models[v.name] = model
         r = rows[v.name]["retrieval"]
-        stage(f"train+eval {v.name}", t0)
-        echo(f"  {v.name}: video->text R@1 {r['video->text']['r1']:.3f}, text->video R@1 "
-             f"{r['text->video']['r1']:.3f} (chance {r['video->text']['chance']:.4f}), "
-             f"{rows[v.name]['tokens']['tokens']} tokens")
+        stage(f"train+eval {v.name}", t0, f"video->text R@1 {r['video->text']['r1']:.3f}, text->video R@1 "
+              f"{r['text->video']['r1']:.3f} (chance {r['video->text']['chance']:.4f}), "
+              f"{rows[v.name]['tokens']['tokens']} tokens")
 
     t0 = time.perf_counter()  # interleaved rounds: load from other jobs hits every variant alike
     samples: dict[str, list[float]] = {v.name: [] for v in variants}
@@ -351,13 +300,10 @@ def _train_and_measure(config: Config, variants: list[Variant], out: Path, manif
     stage("timing", t0)
     timings = stage.total()
 
-    counts = {s: sum(r.split == s for r in records) for s in ("train", "val", "test")}
-    spec_path = world_root / "world.json"
-    spec = json.loads(spec_path.read_text()) if spec_path.is_file() else {}
+    world = experiment.world_summary()
     results = {
         "suite": "video-reduction",
-        "world": {"manifest": str(manifest), "reused": reused, "scenes": len(records), "counts": counts,
-                  "seed": spec.get("seed"), "sha256": world_digest(world_root) if spec else None},
+        "world": {k: world[k] for k in ("manifest", "reused", "scenes", "counts", "seed", "sha256")},
         "model": {"name": MODEL_NAME, "anchor": "text (frozen all-MiniLM-L6-v2)", "trained": ["video"]},
         "relevance": "factor-level: a caption is a positive for a video when the scenes agree on every factor the "
                      "video caption names (shape, colour, motion, activity); chance = mean over queries of "
@@ -372,6 +318,7 @@ def _train_and_measure(config: Config, variants: list[Variant], out: Path, manif
         "timings_s": timings,
         "env": environment(),
     }
+    echo = experiment.echo
     echo("")
     echo(format_table(results))
     return results
@@ -414,9 +361,10 @@ def _run(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("n", args.n), ("seed", args.seed), ("epochs", args.epochs),
                                    ("frames", args.frames), ("workers", args.workers), ("threads", args.threads),
                                    ("variants", tuple(args.variants) if args.variants else None)) if v is not None}
-    config = Config.quick_config(**overrides) if args.quick else Config(**overrides)
+    config = Config.quick_config(**overrides) if args.quick else Config.from_overrides(**overrides)
     out = args.out or ("runs/bench/video-reduction-quick" if args.quick else "runs/bench/video-reduction")
-    results = run(out, config, world=args.world, echo=lambda s: print(s, flush=True))
+    results = run(out, config, world=args.world, echo=lambda s: print(s, flush=True),
+                  verbose=getattr(args, "verbose", False))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=2, default=str) + "\n")
@@ -430,9 +378,9 @@ def add_suite(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("video-reduction", help="world retrieval R@1 and embedding speed of video token reduction")
     p.add_argument("--world", default=None, help="an existing world (directory or manifest) instead of generating")
     p.add_argument("--out", default=None, help="world, logs and checkpoints (default runs/bench/video-reduction)")
-    p.add_argument("--n", type=int, default=None, help=f"scenes to generate (default {Config.n}; --quick: 40)")
+    p.add_argument("--n", type=int, default=None, help=f"scenes to generate (default {EXPERIMENT.n}; --quick: 40)")
     p.add_argument("--seed", type=int, default=None, help="world and training seed (default 0)")
-    p.add_argument("--epochs", type=int, default=None, help=f"training epochs (default {Config.epochs})")
+    p.add_argument("--epochs", type=int, default=None, help=f"training epochs (default {EXPERIMENT.epochs})")
     p.add_argument("--frames", type=int, default=None, help=f"frames per clip (default {Config.frames})")
     p.add_argument("--workers", type=int, default=None, help="processes for rendering and decoding (default 2)")
     p.add_argument("--threads", type=int, default=None, help="torch threads for training and timing (default 1)")
@@ -440,5 +388,7 @@ def add_suite(sub: argparse._SubParsersAction) -> None:
                    help="joint|divided[+reduce_time<r>][+reduce_space<s>] (default: " + " ".join(DEFAULT_VARIANTS)
                    + ")")
     p.add_argument("--quick", action="store_true", help="a tiny world and one epoch: a smoke test")
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                   help="also show the training libraries' messages, warnings and model summary")
     p.add_argument("--json", default=None, help="write the result JSON here")
     p.set_defaults(func=_run)

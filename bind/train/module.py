@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,8 @@ from bind.data.dataset import PairSpec, sample_seed
 from bind.lora import format_trainable_report, lora_specs, merge_lora, save_adapters, trainable_report
 from bind.losses import LOSSES, SIGLIP_BIAS_INIT, all_gather_rows, clamp_logit_scale_, contrastive_loss, gather_sizes
 from bind.losses import logit_scale_init as default_logit_scale
+from bind.model import trim_padding
+from bind.optim import warmup_cosine_schedule
 from bind.train.checkpoint import AtomicCheckpoints
 from bind.train.model_builder import build_train_model
 
@@ -38,27 +39,6 @@ log = logging.getLogger("bind.train")
 
 def _no_decay(name: str, p: torch.Tensor) -> bool:
     return p.ndim < 2 or "logit_scale" in name or "logit_bias" in name or name.endswith(".bias") or "norm" in name
-
-
-def trim_padding(ids: torch.Tensor, pad_id: int | None, eot_id: int | None = None) -> torch.Tensor:
-    """Drop the trailing columns of ``ids [B, L]`` that are padding in every row (keeping one when padding is the
-    end-of-text token). Exact for mean pooling over the attention mask and for causal towers with EOT pooling, and
-    much cheaper for short captions padded to the context length."""
-    if pad_id is None or ids.dim() != 2 or ids.shape[1] == 0:
-        return ids
-    used = (ids != pad_id).any(0).nonzero()
-    keep = int(used[-1]) + 1 if used.numel() else 1
-    if eot_id is not None and eot_id == pad_id:
-        keep += 1
-    return ids[:, : min(keep, ids.shape[1])]
-
-
-def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float = 0.0) -> float:
-    """LR multiplier: linear warmup to 1 over ``warmup_steps``, then cosine to ``min_ratio`` at ``total_steps``."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 class BindTrainModule(L.LightningModule):
@@ -277,9 +257,8 @@ class BindTrainModule(L.LightningModule):
                                  {"params": no_decay, "weight_decay": 0.0}], lr=hp.lr, betas=tuple(hp.betas),
                                 eps=hp.eps)
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda step: warmup_cosine(step, hp.warmup_steps, total, hp.min_lr_ratio))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        sched = warmup_cosine_schedule(opt, hp.warmup_steps, total, hp.min_lr_ratio)
+        return {"optimizer": opt, "lr_scheduler": sched}
 
     def configure_callbacks(self) -> list[L.Callback]:
         attached = self._trainer is not None and any(isinstance(c, AtomicCheckpoints) for c in self.trainer.callbacks)

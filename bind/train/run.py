@@ -6,6 +6,7 @@ Writes ``RUN_DIR/checkpoints/{last,epoch=..}.ckpt`` (atomic), CSV + TensorBoard 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,12 +32,13 @@ def fit(manifest: str | Path, *, modalities: list[str], model: str = "bind-minil
         strategy: str = "auto", precision: str | None = None, seed: int = 0, ckpt_path: str | None = None,
         validate_before: bool = False, export: bool = True, progress_bar: bool = True,
         log_every_n_steps: int = 10, every_n_train_steps: int | None = None, caption_source: str = "modality",
-        sample_cache: Any = None, **module_kwargs: Any) -> FitResult:
+        sample_cache: Any = None, callbacks: Sequence[Any] = (), **module_kwargs: Any) -> FitResult:
     """Train ``modalities`` against a frozen ``anchor`` on a JSONL manifest (see
     :class:`~bind.train.module.BindTrainModule` for ``module_kwargs``: towers, lora, init_from, lr, loss, ...).
 
     ``sample_cache``: a :class:`~bind.data.dataset.SampleCache` (possibly pre-filled with
-    :meth:`~bind.data.dataset.SampleCache.fill`) to train from: media decoded once, eval-mode tensors every epoch."""
+    :meth:`~bind.data.dataset.SampleCache.fill`) to train from: media decoded once, eval-mode tensors every epoch.
+    ``callbacks``: more Lightning callbacks for the trainer (an application's progress lines, a quiet summary)."""
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
@@ -63,7 +65,7 @@ def fit(manifest: str | Path, *, modalities: list[str], model: str = "bind-minil
     trainer = L.Trainer(default_root_dir=run_dir, max_epochs=max_epochs, max_steps=max_steps, accelerator=accelerator,
                         devices=devices, strategy=strategy,
                         precision=lightning_precision(precision) if precision else default_precision(),
-                        callbacks=[ckpt], logger=loggers, enable_progress_bar=progress_bar,
+                        callbacks=[ckpt, *callbacks], logger=loggers, enable_progress_bar=progress_bar,
                         log_every_n_steps=log_every_n_steps)
     before: dict[str, float] = {}
     if validate_before:

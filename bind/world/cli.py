@@ -1,5 +1,5 @@
 """``bindspace world generate --out DIR --n N --seed S``: write a procedural multimodal world (see :mod:`bind.world`);
-``bindspace demo [--out DIR] [--quick]``: the end-to-end demo on such a world (see :mod:`bind.demo`)."""
+``bindspace demo [--out DIR] [--quick]``: the end-to-end demo on such a world (see :mod:`bind.world.demo`)."""
 
 from __future__ import annotations
 
@@ -45,7 +45,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     g.set_defaults(func=_generate_cmd)
     p.set_defaults(func=lambda a: p.print_help() or 2)
 
-    from bind.demo import add_demo_arguments
+    from bind.world.demo import add_demo_arguments
 
     add_demo_arguments(sub.add_parser("demo", help="generate a world, train six modalities against MiniLM, evaluate "
-                                      "every pair (see bind.demo)", formatter_class=argparse.RawTextHelpFormatter))
+                                      "every pair (see bind.world.demo)",
+                                      formatter_class=argparse.RawTextHelpFormatter))

@@ -97,18 +97,15 @@ def run(args: argparse.Namespace) -> dict:
     from bind.qa import (
         PrefixLMForQA,
         accuracy_by_type,
-        caption_qa_accuracy,
         check_questions,
         encode_tokens,
         fit,
         format_accuracy_table,
         load_causal_lm,
         normalize_answer,
-        train_word_lm,
-        world_lm_corpus,
-        world_questions,
     )
     from bind.world.captions import PHRASES
+    from bind.world.qa import caption_qa_accuracy, train_word_lm, world_lm_corpus, world_questions
 
     if not Path(args.model).is_dir() or not Path(args.manifest).is_file():
         sys.exit(f"need a trained model and a world: run `bindspace demo --out runs/demo` first "

@@ -4,8 +4,8 @@
 #     --question "what is the dog doing?" --choices "running|sleeping|eating"
 """Zero-shot multiple-choice video QA by embeddings: no training, only the bind space.
 
-For every held-out world video, asks the questions its media answer (:data:`bind.qa.QUESTION_TYPES`, built from the
-world's factors and :data:`bind.world.scene.REVEALS`): the object's colour, its direction of motion, what the person
+For every held-out world video, asks the questions its media answer (:data:`bind.world.qa.QUESTION_TYPES`, built from
+the world's factors and :data:`bind.world.scene.REVEALS`): the object's colour, its direction of motion, what the person
 holding the camera is doing, which object it is — from the video — and, from the video's own sound track, which
 object is making the sound and how far away it is. Every value of the factor is a candidate answer, worded in the
 world's *paraphrase* vocabulary (``PARAPHRASE_PHRASES``: "crimson", "drifting leftward", "jogging"), never seen in
@@ -33,7 +33,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from bind.qa import QUESTION_TYPES
+    from bind.world.qa import QUESTION_TYPES
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="runs/demo/model", help="bind model directory (video, audio, text)")
@@ -64,14 +64,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     import bind
     from bind.data.manifest import read_manifest
-    from bind.qa import (
-        QUESTION_TYPES,
-        accuracy_by_type,
-        format_accuracy_table,
-        fuse_embeddings,
-        multiple_choice_embeddings,
-        world_questions,
-    )
+    from bind.qa import accuracy_by_type, format_accuracy_table, fuse_embeddings, multiple_choice_embeddings
+    from bind.world.qa import QUESTION_TYPES, world_questions
     from bind.world.scene import REVEALS
 
     if args.video is not None:
@@ -94,12 +88,8 @@ def main(argv: list[str] | None = None) -> dict:
     needed = {m for q in questions for m in medium(q.qtype)}
     emb: dict[str, dict[str, torch.Tensor]] = {m: {} for m in needed}
     for m in sorted(needed):
-        items = list({q.id: q.sources[m] for q in questions}.items())
-        for i in range(0, len(items), args.batch):
-            chunk = items[i:i + args.batch]
-            with torch.no_grad():
-                e = model.encode(m, model.prepare(m, [s for _, s in chunk])).cpu()
-            emb[m].update({k: v for (k, _), v in zip(chunk, e)})
+        items = {q.id: q.sources[m] for q in questions}
+        emb[m] = dict(zip(items, model.embed_sources(m, list(items.values()), batch_size=args.batch).cpu()))
     media_emb = torch.stack([fuse_embeddings({m: emb[m][q.id] for m in medium(q.qtype)}, medium(q.qtype))
                              for q in questions])
     templates = [q.statement if args.template == "statement" else "{question} {choice}" for q in questions]
@@ -125,7 +115,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 def ask(args: argparse.Namespace) -> dict:
     """One question about one video (``--video``): the candidates ranked by similarity."""
-    import torch
 
     import bind
     from bind.qa import check_questions, fuse_embeddings, multiple_choice_embeddings
@@ -135,10 +124,9 @@ def ask(args: argparse.Namespace) -> dict:
     if len(choices) < 2:
         raise ValueError(f"--choices needs at least two answers separated by '|', got {args.choices!r}")
     model = bind.load_model(args.model).eval()
-    with torch.no_grad():
-        embs = {"video": model.encode("video", model.prepare("video", [args.video]))}  # MediaError names the file
-        if args.fuse_audio > 0:
-            embs["audio"] = model.encode("audio", model.prepare("audio", [args.video]))
+    embs = {"video": model.embed_sources("video", [args.video])}  # MediaError names the file
+    if args.fuse_audio > 0:
+        embs["audio"] = model.embed_sources("audio", [args.video])
     weights = {"video": 1.0 - args.fuse_audio, "audio": args.fuse_audio} if args.fuse_audio > 0 else {"video": 1.0}
     pred, scores = multiple_choice_embeddings(model, fuse_embeddings(embs, weights), [args.question], [choices])
     ranked = sorted(zip(choices, scores[0].tolist()), key=lambda x: -x[1])

@@ -51,7 +51,7 @@ def test_quick_demo_writes_results_plots_model_and_index(tmp_path, capsys):
     import importlib.util
     from pathlib import Path
 
-    from bind.qa import QUESTION_TYPES
+    from bind.world.qa import QUESTION_TYPES
 
     path = Path(__file__).parents[2] / "examples" / "video_qa" / "multiple_choice.py"
     spec = importlib.util.spec_from_file_location("video_qa_multiple_choice", path)

@@ -13,7 +13,8 @@ import torch
 
 import bind
 from bind.errors import MediaError
-from bind.qa import QUESTION_TYPES, PrefixLMForQA, load_causal_lm
+from bind.qa import PrefixLMForQA, load_causal_lm
+from bind.world.qa import QUESTION_TYPES
 from bind.world.scene import FACTORS
 
 pytestmark = [pytest.mark.integration]

@@ -1,4 +1,5 @@
-"""Video-language QA: world questions, multiple choice by embeddings, encoder token pooling, projector + causal LM."""
+"""Video-language QA: world questions (bind.world.qa), multiple choice by embeddings, encoder token pooling,
+projector + causal LM."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import torch.nn.functional as F
 
 import bind
 from bind.qa import (
-    QUESTION_TYPES,
     PrefixLMForQA,
     check_questions,
     encode_tokens,
@@ -18,9 +18,8 @@ from bind.qa import (
     multiple_choice_embeddings,
     normalize_answer,
     pool_tokens,
-    word_tokenizer,
-    world_questions,
 )
+from bind.world.qa import QUESTION_TYPES, word_tokenizer, world_questions
 
 
 # --- token pooling ---------------------------------------------------------------------------------------------------

@@ -17,8 +17,10 @@ ranking); every R@1 is reported with its chance level and the ratio. Text -> mod
 training templates (for held-out scenes) and as paraphrases (:func:`bind.world.captions.paraphrase`: templates and
 factor wordings never seen in training), which only the pretrained text anchor can bridge.
 
-Speed: media are decoded once (:class:`bind.data.dataset.SampleCache`, filled by worker processes) and the frozen
-tower's caption embeddings are memoised (``cache_anchors``), so an epoch costs only the tiny encoders' steps.
+The run is a :class:`bind.world.experiment.WorldExperiment` (the runner the video-reduction bench shares). Speed:
+media are decoded once (:class:`bind.data.dataset.SampleCache`, filled by worker processes) and the frozen tower's
+caption embeddings are memoised (``cache_anchors``), so an epoch costs only the tiny encoders' steps. Output: one
+line per stage and per epoch, then the result tables; the libraries' messages only with ``--verbose``.
 
 Outputs under ``--out``: ``world/`` (manifest + media), ``model/`` (``save_pretrained``; ``bind.load_model``),
 ``index/`` (the test videos, for ``bindspace search``), ``results.json``, ``r1_matrix.png``,
@@ -28,113 +30,32 @@ Outputs under ``--out``: ``world/`` (manifest + media), ``model/`` (``save_pretr
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import logging
-import os
 import time
-import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from bind.world.experiment import (
+    ANCHOR,
+    MODEL_NAME,
+    ExperimentConfig,
+    WorldExperiment,
+    factor_positives,
+    pair_metrics,
+    shared_factors,
+)
 from bind.world.scene import FACTORS, MODALITIES, REVEALS
 
-MODEL_NAME = "bind-minilm-tiny"
-ALL_MODALITIES = ("text", *MODALITIES)
-#: encoder overrides of ``bind-minilm-tiny`` for the demo (every modality reads the world's 64-pixel, 2-second media)
-DEMO_ENCODERS: dict[str, dict[str, Any]] = {
-    "image": {"width": 96, "depth": 2},
-    "depth": {"width": 96, "depth": 2},
-    "thermal": {"width": 96, "depth": 2},
-    "video": {"width": 96, "depth": 2, "preprocess": {"frames_per_clip": 8}},
-    "audio": {"width": 96, "depth": 2},
-    "imu": {"width": 96, "depth": 2, "preprocess": {"window": 400}},
-}
+ALL_MODALITIES = (ANCHOR, *MODALITIES)
 SIMILARITY_PAIR = ("audio", "depth")
-log = logging.getLogger("bind.demo")
-
-
-@dataclass
-class DemoConfig:
-    """Every knob of the demo run (``--quick`` shrinks the world and the schedule to a smoke test)."""
-
-    n: int = 800  #: scenes in the world
-    seed: int = 0  #: world and training seed
-    epochs: int = 20
-    batch_size: int = 64
-    lr: float = 2e-3
-    warmup_steps: int = 20
-    weight_decay: float = 0.05
-    workers: int = 2  #: processes rendering the world and decoding media
-    splits: tuple[float, float, float] = (0.7, 0.1, 0.2)  #: train / val / test fractions
-    quick: bool = False
-    encoders: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(DEMO_ENCODERS))
-
-    @classmethod
-    def quick_config(cls, **overrides: Any) -> DemoConfig:
-        return cls(**{"n": 40, "epochs": 1, "batch_size": 8, "warmup_steps": 0, "quick": True, **overrides})
-
-
-# --- relevance -------------------------------------------------------------------------------------------------------
-def revealed(modality: str, text_for: str | None = None) -> tuple[str, ...]:
-    """Factors a modality's signal determines; for text, those named by the caption of ``text_for``."""
-    return REVEALS[text_for if modality == "text" else modality]
-
-
-def shared_factors(query: str, gallery: str) -> tuple[str, ...]:
-    """Factors both sides reveal (text <-> m: the caption of m names ``REVEALS[m]``)."""
-    other = gallery if query == "text" else query
-    a, b = revealed(query, other), revealed(gallery, other)
-    return tuple(f for f in FACTORS if f in a and f in b)
-
-
-def factor_positives(factors: Sequence[dict[str, str]], names: Sequence[str]) -> torch.Tensor:
-    """Boolean ``[N, N]``: scenes ``i`` and ``j`` agree on every factor in ``names``."""
-    pos = torch.ones(len(factors), len(factors), dtype=torch.bool)
-    for name in names:
-        codes = torch.tensor([FACTORS[name].index(f[name]) for f in factors])
-        pos &= codes[:, None] == codes[None, :]
-    return pos
-
-
-def pair_metrics(queries: torch.Tensor, gallery: torch.Tensor, positives: torch.Tensor) -> dict[str, float]:
-    """R@1, R@5, mAP of unit-norm ``queries`` against ``gallery``, with chance R@1 and the ratio to it."""
-    from bind.retrieval.metrics import retrieval_metrics
-
-    m = retrieval_metrics(queries.float() @ gallery.float().T, positives, ks=(1, 5))
-    chance = float(positives.double().mean(1).mean())
-    return {"r1": m["recall@1"], "r5": m["recall@5"], "map": m["mAP"], "chance": chance,
-            "ratio": m["recall@1"] / chance, "num_queries": m["num_queries"], "gallery_size": int(gallery.shape[0])}
 
 
 # --- stages ----------------------------------------------------------------------------------------------------------
-def preprocess_configs(encoders: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The preprocessing of every modality of ``bind-minilm-tiny`` under the demo's encoder overrides (what the
-    training run will ask the sample cache for)."""
-    from bind.factory import _merge, expand_config
-    from bind.registry import get_modality, model_config_dict
-
-    raw = model_config_dict(MODEL_NAME)
-    for m, over in encoders.items():
-        raw["encoders"][m] = _merge(raw["encoders"].get(m) or {}, over)
-    cfg = expand_config(raw, list(ALL_MODALITIES))
-    return {m: get_modality(m).preprocess_config(e.preprocess) for m, e in cfg.encoders.items()}
-
-
-def world_digest(root: Path) -> str:
-    """SHA-256 over the manifest, ``world.json`` and every media file (names and bytes, sorted by name)."""
-    h = hashlib.sha256()
-    files = [root / "manifest.jsonl", root / "world.json", *sorted((root / "media").iterdir())]
-    for f in files:
-        h.update(f.name.encode() + b"\0" + f.read_bytes())
-    return h.hexdigest()
-
-
 def write_training_manifest(manifest: Path, captions_per_scene: int, seed: int) -> Path:
     """``train_captions.jsonl`` beside ``manifest``: every scene with up to ``captions_per_scene`` distinct training
     captions per modality (its own plus fresh draws of :func:`bind.world.captions.caption`: the training templates
@@ -156,34 +77,17 @@ def write_training_manifest(manifest: Path, captions_per_scene: int, seed: int) 
     return path
 
 
-@torch.no_grad()
-def embed_tensors(model, modality: str, tensors: Sequence[torch.Tensor], batch_size: int = 128) -> torch.Tensor:
-    """Embed already-transformed samples of one modality in batches (text: padding columns trimmed first)."""
-    from bind.registry import get_modality
-    from bind.train.module import trim_padding
-
-    plugin, out = get_modality(modality), []
-    stem = model.encoder(modality).cfg.stem if modality == "text" else {}
-    for start in range(0, len(tensors), batch_size):
-        x = plugin.collate(list(tensors[start:start + batch_size]))
-        if modality == "text":
-            x = trim_padding(x, stem.get("pad_token_id"), stem.get("eot_token_id"))
-        out.append(model.encode(modality, x).float())
-    return torch.cat(out)
-
-
-def evaluate_pairs(model, records: Sequence[Any], cache, preprocess: dict[str, Any], seed: int) -> dict[str, Any]:
+def evaluate_pairs(model, records: Sequence[Any], run: WorldExperiment, seed: int) -> dict[str, Any]:
     """Any-pair retrieval on ``records`` (the test split) with factor-level relevance; see the module docstring."""
     from bind.world.captions import paraphrase
 
     factors = [r.factors for r in records]
-    emb = {m: embed_tensors(model, m, [cache.process(m, r.media[m], preprocess[m]) for r in records])
-           for m in MODALITIES}
+    emb = {m: run.embed(model, m, records) for m in MODALITIES}
     rng = np.random.default_rng([seed, 0xDE70])
     captions = {m: {"templated": [r.captions[m][0] for r in records],
                     "paraphrased": [paraphrase(f, m, rng) for f in factors]} for m in MODALITIES}
-    text_emb = {m: {kind: embed_tensors(model, "text", [cache.process("text", c, preprocess["text"]) for c in caps])
-                    for kind, caps in by_kind.items()} for m, by_kind in captions.items()}
+    text_emb = {m: {kind: run.embed_texts(model, caps) for kind, caps in by_kind.items()}
+                for m, by_kind in captions.items()}
     pairs: dict[str, dict[str, Any]] = {}
     for a in ALL_MODALITIES:
         for b in ALL_MODALITIES:
@@ -298,93 +202,39 @@ def build_video_index(model, model_dir: Path, records: Sequence[Any], video_embe
 
 
 # --- the run ---------------------------------------------------------------------------------------------------------
-def _quiet_libraries() -> None:
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning", "bind.train"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-
-
-class StageTimer:
-    """Wall seconds of named stages, echoed as each ends; :meth:`total` adds the whole run's."""
-
-    def __init__(self, echo: Callable[[str], Any] = print) -> None:
-        self.echo, self.start, self.timings = echo, time.perf_counter(), {}
-
-    def __call__(self, name: str, t0: float) -> None:
-        self.timings[name] = round(time.perf_counter() - t0, 2)
-        self.echo(f"[{name}] {self.timings[name]:.1f}s")
-
-    def total(self) -> dict[str, float]:
-        self.timings["total"] = round(time.perf_counter() - self.start, 2)
-        return self.timings
-
-
-def prepare_run(out: str | Path) -> Path:
-    """Create ``out``, keep the hub offline and quiet the training libraries (every world-training run does this)."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    _quiet_libraries()
-    return out
-
-
-def run_demo(out: str | Path, config: DemoConfig | None = None, echo=print) -> dict[str, Any]:
+def run_demo(out: str | Path, config: ExperimentConfig | None = None, echo=print,
+             verbose: bool = False) -> dict[str, Any]:
     """Run every stage (see the module docstring) and return the results written to ``OUT/results.json``."""
     import bind
-    from bind.data.dataset import SampleCache
-    from bind.data.manifest import read_manifest
-    from bind.train import fit
-    from bind.world.generator import generate
 
-    config = config or DemoConfig()
-    out = prepare_run(out)
-    stage = StageTimer(echo)
-
+    config = config or ExperimentConfig()
+    out = Path(out)
     echo(f"bindspace demo: {config.n} scenes, seed {config.seed}, {config.epochs} epochs -> {out}")
-    t0 = time.perf_counter()
-    manifest = generate(out / "world", config.n, seed=config.seed, workers=config.workers, splits=config.splits)
-    digest = world_digest(out / "world")
-    stage("generate", t0)
+    with WorldExperiment(out, config, echo=echo, verbose=verbose) as run:
+        run.prepare()
+        stage = run.stage
+        t0 = time.perf_counter()
+        result = run.train(out / "train")
+        model_dir = result.model.eval().save_pretrained(out / "model")
+        val = {k.split("/", 2)[2]: round(v, 3) for k, v in result.metrics.items() if k.startswith("val/R@1/")}
+        stage("train", t0, "validation R@1 m->text (exact caption): "
+              + " ".join(f"{k.split('->')[0]} {v:.2f}" for k, v in val.items() if k.endswith("->" + ANCHOR)))
 
-    t0 = time.perf_counter()
-    preprocess = preprocess_configs(config.encoders)
-    records = read_manifest(manifest)
-    cache = SampleCache()
-    decoded = cache.fill([(m, r.media[m]) for r in records for m in MODALITIES if m in r.media], preprocess,
-                         workers=config.workers)
-    stage("decode", t0)
-    echo(f"  decoded {decoded} media of {len(records)} scenes once (eval-mode tensors reused every epoch)")
-
-    t0 = time.perf_counter()
-    torch.set_num_threads(max(1, min(os.cpu_count() or 1, config.workers)))
-    result = fit(manifest, modalities=list(MODALITIES), model=MODEL_NAME, run_dir=out / "train",
-                 max_epochs=config.epochs, batch_size=config.batch_size, num_workers=0, seed=config.seed,
-                 export=False, progress_bar=False, log_every_n_steps=5, sample_cache=cache,
-                 encoders=config.encoders, cache_anchors=True, lr=config.lr, warmup_steps=config.warmup_steps,
-                 weight_decay=config.weight_decay, accelerator="cpu")
-    model_dir = result.model.eval().save_pretrained(out / "model")
-    stage("train", t0)
-    val = {k.split("/", 2)[2]: round(v, 3) for k, v in result.metrics.items() if k.startswith("val/R@1/")}
-    echo(f"  validation R@1 (exact caption match) after training: {val}")
-
-    t0 = time.perf_counter()
-    model = bind.load_model(model_dir).eval()  # the numbers below are those of the saved model
-    test = [r for r in records if r.split == "test"]
-    evaluation = evaluate_pairs(model, test, cache, preprocess, config.seed)
-    plots = plot_outputs(out, evaluation)
-    index_dir = build_video_index(model, model_dir, test, evaluation["embeddings"]["video"], out / "index")
-    stage("eval", t0)
-
+        t0 = time.perf_counter()
+        model = bind.load_model(model_dir).eval()  # the numbers below are those of the saved model
+        test = run.split("test")
+        evaluation = evaluate_pairs(model, test, run, config.seed)
+        plots = plot_outputs(out, evaluation)
+        index_dir = build_video_index(model, model_dir, test, evaluation["embeddings"]["video"], out / "index")
+        stage("eval", t0)
+        world = run.world_summary()
     timings = stage.total()
     example_query = evaluation["text_queries"]["video"]["paraphrased"]["example"]
     results = {
-        "world": {"scenes": config.n, "seed": config.seed, "splits": list(config.splits),
-                  "counts": {s: sum(r.split == s for r in records) for s in ("train", "val", "test")},
-                  "sha256": digest, "manifest": str(manifest)},
+        "world": {"scenes": config.n, "seed": config.seed, "splits": list(config.splits), "counts": world["counts"],
+                  "sha256": world["sha256"], "manifest": world["manifest"]},
         "model": {"name": MODEL_NAME, "directory": str(model_dir), "anchor": "text (frozen all-MiniLM-L6-v2)",
-                  "trained": list(MODALITIES), "encoders": config.encoders},
+                  "trained": list(config.modalities), "encoders": config.encoders},
         "training": {"epochs": config.epochs, "batch_size": config.batch_size, "lr": config.lr,
                      "validation_r1_exact_caption": val, "loss": "per-modality InfoNCE against captions[m]"},
         "test_scenes": len(test),
@@ -415,16 +265,18 @@ def demo_command(args: argparse.Namespace) -> int:
     """``bindspace demo`` (registered by :mod:`bind.world.cli`)."""
     overrides = {k: v for k, v in (("n", args.n), ("seed", args.seed), ("epochs", args.epochs),
                                    ("workers", args.workers)) if v is not None}
-    config = DemoConfig.quick_config(**overrides) if args.quick else DemoConfig(**overrides)
-    run_demo(args.out, config)
+    config = ExperimentConfig().shrunk(**overrides) if args.quick else ExperimentConfig(**overrides)
+    run_demo(args.out, config, echo=lambda line: print(line, flush=True), verbose=getattr(args, "verbose", False))
     return 0
 
 
 def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/demo", help="output directory")
-    p.add_argument("--n", type=int, default=None, help=f"scenes (default {DemoConfig.n}; --quick: 40)")
+    p.add_argument("--n", type=int, default=None, help=f"scenes (default {ExperimentConfig.n}; --quick: 40)")
     p.add_argument("--seed", type=int, default=None, help="world and training seed (default 0)")
-    p.add_argument("--epochs", type=int, default=None, help=f"training epochs (default {DemoConfig.epochs})")
+    p.add_argument("--epochs", type=int, default=None, help=f"training epochs (default {ExperimentConfig.epochs})")
     p.add_argument("--workers", type=int, default=None, help="processes for rendering and decoding (default 2)")
     p.add_argument("--quick", action="store_true", help="a tiny world and one epoch: a smoke test in seconds")
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                   help="also show the training libraries' messages, warnings and model summary")
     p.set_defaults(func=demo_command)

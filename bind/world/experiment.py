@@ -1,0 +1,338 @@
+"""The world-experiment runner: one language-anchored training run (or several variants of one) on a procedural
+world, shared by ``bindspace demo`` (:mod:`bind.world.demo`) and ``bindspace bench video-reduction``
+(:mod:`bind.bench.video_reduction`). An application on top of the library: it generates (or reuses) a world, decodes
+its media once into a :class:`~bind.data.dataset.SampleCache`, trains encoders of ``bind-minilm-tiny`` against the
+frozen MiniLM text anchor with :func:`bind.train.fit`, and embeds held-out scenes through the library's batched path
+(:meth:`bind.BindModel.embed_tensors`).
+
+Relevance is **factor-level**: scenes share factor values, so a gallery item is a positive of a query when the two
+scenes agree on every factor both sides reveal (:data:`bind.world.REVEALS`; text stands for the caption of the other
+modality). Chance R@1 is the mean over queries of ``#positives / gallery size``.
+
+Output: one line per stage and one per training epoch (stage, epoch, step, loss, ETA); the training libraries'
+messages, warnings and progress bars only with ``verbose``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import json
+import logging
+import os
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import ModelSummary
+
+from bind.world.scene import FACTORS, MODALITIES, REVEALS
+
+MODEL_NAME = "bind-minilm-tiny"
+ANCHOR = "text"
+#: encoder overrides of ``bind-minilm-tiny`` for world runs (every modality reads the world's 64-pixel, 2-second media)
+WORLD_ENCODERS: dict[str, dict[str, Any]] = {
+    "image": {"width": 96, "depth": 2},
+    "depth": {"width": 96, "depth": 2},
+    "thermal": {"width": 96, "depth": 2},
+    "video": {"width": 96, "depth": 2, "preprocess": {"frames_per_clip": 8}},
+    "audio": {"width": 96, "depth": 2},
+    "imu": {"width": 96, "depth": 2, "preprocess": {"window": 400}},
+}
+#: what ``--quick`` changes: a tiny world and one epoch (a smoke test)
+QUICK = {"n": 40, "epochs": 1, "batch_size": 8, "warmup_steps": 0, "quick": True}
+#: loggers quieted unless ``verbose`` (their warnings still show)
+QUIET_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning", "bind.train", "bind.world", "transformers")
+
+
+@dataclass
+class ExperimentConfig:
+    """The world and the training schedule of a world experiment."""
+
+    n: int = 800  #: scenes in the world
+    seed: int = 0  #: world and training seed
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 2e-3
+    warmup_steps: int = 20
+    weight_decay: float = 0.05
+    workers: int = 2  #: processes rendering the world and decoding media
+    threads: int | None = None  #: torch threads for training and evaluation (default: min(CPUs, workers))
+    splits: tuple[float, float, float] = (0.7, 0.1, 0.2)  #: train / val / test fractions
+    modalities: tuple[str, ...] = MODALITIES  #: trained against the text anchor
+    encoders: dict[str, dict[str, Any]] = field(default_factory=lambda: copy.deepcopy(WORLD_ENCODERS))
+    quick: bool = False
+
+    def shrunk(self, **overrides: Any) -> ExperimentConfig:
+        """This config with :data:`QUICK` (and then ``overrides``) applied."""
+        return replace(self, **{**QUICK, **overrides})
+
+    def encoders_with(self, variant: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+        """:attr:`encoders` with a variant's per-modality keys (``attention``, ``stem``, ...) set over them."""
+        out = copy.deepcopy(self.encoders)
+        for m, over in (variant or {}).items():
+            out[m] = {**out.get(m, {}), **copy.deepcopy(over)}
+        return out
+
+
+# --- relevance -------------------------------------------------------------------------------------------------------
+def revealed(modality: str, text_for: str | None = None) -> tuple[str, ...]:
+    """Factors a modality's signal determines; for text, those named by the caption of ``text_for``."""
+    return REVEALS[text_for if modality == ANCHOR else modality]
+
+
+def shared_factors(query: str, gallery: str) -> tuple[str, ...]:
+    """Factors both sides reveal (text <-> m: the caption of m names ``REVEALS[m]``)."""
+    other = gallery if query == ANCHOR else query
+    a, b = revealed(query, other), revealed(gallery, other)
+    return tuple(f for f in FACTORS if f in a and f in b)
+
+
+def factor_positives(factors: Sequence[dict[str, str]], names: Sequence[str]) -> torch.Tensor:
+    """Boolean ``[N, N]``: scenes ``i`` and ``j`` agree on every factor in ``names``."""
+    pos = torch.ones(len(factors), len(factors), dtype=torch.bool)
+    for name in names:
+        codes = torch.tensor([FACTORS[name].index(f[name]) for f in factors])
+        pos &= codes[:, None] == codes[None, :]
+    return pos
+
+
+def pair_metrics(queries: torch.Tensor, gallery: torch.Tensor, positives: torch.Tensor) -> dict[str, float]:
+    """R@1, R@5, mAP of unit-norm ``queries`` against ``gallery``, with chance R@1 and the ratio to it."""
+    from bind.retrieval.metrics import retrieval_metrics
+
+    m = retrieval_metrics(queries.float() @ gallery.float().T, positives, ks=(1, 5))
+    chance = float(positives.double().mean(1).mean())
+    return {"r1": m["recall@1"], "r5": m["recall@5"], "map": m["mAP"], "chance": chance,
+            "ratio": m["recall@1"] / chance, "num_queries": m["num_queries"], "gallery_size": int(gallery.shape[0])}
+
+
+# --- world -----------------------------------------------------------------------------------------------------------
+def world_digest(root: Path) -> str:
+    """SHA-256 over the manifest, ``world.json`` and every media file (names and bytes, sorted by name)."""
+    h = hashlib.sha256()
+    files = [root / "manifest.jsonl", root / "world.json", *sorted((root / "media").iterdir())]
+    for f in files:
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
+def preprocess_configs(encoders: dict[str, dict[str, Any]], modalities: Sequence[str]) -> dict[str, Any]:
+    """The preprocessing of the text anchor and ``modalities`` in ``bind-minilm-tiny`` under ``encoders`` overrides
+    (what the training run will ask the sample cache for)."""
+    from bind.factory import named_config
+    from bind.registry import get_modality
+
+    cfg = named_config(MODEL_NAME, [ANCHOR, *modalities], encoders)
+    return {m: get_modality(m).preprocess_config(e.preprocess) for m, e in cfg.encoders.items()}
+
+
+def find_or_generate_world(out: Path, config: ExperimentConfig, world: str | Path | None = None,
+                           echo: Callable[[str], Any] = print) -> tuple[Path, bool]:
+    """The manifest to use and whether it existed: ``world`` (a directory or manifest) when given, else ``out/world``
+    (reused when its ``world.json`` matches ``n``, ``seed``, the split fractions and the generator's version,
+    generated otherwise)."""
+    from bind.world.generator import WORLD_VERSION, generate
+
+    if world is not None:
+        path = Path(world)
+        manifest = path / "manifest.jsonl" if path.is_dir() else path
+        if not manifest.is_file():
+            raise FileNotFoundError(f"--world: no manifest at {manifest}")
+        return manifest, True
+    root = out / "world"
+    spec_path = root / "world.json"
+    if spec_path.is_file() and (root / "manifest.jsonl").is_file():
+        spec = json.loads(spec_path.read_text())
+        total = float(sum(config.splits))
+        wanted = [f / total for f in config.splits]
+        have = [float(spec["splits"][s]) / sum(spec["splits"].values()) for s in ("train", "val", "test")]
+        if (spec.get("n") == config.n and spec.get("seed") == config.seed and np.allclose(have, wanted)
+                and spec.get("version", WORLD_VERSION) == WORLD_VERSION):
+            echo(f"  reusing the world at {root} ({config.n} scenes, seed {config.seed})")
+            return root / "manifest.jsonl", True
+    return generate(root, config.n, seed=config.seed, workers=config.workers, splits=config.splits), False
+
+
+# --- output ----------------------------------------------------------------------------------------------------------
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+class StageTimer:
+    """Wall seconds of named stages, echoed as each ends; :meth:`total` adds the whole run's."""
+
+    def __init__(self, echo: Callable[[str], Any] = print) -> None:
+        self.echo, self.start, self.timings = echo, time.perf_counter(), {}
+
+    def __call__(self, name: str, t0: float, note: str = "") -> None:
+        self.timings[name] = round(time.perf_counter() - t0, 2)
+        self.echo(f"[{name}] {self.timings[name]:.1f}s" + (f"  {note}" if note else ""))
+
+    def total(self) -> dict[str, float]:
+        self.timings["total"] = round(time.perf_counter() - self.start, 2)
+        return self.timings
+
+
+class EpochLines(L.Callback):
+    """One line per training epoch: ``[stage] epoch e/E  step s/S  loss (epoch mean)  val loss  elapsed, ETA``."""
+
+    def __init__(self, stage: str, echo: Callable[[str], Any] = print) -> None:
+        self.stage, self.echo = stage, echo
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.t0, self.first_epoch = time.perf_counter(), trainer.current_epoch
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.loss, self.batches = 0.0, 0
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if isinstance(loss, torch.Tensor):
+            self.loss, self.batches = self.loss + float(loss.detach()), self.batches + 1
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        epoch, epochs = trainer.current_epoch + 1, trainer.max_epochs
+        done = epoch - self.first_epoch
+        elapsed = time.perf_counter() - self.t0
+        total_steps = int(trainer.estimated_stepping_batches)
+        line = f"[{self.stage}] epoch {epoch}/{epochs}  step {trainer.global_step}/{total_steps}"
+        if self.batches:
+            line += f"  loss {self.loss / self.batches:.3f}"
+        val = trainer.callback_metrics.get("val/loss")
+        if val is not None:
+            line += f"  val loss {float(val):.3f}"
+        eta = elapsed / max(1, done) * max(0, epochs - epoch)
+        self.echo(f"{line}  {_duration(elapsed)}, ETA {_duration(eta)}")
+
+
+@contextlib.contextmanager
+def quiet_libraries(verbose: bool = False) -> Iterator[None]:
+    """Unless ``verbose``: Lightning / transformers INFO lines, Python warnings and the weight-loading progress bars
+    off for the duration (levels and filters restored after)."""
+    if verbose:
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    levels = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
+    bars = not hf_logging.is_progress_bar_enabled()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in QUIET_LOGGERS:  # after importing lightning: its import sets its own level to INFO
+            logging.getLogger(name).setLevel(logging.WARNING)
+        hf_logging.disable_progress_bar()
+        try:
+            yield
+        finally:
+            for name, level in levels.items():
+                logging.getLogger(name).setLevel(level)
+            if not bars:
+                hf_logging.enable_progress_bar()
+
+
+# --- the runner ------------------------------------------------------------------------------------------------------
+class WorldExperiment:
+    """Prepare a world once (generate or reuse, decode every medium the runs read), then train any number of encoder
+    variants on it and embed its scenes from the decoded cache. Use as a context manager: it quiets the libraries
+    (unless ``verbose``) and restores torch's thread count at the end."""
+
+    def __init__(self, out: str | Path, config: ExperimentConfig, *, world: str | Path | None = None,
+                 echo: Callable[[str], Any] = print, verbose: bool = False) -> None:
+        self.out, self.config, self.world, self.echo, self.verbose = Path(out), config, world, echo, verbose
+        self.stage = StageTimer(echo)
+        self.manifest: Path | None = None
+        self.reused = False
+        self.records: list[Any] = []
+        self.preprocess: dict[str, Any] = {}
+        self.cache: Any = None
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> WorldExperiment:
+        self.out.mkdir(parents=True, exist_ok=True)
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        self._stack.enter_context(quiet_libraries(self.verbose))
+        threads = torch.get_num_threads()
+        self._stack.callback(torch.set_num_threads, threads)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stack.close()
+
+    # --- data ------------------------------------------------------------------------------------------------------
+    def prepare(self, encoder_variants: Sequence[dict[str, dict[str, Any]]] = ()) -> None:
+        """Generate or reuse the world, then decode every medium of ``config.modalities`` once. Every entry of
+        ``encoder_variants`` (overrides beside ``config.encoders``) must preprocess alike, so one cache serves all."""
+        from bind.data.dataset import SampleCache
+        from bind.data.manifest import read_manifest
+
+        c = self.config
+        t0 = time.perf_counter()
+        self.manifest, self.reused = find_or_generate_world(self.out, c, self.world, self.echo)
+        self.stage("world", t0, f"{'reused' if self.reused else 'generated'} {self.manifest}")
+
+        t0 = time.perf_counter()
+        self.preprocess = preprocess_configs(c.encoders, c.modalities)
+        for variant in encoder_variants:
+            other = preprocess_configs(c.encoders_with(variant), c.modalities)
+            changed = [m for m in c.modalities if other[m] != self.preprocess[m]]
+            if changed:
+                raise ValueError(f"encoder variant {variant} changes the preprocessing of {changed}")
+        self.records = [r for r in read_manifest(self.manifest) if all(m in r.media for m in c.modalities)]
+        if not self.split("test") or not self.split("train"):
+            raise ValueError(f"{self.manifest}: needs train and test scenes with {', '.join(c.modalities)}")
+        self.cache = SampleCache()
+        decoded = self.cache.fill([(m, r.media[m]) for r in self.records for m in c.modalities], self.preprocess,
+                                  workers=c.workers)
+        self.stage("decode", t0, f"{decoded} media of {len(self.records)} scenes, decoded once for every epoch")
+
+    def split(self, name: str) -> list[Any]:
+        return [r for r in self.records if r.split == name]
+
+    def world_summary(self) -> dict[str, Any]:
+        """Scene counts per split, seed and SHA-256 of the world (None for a world given from elsewhere without
+        ``world.json``)."""
+        root = self.manifest.parent
+        spec = json.loads((root / "world.json").read_text()) if (root / "world.json").is_file() else {}
+        return {"manifest": str(self.manifest), "reused": self.reused, "scenes": len(self.records),
+                "counts": {s: len(self.split(s)) for s in ("train", "val", "test")}, "seed": spec.get("seed"),
+                "sha256": world_digest(root) if spec else None}
+
+    # --- training --------------------------------------------------------------------------------------------------
+    def train(self, run_dir: Path, label: str = "train", encoders: dict[str, dict[str, Any]] | None = None) -> Any:
+        """:func:`bind.train.fit` of ``config.modalities`` (encoder ``encoders`` overrides beside the config's) on the
+        decoded world, one progress line per epoch; returns its :class:`~bind.train.run.FitResult`."""
+        from bind.train import fit
+
+        c = self.config
+        torch.set_num_threads(max(1, c.threads or min(os.cpu_count() or 1, c.workers)))
+        callbacks = [EpochLines(label, self.echo)]
+        if not self.verbose:
+            callbacks.append(ModelSummary(max_depth=0))  # no summary table (its FLOPs column reads 0 on a CPU)
+        return fit(self.manifest, modalities=list(c.modalities), model=MODEL_NAME, run_dir=run_dir,
+                   max_epochs=c.epochs, batch_size=c.batch_size, num_workers=0, seed=c.seed, export=False,
+                   progress_bar=False, log_every_n_steps=5, sample_cache=self.cache,
+                   encoders=c.encoders_with(encoders), cache_anchors=True, lr=c.lr,
+                   warmup_steps=c.warmup_steps, weight_decay=c.weight_decay, accelerator="cpu", callbacks=callbacks)
+
+    # --- embedding -------------------------------------------------------------------------------------------------
+    def samples(self, modality: str, records: Sequence[Any]) -> list[torch.Tensor]:
+        """The decoded, transformed media of ``records`` (from the cache)."""
+        return [self.cache.process(modality, r.media[modality], self.preprocess[modality]) for r in records]
+
+    def embed(self, model: Any, modality: str, records: Sequence[Any], batch_size: int = 128) -> torch.Tensor:
+        return model.embed_tensors(modality, self.samples(modality, records), batch_size=batch_size)
+
+    def embed_texts(self, model: Any, texts: Sequence[str]) -> torch.Tensor:
+        pre = self.preprocess[ANCHOR]
+        return model.embed_tensors(ANCHOR, [self.cache.process(ANCHOR, t, pre) for t in texts])
