@@ -32,6 +32,7 @@ Mapping decisions (exact in fp32 up to summation order):
 
 from __future__ import annotations
 
+import math
 import re
 import tempfile
 from pathlib import Path
@@ -187,8 +188,9 @@ def _block_ids(tensors: dict[str, torch.Tensor], trunk: str) -> list[int]:
 
 def infer_sizes(tensors: dict[str, torch.Tensor], modality: str) -> dict:
     """What an ImageBind state dict determines about ``modality``'s encoder: ``width``, ``depth``, ``mlp_ratio``,
-    ``kv_bias_tokens``, ``ln_pre``, the output dimension (``embed_dim``) and stem / vocabulary sizes.
-    Head counts are not stored in a state dict."""
+    ``kv_bias_tokens``, ``ln_pre``, the output dimension (``embed_dim``), stem / vocabulary / context sizes and the
+    input size of square maps and IMU windows (from the position count). Head counts are not stored in a state
+    dict; audio's mel bins / frames cannot be told from its position count (stride 10): ``--set`` them."""
     ib = IMAGEBIND_NAMES[modality]
     t, p = f"modality_trunks.{ib}", f"modality_preprocessors.{ib}"
     blocks = _block_ids(tensors, t)
@@ -220,6 +222,15 @@ def infer_sizes(tensors: dict[str, torch.Tensor], modality: str) -> dict:
             stem.update(in_chans=int(w.shape[1]), patch_size=int(w.shape[-1]))
     if stem:
         out["stem"] = stem
+    pos = tensors.get(f"{p}.pos_embed" if ib == "imu" else f"{p}.pos_embedding_helper.pos_embed")
+    cls = tensors.get(f"{p}.cls_token")
+    if ib in ("vision", "depth", "thermal") and pos is not None and cls is not None and "patch_size" in stem:
+        n = pos.shape[1] - cls.shape[1]
+        grid = math.isqrt(n)
+        if grid * grid == n:  # square maps: the crop size is the patch grid's (audio's grid depends on its stride)
+            out["preprocess"] = {"size": grid * stem["patch_size"], "crop_size": grid * stem["patch_size"]}
+    elif ib == "imu" and pos is not None and cls is not None:
+        out["preprocess"] = {"window_patches": int(pos.shape[1] - cls.shape[1])}
     return out
 
 
@@ -258,9 +269,13 @@ def imagebind_config(tensors: dict[str, torch.Tensor], config: str | Path | dict
             dims[m] = dim
         resized = any(sizes.get(k) is not None and sizes[k] != entry.get(k, defaults.get(k))
                       for k in ("width", "depth"))
-        stem = sizes.pop("stem", {})
+        stem, pre = sizes.pop("stem", {}), sizes.pop("preprocess", {})
         entry.update(sizes)
         entry["stem"] = {**(entry.get("stem") or {}), **stem}
+        if "window_patches" in pre:  # IMU: positions = window / patch
+            pre = {"window": pre.pop("window_patches") * int(entry["stem"].get("patch_size", 8))}
+        if pre:
+            entry["preprocess"] = {**(entry.get("preprocess") or {}), **pre}
         if m == "text" and "context_length" in stem:
             entry["preprocess"] = {**(entry.get("preprocess") or {}), "context_length": stem["context_length"]}
         if m in heads:
