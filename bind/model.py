@@ -26,7 +26,7 @@ from torch import nn
 
 from bind.config import BindConfig, EncoderConfig
 from bind.encoder import ModalityEncoder
-from bind.errors import BindError, ModelLoadError, UnknownModalityError
+from bind.errors import ModelLoadError, UnknownModalityError
 from bind.io import atomic_directory
 from bind.precision import autocast, check_precision
 from bind.registry import get_modality
@@ -220,11 +220,18 @@ class BindModel(nn.Module):
             raise ModelLoadError(weights_path, "missing: a bind model directory holds config.json and "
                                  "model.safetensors (save it again with save_pretrained)")
         config.extra.setdefault("untrained", [])  # saved before the flag existed: loaded weights
+        header = read_header(weights_path)  # cheap checks first: nothing is built for a file that is not weights
+        try:  # the shapes the config implies, without allocating them (a hostile config may claim huge sizes)
+            with torch.device("meta"):
+                expected = cls(copy.deepcopy(config), root=directory, precision=precision).state_dict()
+        except Exception as e:  # noqa: BLE001 — any failure to build from an untrusted config is the config's fault
+            raise ModelLoadError(config_path, f"describes no buildable model ({type(e).__name__}: {e})") from None
+        check_header(weights_path, header, expected)
         try:
             model = cls(config, root=directory, precision=precision)
-        except (BindError, ValueError, KeyError, TypeError, OSError, AttributeError) as e:
+        except Exception as e:  # noqa: BLE001
             raise ModelLoadError(config_path, f"describes no buildable model ({type(e).__name__}: {e})") from None
-        state = read_weights(weights_path, model.state_dict(), allow_nonfinite=allow_nonfinite)
+        state = read_weights(weights_path, model.state_dict(), allow_nonfinite=allow_nonfinite, header=header)
         model.load_state_dict(state, strict=True)
         model.to(map_location)
         model.mark_untrained(config.extra["untrained"])
@@ -246,24 +253,39 @@ def read_config(path: Path) -> BindConfig:
             raise ValueError("'encoders' must be a non-empty object of modality -> encoder config")
         if not all(isinstance(e, dict) for e in raw["encoders"].values()):
             raise ValueError("every encoder config must be an object")
+        for m, e in raw["encoders"].items():
+            for k in ("width", "depth", "heads", "embed_dim"):
+                if k in e and (isinstance(e[k], bool) or not isinstance(e[k], int) or e[k] < 1):
+                    raise ValueError(f"encoders.{m}.{k} must be a positive integer, got {e[k]!r}")
+        if isinstance(raw.get("embed_dim"), bool) or not isinstance(raw.get("embed_dim"), int) or raw["embed_dim"] < 1:
+            raise ValueError(f"'embed_dim' must be a positive integer, got {raw.get('embed_dim')!r}")
         if not isinstance(raw.get("extra", {}), dict) or not isinstance(raw.get("frozen", []), list):
             raise ValueError("'extra' must be an object and 'frozen' a list")
         return BindConfig.from_dict(raw)
-    except (KeyError, TypeError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 — an untrusted file: whatever the dataclasses reject
+
         raise ModelLoadError(path, f"not a bind model config ({type(e).__name__}: {e})") from None
 
 
-def _check_header(path: Path, size: int) -> dict[str, Any]:
+def read_header(path: Path) -> dict[str, Any]:
+    """The validated JSON header of a safetensors file (:class:`ModelLoadError` for anything else)."""
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise ModelLoadError(path, f"cannot be read ({e.strerror or e})") from None
     if size == 0:
         raise ModelLoadError(path, "empty file (0 bytes): the save did not finish; save the model again")
     with open(path, "rb") as f:
-        head = f.read(8)
-        if head[:1] == b"\x80" or head[:2] == b"PK":
+        head = f.read(9)
+        n = int.from_bytes(head[:8], "little")
+        plausible = len(head) == 9 and n <= min(MAX_HEADER_BYTES, size - 8) and head[8:9] == b"{"
+        if not plausible and (head[:2] == b"PK" or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03",
+                                                                                          b"\x04", b"\x05"))):
             raise ModelLoadError(path, "a PyTorch pickle / zip checkpoint named .safetensors: bind reads only "
                                  "safetensors and never unpickles model directories (convert the checkpoint instead)")
         if size < 8:
             raise ModelLoadError(path, f"truncated: {size} bytes, shorter than a safetensors header")
-        n = int.from_bytes(head, "little")
+        f.seek(8)
         if n > MAX_HEADER_BYTES:
             raise ModelLoadError(path, f"header length {n} bytes exceeds the {MAX_HEADER_BYTES}-byte limit "
                                  "(corrupt or not a safetensors file)")
@@ -298,20 +320,8 @@ def _check_header(path: Path, size: int) -> dict[str, Any]:
     return header
 
 
-def read_weights(path: str | Path, expected: dict[str, torch.Tensor], *,
-                 allow_nonfinite: bool = False) -> dict[str, torch.Tensor]:
-    """The tensors of ``model.safetensors``, validated against ``expected`` (a model's state dict) before use.
-
-    Raises :class:`~bind.errors.ModelLoadError` naming the file for anything that is not exactly the model's
-    tensors (names, shapes, kinds of dtype), for files that are not safetensors and for NaN / inf values
-    (``allow_nonfinite=True`` accepts those).
-    """
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-    except OSError as e:
-        raise ModelLoadError(path, f"cannot be read ({e.strerror or e})") from None
-    header = _check_header(path, size)
+def check_header(path: Path, header: dict[str, Any], expected: dict[str, torch.Tensor]) -> None:
+    """The tensors a safetensors header lists must be exactly ``expected``'s (names, shapes, kinds of dtype)."""
     names = set(header) - {"__metadata__"}
     missing, extra = sorted(set(expected) - names), sorted(names - set(expected))
     problems = []
@@ -331,6 +341,18 @@ def read_weights(path: str | Path, expected: dict[str, torch.Tensor], *,
         problems.append(f"tensors of the wrong kind of dtype: {', '.join(kinds[:5])}")
     if problems:
         raise ModelLoadError(path, "does not match config.json: " + "; ".join(problems))
+
+
+def read_weights(path: str | Path, expected: dict[str, torch.Tensor], *, allow_nonfinite: bool = False,
+                 header: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of ``model.safetensors``, validated against ``expected`` (a model's state dict) before use.
+
+    Raises :class:`~bind.errors.ModelLoadError` naming the file for anything that is not exactly the model's
+    tensors (names, shapes, kinds of dtype), for files that are not safetensors and for NaN / inf values
+    (``allow_nonfinite=True`` accepts those).
+    """
+    path = Path(path)
+    check_header(path, read_header(path) if header is None else header, expected)
     try:
         state = safetensors.torch.load_file(str(path))
     except Exception as e:  # noqa: BLE001 — safetensors raises its own (Rust) error types
