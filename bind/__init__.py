@@ -6,7 +6,7 @@
 """
 
 from bind.config import BindConfig, EncoderConfig
-from bind.errors import BindError, InputError, MediaError, UnknownModalityError
+from bind.errors import BindError, InputError, MediaError, ModelLoadError, UnknownModalityError
 from bind.factory import create_model, expand_config, load_model, register_converter
 from bind.model import BindModel
 from bind.registry import get_modality, list_modalities, list_models, register_modality
@@ -21,7 +21,7 @@ class Modality:
 
 
 __all__ = [
-    "BindConfig", "BindError", "BindModel", "EncoderConfig", "InputError", "MediaError", "Modality",
+    "BindConfig", "BindError", "BindModel", "EncoderConfig", "InputError", "MediaError", "Modality", "ModelLoadError",
     "UnknownModalityError", "create_model", "expand_config", "get_modality", "list_modalities", "list_models",
     "load_model", "register_converter", "register_modality",
 ]

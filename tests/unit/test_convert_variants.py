@@ -343,3 +343,19 @@ def test_converted_models_default_to_fp32_where_parity_holds(small_imagebind, tm
     x = torch.randn(1, 3, 28, 28)
     with torch.no_grad():
         assert text_ids is not None and bind.load_model(out).encode("image", x).dtype == torch.float32
+
+
+@pytest.mark.parametrize("tower, cause", [("/no/such/tower", "no such file or directory"),
+                                          ("someorg/not-cached-model", "HF_HUB_OFFLINE")])
+def test_towers_look_locally_first_and_fail_in_seconds(tower, cause, monkeypatch):
+    import time
+
+    from bind.config import EncoderConfig
+    from bind.towers import build_tower
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    t = time.perf_counter()
+    with pytest.raises(FileNotFoundError) as err:
+        build_tower(EncoderConfig(modality="text", tower=tower, embed_dim=16))
+    assert time.perf_counter() - t <= 5.0
+    assert tower in str(err.value) and cause in str(err.value) and "\n" not in str(err.value)
