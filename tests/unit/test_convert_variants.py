@@ -257,6 +257,7 @@ def _error(r: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_cli_convert_config_yaml_heads_and_set(small_imagebind, tmp_path):
     ref, ckpt, bpe = small_imagebind
     cfg = tmp_path / "my-imagebind.yaml"

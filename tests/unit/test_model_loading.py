@@ -268,3 +268,24 @@ def test_eval_embeddings_carry_no_graph_training_does():
     assert not out.requires_grad and out.grad_fn is None
     assert not model.encode("image", x).requires_grad
     assert model.train().encode("image", x).requires_grad
+
+
+@pytest.mark.slow
+def test_cli_embed_warns_once_for_a_named_config_and_not_for_a_loaded_model(tmp_path):
+    texts = [tmp_path / f"t{i}.txt" for i in range(3)]
+    for i, t in enumerate(texts):
+        t.write_text(f"a red cube number {i}")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+
+    def embed(model):
+        r = subprocess.run([sys.executable, "-m", "bind", "embed", "--model", str(model), "--modality", "text",
+                            "--inputs", *map(str, texts), "--out", str(tmp_path / "e.safetensors")],
+                           capture_output=True, text=True, env=env, timeout=300)
+        assert r.returncode == 0, r.stderr
+        return [ln for ln in r.stderr.splitlines() if "never trained or loaded" in ln]
+
+    lines = embed("bind-tiny")
+    assert len(lines) == 1 and "'bind-tiny'" in lines[0] and "text" in lines[0]
+    model = bind.create_model("bind-tiny", modalities=["text"])
+    model.mark_untrained([])  # what loading / training / converting records
+    assert embed(model.save_pretrained(tmp_path / "trained")) == []
