@@ -123,8 +123,10 @@ class BindModel(nn.Module):
         return self.encoders[modality]
 
     def logit_scale(self, modality: str) -> torch.Tensor:
-        """The (clamped, exponentiated) temperature of ``modality``'s similarities, kept out of the embedding."""
-        return self.encoder(modality).get_logit_scale()
+        """The exponentiated temperature of ``modality``'s similarities (capped as its source model caps it, see
+        ``EncoderConfig.logit_scale_max``), kept out of the embedding. Detached in eval mode, like :meth:`encode`."""
+        scale = self.encoder(modality).get_logit_scale()
+        return scale if self.training else scale.detach()
 
     # --- forward ---------------------------------------------------------------------------------------------------
     def encode(self, modality: str, x: torch.Tensor, normalize: bool = True,

@@ -267,7 +267,8 @@ def test_eval_embeddings_carry_no_graph_training_does():
     out = model.eval().embed({"image": x})["image"]
     assert not out.requires_grad and out.grad_fn is None
     assert not model.encode("image", x).requires_grad
-    assert model.train().encode("image", x).requires_grad
+    assert not model.logit_scale("image").requires_grad
+    assert model.train().encode("image", x).requires_grad and model.logit_scale("image").requires_grad
 
 
 @pytest.mark.slow
