@@ -234,6 +234,25 @@ def infer_sizes(tensors: dict[str, torch.Tensor], modality: str) -> dict:
     return out
 
 
+def _changed_preprocess(modality: str, given: dict, inferred: dict) -> dict:
+    """The inferred input sizes that differ from what ``given`` (a preset + overrides) already resolves to; a new crop
+    size scales the resize size with it."""
+    from bind.registry import get_modality
+
+    if not inferred:
+        return {}
+    try:
+        current = get_modality(modality).preprocess_config(dict(given))
+    except Exception:  # noqa: BLE001 — a plugin without these fields: state them all
+        return inferred
+    out = {k: v for k, v in inferred.items() if getattr(current, k, None) != v}
+    if "crop_size" in out and getattr(current, "size", None) and getattr(current, "crop_size", None):
+        out["size"] = round(out["crop_size"] * current.size / current.crop_size)
+    elif "crop_size" not in out:
+        out.pop("size", None)
+    return out
+
+
 def imagebind_config(tensors: dict[str, torch.Tensor], config: str | Path | dict = "imagebind-huge", *,
                      heads: dict[str, int] | None = None, overrides: dict[str, dict] | None = None,
                      modalities: list[str] | None = None, origin: str = "checkpoint") -> dict:
@@ -274,6 +293,7 @@ def imagebind_config(tensors: dict[str, torch.Tensor], config: str | Path | dict
         entry["stem"] = {**(entry.get("stem") or {}), **stem}
         if "window_patches" in pre:  # IMU: positions = window / patch
             pre = {"window": pre.pop("window_patches") * int(entry["stem"].get("patch_size", 8))}
+        pre = _changed_preprocess(m, entry.get("preprocess") or {}, pre)
         if pre:
             entry["preprocess"] = {**(entry.get("preprocess") or {}), **pre}
         if m == "text" and "context_length" in stem:

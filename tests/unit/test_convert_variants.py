@@ -360,3 +360,20 @@ def test_towers_look_locally_first_and_fail_in_seconds(tower, cause, monkeypatch
         build_tower(EncoderConfig(modality="text", tower=tower, embed_dim=16))
     assert time.perf_counter() - t <= 5.0
     assert tower in str(err.value) and cause in str(err.value) and "\n" not in str(err.value)
+
+
+def test_full_size_huge_state_dict_infers_exactly_the_named_config():
+    """Inference changes nothing for ImageBind-Huge itself: no option needed, the expanded config is the named one."""
+    from test_convert_imagebind import ImageBindReference
+
+    from bind.checkpoints.imagebind import imagebind_config
+    from bind.factory import expand_config
+    from bind.registry import model_config_dict
+
+    huge = {"vision": (1280, 32, 16), "text": (1024, 24, 16), "audio": (768, 12, 12), "depth": (384, 12, 8),
+            "thermal": (768, 12, 12), "imu": (512, 6, 8)}
+    with torch.device("meta"):
+        ref = ImageBindReference(49408, huge, out=1024, img=224, map_size=224, mel=128, audio_len=204, imu_len=2000,
+                                 context=77)
+    inferred = expand_config(imagebind_config(ref.state_dict(), "imagebind-huge"))
+    assert inferred.to_dict() == expand_config(model_config_dict("imagebind-huge")).to_dict()
