@@ -70,6 +70,63 @@ def test_same_seed_same_bytes_for_any_worker_count(world, tmp_path):
     assert first == second
 
 
+_ENCODE = """
+import ctypes, ctypes.util, glob, os, sys
+import numpy as np, av
+if sys.argv[3] == "c-only":  # FFmpeg without SIMD (swscale / AAC / MPEG-4 take their C paths), as on another CPU
+    libs = glob.glob(os.path.join(os.path.dirname(av.__file__), os.pardir, "av.libs", "libavutil*"))
+    ctypes.CDLL(libs[0] if libs else ctypes.util.find_library("avutil")).av_force_cpu_flags(0)
+import torch
+torch.set_num_threads(int(sys.argv[4]))
+from bind.world.media import write_mp4
+media = np.load(sys.argv[1])
+for codec in ("libx264", "mpeg4"):
+    write_mp4(os.path.join(sys.argv[2], codec + ".mp4"), media["video"], 8, media["audio"], 16000, codec)
+"""
+
+
+def test_mp4_bytes_do_not_depend_on_the_process_or_cpu_paths(tmp_path):
+    """The same frames give the same MP4 bytes in fresh processes with different thread counts, torch CPU kernels,
+    hash seeds and FFmpeg SIMD on or off (x264's AVX-512 kernels changed the bytes from process to process, swscale's
+    SIMD rounded RGB->YUV differently from its C path)."""
+    import os
+    import subprocess
+    import sys
+
+    media = render_scene(sample_scene(SEED, 1, CONFIG), CONFIG)
+    np.savez(tmp_path / "media.npz", video=media["video"], audio=media["audio"])
+    variants = [("default", "1", {}),
+                ("default", "2", {"OMP_NUM_THREADS": "2", "ATEN_CPU_CAPABILITY": "default", "PYTHONHASHSEED": "1"}),
+                ("default", "1", {"ATEN_CPU_CAPABILITY": "avx2", "PYTHONHASHSEED": "2"}),
+                ("c-only", "1", {"PYTHONHASHSEED": "3"})]
+    outputs = []
+    for i, (ffmpeg, threads, env) in enumerate(variants):
+        out = tmp_path / str(i)
+        out.mkdir()
+        subprocess.run([sys.executable, "-c", _ENCODE, str(tmp_path / "media.npz"), str(out), ffmpeg, threads],
+                       check=True, env={**os.environ, "OMP_NUM_THREADS": "1", **env}, timeout=120)
+        outputs.append({p.name: p.read_bytes() for p in sorted(out.iterdir())})
+    assert len(outputs[0]) == 2
+    for variant, output in zip(variants[1:], outputs[1:]):
+        for name in output:
+            assert output[name] == outputs[0][name], (name, variant)
+
+
+def test_rgb_to_yuv420p_matches_bt601():
+    from bind.world.media import rgb_to_yuv420p
+
+    for rgb in [(0, 0, 0), (255, 255, 255), (255, 0, 0), (0, 255, 0), (0, 0, 255), (12, 200, 97)]:
+        frame = np.broadcast_to(np.array(rgb, np.uint8), (4, 6, 3))
+        yuv = rgb_to_yuv420p(frame).astype(int)
+        assert yuv.shape == (6, 6)
+        reference = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24").reformat(
+            format="yuv420p").to_ndarray().astype(int)  # swscale's BT.601 limited range
+        assert np.abs(yuv - reference).max() <= 1, rgb
+    decoded = av.VideoFrame.from_ndarray(rgb_to_yuv420p(np.full((4, 4, 3), (40, 90, 200), np.uint8)),
+                                         format="yuv420p").to_ndarray(format="rgb24").astype(int)
+    assert np.abs(decoded - (40, 90, 200)).max() <= 2
+
+
 def test_different_seed_different_world(world, tmp_path):
     generate(tmp_path / "other", 2, seed=SEED + 1, workers=1)
     other = _hashes(tmp_path / "other")
