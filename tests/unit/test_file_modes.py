@@ -67,3 +67,18 @@ def test_saved_files_follow_the_umask(mask, tmp_path):
              Path(adapters), checkpoint.parent]
     _assert_follow_umask(saved, mask)
     assert not [p for p in tmp_path.rglob("*") if ".tmp-" in p.name]  # no temporaries left behind
+
+
+def test_atomic_directory_gives_copied_subdirectories_the_umask_modes(mask, tmp_path):
+    import shutil
+    import tempfile
+
+    from bind.io import atomic_directory
+
+    with tempfile.TemporaryDirectory() as private:  # 0700, its files 0600
+        (Path(private) / "sub").mkdir(mode=0o700)
+        with open(Path(private) / "sub" / "vocab.txt", "w", opener=lambda p, f: os.open(p, f, 0o600)) as f:
+            f.write("a b")
+        with atomic_directory(tmp_path / "model") as tmp:
+            shutil.copytree(private, tmp / "assets")
+    _assert_follow_umask([tmp_path / "model"], mask)
