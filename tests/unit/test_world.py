@@ -70,46 +70,45 @@ def test_same_seed_same_bytes_for_any_worker_count(world, tmp_path):
     assert first == second
 
 
-_ENCODE = """
+_GENERATE = """
 import ctypes, ctypes.util, glob, os, sys
-import numpy as np, av
-if sys.argv[3] == "c-only":  # FFmpeg without SIMD (swscale / AAC / MPEG-4 take their C paths), as on another CPU
+import av
+if sys.argv[2] == "c-only":  # FFmpeg without SIMD (swscale / AAC / MPEG-4 take their C paths), as on another CPU
     libs = glob.glob(os.path.join(os.path.dirname(av.__file__), os.pardir, "av.libs", "libavutil*"))
     ctypes.CDLL(libs[0] if libs else ctypes.util.find_library("avutil")).av_force_cpu_flags(0)
 import torch
-torch.set_num_threads(int(sys.argv[4]))
-from bind.world.media import write_mp4
-media = np.load(sys.argv[1])
-for codec in ("libx264", "mpeg4"):
-    write_mp4(os.path.join(sys.argv[2], codec + ".mp4"), media["video"], 8, media["audio"], 16000, codec)
+torch.set_num_threads(int(sys.argv[3]))
+from bind.world import WorldConfig, generate
+generate(os.path.join(sys.argv[1], "x264"), 2, seed=int(sys.argv[4]), workers=1)
+generate(os.path.join(sys.argv[1], "mpeg4"), 1, seed=int(sys.argv[4]), workers=1,
+         config=WorldConfig(size=32, frames=8, video_codec="mpeg4"))
 """
 
 
-def test_mp4_bytes_do_not_depend_on_the_process_or_cpu_paths(tmp_path):
-    """The same frames give the same MP4 bytes in fresh processes with different thread counts, torch CPU kernels,
-    hash seeds and FFmpeg SIMD on or off (x264's AVX-512 kernels changed the bytes from process to process, swscale's
-    SIMD rounded RGB->YUV differently from its C path)."""
+def test_world_bytes_do_not_depend_on_the_process_or_cpu_paths(tmp_path):
+    """The same world, byte for byte, from fresh processes with different thread counts, torch CPU kernels
+    (``ATEN_CPU_CAPABILITY``), OpenBLAS kernels, hash seeds and FFmpeg SIMD on or off. (x264's AVX-512 kernels
+    changed the MP4 bytes from one process to the next; swscale's SIMD rounded RGB->YUV differently from its C
+    path, as another CPU would.)"""
     import os
     import subprocess
     import sys
 
-    media = render_scene(sample_scene(SEED, 1, CONFIG), CONFIG)
-    np.savez(tmp_path / "media.npz", video=media["video"], audio=media["audio"])
     variants = [("default", "1", {}),
-                ("default", "2", {"OMP_NUM_THREADS": "2", "ATEN_CPU_CAPABILITY": "default", "PYTHONHASHSEED": "1"}),
-                ("default", "1", {"ATEN_CPU_CAPABILITY": "avx2", "PYTHONHASHSEED": "2"}),
+                ("default", "2", {"OMP_NUM_THREADS": "2", "ATEN_CPU_CAPABILITY": "default", "PYTHONHASHSEED": "1",
+                                  "OPENBLAS_CORETYPE": "Prescott"}),
+                ("default", "1", {"ATEN_CPU_CAPABILITY": "avx2", "PYTHONHASHSEED": "2",
+                                  "OPENBLAS_CORETYPE": "Haswell"}),
                 ("c-only", "1", {"PYTHONHASHSEED": "3"})]
-    outputs = []
+    worlds = []
     for i, (ffmpeg, threads, env) in enumerate(variants):
         out = tmp_path / str(i)
-        out.mkdir()
-        subprocess.run([sys.executable, "-c", _ENCODE, str(tmp_path / "media.npz"), str(out), ffmpeg, threads],
-                       check=True, env={**os.environ, "OMP_NUM_THREADS": "1", **env}, timeout=120)
-        outputs.append({p.name: p.read_bytes() for p in sorted(out.iterdir())})
-    assert len(outputs[0]) == 2
-    for variant, output in zip(variants[1:], outputs[1:]):
-        for name in output:
-            assert output[name] == outputs[0][name], (name, variant)
+        subprocess.run([sys.executable, "-c", _GENERATE, str(out), ffmpeg, threads, str(SEED)], check=True,
+                       env={**os.environ, "OMP_NUM_THREADS": "1", **env}, timeout=300)
+        worlds.append(_hashes(out))
+    assert len(worlds[0]) == (7 * 2 + 2) + (7 + 2)  # 7 files per scene + manifest.jsonl + world.json
+    for variant, world in zip(variants[1:], worlds[1:]):
+        assert world == worlds[0], (variant, sorted(k for k in world if world[k] != worlds[0].get(k)))
 
 
 def test_rgb_to_yuv420p_matches_bt601():
