@@ -85,6 +85,8 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: int, waveform: np.ndarr
     frames = np.ascontiguousarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"write_mp4 expects uint8 [T, H, W, 3], got {frames.dtype} {frames.shape}")
+    if frames.shape[1] % 2 or frames.shape[2] % 2:
+        raise ValueError(f"write_mp4 needs an even frame height and width (yuv420p), got {frames.shape[1:3]}")
     height, width = frames.shape[1:3]
     with av.open(str(path), mode="w", format="mp4", options={"fflags": "+bitexact"}) as container:
         video = container.add_stream(codec, rate=Fraction(fps))
