@@ -8,7 +8,7 @@
 """
 
 from bind.config import BindConfig, EncoderConfig
-from bind.errors import BindError, InputError, MediaError, UnknownModalityError
+from bind.errors import BindError, InputError, MediaError, ModelLoadError, UnknownModalityError
 from bind.factory import create_model, expand_config, load_model, register_converter
 from bind.modality import Modality
 from bind.model import BindModel
@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 
 
 __all__ = [
-    "BindConfig", "BindError", "BindModel", "EncoderConfig", "InputError", "MediaError", "Modality",
+    "BindConfig", "BindError", "BindModel", "EncoderConfig", "InputError", "MediaError", "Modality", "ModelLoadError",
     "UnknownModalityError", "create_model", "expand_config", "get_modality", "list_modalities", "list_models",
     "load_model", "register_converter", "register_modality",
 ]

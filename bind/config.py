@@ -17,6 +17,13 @@ LOGIT_SCALE_INIT = math.log(1 / 0.07)  # CLIP / open_clip
 LOGIT_SCALE_MAX = math.log(100.0)
 
 
+def logit_scale_value(log_scale, cfg: EncoderConfig):
+    """``exp(log_scale)`` capped at ``cfg.logit_scale_max`` (exactly that value beyond it, as ImageBind's
+    ``clip(exp(s), max=100)``); uncapped when it is ``None`` (LanguageBind's ``logit_scale.exp()``)."""
+    scale = log_scale.exp()
+    return scale if cfg.logit_scale_max is None else scale.clamp(max=cfg.logit_scale_max)
+
+
 @dataclass
 class EncoderConfig:
     """Architecture of one modality encoder: stem -> [CLS] + positions -> transformer trunk -> head.
@@ -50,6 +57,7 @@ class EncoderConfig:
     grad_checkpointing: bool = False
     logit_scale_init: float = LOGIT_SCALE_INIT
     logit_scale_learnable: bool = True
+    logit_scale_max: float | None = 100.0  # cap of exp(logit_scale) (CLIP, ImageBind); None: uncapped (LanguageBind)
     stem: dict[str, Any] = field(default_factory=dict)
     preprocess: dict[str, Any] = field(default_factory=dict)
     tower: str | None = None

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bind.config import LOGIT_SCALE_MAX, EncoderConfig
+from bind.config import EncoderConfig, logit_scale_value
 from bind.nn.heads import EmbeddingHead
 from bind.nn.stems import StemOutput
 from bind.nn.transformer import PatchDropout, Transformer
@@ -123,5 +123,5 @@ class ModalityEncoder(nn.Module):
         return emb
 
     def get_logit_scale(self) -> torch.Tensor:
-        """``exp(logit_scale)`` clamped to at most 100 (CLIP)."""
-        return self.logit_scale.clamp(max=LOGIT_SCALE_MAX).exp()
+        """``exp(logit_scale)``, at most ``cfg.logit_scale_max`` (100, CLIP; ``None``: uncapped)."""
+        return logit_scale_value(self.logit_scale, self.cfg)

@@ -22,6 +22,18 @@ class InputError(BindError, ValueError):
     """A tensor handed to an encoder has the wrong shape, dtype or channel count."""
 
 
+class ModelLoadError(BindError, ValueError):
+    """A model directory (``config.json`` + ``model.safetensors``) is missing, unreadable or does not match itself.
+
+    Raised by :meth:`bind.BindModel.from_pretrained` / :func:`bind.load_model` *before* the model is used; the message
+    is one line naming the file and what is wrong.
+    """
+
+    def __init__(self, path: object, reason: str) -> None:
+        self.path, self.reason = path, reason
+        super().__init__(f"{path}: {' '.join(str(reason).split())}")
+
+
 class UnknownModalityError(BindError, KeyError):
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
         return str(self.args[0])

@@ -91,11 +91,15 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     tmp.mkdir(mode=0o777)  # mkdir applies the umask itself
     try:
         yield tmp
-        file_mode = 0o666 & ~umask()
+        file_mode, dir_mode = 0o666 & ~umask(), 0o777 & ~umask()
         for p in tmp.rglob("*"):
-            if p.is_file() and not p.is_symlink():
+            if p.is_symlink():
+                continue
+            if p.is_file():
                 os.chmod(p, file_mode)
                 fsync_file(p)
+            elif p.is_dir():  # e.g. copied with shutil.copytree from a private tempfile directory
+                os.chmod(p, dir_mode)
         fsync_dir(tmp)
         old = None
         if path.exists() or path.is_symlink():

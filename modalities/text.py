@@ -25,7 +25,7 @@ from bind.errors import MediaError
 from bind.modality import Modality
 from bind.nn.stems import TokenStem
 from bind.registry import register_modality
-from bind.towers import resolve_tower
+from bind.towers import hub_load
 
 
 @dataclass
@@ -47,14 +47,11 @@ class TextStemConfig:
 
 @functools.lru_cache(maxsize=16)
 def load_tokenizer(name: str):
-    """A transformers tokenizer from a directory, hub id or alias (``minilm``)."""
+    """A transformers tokenizer from a directory, hub id or alias (``minilm``): local first, a missing path or an
+    unreachable hub fails in seconds with a ``FileNotFoundError`` naming it (:func:`bind.towers.hub_load`)."""
     from transformers import AutoTokenizer
 
-    path = resolve_tower(name)
-    try:
-        return AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as e:
-        raise FileNotFoundError(f"text: cannot load tokenizer {name!r} ({path}): {e}") from None
+    return hub_load(AutoTokenizer.from_pretrained, name, "text: tokenizer")
 
 
 def eot_id(tok) -> int | None:

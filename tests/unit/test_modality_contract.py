@@ -183,7 +183,7 @@ NAMED_ON_PURPOSE = {
 
 
 def test_library_core_names_no_modality():
-    spec = importlib.util.spec_from_file_location("modality_names", REPO / "tools" / "modality_names.py")
+    spec = importlib.util.spec_from_file_location("modality_names", REPO / "tests" / "modality_names.py")
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     found = {}

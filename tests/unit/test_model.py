@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import bind
-from bind.errors import InputError, UnknownModalityError
+from bind.errors import InputError, ModelLoadError, UnknownModalityError
 
 
 def _inputs(model, batch=3):
@@ -70,7 +70,7 @@ def test_load_refuses_mismatched_weights(tiny_model, tmp_path):
     cfg = json.loads((d / "config.json").read_text())
     cfg["encoders"]["image"]["depth"] = 3
     (d / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(RuntimeError, match="missing .*trunk.blocks.2"):
+    with pytest.raises(ModelLoadError, match="model.safetensors: .*missing .*trunk.blocks.2"):
         bind.load_model(d)
 
 

@@ -70,6 +70,62 @@ def test_same_seed_same_bytes_for_any_worker_count(world, tmp_path):
     assert first == second
 
 
+_GENERATE = """
+import ctypes, ctypes.util, glob, os, sys
+import av
+if sys.argv[2] == "c-only":  # FFmpeg without SIMD (swscale / AAC / MPEG-4 take their C paths), as on another CPU
+    libs = glob.glob(os.path.join(os.path.dirname(av.__file__), os.pardir, "av.libs", "libavutil*"))
+    ctypes.CDLL(libs[0] if libs else ctypes.util.find_library("avutil")).av_force_cpu_flags(0)
+import torch
+torch.set_num_threads(int(sys.argv[3]))
+from bind.world import WorldConfig, generate
+generate(os.path.join(sys.argv[1], "x264"), 2, seed=int(sys.argv[4]), workers=1)
+generate(os.path.join(sys.argv[1], "mpeg4"), 1, seed=int(sys.argv[4]), workers=1,
+         config=WorldConfig(size=32, frames=8, video_codec="mpeg4"))
+"""
+
+
+def test_world_bytes_do_not_depend_on_the_process_or_cpu_paths(tmp_path):
+    """The same world, byte for byte, from fresh processes with different thread counts, torch CPU kernels
+    (``ATEN_CPU_CAPABILITY``), OpenBLAS kernels, hash seeds and FFmpeg SIMD on or off. (x264's AVX-512 kernels
+    changed the MP4 bytes from one process to the next; swscale's SIMD rounded RGB->YUV differently from its C
+    path, as another CPU would.)"""
+    import os
+    import subprocess
+    import sys
+
+    variants = [("default", "1", {}),
+                ("default", "2", {"OMP_NUM_THREADS": "2", "ATEN_CPU_CAPABILITY": "default", "PYTHONHASHSEED": "1",
+                                  "OPENBLAS_CORETYPE": "Prescott"}),
+                ("default", "1", {"ATEN_CPU_CAPABILITY": "avx2", "PYTHONHASHSEED": "2",
+                                  "OPENBLAS_CORETYPE": "Haswell"}),
+                ("c-only", "1", {"PYTHONHASHSEED": "3"})]
+    worlds = []
+    for i, (ffmpeg, threads, env) in enumerate(variants):
+        out = tmp_path / str(i)
+        subprocess.run([sys.executable, "-c", _GENERATE, str(out), ffmpeg, threads, str(SEED)], check=True,
+                       env={**os.environ, "OMP_NUM_THREADS": "1", **env}, timeout=300)
+        worlds.append(_hashes(out))
+    assert len(worlds[0]) == (7 * 2 + 2) + (7 + 2)  # 7 files per scene + manifest.jsonl + world.json
+    for variant, world in zip(variants[1:], worlds[1:]):
+        assert world == worlds[0], (variant, sorted(k for k in world if world[k] != worlds[0].get(k)))
+
+
+def test_rgb_to_yuv420p_matches_bt601():
+    from bind.world.media import rgb_to_yuv420p
+
+    for rgb in [(0, 0, 0), (255, 255, 255), (255, 0, 0), (0, 255, 0), (0, 0, 255), (12, 200, 97)]:
+        frame = np.broadcast_to(np.array(rgb, np.uint8), (4, 6, 3))
+        yuv = rgb_to_yuv420p(frame).astype(int)
+        assert yuv.shape == (6, 6)
+        reference = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24").reformat(
+            format="yuv420p").to_ndarray().astype(int)  # swscale's BT.601 limited range
+        assert np.abs(yuv - reference).max() <= 1, rgb
+    decoded = av.VideoFrame.from_ndarray(rgb_to_yuv420p(np.full((4, 4, 3), (40, 90, 200), np.uint8)),
+                                         format="yuv420p").to_ndarray(format="rgb24").astype(int)
+    assert np.abs(decoded - (40, 90, 200)).max() <= 2
+
+
 def test_different_seed_different_world(world, tmp_path):
     generate(tmp_path / "other", 2, seed=SEED + 1, workers=1)
     other = _hashes(tmp_path / "other")
