@@ -50,14 +50,7 @@ import numpy as np
 import torch
 
 from bind.bench.common import count_flops, environment, write_json
-from bind.world.experiment import (
-    MODEL_NAME,
-    ExperimentConfig,
-    WorldExperiment,
-    factor_positives,
-    pair_metrics,
-    shared_factors,
-)
+from bind.world.experiment import MODEL_NAME, ExperimentConfig, WorldExperiment
 
 DEFAULT_VARIANTS = ("joint", "joint+reduce_time2", "divided", "divided+reduce_time2")
 _REDUCTION = re.compile(r"^reduce_(time|space)(\d+)$")
@@ -188,6 +181,8 @@ def retrieval(video: torch.Tensor, text: torch.Tensor, paraphrased: torch.Tensor
               factors: list[dict[str, str]]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Video <-> text R@1 (with chance) under factor-level relevance, paraphrased text -> video, and per-factor
     video -> text (positives agree on that one factor); plus the per-query top-1 hits of each direction."""
+    from bind.world.experiment import factor_positives, pair_metrics, shared_factors
+
     shared = shared_factors("video", "text")
     pos = factor_positives(factors, shared)
     pairs = dict(zip(DIRECTIONS, ((video, text), (text, video), (paraphrased, video))))

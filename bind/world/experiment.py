@@ -319,11 +319,18 @@ class WorldExperiment:
         callbacks = [EpochLines(label, self.echo)]
         if not self.verbose:
             callbacks.append(ModelSummary(max_depth=0))  # no summary table (its FLOPs column reads 0 on a CPU)
-        return fit(self.manifest, modalities=list(c.modalities), model=MODEL_NAME, run_dir=run_dir,
-                   max_epochs=c.epochs, batch_size=c.batch_size, num_workers=0, seed=c.seed, export=False,
-                   progress_bar=False, log_every_n_steps=5, sample_cache=self.cache,
-                   encoders=c.encoders_with(encoders), cache_anchors=True, lr=c.lr,
-                   warmup_steps=c.warmup_steps, weight_decay=c.weight_decay, accelerator="cpu", callbacks=callbacks)
+        untrained = logging.getLogger("bind.model")  # the sanity check validates the fresh encoders: expected
+        level = untrained.level
+        untrained.setLevel(level if self.verbose else logging.ERROR)
+        try:
+            return fit(self.manifest, modalities=list(c.modalities), model=MODEL_NAME, run_dir=run_dir,
+                       max_epochs=c.epochs, batch_size=c.batch_size, num_workers=0, seed=c.seed, export=False,
+                       progress_bar=False, log_every_n_steps=5, sample_cache=self.cache,
+                       encoders=c.encoders_with(encoders), cache_anchors=True, lr=c.lr,
+                       warmup_steps=c.warmup_steps, weight_decay=c.weight_decay, accelerator="cpu",
+                       callbacks=callbacks)
+        finally:
+            untrained.setLevel(level)
 
     # --- embedding -------------------------------------------------------------------------------------------------
     def samples(self, modality: str, records: Sequence[Any]) -> list[torch.Tensor]:
