@@ -256,6 +256,10 @@ class BindModel(nn.Module):
                                  "model.safetensors (save it again with save_pretrained)")
         config.extra.setdefault("untrained", [])  # saved before the flag existed: loaded weights
         header = read_header(weights_path)  # cheap checks first: nothing is built for a file that is not weights
+        if any(e.tower is not None for e in config.encoders.values()):
+            # a tower's build imports this lazily, and with it torchaudio's module-level tensors: imported under
+            # torch.device("meta") they would stay meta for the whole process (audio fbanks then fail)
+            import transformers.processing_utils  # noqa: F401
         try:  # the shapes the config implies, without allocating them (a hostile config may claim huge sizes)
             with torch.device("meta"):
                 expected = cls(copy.deepcopy(config), root=directory, precision=precision).state_dict()

@@ -31,6 +31,10 @@ audio), ``media/ID.wav``, ``media/ID_depth.png`` (uint16 mm), ``media/ID_thermal
 ``media/ID_imu.npy`` (float32 [6, N] acc m/s² + gyro rad/s) and ``media/ID_imu.csv``; ``world.json`` records the
 version, seed, vocabularies, caption templates and units. :func:`bind.world.captions.paraphrase` gives held-out
 wordings for evaluation.
+
+Applications on this world (not imported here): :mod:`bind.world.experiment` (the runner of language-anchored
+training runs on a world, under ``bindspace demo`` and ``bindspace bench video-reduction``), :mod:`bind.world.demo`
+and :mod:`bind.world.qa` (world questions and the offline word-level LM of ``examples/video_qa/``).
 """
 
 from bind.world.captions import caption, paraphrase

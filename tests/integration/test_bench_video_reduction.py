@@ -35,8 +35,12 @@ def test_quick_video_reduction_bench(tmp_path, capsys):
     out = tmp_path / "json" / "video-reduction.json"
     assert main(["bench", "video-reduction", "--quick", "--n", "30", "--out", str(tmp_path / "run"),
                  "--json", str(out), "--variants", *VARIANTS]) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "reduced - unreduced" in printed and all(v in printed for v in VARIANTS)
+    for v in VARIANTS:  # the world runner's progress: one line per epoch of every variant
+        assert sum(line.startswith(f"[train {v}] epoch 1/1  step ") for line in printed.splitlines()) == 1
+    assert not any(noise in captured.out + captured.err for noise in ("GPU available", "litlogger", "FLOPs"))
 
     results = json.loads(out.read_text())
     assert results["suite"] == "video-reduction"

@@ -1,26 +1,44 @@
 """``bindspace demo --quick``: the whole path (world -> decode once -> train six encoders -> evaluate every pair) runs
-and writes what it promises. Learning quality is measured by the full run, not asserted at this size."""
+and writes what it promises, and says only what it has to: one line per stage and per epoch, then the result tables.
+Learning quality is measured by the full run, not asserted at this size."""
 
 from __future__ import annotations
 
 import itertools
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 import bind
-from bind.cli import main
 from bind.world.scene import MODALITIES
+
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def test_quick_demo_writes_results_plots_model_and_index(tmp_path, capsys):
+def test_quick_demo_writes_results_plots_model_and_index(tmp_path):
     out = tmp_path / "demo"
-    assert main(["demo", "--quick", "--out", str(out), "--n", "24"]) == 0
-    printed = capsys.readouterr().out
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "bind", "demo", "--quick", "--out", str(out), "--n", "24"],
+                          capture_output=True, text=True, env=env, timeout=900, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    printed = proc.stdout
     assert "modality -> text" in printed and "paraphrase" in printed
+    # quiet: no library chatter (Lightning INFO lines, tips, model summary, warnings, weight-loading bars)
+    assert proc.stderr.strip() == "", proc.stderr[-3000:]
+    for noise in ("INFO", "litlogger", "FLOPs", "Warning", "Loading weights", "GPU available"):
+        assert noise not in printed
+    before_tables = printed.split("held-out test scenes")[0].strip().splitlines()
+    assert [line.split("]")[0] + "]" for line in before_tables[1:]] == [
+        "[world]", "[decode]", "[train]", "[train]", "[eval]"]  # one line per stage, one per epoch
+    epoch = before_tables[3]
+    assert epoch.startswith("[train] epoch 1/1  step ") and " loss " in epoch and "ETA" in epoch
 
     results = json.loads((out / "results.json").read_text())
     names = ("text", *MODALITIES)
@@ -49,11 +67,10 @@ def test_quick_demo_writes_results_plots_model_and_index(tmp_path, capsys):
 
     # the video QA example runs on the demo's model and world
     import importlib.util
-    from pathlib import Path
 
     from bind.world.qa import QUESTION_TYPES
 
-    path = Path(__file__).parents[2] / "examples" / "video_qa" / "multiple_choice.py"
+    path = ROOT / "examples" / "video_qa" / "multiple_choice.py"
     spec = importlib.util.spec_from_file_location("video_qa_multiple_choice", path)
     video_qa = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(video_qa)

@@ -37,3 +37,23 @@ def test_embed_tensors_of_media_match_one_encode(tiny_model):
     out = tiny_model.embed_tensors("image", list(batch), batch_size=2)
     torch.testing.assert_close(out, tiny_model.encode("image", batch), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out.norm(dim=-1), torch.ones(5))
+
+
+def test_a_fresh_process_loads_a_tower_model_and_embeds_audio(tmp_path):
+    """Loading builds the model on the meta device first; a transformers tower imports torchaudio lazily there, whose
+    module-level tensors then stayed meta and every later audio fbank failed ("Cannot copy out of meta tensor")."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import bind
+    from tests.media import tone, write_audio
+
+    root = Path(__file__).resolve().parents[2]
+    bind.create_model("bind-minilm-tiny", modalities=["text", "audio"]).save_pretrained(tmp_path / "model")
+    wav = write_audio(tmp_path / "a.wav", tone(1.0))
+    model = str(tmp_path / "model")
+    code = f"import bind; m = bind.load_model({model!r}); print(tuple(m.embed_sources('audio', [{str(wav)!r}]).shape))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "(1, 384)"
