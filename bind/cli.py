@@ -101,7 +101,18 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return run_guarded(args.command, lambda: args.func(args), debug)
+    words = [a for a in argv[lead:lead + 3] if not a.startswith("-")]
+    command = " ".join(words[:2] if len(words) > 1 and words[1] in sub_commands(parser, words[0]) else words[:1])
+    return run_guarded(command or args.command, lambda: args.func(args), debug)
+
+
+def sub_commands(parser: argparse.ArgumentParser, command: str) -> set[str]:
+    """Names of the subcommands of ``command`` (``index`` -> ``{"build", "add"}``)."""
+    for action in parser._subparsers._group_actions if parser._subparsers else ():
+        sub = action.choices.get(command)
+        if sub is not None and sub._subparsers is not None:
+            return {name for a in sub._subparsers._group_actions for name in a.choices}
+    return set()
 
 
 if __name__ == "__main__":

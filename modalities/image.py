@@ -8,6 +8,7 @@ With ``stem.temporal_patch: 2`` the image is a 2-frame clip of itself through a 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,8 +63,11 @@ def decode_image(source: Any, modality: str, mode: str = "RGB", max_pixels: int 
         fp = source_bytes_or_path(source, modality)
         try:
             img = Image.open(fp)  # reads the header only
-        except Image.DecompressionBombError as e:
-            raise MediaError(source, modality, f"refused before decoding: {e} (max_pixels={max_pixels})") from None
+        except Image.DecompressionBombError as e:  # PIL's own check, at 2 x Image.MAX_IMAGE_PIXELS
+            claimed = re.search(r"\((\d+) pixels\)", str(e))
+            raise MediaError(source, modality, f"the header claims {claimed[1] if claimed else 'too many'} pixels: a "
+                                               f"decompression bomb, exceeds preprocess max_pixels={max_pixels}; "
+                                               "refused before decoding") from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
             raise MediaError(source, modality, f"not a decodable image ({e})") from None
         w, h = img.size

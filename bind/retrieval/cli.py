@@ -442,7 +442,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--no-wait", action="store_true", help="fail at once if another process is writing the index")
     _add_embed_options(a)
     a.set_defaults(func=_index_add_cmd)
-    p.set_defaults(func=lambda args: p.print_help() or 2)
+    p.set_defaults(func=lambda args, p=p: p.print_help() or 2)  # bind p now: it names other parsers below
 
     p = sub.add_parser("search", help="query an index with text and/or files of any modality")
     p.add_argument("--index", required=True)
