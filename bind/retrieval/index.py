@@ -419,19 +419,15 @@ class Index:
         what is wrong; never reads a file outside ``directory``. A save committed by another process while this one
         reads is retried."""
         directory = Path(directory)
-        for attempt in range(3):
+        for attempt in range(5):
             meta = _read_metadata(directory)
             try:
                 return _load_validated(directory, meta)
-            except _Vanished:
-                if attempt == 2:
-                    raise BindIndexError(f"{directory}: data files keep changing while reading (another writer?); "
-                                         "retry") from None
+            except BindIndexError:
+                # a writer committed a new version (and removed the files read so far) meanwhile: read that one
+                if attempt == 4 or _read_metadata(directory) == meta:
+                    raise
         raise AssertionError("unreachable")
-
-
-class _Vanished(Exception):
-    """A listed data file disappeared: a concurrent writer committed a new version meanwhile."""
 
 
 def _fail(path: Path, what: str) -> BindIndexError:
@@ -535,8 +531,6 @@ def _data_file(directory: Path, meta: dict[str, Any], key: str) -> Path:
     if path.is_symlink():
         raise _fail(path, "is a symlink; an index may only hold its own files")
     if not path.exists():
-        if json.loads((directory / METADATA_NAME).read_bytes() or b"null") != meta:
-            raise _Vanished
         raise _fail(path, f"missing (listed in {METADATA_NAME}); the index is incomplete: rebuild it")
     if not path.is_file():
         raise _fail(path, "not a regular file")
@@ -548,6 +542,13 @@ def _data_file(directory: Path, meta: dict[str, Any], key: str) -> Path:
 
 
 def _load_validated(directory: Path, meta: dict[str, Any]) -> Index:
+    try:
+        return _load_files(directory, meta)
+    except OSError as e:  # e.g. a data file removed by a writer's commit between two reads (Index.load retries)
+        raise _fail(Path(e.filename) if e.filename else directory, f"cannot read ({e.strerror or e})") from None
+
+
+def _load_files(directory: Path, meta: dict[str, Any]) -> Index:
     spec = IndexSpec(**meta["spec"])
     index = Index(ModelInfo.from_dict(meta["model"]), spec)
     index.nlist_effective = meta.get("nlist_effective")

@@ -323,3 +323,32 @@ def test_dead_writer_temporaries_are_removed_live_ones_kept(tmp_path):
     _index(n=3).save(directory)
     assert sorted(p.name for p in directory.iterdir() if p.name.startswith(".")) == []
     assert len(Index.load(directory)) == 3
+
+
+def test_readers_never_fail_while_a_writer_commits(tmp_path):
+    """A save deletes the data files the previous metadata named; a reader that read that metadata retries."""
+    directory = tmp_path / "idx"
+    _index(n=200).save(directory)
+    stop, errors = threading.Event(), []
+
+    def writer() -> None:
+        n = 200
+        while not stop.is_set():
+            n += 1
+            _index(n=n).save(directory)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        loads = 0
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            try:
+                assert len(Index.load(directory)) >= 200
+                loads += 1
+            except BindIndexError as e:
+                errors.append(str(e))
+    finally:
+        stop.set()
+        t.join(30)
+    assert not errors and loads > 5, (errors[:3], loads)
