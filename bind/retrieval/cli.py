@@ -127,7 +127,8 @@ def _add_embed_options(p: argparse.ArgumentParser, distributed: bool = True) -> 
 
 def _add_source_options(p: argparse.ArgumentParser, required: bool = True) -> None:
     src = p.add_mutually_exclusive_group(required=required)
-    src.add_argument("--inputs", nargs="+", metavar="FILE", help="media files (for text: UTF-8 .txt files)")
+    src.add_argument("--inputs", nargs="+", metavar="FILE", help="media files or directories of them (for text: UTF-8 "
+                     ".txt files)")
     src.add_argument("--manifest", help="JSONL manifest (paths relative to its directory)")
     p.add_argument("--split", default=None, help="only manifest records of this split")
 
