@@ -335,6 +335,7 @@ def _eval_cmd(args: argparse.Namespace) -> int:
     if not records:
         raise BindError(f"{args.manifest}: no records" + (f" in split {args.split!r}" if args.split else ""))
     heat = tuple(args.heatmap_pair.split(":", 1)) if args.heatmap_pair else None
+    logging.getLogger("bind.retrieval.evaluate").setLevel(logging.ERROR)  # its warnings are summarised below
     results = run_evaluation(
         model, records, args.out, dataset=args.dataset or Path(args.manifest).stem, model_ref=str(args.model),
         tasks=args.task, pairs=args.pairs, zeroshot_modalities=args.zeroshot_modality,
@@ -388,8 +389,9 @@ def _print_eval(results: dict[str, Any]) -> None:
 
         for m, r in zs.items():
             x = r["metrics"]
+            note = " (n/a: one class)" if x["acc1"] is None and x["num_classes"] < 2 else ""
             t.add_row(m, fmt(x["acc1"]), fmt(x["acc5"]), fmt(x["mean_per_class_recall"]), str(x["num_samples"]),
-                      str(x["num_classes"]) + (" (n/a: one class)" if x["acc1"] is None else ""))
+                      str(x["num_classes"]) + note)
         console.print(t)
 
 

@@ -190,7 +190,10 @@ def evaluate_zeroshot_records(model, records: Sequence[ManifestRecord], modality
     metrics = evaluate_zeroshot(classifier, ge.embeddings, [labelled[g].label for g in ge.groups.tolist()])
     metrics.update(num_samples=int(len(ge.ids)), num_classes=len(classnames), num_templates=len(templates))
     if not len(ge.ids):
-        raise ValueError(f"zero-shot {modality}: none of the {len(ge.skipped)} labelled sources could be decoded")
+        metrics = {"acc1": None, "acc5": None, "mean_per_class_recall": None, "num_samples": 0,
+                   "num_classes": len(classnames), "num_templates": len(templates)}
+        return {"metrics": metrics, "skipped": ge.skipped, "classnames": classnames, "templates": templates,
+                "status": f"n/a: none of the {len(ge.skipped)} labelled {modality} sources could be decoded"}
     return {"metrics": metrics, "skipped": ge.skipped, "classnames": classnames, "templates": templates,
             "status": "ok"}
 
