@@ -352,3 +352,25 @@ def test_readers_never_fail_while_a_writer_commits(tmp_path):
         stop.set()
         t.join(30)
     assert not errors and loads > 5, (errors[:3], loads)
+
+
+def test_tampered_embeddings_files_are_one_error(tmp_path):
+    from bind.errors import BindError
+    from bind.retrieval.embed import EmbeddingSet
+
+    x = F.normalize(torch.randn(3, DIM), dim=1)
+    path = EmbeddingSet(x, ["a", "b", "c"], ["1", "2", "3"], "image", MODEL).save(tmp_path / "e.safetensors")
+    side = path.with_suffix(".json")
+    good = json.loads(side.read_text())
+    assert EmbeddingSet.load(path).ids == ["a", "b", "c"]
+    for change in ({"ids": ["a"]}, {"model": []}, {"ids": "abc"}, {"model": {**good["model"], "embed_dim": 4}}):
+        side.write_text(json.dumps({**good, **change}))
+        with pytest.raises(BindError, match=str(tmp_path)):
+            EmbeddingSet.load(path)
+    side.write_text("[1]")
+    with pytest.raises(BindError, match="not a bind embeddings sidecar"):
+        EmbeddingSet.load(path)
+    side.write_text(json.dumps(good))
+    path.write_bytes(pickle.dumps({"embeddings": x}))
+    with pytest.raises(BindError, match="not a readable embeddings file"):
+        EmbeddingSet.load(path)
