@@ -29,7 +29,7 @@ def _load_model(ref: str, args: argparse.Namespace):
     import bind
 
     torch.manual_seed(args.seed)
-    model = bind.load_model(ref, map_location="cpu", precision=getattr(args, "precision", "auto")).eval()
+    model = bind.load_model(ref, map_location="cpu", precision=getattr(args, "precision", None)).eval()
     if getattr(args, "compile", False):
         model.compile_encoders()  # compiled lazily, per encoder, at its first call
     return model.to(args.device) if getattr(args, "device", None) else model
@@ -108,8 +108,9 @@ def _add_embed_options(p: argparse.ArgumentParser, distributed: bool = True) -> 
     g.add_argument("--workers", type=int, default=0, help="DataLoader worker processes decoding media")
     g.add_argument("--device", default=None, help="torch device for single-process embedding (cpu, cuda:0, ...)")
     g.add_argument("--seed", type=int, default=0, help="seed for the random weights of a named config")
-    g.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                   help="auto: bf16 autocast on a bf16 GPU or a CPU with native bf16 (AVX-512-BF16/AMX), else fp32 "
+    g.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16"],
+                   help="default: the precision saved with the model (converted checkpoints: fp32, for parity), else "
+                        "auto = bf16 autocast on a bf16 GPU or a CPU with native bf16 (AVX-512-BF16/AMX), else fp32 "
                         "(embeddings are fp32 either way)")
     g.add_argument("--compile", action="store_true",
                    help="torch.compile the encoders: pays ~1 min per encoder once, ~1.07x faster after (ViT-B/16, "
