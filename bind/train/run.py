@@ -31,23 +31,30 @@ def fit(manifest: str | Path, *, modalities: list[str], model: str = "bind-minil
         strategy: str = "auto", precision: str | None = None, seed: int = 0, ckpt_path: str | None = None,
         validate_before: bool = False, export: bool = True, progress_bar: bool = True,
         log_every_n_steps: int = 10, every_n_train_steps: int | None = None, caption_source: str = "modality",
-        sample_cache: Any = None, **module_kwargs: Any) -> FitResult:
+        sample_cache: Any = None, verbose: bool = False, **module_kwargs: Any) -> FitResult:
     """Train ``modalities`` against a frozen ``anchor`` on a JSONL manifest (see
     :class:`~bind.train.module.BindTrainModule` for ``module_kwargs``: towers, lora, init_from, lr, loss, ...).
 
     ``sample_cache``: a :class:`~bind.data.dataset.SampleCache` (possibly pre-filled with
-    :meth:`~bind.data.dataset.SampleCache.fill`) to train from: media decoded once, eval-mode tensors every epoch."""
+    :meth:`~bind.data.dataset.SampleCache.fill`) to train from: media decoded once, eval-mode tensors every epoch.
+
+    Quiet unless ``verbose``: progress lines (``progress_bar``) and bind's messages; Lightning's INFO lines, its
+    warnings and the model summary only with ``verbose``."""
+    import warnings
+
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
     from bind.data.bad_samples import summarize
     from bind.precision import lightning_precision
-    from bind.train.cli import default_precision, register_strategies
+    from bind.train.callbacks import LineProgress, LogEveryEpoch
+    from bind.train.cli import default_precision, quiet_lightning, register_strategies
     from bind.train.datamodule import BindDataModule
     from bind.train.module import BindTrainModule
 
     register_strategies()
+    quiet_lightning(verbose)
     L.seed_everything(seed, verbose=False)
     run_dir = Path(run_dir)
     export_dir = run_dir / "export" if export else None
@@ -63,14 +70,18 @@ def fit(manifest: str | Path, *, modalities: list[str], model: str = "bind-minil
     trainer = L.Trainer(default_root_dir=run_dir, max_epochs=max_epochs, max_steps=max_steps, accelerator=accelerator,
                         devices=devices, strategy=strategy,
                         precision=lightning_precision(precision) if precision else default_precision(),
-                        callbacks=[ckpt], logger=loggers, enable_progress_bar=progress_bar,
-                        log_every_n_steps=log_every_n_steps)
+                        callbacks=[ckpt, LogEveryEpoch(), *([LineProgress()] if progress_bar else [])],
+                        logger=loggers, enable_progress_bar=progress_bar, log_every_n_steps=log_every_n_steps,
+                        enable_model_summary=verbose)
     before: dict[str, float] = {}
-    if validate_before:
-        out = trainer.validate(module, datamodule=data, verbose=False)
-        before = {k: float(v) for k, v in (out[0] if out else {}).items()}
-    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
-    after = trainer.validate(module, datamodule=data, verbose=False)
+    with warnings.catch_warnings():
+        if not verbose:
+            warnings.simplefilter("ignore")
+        if validate_before:
+            out = trainer.validate(module, datamodule=data, verbose=False)
+            before = {k: float(v) for k, v in (out[0] if out else {}).items()}
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+        after = trainer.validate(module, datamodule=data, verbose=False)
     bad = summarize(data.bad.path).count if data.bad is not None and data.bad.path else 0
     return FitResult(model=module.model, module=module, trainer=trainer, run_dir=run_dir,
                      metrics={k: float(v) for k, v in (after[0] if after else {}).items()}, metrics_before=before,
