@@ -316,7 +316,7 @@ def test_sigkill_and_resume_every_shipped_config_is_bitwise_exact(config, multim
     assert proc.returncode == 0, out[-3000:]
     a = torch.load(tmp_path / "a/every-step/last.ckpt", map_location="cpu", weights_only=True)
     total = a["global_step"]
-    assert total >= 6
+    assert total >= 4
 
     cfg_b = _shipped_config(config, tmp_path, "b", multimodal, clip_dir)
     proc = _bind("train", "fit", "--config", str(cfg_b), start_new_session=True)  # DDP workers in its group
