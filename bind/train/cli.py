@@ -195,7 +195,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     from bind.data.validate import add_validate_command
 
     p = sub.add_parser("train", add_help=False, help="train encoders against frozen towers (LightningCLI): "
-                       "bindspace train fit --config configs/train/NAME.yaml")
+                       "bindspace train fit --config configs/train/NAME.yaml [-v: library output] "
+                       "[--debug: tracebacks]")
     p.add_argument("args", nargs=argparse.REMAINDER)
     p.set_defaults(func=lambda a: train_main(a.args, verbose=a.verbose))
     add_validate_command(sub)

@@ -4,6 +4,7 @@ the frozen MiniLM tower by identity, and corrupt media skipped and reported."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import pickle
@@ -100,9 +101,6 @@ def test_default_run_is_quiet_logs_metrics_and_keeps_everything_in_one_run_direc
     run = tmp_path / "elsewhere/run"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere"]  # nothing written outside the run directory
     assert {p.name for p in run.iterdir()} == {"logs", "tb", "checkpoints", "export"}
-    rows = list(yaml.safe_load("[]") or [])  # noqa: F841 — metrics are CSV
-    import csv
-
     metrics = list(csv.DictReader((run / "logs/version_0/metrics.csv").open()))
     assert sum(1 for r in metrics if r.get("train/loss")) == 2  # one per epoch, although 1 step < 20
     assert sum(1 for r in metrics if r.get("val/R@1/image->text")) == 2
@@ -113,9 +111,8 @@ def test_default_run_is_quiet_logs_metrics_and_keeps_everything_in_one_run_direc
     assert set(ckpt["bind_frozen_towers"]) == {"text"} and ckpt["bind_frozen_towers"]["text"]["name"] == "minilm"
     assert ckpt_path.stat().st_size < 5e6  # the MiniLM tower alone is 90 MB
 
-    from bind.train import export_checkpoint
-
     import bind
+    from bind.train import export_checkpoint
 
     exported = bind.load_model(export_checkpoint(ckpt_path, tmp_path / "again") / "model")
     shipped = bind.load_model(run / "export/model")
