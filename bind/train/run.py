@@ -27,7 +27,8 @@ class FitResult:
 
 def fit(manifest: str | Path, *, modalities: list[str], model: str = "bind-minilm-tiny", anchor: str = "text",
         run_dir: str | Path = "runs/bind", max_epochs: int = 10, max_steps: int = -1, batch_size: int = 32,
-        num_workers: int = 0, val_manifest: str | None = None, accelerator: str = "auto", devices: int | str = 1,
+        num_workers: int = 0, val_manifest: str | None = None, val_split: str | None = "val",
+        accelerator: str = "auto", devices: int | str = 1,
         strategy: str = "auto", precision: str | None = None, seed: int = 0, ckpt_path: str | None = None,
         validate_before: bool = False, export: bool = True, progress_bar: bool = True,
         log_every_n_steps: int = 10, every_n_train_steps: int | None = None, caption_source: str = "modality",
@@ -37,6 +38,8 @@ def fit(manifest: str | Path, *, modalities: list[str], model: str = "bind-minil
 
     ``sample_cache``: a :class:`~bind.data.dataset.SampleCache` (possibly pre-filled with
     :meth:`~bind.data.dataset.SampleCache.fill`) to train from: media decoded once, eval-mode tensors every epoch.
+    ``val_split``: the manifest split to validate on (a manifest without it is an error naming its splits);
+    ``None`` trains without validation.
 
     Quiet unless ``verbose``: progress lines (``progress_bar``) and bind's messages; Lightning's INFO lines, its
     warnings and the model summary only with ``verbose``."""
@@ -60,8 +63,8 @@ def fit(manifest: str | Path, *, modalities: list[str], model: str = "bind-minil
     export_dir = run_dir / "export" if export else None
     module = BindTrainModule(model=model, modalities=list(modalities), anchor=anchor, seed=seed,
                              export_dir=str(export_dir) if export_dir else None, **module_kwargs)
-    data = BindDataModule(manifest=str(manifest), val_manifest=val_manifest, batch_size=batch_size,
-                          num_workers=num_workers, seed=seed, caption_source=caption_source,
+    data = BindDataModule(manifest=str(manifest), val_manifest=val_manifest, val_split=val_split,
+                          batch_size=batch_size, num_workers=num_workers, seed=seed, caption_source=caption_source,
                           cache_samples=sample_cache is not None)
     data.sample_cache = sample_cache
     ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=1,
