@@ -134,6 +134,7 @@ class BindTrainModule(L.LightningModule):
         self._samples_this_epoch = 0
         if cache_anchors and anchor != "text":
             raise ValueError("cache_anchors applies to a text anchor (image anchors are augmented per step)")
+        self.tower_identities()  # now, before any strategy wraps or shards the towers
 
     # --- data contract ---------------------------------------------------------------------------------------------
     def pair_spec(self, caption_source: str = "modality") -> PairSpec:
