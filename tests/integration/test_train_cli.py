@@ -85,6 +85,7 @@ def test_bad_input_is_one_line_naming_it(case, shapes, tmp_path):
         assert "Traceback" in train(*args, "--debug", cwd=tmp_path).stderr
 
 
+@pytest.mark.slow
 def test_default_run_is_quiet_logs_metrics_and_keeps_everything_in_one_run_directory(shapes, tmp_path):
     """The shipped config (``log_every_n_steps: 20``) on 40 samples: one step per epoch."""
     done = train("--config", str(SHIPPED), "--data.manifest", str(shapes), "--trainer.max_epochs", "2",
@@ -139,6 +140,7 @@ def _bomb_png(path: Path, side: int = 100_000) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_corrupt_media_is_skipped_and_listed(shapes, tmp_path):
     """A bomb PNG, a truncated mp4, a zero-byte wav and a text file named .png among good image, video and audio
     files: the run finishes, and exactly those four are listed as skipped (log file and end-of-run count)."""
