@@ -383,6 +383,7 @@ class BindTrainModule(L.LightningModule):
 
     # --- reporting / export ----------------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
+        self.model.mark_untrained([])  # being trained: the sanity-check validation must not warn about random weights
         run_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)  # a collective: every rank calls it
         if self.trainer.is_global_zero:
             report = trainable_report(self.model)
