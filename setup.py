@@ -9,9 +9,12 @@ there); the wheel carries them as package data of ``bind.configs`` (``configs/``
 from setuptools import find_packages, setup
 
 CONFIG_PACKAGES = ["bind.configs", "bind.configs.models", "bind.configs.train"]
+DATA_PACKAGES = ["bind.serve.static"]  # the web page's files (a directory, not a Python package)
 
 setup(
-    packages=[*find_packages(include=["bind", "bind.*", "modalities", "modalities.*"]), *CONFIG_PACKAGES],
+    packages=[*find_packages(include=["bind", "bind.*", "modalities", "modalities.*"]), *CONFIG_PACKAGES,
+              *DATA_PACKAGES],
     package_dir={"bind.configs": "configs"},
-    package_data={"bind": ["py.typed", "serve/static/*"], "bind.configs.models": ["*.yaml"], "bind.configs.train": ["*.yaml"]},
+    package_data={"bind": ["py.typed"], "bind.serve.static": ["*"], "bind.configs.models": ["*.yaml"],
+                  "bind.configs.train": ["*.yaml"]},
 )

@@ -1,12 +1,18 @@
-"""The ``bind`` command. Subcommands live beside the code they drive; each module exposes
-``add_commands(subparsers)`` and is listed in ``COMMAND_MODULES``."""
+"""The ``bindspace`` command. Subcommands live beside the code they drive; each module exposes
+``add_commands(subparsers)`` and is listed in ``COMMAND_MODULES``.
+
+Errors: every failure is one line on stderr (``bindspace CMD: error: ...``) and a non-zero exit; the traceback is
+printed only with ``--debug`` (anywhere on the command line, or ``BIND_DEBUG=1``)."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 import logging
+import os
 import sys
+import traceback
+from collections.abc import Callable
 
 COMMAND_MODULES = [
     "bind.commands",  # info
@@ -17,12 +23,14 @@ COMMAND_MODULES = [
     "bind.world.cli",  # world, demo
     "bind.serve.cli",  # serve
 ]
+GLOBAL_FLAGS = ("-v", "--verbose", "--debug")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bindspace", description="One embedding space for text and every modality "
                                      "plugin (`bindspace info` lists them).")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of an error (any position)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -35,25 +43,77 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["train"]:  # LightningCLI owns its own argument parsing
-        from bind.train.cli import train_main
+def error_message(e: BaseException) -> str:
+    """One line saying what went wrong: the exception's own message, made readable for bare ``KeyError`` /
+    ``OSError``."""
+    from bind.errors import BindError
 
-        return train_main(argv[1:])
+    if isinstance(e, KeyError) and not isinstance(e, BindError):
+        msg = f"missing key {e.args[0]!r}" if e.args else "missing key"
+    elif isinstance(e, OSError) and not isinstance(e, BindError) and e.strerror:
+        msg = f"{e.filename}: {e.strerror}" if e.filename else e.strerror
+    else:
+        msg = str(e) or type(e).__name__
+    lines = [line.strip() for line in msg.splitlines() if line.strip()]
+    return "; ".join(lines) if lines else type(e).__name__
+
+
+def run_guarded(command: str, func: Callable[[], int | None], debug: bool = False) -> int:
+    """Run ``func``; turn any exception into one line on stderr and exit code 1 (2 for an interrupt)."""
+    from bind.errors import BindError
+
+    try:
+        return int(func() or 0)
+    except KeyboardInterrupt:
+        print(f"bindspace {command}: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit:
+        raise
+    except (BindError, OSError, ValueError, KeyError) as e:
+        if debug:
+            traceback.print_exc()
+        print(f"bindspace {command}: error: {error_message(e)}", file=sys.stderr)
+        return 1
+    except Exception as e:  # noqa: BLE001 - a bug, not bad input: still one line unless --debug
+        if debug:
+            traceback.print_exc()
+        print(f"bindspace {command}: error: {type(e).__name__}: {error_message(e)} (unexpected; run with --debug "
+              "for the traceback)", file=sys.stderr)
+        return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("BIND_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
+    lead = 0
+    while lead < len(argv) and argv[lead] in GLOBAL_FLAGS:
+        lead += 1
+    if argv[lead:lead + 1] == ["train"]:  # LightningCLI owns its own argument parsing
+        def train() -> int:
+            from bind.train.cli import train_main
+
+            return train_main(argv[lead + 1:])
+
+        return run_guarded("train", train, debug)
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    from bind.errors import BindError
+    words = [a for a in argv[lead:lead + 3] if not a.startswith("-")]
+    command = " ".join(words[:2] if len(words) > 1 and words[1] in sub_commands(parser, words[0]) else words[:1])
+    return run_guarded(command or args.command, lambda: args.func(args), debug)
 
-    try:
-        return int(args.func(args) or 0)
-    except (BindError, FileNotFoundError, ValueError, KeyError) as e:
-        print(f"bindspace {args.command}: error: {e}", file=sys.stderr)
-        return 1
+
+def sub_commands(parser: argparse.ArgumentParser, command: str) -> set[str]:
+    """Names of the subcommands of ``command`` (``index`` -> ``{"build", "add"}``)."""
+    for action in parser._subparsers._group_actions if parser._subparsers else ():
+        sub = action.choices.get(command)
+        if sub is not None and sub._subparsers is not None:
+            return {name for a in sub._subparsers._group_actions for name in a.choices}
+    return set()
 
 
 if __name__ == "__main__":

@@ -124,15 +124,16 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temporaries(directory: str | Path) -> list[Path]:
-    """Delete temporaries in ``directory`` that were left by writers that no longer run; returns what was removed."""
+def remove_stale_temporaries(directory: str | Path, prefix: str = ".") -> list[Path]:
+    """Delete temporaries in ``directory`` that were left by writers that no longer run; returns what was removed.
+    ``prefix`` limits it to temporaries of one target (``".NAME.tmp-"``)."""
     removed: list[Path] = []
     directory = Path(directory)
     if not directory.is_dir():
         return removed
     for p in directory.iterdir():
         name = p.name
-        if not name.startswith(".") or TMP_MARK not in name:
+        if not name.startswith(prefix) or not name.startswith(".") or TMP_MARK not in name:
             continue
         pid_part = name.split(TMP_MARK, 1)[1].split("-", 1)[0].split(".", 1)[0]
         if not pid_part.isdigit() or _pid_alive(int(pid_part)):

@@ -68,6 +68,11 @@ class AudioPreprocess:
     clips_as_channels: bool = False  #: LanguageBind: the clips are the channels of one sample
     mean: float = -4.268
     std: float = 9.138
+    #: longest recording ``load`` decodes (from the file header when soundfile can read it, else once decoded);
+    #: 0 = no limit
+    max_seconds: float = 3600.0
+    #: largest file / bytes source ``load`` reads, checked before decoding; 0 = no limit
+    max_bytes: int = 1 << 30
 
     def __post_init__(self) -> None:
         checks = (("downmix", ("mean", "first")), ("clip_sampling", ("uniform", "segments")),
@@ -328,8 +333,30 @@ class AudioModality(Modality):
                 isinstance(source, tuple) and len(source) == 2 and isinstance(source[1], (int, float, np.number))):
             waveform, sr = _waveform_from_array(source, cfg, self.name)
         else:
+            self._check_limits(source, cfg)
             waveform, sr = decode_audio(source, self.name)
+        if cfg.max_seconds and waveform.shape[-1] > cfg.max_seconds * sr:
+            raise MediaError(source, self.name, f"{waveform.shape[-1] / sr:.1f} s of audio exceeds preprocess "
+                                                f"max_seconds={cfg.max_seconds:g}; raise max_seconds to accept it")
         return to_mono(waveform, sr, cfg, source, self.name)
+
+    def _check_limits(self, source: Any, cfg: AudioPreprocess) -> None:
+        """``max_bytes`` and (from the header, when soundfile knows the format) ``max_seconds`` before decoding."""
+        fp = source_bytes_or_path(source, self.name)
+        size = len(fp.getvalue()) if isinstance(fp, io.BytesIO) else Path(fp).stat().st_size
+        if cfg.max_bytes and size > cfg.max_bytes:
+            raise MediaError(source, self.name, f"{size} bytes exceeds preprocess max_bytes={cfg.max_bytes}; raise "
+                                                "max_bytes to accept it")
+        if cfg.max_seconds:
+            import soundfile as sf
+
+            try:
+                seconds = sf.info(fp).duration
+            except Exception:  # noqa: BLE001 - not a soundfile format: checked once decoded
+                return
+            if seconds > cfg.max_seconds:
+                raise MediaError(source, self.name, f"{seconds:.1f} s of audio (from the header) exceeds preprocess "
+                                                    f"max_seconds={cfg.max_seconds:g}; raise max_seconds to accept it")
 
     def transform(self, raw: torch.Tensor, cfg: AudioPreprocess, train: bool = False) -> torch.Tensor:
         return audio_transform(raw, cfg, train)

@@ -47,7 +47,7 @@ from bind.modality import Modality
 from bind.nn.stems import PatchStem2d
 from bind.registry import register_modality
 from modalities._common import source_bytes_or_path
-from modalities.image import _INTERP, CLIP_MEAN, CLIP_STD, decode_image
+from modalities.image import _INTERP, CLIP_MEAN, CLIP_STD, DEFAULT_MAX_PIXELS, decode_image
 
 OMNIVORE_BASELINE_M = 0.075  # Omnivore's SUN RGB-D depth -> disparity conversion
 KINECT_FOCAL_PX = 518.857901  # NYU-v2 / Kinect v1 colour camera focal length (pixels)
@@ -78,6 +78,9 @@ class DepthPreprocess:
     npz_key: str | None = None  # array to read from a .npz (default: "depth", or its only array)
     train_crop_scale: tuple[float, float] = (0.9, 1.0)
     train_hflip: bool = False
+    #: largest map (width x height) ``load`` accepts: image files are checked from the header before decoding,
+    #: .npy/.npz arrays once read; 0 = no limit. Default: PIL's ``MAX_IMAGE_PIXELS``.
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
     def __post_init__(self) -> None:
         self.mean, self.std = tuple(self.mean), tuple(self.std)
@@ -241,11 +244,14 @@ class DepthModality(MapModality):
             if head.startswith(NPY_MAGIC) or head.startswith(ZIP_MAGIC):
                 raw = read_array(source, self.name, cfg.npz_key, default_key="depth")
             else:
-                img = decode_image(source, self.name, mode=None)
+                img = decode_image(source, self.name, mode=None, max_pixels=cfg.max_pixels)
                 if img.mode not in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
                     raise MediaError(source, self.name, f"image mode {img.mode} holds no depth; expected a "
                                                         "single-channel 16-bit PNG in millimetres or a float map")
                 raw = np.asarray(img)
+        if cfg.max_pixels and np.asarray(raw).size > cfg.max_pixels:
+            raise MediaError(source, self.name, f"array of shape {tuple(np.shape(raw))} exceeds preprocess "
+                                                f"max_pixels={cfg.max_pixels}; raise max_pixels to accept it")
         return self._to_metres(raw, source, cfg)
 
     def _to_metres(self, raw: np.ndarray, source: Any, cfg: DepthPreprocess) -> np.ndarray:

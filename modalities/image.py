@@ -9,6 +9,7 @@ With ``stem.temporal_patch: 2`` the image is a 2-frame clip of itself through a 
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ from modalities._common import source_bytes_or_path
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+DEFAULT_MAX_PIXELS = 89_478_485  # PIL's Image.MAX_IMAGE_PIXELS: above it PIL warns of a decompression bomb
 
 
 @dataclass
@@ -38,6 +40,10 @@ class ImagePreprocess:
     std: tuple[float, ...] = CLIP_STD
     train_crop_scale: tuple[float, float] = (0.9, 1.0)
     train_hflip: bool = False
+    #: largest image (width x height) ``load`` decodes, checked from the header before decoding (a decompression
+    #: bomb is a tiny file claiming gigapixels); 0 = no limit of ours (PIL's own bomb check, at 2 x its
+    #: ``Image.MAX_IMAGE_PIXELS``, still applies). The default is PIL's ``MAX_IMAGE_PIXELS`` (~9459 x 9459).
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
 
 @dataclass
@@ -51,8 +57,9 @@ _INTERP = {"bicubic": v2.InterpolationMode.BICUBIC, "bilinear": v2.Interpolation
            "nearest": v2.InterpolationMode.NEAREST}
 
 
-def decode_image(source: Any, modality: str, mode: str = "RGB") -> Image.Image:
-    """Decode a path / bytes / PIL image / HxW(xC) array with PIL, converting to ``mode`` (None keeps it)."""
+def decode_image(source: Any, modality: str, mode: str = "RGB", max_pixels: int = 0) -> Image.Image:
+    """Decode a path / bytes / PIL image / HxW(xC) array with PIL, converting to ``mode`` (None keeps it).
+    Files whose header claims more than ``max_pixels`` pixels (0: no limit) are refused before decoding."""
     if isinstance(source, Image.Image):
         img = source
     elif isinstance(source, np.ndarray):
@@ -63,9 +70,23 @@ def decode_image(source: Any, modality: str, mode: str = "RGB") -> Image.Image:
     else:
         fp = source_bytes_or_path(source, modality)
         try:
-            img = Image.open(fp)
-            img.load()
+            img = Image.open(fp)  # reads the header only
+        except Image.DecompressionBombError as e:  # PIL's own check, at 2 x Image.MAX_IMAGE_PIXELS
+            claimed = re.search(r"\((\d+) pixels\)", str(e))
+            raise MediaError(source, modality, f"the header claims {claimed[1] if claimed else 'too many'} pixels: a "
+                                               f"decompression bomb, exceeds preprocess max_pixels={max_pixels}; "
+                                               "refused before decoding") from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            raise MediaError(source, modality, f"not a decodable image ({e})") from None
+        w, h = img.size
+        if max_pixels and w * h > max_pixels:
+            img.close()
+            raise MediaError(source, modality, f"{w}x{h} = {w * h} pixels exceeds preprocess max_pixels={max_pixels} "
+                                               "(checked from the header, before decoding); raise max_pixels to accept "
+                                               "it")
+        try:
+            img.load()
+        except (OSError, SyntaxError, ValueError) as e:
             raise MediaError(source, modality, f"not a decodable image ({e})") from None
     return img.convert(mode) if mode and img.mode != mode else img
 
@@ -100,7 +121,7 @@ class ImageModality(Modality):
     encoder_defaults = {"ln_pre": True, "pool": "cls", "stem": {"patch_size": 16, "in_chans": 3}}
 
     def load(self, source: Any, cfg: ImagePreprocess) -> Image.Image:
-        return decode_image(source, self.name)
+        return decode_image(source, self.name, max_pixels=getattr(cfg, "max_pixels", DEFAULT_MAX_PIXELS))
 
     def transform(self, raw: Image.Image, cfg: ImagePreprocess, train: bool = False) -> torch.Tensor:
         return image_transform(cfg, train)(raw)

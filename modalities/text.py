@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,10 +46,19 @@ class TextStemConfig:
     pad_token_id: int | None = None
 
 
-@functools.lru_cache(maxsize=16)
+_TOKENIZER_LOCK = threading.Lock()
+
+
 def load_tokenizer(name: str):
     """A transformers tokenizer from a directory, hub id or alias (``minilm``): local first, a missing path or an
-    unreachable hub fails in seconds with a ``FileNotFoundError`` naming it (:func:`bind.towers.hub_load`)."""
+    unreachable hub fails in seconds with a ``FileNotFoundError`` naming it (:func:`bind.towers.hub_load`).
+    Thread-safe: threads decoding in parallel used to race on transformers' lazy first import."""
+    with _TOKENIZER_LOCK:
+        return _load_tokenizer(name)
+
+
+@functools.lru_cache(maxsize=16)
+def _load_tokenizer(name: str):
     from transformers import AutoTokenizer
 
     return hub_load(AutoTokenizer.from_pretrained, name, "text: tokenizer")

@@ -31,7 +31,7 @@ import torch
 from bind.errors import MediaError
 from bind.registry import register_modality
 from modalities.depth import MapModality, as_2d, check_mean_std, map_transform
-from modalities.image import _INTERP, CLIP_MEAN, CLIP_STD, decode_image
+from modalities.image import _INTERP, CLIP_MEAN, CLIP_STD, DEFAULT_MAX_PIXELS, decode_image
 
 
 @dataclass
@@ -47,6 +47,9 @@ class ThermalPreprocess:
     std: tuple[float, ...] = (1.0,)
     train_crop_scale: tuple[float, float] = (0.9, 1.0)
     train_hflip: bool = False
+    #: largest image (width x height) ``load`` accepts: files are checked from the header before decoding, arrays
+    #: as given; 0 = no limit. Default: PIL's ``MAX_IMAGE_PIXELS``.
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
     def __post_init__(self) -> None:
         self.mean, self.std = tuple(self.mean), tuple(self.std)
@@ -105,7 +108,7 @@ class ThermalModality(MapModality):
             if a.ndim == 3 and a.shape[-1] in (3, 4) and a.dtype == np.uint8:  # grey RGB(A) -> ITU-R 601 luma (PIL)
                 a = np.rint(a[..., :3].astype(np.float32) @ np.float32([0.299, 0.587, 0.114])).astype(np.uint8)
         else:
-            img = decode_image(source, self.name, mode=None)
+            img = decode_image(source, self.name, mode=None, max_pixels=cfg.max_pixels)
             if img.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
                 a = np.asarray(img).astype(np.uint16)
             elif img.mode == "I":
@@ -116,6 +119,9 @@ class ThermalModality(MapModality):
             else:  # RGB(A) / P / LA / 1: grey pseudo-colour frames -> luminance
                 a = np.asarray(img.convert("L"))
         a = as_2d(a, source, self.name, "thermal image")
+        if cfg.max_pixels and a.size > cfg.max_pixels:
+            raise MediaError(source, self.name, f"image of shape {tuple(a.shape)} exceeds preprocess "
+                                                f"max_pixels={cfg.max_pixels}; raise max_pixels to accept it")
         if a.dtype.kind not in "uif":
             raise MediaError(source, self.name, f"expected numeric intensities, got dtype {a.dtype}")
         if a.dtype.kind == "f" and not np.isfinite(a).all():

@@ -89,6 +89,10 @@ class VideoPreprocess:
     isolate_decoder: bool = True  #: run decord in a helper process (a crash cannot kill this one)
     decode_timeout_s: float = 300.0  #: a helper decode taking longer is killed (a hung decoder)
     array_fps: float = 30.0  #: frame rate assumed for array sources without one
+    #: longest video ``load`` accepts, in frames and seconds, read from the container header before decoding
+    #: (arrays: their frame count); 0 = no limit
+    max_frames: int = 1_000_000
+    max_seconds: float = 4 * 3600.0
 
     def __post_init__(self) -> None:
         if self.clips < 1 or self.frames_per_clip < 1:
@@ -421,6 +425,26 @@ def _decode_decord(source: Any, path_or_buffer: str | io.BytesIO, cfg: VideoPrep
     return frames, indices, fps or cfg.array_fps, count
 
 
+def video_header_length(source: Any, modality: str = "video") -> tuple[int | None, float | None]:
+    """``(frames, seconds)`` of the first video stream as its container header states them (None when unstated);
+    reads no frames. Unreadable containers are left to the decoder's own error."""
+    path_or_buffer = source_bytes_or_path(source, modality)
+    with av.logging.Capture():
+        try:
+            with av.open(_av_input(source, path_or_buffer), metadata_errors="ignore") as container:
+                if not container.streams.video:
+                    return None, None
+                stream = container.streams.video[0]
+                seconds = None
+                if stream.duration is not None and stream.time_base is not None:
+                    seconds = float(stream.duration * stream.time_base)
+                elif container.duration is not None:
+                    seconds = container.duration / av.time_base
+                return (int(stream.frames) or None), seconds
+        except _AV_ERRORS:
+            return None, None
+
+
 def decode_video(source: Any, cfg: VideoPreprocess, train: bool = False, modality: str = "video") -> VideoFrames:
     """Decode the sampled frames of a video file or bytes (see the module docstring for the safety layers)."""
     path_or_buffer = source_bytes_or_path(source, modality)
@@ -549,10 +573,22 @@ class VideoModality(Modality):
         ``train`` randomises the clip positions (the training path calls ``process(..., train=True)``).
         """
         if isinstance(source, tuple) and len(source) == 2 and not isinstance(source[0], (str, bytes, os.PathLike)):
+            self._check_limits(source, cfg, len(source[0]) if np.ndim(source[0]) == 4 else 1, None)
             return frames_from_array(source[0], cfg, train, fps=source[1], modality=self.name)
         if isinstance(source, (np.ndarray, torch.Tensor)):
+            self._check_limits(source, cfg, len(source) if source.ndim == 4 else 1, None)
             return frames_from_array(source, cfg, train, modality=self.name)
+        if cfg.max_frames or cfg.max_seconds:
+            self._check_limits(source, cfg, *video_header_length(source, self.name))
         return decode_video(source, cfg, train, self.name)
+
+    def _check_limits(self, source: Any, cfg: VideoPreprocess, frames: int | None, seconds: float | None) -> None:
+        if cfg.max_frames and frames is not None and frames > cfg.max_frames:
+            raise MediaError(source, self.name, f"{frames} frames exceeds preprocess max_frames={cfg.max_frames}; "
+                                                "raise max_frames to accept it")
+        if cfg.max_seconds and seconds is not None and seconds > cfg.max_seconds:
+            raise MediaError(source, self.name, f"{seconds:.1f} s exceeds preprocess max_seconds={cfg.max_seconds:g}; "
+                                                "raise max_seconds to accept it")
 
     def transform(self, raw: VideoFrames, cfg: VideoPreprocess, train: bool = False) -> torch.Tensor:
         return video_transform(raw, cfg, train)

@@ -199,7 +199,7 @@ def build_pair_sample(sample_id: str, sources: dict[str, Any], locations: dict[s
                 cap = rng.choice(caps) if train else caps[0]
                 try:
                     tcfg = spec.preprocess["text"]
-                    anchors[m] = (text.transform(text.load(cap, tcfg), tcfg, train=train) if cache is None else
+                    anchors[m] = (text.process(cap, tcfg, train=train) if cache is None else
                                   cache.process("text", cap, tcfg))
                     keys[m] = cap
                 except Exception as e:  # noqa: BLE001 — the skip policy

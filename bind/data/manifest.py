@@ -144,7 +144,8 @@ def read_manifest(path: str | Path, split: str | None = None, label_field: str =
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ManifestError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+                raise ManifestError(f"{where}: not valid JSON ({e.msg} at column {e.colno}); write one JSON object "
+                                    "per line") from None
             rec = parse_record(obj, root, where, keys, label_field)
             if rec.id in seen:
                 raise ManifestError(f"{where}: id {rec.id!r} already used on line {seen[rec.id]}")

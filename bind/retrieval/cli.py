@@ -29,16 +29,39 @@ def _load_model(ref: str, args: argparse.Namespace):
     import bind
 
     torch.manual_seed(args.seed)
-    model = bind.load_model(ref, map_location="cpu", precision=getattr(args, "precision", "auto")).eval()
+    model = bind.load_model(ref, map_location="cpu", precision=getattr(args, "precision", None)).eval()
     if getattr(args, "compile", False):
         model.compile_encoders()  # compiled lazily, per encoder, at its first call
     return model.to(args.device) if getattr(args, "device", None) else model
 
 
+def _input_files(inputs: list[str], modality: str) -> list[str]:
+    """``--inputs`` as files: a directory stands for the files in it (recursively) that ``modality`` reads (its
+    plugin's ``extensions``; every non-hidden file when it declares none). An empty result is an error."""
+    from bind.registry import get_modality
+
+    exts = tuple(e.lower() for e in getattr(get_modality(modality), "extensions", ()) or ())
+    files: list[str] = []
+    for p in inputs:
+        path = Path(p)
+        if not path.is_dir():
+            files.append(p)
+            continue
+        found = sorted(str(f) for f in path.rglob("*") if f.is_file() and not any(
+            part.startswith(".") for part in f.relative_to(path).parts) and (not exts or f.name.lower().endswith(exts)))
+        if not found:
+            raise BindError(f"--inputs {p}: the directory holds no {modality} files"
+                            + (f" ({', '.join(exts)})" if exts else "") + "; give media files or a directory of them")
+        files.extend(found)
+    if not files:
+        raise BindError(f"--inputs: no {modality} files given")
+    return files
+
+
 def _items(args: argparse.Namespace, modality: str) -> list[tuple[str, Any]]:
     """``(id, source)`` of ``--inputs`` files or of the ``--manifest`` records holding ``modality``."""
     if getattr(args, "inputs", None):
-        return [(p, Path(p) if modality == "text" else p) for p in args.inputs]
+        return [(p, Path(p) if modality == "text" else p) for p in _input_files(args.inputs, modality)]
     from bind.data.manifest import manifest_items, read_manifest
 
     items = manifest_items(read_manifest(args.manifest, args.split), modality)
@@ -64,6 +87,19 @@ def _embed(model, modality: str, items: list[tuple[str, Any]], args: argparse.Na
 def _report_skipped(es) -> None:
     for s in es.skipped:
         print(f"skipped {s['id']}: {s['reason']}", file=sys.stderr)
+    if es.skipped:
+        print(f"skipped {len(es.skipped)} of {len(es) + len(es.skipped)} {es.modality} sources (listed above)",
+              file=sys.stderr)
+
+
+def _require_rows(es, what: str) -> None:
+    if len(es) == 0:
+        raise BindError(f"{what}: none of the {len(es.skipped)} {es.modality} sources could be embedded (each is "
+                        "listed above with its reason); give readable media")
+
+
+def _wait_message(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
 
 
 def _add_embed_options(p: argparse.ArgumentParser, distributed: bool = True) -> None:
@@ -72,8 +108,9 @@ def _add_embed_options(p: argparse.ArgumentParser, distributed: bool = True) -> 
     g.add_argument("--workers", type=int, default=0, help="DataLoader worker processes decoding media")
     g.add_argument("--device", default=None, help="torch device for single-process embedding (cpu, cuda:0, ...)")
     g.add_argument("--seed", type=int, default=0, help="seed for the random weights of a named config")
-    g.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                   help="auto: bf16 autocast on a bf16 GPU or a CPU with native bf16 (AVX-512-BF16/AMX), else fp32 "
+    g.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16"],
+                   help="default: the precision saved with the model (converted checkpoints: fp32, for parity), else "
+                        "auto = bf16 autocast on a bf16 GPU or a CPU with native bf16 (AVX-512-BF16/AMX), else fp32 "
                         "(embeddings are fp32 either way)")
     g.add_argument("--compile", action="store_true",
                    help="torch.compile the encoders: pays ~1 min per encoder once, ~1.07x faster after (ViT-B/16, "
@@ -91,7 +128,8 @@ def _add_embed_options(p: argparse.ArgumentParser, distributed: bool = True) -> 
 
 def _add_source_options(p: argparse.ArgumentParser, required: bool = True) -> None:
     src = p.add_mutually_exclusive_group(required=required)
-    src.add_argument("--inputs", nargs="+", metavar="FILE", help="media files (for text: UTF-8 .txt files)")
+    src.add_argument("--inputs", nargs="+", metavar="FILE", help="media files or directories of them (for text: UTF-8 "
+                     ".txt files)")
     src.add_argument("--manifest", help="JSONL manifest (paths relative to its directory)")
     p.add_argument("--split", default=None, help="only manifest records of this split")
 
@@ -108,11 +146,12 @@ def _embed_cmd(args: argparse.Namespace) -> int:
                 shard_dir=out.with_name(f".{out.name}.shards"))
     if es is None:  # a non-zero rank of a distributed run: rank 0 writes
         return 0
-    es.save(out)
     _report_skipped(es)
+    _require_rows(es, f"--out {out}")
+    es.save(out)
     print(f"embedded {len(es)} {args.modality} sources with {es.model.name} (dim {es.model.embed_dim}) -> {out} "
           f"(+ {es.sidecar(out).name}); skipped {len(es.skipped)} (listed in the sidecar and above on stderr)")
-    return 0 if len(es) else 1
+    return 0
 
 
 # --- index ---------------------------------------------------------------------------------------------------------
@@ -140,18 +179,27 @@ def _embedding_sets(args: argparse.Namespace, model, info, directory: Path):
             continue
         _report_skipped(es)
         sets.append(es)
+    if not other_rank and sets and not any(len(es) for es in sets):
+        raise BindError(f"{directory}: nothing to index: every source was skipped (listed above); give readable media")
     return None if other_rank else sets
 
 
 def _index_build_cmd(args: argparse.Namespace) -> int:
-    from bind.retrieval.index import Index
+    from bind.retrieval.index import Index, index_writer
     from bind.retrieval.model_info import ModelInfo
 
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise BindError(f"{out} exists; use `bindspace index add` to extend it or --overwrite to replace it")
+
+    def refuse_existing() -> None:
+        if (out.exists() or out.is_symlink()) and not args.overwrite:
+            raise BindError(f"--out {out} exists; use `bindspace index add` to extend it or --overwrite to replace it")
+
+    refuse_existing()
     model = info = None
     if not args.embeddings:
+        if args.model is None:
+            raise BindError("--model is required to embed sources (a saved model directory or a named config); or "
+                            "give --embeddings from `bindspace embed`")
         model = _load_model(args.model, args)
         info = ModelInfo.of(model, args.model)
     sets = _embedding_sets(args, model, info, out)
@@ -160,18 +208,22 @@ def _index_build_cmd(args: argparse.Namespace) -> int:
     index = Index(info or sets[0].model, _index_spec(args))
     for es in sets:
         index.add_embeddings(es)
-    index.save(out)
+    if len(index) == 0:
+        raise BindError(f"--out {out}: nothing to index (0 rows); give sources or embeddings that hold some")
+    with index_writer(out, wait=not args.no_wait, on_wait=_wait_message):
+        refuse_existing()  # another writer may have created it meanwhile
+        index.save(out)
     print(f"built {index} -> {out}")
     return 0
 
 
 def _index_add_cmd(args: argparse.Namespace) -> int:
-    from bind.retrieval.index import Index
+    from bind.retrieval.index import Index, index_writer
     from bind.retrieval.model_info import ModelInfo
     from bind.retrieval.query import load_index_model
 
     directory = Path(args.index)
-    index = Index.load(directory)
+    index = Index.load(directory)  # the model to embed with; the rows are re-read under the writer lock below
     model = info = None
     if not args.embeddings:
         if args.model is not None:  # the given model must be the index's model
@@ -188,10 +240,14 @@ def _index_add_cmd(args: argparse.Namespace) -> int:
     sets = _embedding_sets(args, model, info, directory)
     if sets is None:
         return 0
-    before = len(index)
-    for es in sets:
-        index.add_embeddings(es)
-    index.save(directory)
+    if not sum(len(es) for es in sets):
+        raise BindError(f"--index {directory}: nothing to add (0 rows)")
+    with index_writer(directory, wait=not args.no_wait, on_wait=_wait_message):  # the whole read-modify-write
+        index = Index.load(directory)
+        before = len(index)
+        for es in sets:
+            index.add_embeddings(es)
+        index.save(directory)
     print(f"added {len(index) - before} rows: {index} -> {directory}")
     return 0
 
@@ -200,6 +256,9 @@ def _index_add_cmd(args: argparse.Namespace) -> int:
 def _parse_queries(args: argparse.Namespace) -> list[tuple[str, Any]]:
     import bind
 
+    for t in args.text or []:
+        if not t.strip():
+            raise ValueError("--text '': an empty text query matches nothing in particular; give words to search for")
     queries: list[tuple[str, Any]] = [("text", t) for t in args.text or []]
     known = set(bind.list_modalities())
     for f in args.file or []:
@@ -212,20 +271,32 @@ def _parse_queries(args: argparse.Namespace) -> list[tuple[str, Any]]:
             raise ValueError(f"--file {f}: give its modality with --modality X or as X:{f}")
     if not queries:
         raise ValueError("nothing to search for: give --text and/or --file")
+    for m, _ in queries:
+        if m not in known:
+            raise ValueError(f"--modality {m!r}: unknown modality; known: {', '.join(sorted(known))}")
     return queries
 
 
 def _search_cmd(args: argparse.Namespace) -> int:
     import torch
 
+    from bind.errors import MediaError
     from bind.retrieval.index import Index
     from bind.retrieval.query import embed_query, load_index_model
 
+    if args.k < 1:
+        raise ValueError(f"-k {args.k}: the number of results must be at least 1")
+    queries = _parse_queries(args)
     index = Index.load(args.index)
+    if len(index) == 0:
+        raise BindError(f"--index {args.index}: the index holds no rows; add some with `bindspace index add`")
     torch.manual_seed(args.seed)
     model = load_index_model(index, args.model)
-    queries = _parse_queries(args)
-    result = index.search(embed_query(model, queries), args.k, nprobe=args.nprobe, ef_search=args.ef_search)
+    try:
+        query = embed_query(model, queries)
+    except MediaError as e:  # one query file is unreadable: a search without it would answer another question
+        raise BindError(f"--file {e.source}: {e.reason}; give a readable {e.modality} file") from None
+    result = index.search(query, args.k, nprobe=args.nprobe, ef_search=args.ef_search)
     hits = result.hits[0]
     if args.json:
         print(json.dumps({"index": str(args.index), "model": index.model.to_dict(), "k": args.k,
@@ -265,14 +336,34 @@ def _eval_cmd(args: argparse.Namespace) -> int:
     if not records:
         raise BindError(f"{args.manifest}: no records" + (f" in split {args.split!r}" if args.split else ""))
     heat = tuple(args.heatmap_pair.split(":", 1)) if args.heatmap_pair else None
+    logging.getLogger("bind.retrieval.evaluate").setLevel(logging.ERROR)  # its warnings are summarised below
     results = run_evaluation(
         model, records, args.out, dataset=args.dataset or Path(args.manifest).stem, model_ref=str(args.model),
         tasks=args.task, pairs=args.pairs, zeroshot_modalities=args.zeroshot_modality,
         classnames=_read_lines_or_json(args.classnames), templates=_read_lines_or_json(args.templates),
         heatmap_pair=heat, batch_size=args.batch_size, num_workers=args.workers, progress=not args.quiet)
     _print_eval(results)
+    _report_eval_skips(results)
     print(f"results -> {args.out}")
     return 0
+
+
+def _report_eval_skips(results: dict[str, Any]) -> None:
+    """Every skipped source once (with its modality and reason) and every skipped pair / n/a task, on stderr."""
+    seen: set[tuple[str, str]] = set()
+    lists = [(m, s) for m, ss in results.get("retrieval", {}).get("skipped", {}).items() for s in ss]
+    lists += [(r["modality"], s) for k, r in results.items() if k.startswith("zeroshot/") for s in r["skipped"]]
+    for m, s in lists:
+        if (m, s["source"]) not in seen:
+            seen.add((m, s["source"]))
+            print(f"skipped {s['id']} ({m}): {s['reason']}", file=sys.stderr)
+    if seen:
+        print(f"skipped {len(seen)} undecodable sources (listed above and in the JSON results)", file=sys.stderr)
+    for pair, reason in results.get("retrieval", {}).get("skipped_pairs", {}).items():
+        print(f"skipped pair {pair}: {reason}", file=sys.stderr)
+    for k, r in results.items():
+        if k.startswith("zeroshot/") and r.get("status", "ok") != "ok":
+            print(f"zero-shot {r['modality']}: {r['status']}", file=sys.stderr)
 
 
 def _print_eval(results: dict[str, Any]) -> None:
@@ -294,10 +385,14 @@ def _print_eval(results: dict[str, Any]) -> None:
         t = Table(title="zero-shot classification")
         for col in ("modality", "acc1", "acc5", "mean per-class recall", "samples", "classes"):
             t.add_column(col)
+        def fmt(v: float | None) -> str:
+            return "n/a" if v is None else f"{v:.3f}"
+
         for m, r in zs.items():
             x = r["metrics"]
-            t.add_row(m, f"{x['acc1']:.3f}", f"{x['acc5']:.3f}", f"{x['mean_per_class_recall']:.3f}",
-                      str(x["num_samples"]), str(x["num_classes"]))
+            note = " (n/a: one class)" if x["acc1"] is None and x["num_classes"] < 2 else ""
+            t.add_row(m, fmt(x["acc1"]), fmt(x["acc5"]), fmt(x["mean_per_class_recall"]), str(x["num_samples"]),
+                      str(x["num_classes"]) + note)
         console.print(t)
 
 
@@ -335,6 +430,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--split", default=None)
     b.add_argument("--out", required=True, help="index directory")
     b.add_argument("--overwrite", action="store_true")
+    b.add_argument("--no-wait", action="store_true", help="fail at once if another process is writing the index")
     _add_index_spec_options(b)
     _add_embed_options(b)
     b.set_defaults(func=_index_build_cmd)
@@ -347,9 +443,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--manifest")
     src.add_argument("--embeddings", nargs="+", metavar="FILE")
     a.add_argument("--split", default=None)
+    a.add_argument("--no-wait", action="store_true", help="fail at once if another process is writing the index")
     _add_embed_options(a)
     a.set_defaults(func=_index_add_cmd)
-    p.set_defaults(func=lambda args: p.print_help() or 2)
+    p.set_defaults(func=lambda args, p=p: p.print_help() or 2)  # bind p now: it names other parsers below
 
     p = sub.add_parser("search", help="query an index with text and/or files of any modality")
     p.add_argument("--index", required=True)

@@ -26,7 +26,7 @@ import safetensors.torch
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from bind.errors import MediaError
+from bind.errors import BindError, MediaError
 from bind.io import atomic_path, write_text
 from bind.registry import get_modality
 from bind.retrieval.model_info import ModelInfo
@@ -94,13 +94,28 @@ class EmbeddingSet:
         side = cls.sidecar(path)
         if not path.is_file() or not side.is_file():
             raise FileNotFoundError(f"{path}: embeddings file or its sidecar {side.name} not found")
-        meta = json.loads(side.read_text())
-        if path.suffix == ".npz":
-            with np.load(path) as f:
-                emb = torch.from_numpy(f["embeddings"].copy())
-        else:
-            emb = safetensors.torch.load_file(str(path))["embeddings"]
-        return cls(emb, meta["ids"], meta["sources"], meta["modality"], ModelInfo.from_dict(meta["model"]),
+        try:
+            meta = json.loads(side.read_text(encoding="utf-8"))
+            ids, sources, modality = meta["ids"], meta["sources"], meta["modality"]
+            model = ModelInfo.from_dict(meta["model"])
+            if not (isinstance(ids, list) and isinstance(sources, list) and isinstance(modality, str)):
+                raise TypeError("'ids' and 'sources' must be lists, 'modality' a string")
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
+            what = f"missing key {e.args[0]!r}" if isinstance(e, KeyError) else (str(e).splitlines() or [""])[0]
+            raise BindError(f"{side}: not a bind embeddings sidecar ({what or type(e).__name__}); write it with "
+                            "`bindspace embed`") from None
+        try:
+            if path.suffix == ".npz":
+                with np.load(path, allow_pickle=False) as f:
+                    emb = torch.from_numpy(f["embeddings"].copy())
+            else:
+                emb = safetensors.torch.load_file(str(path))["embeddings"]
+        except Exception as e:  # noqa: BLE001 - numpy / safetensors raise many types for a malformed file
+            raise BindError(f"{path}: not a readable embeddings file ({type(e).__name__}: {str(e)[:200]})") from None
+        if emb.ndim != 2 or emb.shape != (len(ids), model.embed_dim) or not torch.isfinite(emb).all():
+            raise BindError(f"{path}: embeddings of shape {tuple(emb.shape)} do not match the {len(ids)} ids of "
+                            f"dimension {model.embed_dim} in {side.name} (or hold NaN/inf)")
+        return cls(emb.float(), [str(i) for i in ids], [str(x) for x in sources], modality, model,
                    meta.get("skipped", []), meta.get("rows", []))
 
 

@@ -5,8 +5,11 @@
   matches the gallery entries of its own manifest item. Text items may carry several captions (each caption is a
   query, all captions of an item are its positives as a gallery) and modality-specific captions
   (``captions: {"audio": ...}`` is used for text <-> audio instead of ``text``).
+  A pair no manifest item holds both sides of (after skipping undecodable sources) is reported in
+  ``skipped_pairs`` with the reason; the other pairs are still evaluated and written.
 * Zero-shot classification: items with a ``label``, class names (given, or the sorted labels of the manifest) and
-  prompt templates ensembled per class (:mod:`bind.retrieval.zeroshot`).
+  prompt templates ensembled per class (:mod:`bind.retrieval.zeroshot`). With fewer than two class names accuracy
+  is 1.000 by construction: the result is flagged ``status: "n/a ..."`` with null metrics, never a perfect score.
 
 Results follow CLIP_benchmark's JSON layout: ``{"dataset", "model", "pretrained", "task", "metrics",
 "language"}`` with flat metric names (``text_to_image_recall@1``, ...; for text/image also CLIP_benchmark's own
@@ -26,6 +29,7 @@ from typing import Any
 import torch
 
 from bind.data.manifest import ManifestRecord, manifest_items
+from bind.io import write_text
 from bind.retrieval.embed import embed_items
 from bind.retrieval.metrics import retrieval_metrics_from_embeddings
 from bind.retrieval.model_info import ModelInfo
@@ -73,6 +77,8 @@ class RetrievalReport:
     modalities: list[str]
     skipped: dict[str, list[dict[str, str]]]
     embeddings: dict[tuple[str, str | None], GroupedEmbeddings] = field(default_factory=dict, repr=False)
+    #: ``"query:gallery"`` -> why the pair could not be evaluated
+    skipped_pairs: dict[str, str] = field(default_factory=dict)
 
     def flat_metrics(self) -> dict[str, float]:
         """CLIP_benchmark-style flat metric names."""
@@ -125,11 +131,16 @@ def evaluate_retrieval(model, records: Sequence[ManifestRecord], pairs: Sequence
     every ordered pair of the modalities both the model encodes and the manifest holds)."""
     present = [m for m in model.modalities if any(r.has(m) for r in records)]
     resolved = resolve_pairs(pairs, present)
-    for a, b in resolved:
+    skipped_pairs: dict[str, str] = {}
+    for a, b in list(resolved):
         for m in (a, b):
             model.encoder(m)
-            if m not in present:
-                raise ValueError(f"pair {a}:{b}: the manifest has no {m!r} items")
+        absent = [m for m in (a, b) if m not in present]
+        if absent:
+            skipped_pairs[f"{a}:{b}"] = f"the manifest has no {absent[0]!r} items"
+            resolved.remove((a, b))
+    if not resolved and not skipped_pairs:
+        raise ValueError(f"retrieval needs two modalities the model encodes; the manifest holds only {present}")
     info = ModelInfo.of(model)
     cache: dict[tuple[str, str | None], GroupedEmbeddings] = {}
 
@@ -145,15 +156,17 @@ def evaluate_retrieval(model, records: Sequence[ManifestRecord], pairs: Sequence
         q, g = emb(a, b), emb(b, a)
         common = set(q.groups.tolist()) & set(g.groups.tolist())
         if not common:
-            raise ValueError(f"pair {a}:{b}: no manifest item holds both modalities (after skipping bad sources)")
+            skipped_pairs[f"{a}:{b}"] = "no manifest item holds both modalities (after skipping bad sources)"
+            log.warning("retrieval pair %s:%s skipped: %s", a, b, skipped_pairs[f"{a}:{b}"])
+            continue
         q, g = q.restrict(common), g.restrict(common)
         results[(a, b)] = retrieval_metrics_from_embeddings(q.embeddings, g.embeddings, q.groups, g.groups, ks)
     skipped: dict[str, list[dict[str, str]]] = {}
     for (m, _), ge in cache.items():  # text may be embedded once per caption source: list each source once
         known = skipped.setdefault(m, [])
         known.extend(s for s in ge.skipped if s not in known)
-    used = sorted({m for p in resolved for m in p}, key=present.index)
-    return RetrievalReport(results, used, skipped, cache)
+    used = sorted({m for p in results for m in p}, key=present.index)
+    return RetrievalReport(results, used, skipped, cache, skipped_pairs)
 
 
 def evaluate_zeroshot_records(model, records: Sequence[ManifestRecord], modality: str,
@@ -165,11 +178,24 @@ def evaluate_zeroshot_records(model, records: Sequence[ManifestRecord], modality
         raise ValueError(f"zero-shot {modality}: no manifest item has both a 'label' and a {modality!r} source")
     classnames = list(classnames) if classnames else sorted({r.label for r in labelled})
     templates = list(templates) if templates else templates_for(modality)
+    if len(classnames) < 2:
+        status = (f"n/a: only one class ({classnames[0]!r}) so every prediction is right by construction; give a "
+                  "manifest with several labels or --classnames with at least two classes")
+        metrics = {"acc1": None, "acc5": None, "mean_per_class_recall": None, "num_samples": len(labelled),
+                   "num_classes": len(classnames), "num_templates": len(templates)}
+        return {"metrics": metrics, "skipped": [], "classnames": classnames, "templates": templates,
+                "status": status}
     ge = embed_records(model, labelled, modality, batch_size=batch_size, num_workers=num_workers, progress=progress)
     classifier = build_classifier(model, classnames, templates)
     metrics = evaluate_zeroshot(classifier, ge.embeddings, [labelled[g].label for g in ge.groups.tolist()])
     metrics.update(num_samples=int(len(ge.ids)), num_classes=len(classnames), num_templates=len(templates))
-    return {"metrics": metrics, "skipped": ge.skipped, "classnames": classnames, "templates": templates}
+    if not len(ge.ids):
+        metrics = {"acc1": None, "acc5": None, "mean_per_class_recall": None, "num_samples": 0,
+                   "num_classes": len(classnames), "num_templates": len(templates)}
+        return {"metrics": metrics, "skipped": ge.skipped, "classnames": classnames, "templates": templates,
+                "status": f"n/a: none of the {len(ge.skipped)} labelled {modality} sources could be decoded"}
+    return {"metrics": metrics, "skipped": ge.skipped, "classnames": classnames, "templates": templates,
+            "status": "ok"}
 
 
 def clip_benchmark_result(dataset: str, model: str, pretrained: str, task: str, metrics: dict[str, Any],
@@ -196,7 +222,11 @@ def run_evaluation(model, records: Sequence[ManifestRecord], out_dir: str | Path
                                     progress=progress)
         res = clip_benchmark_result(dataset, name, model_ref, "any_pair_retrieval", report.flat_metrics(),
                                     pairs={f"{a}:{b}": m for (a, b), m in report.pairs.items()},
-                                    skipped=report.skipped, num_items=len(records))
+                                    skipped=report.skipped, skipped_pairs=report.skipped_pairs,
+                                    num_items=len(records))
+        if not report.pairs:
+            raise ValueError("retrieval: no pair of modalities could be evaluated ("
+                             + "; ".join(f"{p}: {r}" for p, r in report.skipped_pairs.items()) + ")")
         _write_json(out_dir / "retrieval.json", res)
         plot_pair_matrix({p: m["recall@1"] for p, m in report.pairs.items()}, report.modalities,
                          out_dir / "recall_at_1.png", title=f"{dataset}: recall@1 (rows query, columns gallery)")
@@ -217,13 +247,15 @@ def run_evaluation(model, records: Sequence[ManifestRecord], out_dir: str | Path
         for m in mods:
             zs = evaluate_zeroshot_records(model, records, m, classnames, templates, batch_size=batch_size,
                                            num_workers=num_workers, progress=progress)
+            if zs["status"] != "ok":
+                log.warning("zero-shot %s: %s", m, zs["status"])
             res = clip_benchmark_result(dataset, name, model_ref, "zeroshot_classification", zs["metrics"],
                                         modality=m, classnames=zs["classnames"], templates=zs["templates"],
-                                        skipped=zs["skipped"])
+                                        skipped=zs["skipped"], status=zs["status"])
             _write_json(out_dir / f"zeroshot_{m}.json", res)
             results[f"zeroshot/{m}"] = res
     return results
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    write_text(path, json.dumps(data, indent=2, default=str) + "\n")

@@ -16,16 +16,30 @@ On disk an index is a directory: ``metadata.json`` + ``index-<token>.faiss`` (``
 and renamed into place; an existing one gets new data files first and then a new ``metadata.json`` by
 ``os.replace`` — the single atomic commit that switches to them. A process killed at any moment of a save leaves
 either the previous index or the new one, never a mixture; stale files are removed by the next save.
+
+Writers serialise through an advisory lock (:func:`index_writer`, the ``filelock`` package) on ``.NAME.lock``
+beside the directory, held for a whole read-modify-write (``bindspace index add`` loads, adds and saves under
+it), so two writers never lose each other's rows; a waiting writer says so once, or fails fast with
+``wait=False``. Only the lock holder deletes data files, and only those the committed ``metadata.json`` does not
+name; temporaries of dead writers (``.NAME.tmp-PID-*``, see :mod:`bind.io`) are removed under the lock.
+
+:meth:`Index.load` is the one reader: it validates everything before use (JSON types, known keys, file names that
+stay inside the directory — no paths, no ``..``, no symlinks —, the faiss header against the metadata, safetensors
+header, entries, counts, per-file blake2b checksums) and raises :class:`BindIndexError` naming the file and what
+is wrong; it never follows a name out of the directory.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import logging
+import re
+import struct
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +49,7 @@ import safetensors.torch
 import torch
 
 from bind.errors import BindError
-from bind.io import atomic_directory, atomic_file, atomic_path, write_text
+from bind.io import atomic_directory, atomic_file, atomic_path, remove_stale_temporaries, write_text
 from bind.retrieval.model_info import ModelInfo, ModelMismatchError
 
 log = logging.getLogger(__name__)
@@ -48,6 +62,74 @@ KINDS, BACKENDS = ("flat", "ivf", "hnsw"), ("faiss", "torch")
 
 class BindIndexError(BindError):
     """An index directory is missing, corrupt, or asked for something it cannot do."""
+
+
+class IndexNotFoundError(BindIndexError, FileNotFoundError):
+    """The path is not an index directory (no ``metadata.json``)."""
+
+
+class IndexBusyError(BindIndexError):
+    """Another process holds the index's writer lock and the caller asked not to wait."""
+
+
+#: data file names an index may list: plain names of its own making, so nothing can point outside the directory
+FILE_PATTERNS = {"entries": re.compile(r"entries-[0-9a-f]{1,64}\.jsonl"),
+                 "index": re.compile(r"index-[0-9a-f]{1,64}\.faiss"),
+                 "vectors": re.compile(r"vectors-[0-9a-f]{1,64}\.safetensors")}
+META_KEYS = {"format", "version", "model", "spec", "dim", "count", "modalities", "nlist_effective", "files",
+             "empty_faiss", "checksums"}
+MAX_METADATA_BYTES = 16 << 20
+MAX_DIM = 1 << 16
+#: faiss type tag of each kind as written by ``faiss.write_index`` and the fixed header that follows it:
+#: d (int32), ntotal (int64), 2 unused int64, is_trained (uint8), metric (int32)
+FAISS_FOURCC = {"flat": b"IxFI", "hnsw": b"IHNf", "ivf": b"IwFl"}
+_FAISS_HEADER = struct.Struct("<4siqqqBi")
+_LOCKS: dict[str, Any] = {}
+
+
+def lock_path(directory: str | Path) -> Path:
+    """The writer lock file of an index directory: ``.NAME.lock`` beside it (it exists before the directory does)."""
+    directory = Path(directory).absolute()
+    return directory.with_name(f".{directory.name}.lock")
+
+
+@contextlib.contextmanager
+def index_writer(directory: str | Path, wait: bool = True,
+                 on_wait: Callable[[str], None] | None = None) -> Iterator[Path]:
+    """Hold the writer lock of ``directory`` for a whole read-modify-write (re-entrant within a process).
+
+    A second writer waits (telling ``on_wait``, default a log warning, once) or, with ``wait=False``, raises
+    :class:`IndexBusyError`. On entry, temporaries that dead writers left beside and inside the index are removed.
+    """
+    from filelock import FileLock, Timeout
+
+    path = lock_path(directory)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = _LOCKS.setdefault(str(path), FileLock(str(path)))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if not wait:
+            raise IndexBusyError(f"{directory}: another process is writing this index (lock {path}); retry when it "
+                                 "is done, or drop --no-wait to wait for it") from None
+        (on_wait or log.warning)(f"waiting for another process writing {directory} (lock {path}) ...")
+        lock.acquire()
+    try:
+        if lock.lock_counter == 1:
+            name = Path(directory).absolute().name
+            remove_stale_temporaries(path.parent, prefix=f".{name}.tmp-")
+            remove_stale_temporaries(directory)
+        yield Path(directory)
+    finally:
+        lock.release()
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 @dataclass
@@ -288,9 +370,12 @@ class Index:
                 "dim": self.dim, "count": len(self), "modalities": self.modality_counts(),
                 "nlist_effective": self.nlist_effective}
 
-    def save(self, directory: str | Path) -> Path:
-        """Write the index to ``directory`` atomically (see the module docstring)."""
-        directory = Path(directory)
+    def save(self, directory: str | Path, wait: bool = True) -> Path:
+        """Write the index to ``directory`` atomically under its writer lock (see the module docstring)."""
+        with index_writer(directory, wait=wait):
+            return self._save(Path(directory))
+
+    def _save(self, directory: Path) -> Path:
         if not directory.exists():
             with atomic_directory(directory) as tmp:
                 self._write_into(tmp)
@@ -318,51 +403,246 @@ class Index:
         with atomic_file(directory / files["entries"], "w", encoding="utf-8") as f:
             for i, s, m in zip(self.ids, self.sources, self.modalities):
                 f.write(json.dumps({"id": i, "source": s, "modality": m}, ensure_ascii=False) + "\n")
-        meta = {**self.metadata(), "files": files, "empty_faiss": self._faiss_index is None}
+        meta = {**self.metadata(), "files": files, "empty_faiss": self._faiss_index is None,
+                "checksums": {name: file_digest(directory / name) for name in files.values()}}
         write_text(directory / METADATA_NAME, json.dumps(meta, indent=2))  # the commit
-        keep = set(files.values()) | {METADATA_NAME}
+        keep = set(files.values())  # under the writer lock: what the committed metadata names stays
         for p in directory.iterdir():
-            if p.name not in keep and (p.name.startswith(("entries-", "index-", "vectors-", f".{METADATA_NAME}.tmp"))):
+            if p.name not in keep and any(pat.fullmatch(p.name) for pat in FILE_PATTERNS.values()):
                 p.unlink(missing_ok=True)
 
     @classmethod
     def load(cls, directory: str | Path) -> Index:
-        """Read an index directory written by :meth:`save`."""
+        """Read an index directory written by :meth:`save`, validating every file first (see the module docstring).
+
+        Raises :class:`BindIndexError` (:class:`IndexNotFoundError` when there is no index) naming the file and
+        what is wrong; never reads a file outside ``directory``. A save committed by another process while this one
+        reads is retried."""
         directory = Path(directory)
-        meta_path = directory / METADATA_NAME
-        if not meta_path.is_file():
-            raise FileNotFoundError(f"{directory}: not a bind index (no {METADATA_NAME})")
-        try:
-            meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as e:
-            raise BindIndexError(f"{meta_path}: corrupt metadata ({e})") from None
-        if meta.get("format") != FORMAT:
-            raise BindIndexError(f"{meta_path}: not a bind index (format {meta.get('format')!r})")
-        if meta.get("version", 0) > VERSION:
-            raise BindIndexError(f"{meta_path}: index format version {meta['version']} is newer than this bind "
-                              f"({VERSION}); upgrade bind")
-        index = cls(ModelInfo.from_dict(meta["model"]), IndexSpec(**meta["spec"]))
-        index.nlist_effective = meta.get("nlist_effective")
-        files = meta["files"]
-        for name in files.values():
-            if not (directory / name).is_file():
-                raise BindIndexError(f"{directory}: {name} listed in {METADATA_NAME} is missing")
-        if index.spec.backend == "torch":
-            index._vectors = safetensors.torch.load_file(str(directory / files["vectors"]))["vectors"]
-        elif not meta.get("empty_faiss"):
-            index._faiss_index = _faiss().read_index(str(directory / files["index"]))
-        with open(directory / files["entries"], encoding="utf-8") as f:
-            for line in f:
-                e = json.loads(line)
+        for attempt in range(5):
+            meta = _read_metadata(directory)
+            try:
+                return _load_validated(directory, meta)
+            except BindIndexError:
+                # a writer committed a new version (and removed the files read so far) meanwhile: read that one
+                if attempt == 4 or _read_metadata(directory) == meta:
+                    raise
+        raise AssertionError("unreachable")
+
+
+def _fail(path: Path, what: str) -> BindIndexError:
+    return BindIndexError(f"{path}: {what}")
+
+
+def _need(cond: bool, path: Path, what: str) -> None:
+    if not cond:
+        raise _fail(path, what)
+
+
+def _is_int(x: Any, lo: int = 0, hi: int = 1 << 62) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and lo <= x <= hi
+
+
+def _read_metadata(directory: Path) -> dict[str, Any]:
+    meta_path = directory / METADATA_NAME
+    if not directory.is_dir():
+        raise IndexNotFoundError(f"{directory}: no such index directory" if not directory.exists() else
+                                 f"{directory}: not a directory (an index is a directory holding {METADATA_NAME})")
+    if meta_path.is_symlink():
+        raise _fail(meta_path, "is a symlink; an index may only hold its own files")
+    if not meta_path.is_file():
+        raise IndexNotFoundError(f"{directory}: not a bind index (no {METADATA_NAME}); build one with "
+                                 "`bindspace index build`")
+    try:
+        if meta_path.stat().st_size > MAX_METADATA_BYTES:
+            raise _fail(meta_path, f"larger than {MAX_METADATA_BYTES >> 20} MiB: not index metadata")
+        meta = json.loads(meta_path.read_bytes().decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise _fail(meta_path, f"corrupt metadata, not valid UTF-8 JSON ({str(e).splitlines()[0]})") from None
+    except OSError as e:
+        raise _fail(meta_path, f"cannot read ({e.strerror or e})") from None
+    _need(isinstance(meta, dict), meta_path, f"expected a JSON object, got {type(meta).__name__}")
+    if meta.get("format") != FORMAT:
+        raise _fail(meta_path, f"not a bind index (format {str(meta.get('format'))[:40]!r}, expected {FORMAT!r})")
+    _need(_is_int(meta.get("version"), 1), meta_path, f"'version' must be a positive integer, got "
+          f"{str(meta.get('version'))[:40]!r}")
+    if meta["version"] > VERSION:
+        raise _fail(meta_path, f"index format version {meta['version']} is newer than this bind ({VERSION}); "
+                    "upgrade bind")
+    unknown = sorted(set(meta) - META_KEYS)
+    _need(not unknown, meta_path, f"unknown keys {unknown[:5]}; known: {sorted(META_KEYS)}")
+    missing = sorted({"model", "spec", "dim", "count", "files"} - set(meta))
+    _need(not missing, meta_path, f"missing keys {missing}")
+    # model identity
+    m = meta["model"]
+    _need(isinstance(m, dict), meta_path, f"'model' must be an object, got {type(m).__name__}")
+    want = {"name", "path", "fingerprint", "embed_dim"}
+    _need(set(m) == want, meta_path, f"'model' must have exactly the keys {sorted(want)}, got {sorted(m)[:8]}")
+    for k in ("name", "path", "fingerprint"):
+        _need(isinstance(m[k], str), meta_path, f"'model.{k}' must be a string, got {type(m[k]).__name__}")
+    _need(_is_int(m["embed_dim"], 1, MAX_DIM), meta_path, f"'model.embed_dim' must be an integer in 1..{MAX_DIM}, "
+          f"got {str(m['embed_dim'])[:40]!r}")
+    _need(meta["dim"] == m["embed_dim"] and _is_int(meta["dim"]), meta_path,
+          f"'dim' {str(meta['dim'])[:40]!r} disagrees with model.embed_dim {m['embed_dim']}")
+    # spec
+    spec = meta["spec"]
+    _need(isinstance(spec, dict), meta_path, f"'spec' must be an object, got {type(spec).__name__}")
+    fields = {f.name: f.type for f in dataclasses.fields(IndexSpec)}
+    unknown = sorted(set(spec) - set(fields))
+    _need(not unknown, meta_path, f"unknown 'spec' keys {unknown[:5]}; known: {sorted(fields)}")
+    for k, v in spec.items():
+        ok = isinstance(v, str) if k in ("kind", "backend") else _is_int(v, 1, 1 << 40)
+        _need(ok, meta_path, f"'spec.{k}' must be a {'string' if k in ('kind', 'backend') else 'positive integer'}, "
+              f"got {str(v)[:40]!r}")
+    try:
+        IndexSpec(**spec)
+    except ValueError as e:
+        raise _fail(meta_path, f"'spec': {e}") from None
+    # counts
+    _need(_is_int(meta["count"], 0, 1 << 40), meta_path, f"'count' must be a non-negative integer, got "
+          f"{str(meta['count'])[:40]!r}")
+    mods = meta.get("modalities", {})
+    _need(isinstance(mods, dict) and all(isinstance(k, str) and _is_int(v) for k, v in mods.items()), meta_path,
+          "'modalities' must be an object of modality -> row count")
+    _need(sum(mods.values()) == meta["count"] or "modalities" not in meta, meta_path,
+          f"'modalities' counts sum to {sum(mods.values())} but 'count' is {meta['count']}")
+    ne = meta.get("nlist_effective")
+    _need(ne is None or _is_int(ne, 1, 1 << 40), meta_path, "'nlist_effective' must be null or a positive integer")
+    _need(isinstance(meta.get("empty_faiss", False), bool), meta_path, "'empty_faiss' must be true or false")
+    # files: plain names of our own pattern, so nothing can point outside the directory
+    files = meta["files"]
+    _need(isinstance(files, dict), meta_path, f"'files' must be an object, got {type(files).__name__}")
+    need = {"entries", "vectors" if spec.get("backend", "faiss") == "torch" else "index"}
+    _need(set(files) == need, meta_path, f"'files' must name exactly {sorted(need)}, got {sorted(files)[:5]}")
+    for k, name in files.items():
+        _need(isinstance(name, str) and FILE_PATTERNS[k].fullmatch(name) is not None, meta_path,
+              f"'files.{k}' {str(name)[:80]!r} is not a file name of this index ({FILE_PATTERNS[k].pattern}); an "
+              "index may only name files inside itself")
+    sums = meta.get("checksums")
+    if sums is not None:
+        _need(isinstance(sums, dict) and set(sums) == set(files.values())
+              and all(isinstance(v, str) for v in sums.values()), meta_path,
+              "'checksums' must map each listed file to its blake2b digest")
+    return meta
+
+
+def _data_file(directory: Path, meta: dict[str, Any], key: str) -> Path:
+    path = directory / meta["files"][key]
+    if path.is_symlink():
+        raise _fail(path, "is a symlink; an index may only hold its own files")
+    if not path.exists():
+        raise _fail(path, f"missing (listed in {METADATA_NAME}); the index is incomplete: rebuild it")
+    if not path.is_file():
+        raise _fail(path, "not a regular file")
+    sums = meta.get("checksums")
+    if sums is not None and file_digest(path) != sums[path.name]:
+        raise _fail(path, "checksum mismatch: the file was modified or corrupted after the index was saved; rebuild "
+                    "the index")
+    return path
+
+
+def _load_validated(directory: Path, meta: dict[str, Any]) -> Index:
+    try:
+        return _load_files(directory, meta)
+    except OSError as e:  # e.g. a data file removed by a writer's commit between two reads (Index.load retries)
+        raise _fail(Path(e.filename) if e.filename else directory, f"cannot read ({e.strerror or e})") from None
+
+
+def _load_files(directory: Path, meta: dict[str, Any]) -> Index:
+    spec = IndexSpec(**meta["spec"])
+    index = Index(ModelInfo.from_dict(meta["model"]), spec)
+    index.nlist_effective = meta.get("nlist_effective")
+    count, dim = meta["count"], meta["dim"]
+    if spec.backend == "torch":
+        index._vectors = _read_vectors(_data_file(directory, meta, "vectors"), count, dim)
+    else:
+        path = _data_file(directory, meta, "index")
+        if meta.get("empty_faiss", False):
+            _need(count == 0, path, f"metadata says the faiss index is empty but 'count' is {count}")
+        else:
+            index._faiss_index = _read_faiss(path, spec.kind, count, dim)
+    _read_entries(_data_file(directory, meta, "entries"), index, count)
+    counts = index.modality_counts()
+    if "modalities" in meta and counts != meta["modalities"]:
+        raise _fail(directory / METADATA_NAME, f"'modalities' {meta['modalities']} disagrees with the entries "
+                    f"({counts}): the index is corrupt")
+    return index
+
+
+def _read_vectors(path: Path, count: int, dim: int) -> torch.Tensor:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            keys = list(f.keys())
+            _need(keys == ["vectors"], path, f"expected one tensor 'vectors', got {keys[:5]}")
+            sl = f.get_slice("vectors")
+            shape, dtype = list(sl.get_shape()), sl.get_dtype()
+            _need(shape == [count, dim] and dtype == "F32", path, f"'vectors' is {dtype} {shape}, metadata says "
+                  f"F32 [{count}, {dim}]")
+            v = f.get_tensor("vectors")
+    except BindIndexError:
+        raise
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for every malformed file
+        raise _fail(path, f"not a valid safetensors file ({type(e).__name__}: {str(e)[:200]})") from None
+    _need(bool(torch.isfinite(v).all()), path, "vectors contain NaN or infinite values")
+    return v
+
+
+def _read_faiss(path: Path, kind: str, count: int, dim: int):
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(_FAISS_HEADER.size + 8)
+    _need(len(head) >= _FAISS_HEADER.size, path, f"truncated faiss file ({size} bytes)")
+    fourcc, d, ntotal, _, _, _, metric = _FAISS_HEADER.unpack_from(head)
+    _need(fourcc == FAISS_FOURCC[kind], path, f"not a faiss {kind} index (type tag {fourcc!r}, expected "
+          f"{FAISS_FOURCC[kind]!r})")
+    _need(d == dim and ntotal == count, path, f"faiss header says {ntotal} vectors of dimension {d}, metadata says "
+          f"{count} of dimension {dim}")
+    _need(metric == _faiss().METRIC_INNER_PRODUCT, path, f"faiss metric {metric} is not inner product")
+    data = count * dim * 4
+    if kind == "flat":
+        (stored,) = struct.unpack_from("<Q", head, _FAISS_HEADER.size) if len(head) == _FAISS_HEADER.size + 8 else (-1,)
+        _need(stored == count * dim and size == _FAISS_HEADER.size + 8 + data, path,
+              f"{size} bytes; a flat index of {count} x {dim} is {_FAISS_HEADER.size + 8 + data} bytes (truncated or "
+              "corrupt)")
+    else:
+        _need(size >= _FAISS_HEADER.size + data, path, f"truncated faiss file ({size} bytes for {count} x {dim})")
+    try:
+        index = _faiss().read_index(str(path))
+    except (Exception, MemoryError) as e:  # noqa: BLE001 - faiss reports every malformed file as RuntimeError
+        raise _fail(path, f"corrupt faiss index ({type(e).__name__}: {str(e).strip().splitlines()[0][:200]})") from None
+    _need(index.ntotal == count and index.d == dim, path, f"faiss index holds {index.ntotal} x {index.d}, metadata "
+          f"says {count} x {dim}")
+    if kind == "flat":
+        for start in range(0, count, 65536):
+            n = min(65536, count - start)
+            _need(bool(np.isfinite(index.reconstruct_n(start, n)).all()), path, "vectors contain NaN or infinite "
+                  "values")
+    return index
+
+
+def _read_entries(path: Path, index: Index, count: int) -> None:
+    try:
+        with open(path, "rb") as f:
+            for n, raw in enumerate(f, 1):
+                _need(n <= count, path, f"more than the {count} entries the metadata lists: the index is corrupt")
+                try:
+                    e = json.loads(raw.decode("utf-8"))
+                except (ValueError, UnicodeDecodeError, RecursionError):
+                    raise _fail(path, f"line {n}: not valid UTF-8 JSON") from None
+                _need(isinstance(e, dict) and set(e) == {"id", "source", "modality"}
+                      and all(isinstance(v, str) for v in e.values()), path,
+                      f"line {n}: expected an object with string 'id', 'source', 'modality'")
                 index.ids.append(e["id"])
                 index.sources.append(e["source"])
                 index.modalities.append(e["modality"])
-        stored = len(index._vectors) if index.spec.backend == "torch" else (
-            index._faiss_index.ntotal if index._faiss_index is not None else 0)
-        if not (stored == len(index.ids) == meta["count"]):
-            raise BindIndexError(f"{directory}: {stored} vectors but {len(index.ids)} entries "
-                              f"(metadata says {meta['count']}): the index is corrupt")
-        return index
+    except OSError as e:
+        raise _fail(path, f"cannot read ({e.strerror or e})") from None
+    stored = len(index._vectors) if index.spec.backend == "torch" else (
+        index._faiss_index.ntotal if index._faiss_index is not None else 0)
+    _need(stored == len(index.ids) == count, path, f"{len(index.ids)} entries but {stored} vectors (metadata says "
+          f"{count}): the index is corrupt")
 
 
 def brute_force_topk(queries: torch.Tensor, vectors: torch.Tensor, k: int,

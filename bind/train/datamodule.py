@@ -16,10 +16,28 @@ from torch.utils.data import DataLoader
 from bind.data.bad_samples import BAD_SAMPLES_FILE, BadSampleLog, summarize
 from bind.data.collate import PairCollator
 from bind.data.dataset import PairedDataset, PairSpec, SampleCache
-from bind.data.manifest import read_manifest
+from bind.data.manifest import ManifestError, ManifestRecord, read_manifest
 from bind.data.sampler import ResumableSampler
 
 log = logging.getLogger("bind.train")
+
+
+def _splits(records: list[ManifestRecord]) -> str:
+    names = sorted({str(r.split) for r in records})
+    return ", ".join(names) if names else "none"
+
+
+def read_training_manifest(path: str | Path, key: str) -> list[ManifestRecord]:
+    """Every record of a manifest, or a one-line error naming the config key, the file and the fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{key}: {path} not found; give --{key} PATH of a JSONL manifest (one JSON object per "
+                            "line; `bindspace world generate --out DIR` writes an example)")
+    records = read_manifest(path)
+    if not records:
+        raise ManifestError(f"{key}: {path} is empty; it needs one JSON object per line, e.g. "
+                            '{"id": "s1", "split": "train", "text": "a caption", "image": "media/s1.png"}')
+    return records
 
 
 class ResumableDataLoader(DataLoader):
@@ -38,8 +56,9 @@ class BindDataModule(L.LightningDataModule):
 
     Args:
         manifest: JSONL manifest (paths relative to it); its ``train_split`` / ``val_split`` lines are used.
-        val_manifest: a separate manifest for validation (all of its lines, or its ``val_split`` ones).
-        train_split, val_split: split names (``val_split: null`` disables validation from ``manifest``).
+        val_manifest: a separate manifest for validation (its ``val_split`` lines if it has any, else all).
+        train_split, val_split: split names. A ``manifest`` without a ``val_split`` line is an error naming the
+            splits it has (set ``val_split`` to one of them, or ``val_split: null`` to train without validation).
         shards, val_shards: webdataset shards (brace pattern or list) instead of manifests.
         epoch_size: samples per epoch over all ranks for shards (required with several ranks).
         shuffle_buffer: webdataset shuffle buffer.
@@ -87,16 +106,29 @@ class BindDataModule(L.LightningDataModule):
         if hp.cache_samples and self.sample_cache is None:
             self.sample_cache = SampleCache()
         if hp.manifest is not None:
-            self.train_set = PairedDataset(read_manifest(hp.manifest, hp.train_split), spec, train=True, bad=self.bad,
-                                           seed=hp.seed, cache=self.sample_cache)
+            records = read_training_manifest(hp.manifest, "data.manifest")
+            self.train_set = PairedDataset([r for r in records if r.split == hp.train_split], spec, train=True,
+                                           bad=self.bad, seed=hp.seed, cache=self.sample_cache)
             if len(self.train_set) == 0:
-                raise ValueError(f"{hp.manifest}: no {hp.train_split!r} sample has any of {spec.modalities}")
-        vm = hp.val_manifest or (hp.manifest if hp.val_split else None)
-        if vm is not None and hp.val_shards is None:
-            split = hp.val_split if (hp.val_manifest is None or hp.val_split) else None
-            val = PairedDataset(read_manifest(vm, split), spec, train=False, bad=self.bad, seed=hp.seed,
+                raise ValueError(f"data.manifest {hp.manifest}: no {hp.train_split!r} sample has any of "
+                                 f"{spec.modalities} (splits found: {_splits(records)}); set --data.train_split, or "
+                                 f"add {spec.modalities[0]} paths to the {hp.train_split!r} lines")
+        if hp.val_manifest is not None and hp.val_shards is None:
+            records = read_training_manifest(hp.val_manifest, "data.val_manifest")
+            chosen = [r for r in records if r.split == hp.val_split]  # its val_split lines if any, else all
+            val = PairedDataset(chosen or records, spec, train=False, bad=self.bad, seed=hp.seed,
                                 cache=self.sample_cache)
             self.val_set = val if len(val) else None
+        elif hp.manifest is not None and hp.val_split and hp.val_shards is None:
+            val_records = [r for r in records if r.split == hp.val_split]
+            if not val_records:  # never train silently without validation
+                raise ValueError(f"data.manifest {hp.manifest}: no {hp.val_split!r} split to validate on (splits "
+                                 f"found: {_splits(records)}); set --data.val_split NAME to validate on one of them, "
+                                 "--data.val_manifest FILE, or --data.val_split null to train without validation")
+            val = PairedDataset(val_records, spec, train=False, bad=self.bad, seed=hp.seed, cache=self.sample_cache)
+            self.val_set = val if len(val) else None
+        if self.val_set is None and (hp.val_manifest or hp.val_split) and hp.val_shards is None:
+            log.warning("no validation sample has any of %s: training without validation", spec.modalities)
 
     def _rank_world(self) -> tuple[int, int]:
         t = self.trainer
@@ -153,5 +185,8 @@ class BindDataModule(L.LightningDataModule):
     def teardown(self, stage: str | None = None) -> None:
         if stage == "fit" and self.bad is not None and self.bad.path is not None:
             if self.trainer is None or self.trainer.is_global_zero:
-                summary = summarize(self.bad.path)
-                (log.warning if summary.count else log.info)("%s", summary)
+                summary = summarize(self.bad.path)  # names the log only when there is one to read
+                if summary.count:
+                    log.warning("%s", summary)
+                else:
+                    log.info("no sample was skipped as unreadable")

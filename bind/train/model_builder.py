@@ -48,6 +48,23 @@ def tower_entry(modality: str, tower: str) -> tuple[dict[str, Any], int]:
     return entry, dim
 
 
+def check_modality_names(modalities: list[str], anchor: str, *named: dict[str, Any] | None) -> None:
+    """One-line error for a modality name no plugin registers (``model.modalities``, ``model.anchor`` or a key of
+    ``towers`` / ``encoders`` / ``init_from`` / ``lora``), with the closest known name."""
+    import difflib
+
+    from bind.registry import list_modalities
+
+    known = sorted(list_modalities())
+    keys = ("model.modalities", "model.anchor", "model.towers", "model.encoders", "model.init_from", "model.lora")
+    for key, names in zip(keys, [modalities, [anchor], *[list(n or {}) for n in named]]):
+        for m in names:
+            if m not in known:
+                close = difflib.get_close_matches(str(m), known, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise ValueError(f"{key}: unknown modality {m!r}; {hint}known modalities: {', '.join(known)}")
+
+
 def build_train_model(model: str = "bind-minilm-tiny", modalities: list[str] | None = None, anchor: str = "text",
                       towers: dict[str, str] | None = None, encoders: dict[str, dict[str, Any]] | None = None,
                       init_from: dict[str, str] | None = None, init_channels: str = "mean",
@@ -68,7 +85,8 @@ def build_train_model(model: str = "bind-minilm-tiny", modalities: list[str] | N
 
     modalities = list(modalities or [])
     if not modalities:
-        raise ValueError("no modality to train: set modalities (e.g. [audio])")
+        raise ValueError("model.modalities: no modality to train; set it, e.g. --model.modalities '[audio]'")
+    check_modality_names(modalities, anchor, towers, encoders, init_from, lora)
     if anchor in modalities:
         raise ValueError(f"the anchor {anchor!r} is frozen; it cannot also be trained")
     towers, encoders, init_from = dict(towers or {}), dict(encoders or {}), dict(init_from or {})

@@ -11,6 +11,11 @@ Determinism: the global RNG is reseeded from ``(seed, global_step, rank)`` befor
 path, LoRA dropout), and the data order and augmentations are functions of ``(seed, epoch, sample)``
 (:mod:`bind.data.sampler`), so a run killed and resumed from ``last.ckpt`` ends with the weights of an uninterrupted
 run.
+
+Checkpoints hold the trained parameters and the optimizer state; a frozen tower built from a named source (a
+transformers directory such as MiniLM, or the saved model a run continues from) is stored by identity only — its
+source and a SHA-256 fingerprint of its weights (:data:`TOWERS_KEY`). Loading rebuilds the tower from its source and
+refuses a checkpoint whose fingerprint differs.
 """
 
 from __future__ import annotations
@@ -41,6 +46,21 @@ def _no_decay(name: str, p: torch.Tensor) -> bool:
     return p.ndim < 2 or "logit_scale" in name or "logit_bias" in name or name.endswith(".bias") or "norm" in name
 
 
+TOWERS_KEY = "bind_frozen_towers"  # checkpoint entry: {modality: {"name", "fingerprint"}} of towers left out
+
+
+def weights_fingerprint(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of a state dict (sorted by name)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k in sorted(state):
+        t = state[k].detach().cpu().contiguous().reshape(-1)
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 class BindTrainModule(L.LightningModule):
     """Trains ``modalities`` against a frozen ``anchor``; every argument is a YAML key under ``model:``.
 
@@ -64,6 +84,8 @@ class BindTrainModule(L.LightningModule):
             ``adapters/`` there.
         cache_anchors: memoise the frozen text anchor's embedding of each caption (up to ``anchor_cache_size``
             captions): exact, since the tower is frozen and deterministic, and a large saving when captions repeat.
+            Each caption is embedded alone, trimmed to its own length, so its value does not depend on the batch
+            that first held it and a resumed run (whose cache starts empty) is bitwise the uninterrupted one.
     """
 
     def __init__(self, model: str = "bind-minilm-tiny", modalities: list[str] | None = None, anchor: str = "text",
@@ -88,9 +110,11 @@ class BindTrainModule(L.LightningModule):
         self._examples: dict[str, torch.Tensor] = {}
         self._val: dict[str, list[tuple[torch.Tensor, torch.Tensor, list[str]]]] = {}
         self._anchor_cache: dict[str, torch.Tensor] = {}
+        self._tower_ids: dict[str, dict[str, str]] | None = None
         self._samples_this_epoch = 0
         if cache_anchors and anchor != "text":
             raise ValueError("cache_anchors applies to a text anchor (image anchors are augmented per step)")
+        self.tower_identities()  # now, before any strategy wraps or shards the towers
 
     # --- data contract ---------------------------------------------------------------------------------------------
     def pair_spec(self, caption_source: str = "modality") -> PairSpec:
@@ -109,16 +133,18 @@ class BindTrainModule(L.LightningModule):
 
     def _anchor_embed(self, x: torch.Tensor, keys: list[str] | None = None) -> torch.Tensor:
         if keys is not None and self.hparams.cache_anchors:
-            cache = self._anchor_cache
-            todo = [i for i, k in enumerate(keys) if k not in cache]
-            if todo:
-                fresh = self._anchor_embed(x[todo])
-                for i, e in zip(todo, fresh):
+            # Each caption is embedded alone at its own length, whether or not the cache has room: its bits never
+            # depend on the batch (or the padding) it first came in, so a resumed run, whose cache starts empty,
+            # rebuilds exactly the values the uninterrupted run cached.
+            cache, out = self._anchor_cache, []
+            for row, k in zip(x, keys):
+                e = cache.get(k)
+                if e is None:
+                    e = self._anchor_embed(row[None])[0]
                     if len(cache) < self.hparams.anchor_cache_size:
-                        cache[keys[i]] = e
-                    else:
-                        return self._anchor_embed(x)
-            return torch.stack([cache[k] for k in keys]).to(self.device)
+                        cache[k] = e
+                out.append(e)
+            return torch.stack(out).to(self.device)
         if self.anchor == "text":
             x = trim_padding(x, self.model.encoder("text").cfg.stem.get("pad_token_id"),
                              self.model.encoder("text").cfg.stem.get("eot_token_id"))
@@ -172,9 +198,11 @@ class BindTrainModule(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         if self._samples_this_epoch == 0:
-            raise RuntimeError("no usable training sample in a whole epoch: every sample was skipped as unreadable "
-                               "(see bad_samples.jsonl in the run directory, or run "
-                               "`bindspace validate --manifest ...`)")
+            data = getattr(self.trainer, "datamodule", None)
+            path = getattr(getattr(data, "bad", None), "path", None)
+            where = f"see {path}" if path is not None and Path(path).is_file() else "none could be decoded"
+            raise RuntimeError(f"no usable training sample in a whole epoch: every sample was skipped as unreadable "
+                               f"({where}); check the data with `bindspace validate --manifest ...`")
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         torch.manual_seed(sample_seed(self.hparams.seed, self.global_step, self.global_rank))
@@ -264,12 +292,83 @@ class BindTrainModule(L.LightningModule):
         attached = self._trainer is not None and any(isinstance(c, AtomicCheckpoints) for c in self.trainer.callbacks)
         return [] if attached else [AtomicCheckpoints()]
 
+    # --- checkpoints: trained parameters + optimizer, the frozen towers by identity -----------------------------
+    def rebuildable_towers(self) -> dict[str, str]:
+        """``{modality: source}`` of the frozen towers this module rebuilds from a named source when constructed
+        (a transformers tower directory, or the saved model it continues from); their weights stay out of
+        checkpoints. Randomly initialised frozen encoders have no source and stay in."""
+        from bind.model import CONFIG_NAME
+
+        saved = (Path(self.hparams.model) / CONFIG_NAME).is_file()
+        out = {}
+        for m in self.model.config.frozen:
+            tower = self.model.config.encoders[m].tower if m in self.model.config.encoders else None
+            if tower or saved:
+                out[m] = str(tower or self.hparams.model)
+        return out
+
+    def _tower_states(self, state: dict[str, Any]) -> dict[str, dict[str, torch.Tensor]]:
+        towers = {}
+        for m in self.rebuildable_towers():
+            prefix = f"model.encoders.{m}."
+            towers[m] = {k: v for k, v in state.items() if k.startswith(prefix)}
+        return towers
+
+    def tower_identities(self) -> dict[str, dict[str, str]]:
+        """``{modality: {"name", "fingerprint"}}`` of the rebuildable frozen towers as built now (memoised: they are
+        frozen)."""
+        if self._tower_ids is None:
+            sources = self.rebuildable_towers()
+            states = self._tower_states(self.state_dict())
+            self._tower_ids = {m: {"name": sources[m], "fingerprint": weights_fingerprint(states[m])}
+                               for m in sources}
+        return self._tower_ids
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("state_dict")
+        if state is None:
+            return
+        ids = self.tower_identities()
+        for m, tower in self._tower_states(state).items():
+            if m in ids:
+                for k in tower:
+                    del state[k]
+        checkpoint[TOWERS_KEY] = ids
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get(TOWERS_KEY)
+        if saved is None:  # a checkpoint holding every weight
+            return
+        now = self.tower_identities()
+        for m, ident in saved.items():
+            if m not in now:
+                raise ValueError(f"checkpoint: its frozen {m} tower {ident.get('name')!r} is not part of this "
+                                 f"model (towers now: {sorted(now) or 'none'}); resume with the run's own config")
+            if ident.get("fingerprint") != now[m]["fingerprint"]:
+                raise ValueError(
+                    f"checkpoint: the frozen {m} tower {ident.get('name')!r} it was trained with (weights "
+                    f"{str(ident.get('fingerprint'))[:12]}) differs from the one built now from {now[m]['name']!r} "
+                    f"(weights {now[m]['fingerprint'][:12]}); point model.towers.{m} at the tower the run used")
+        state = checkpoint.get("state_dict")
+        if state is not None:  # Lightning loads the state strictly: put the (verified) tower weights back
+            for m, tower in self._tower_states(self.state_dict()).items():
+                if m in saved:
+                    for k, v in tower.items():
+                        state.setdefault(k, v)
+
+    def setup(self, stage: str) -> None:
+        if "FSDP" in type(self.trainer.strategy).__name__:  # FSDP loads weights before on_load_checkpoint
+            self.strict_loading = False
+
     # --- reporting / export ----------------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
+        self.model.mark_untrained([])  # being trained: the sanity-check validation must not warn about random weights
         run_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)  # a collective: every rank calls it
         if self.trainer.is_global_zero:
             report = trainable_report(self.model)
-            log.info("trainable parameters:\n%s", format_trainable_report(report))
+            log.debug("trainable parameters:\n%s", format_trainable_report(report))
+            log.info("training %s: %s trainable parameters (%s)", ", ".join(self.trained),
+                     f"{sum(int(r['trainable']) for r in report.values()):,}", run_dir / "trainable_parameters.json")
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "trainable_parameters.json").write_text(json.dumps(report, indent=2))
 

@@ -31,7 +31,6 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import ModelSummary
 
 from bind.world.scene import FACTORS, MODALITIES, REVEALS
 
@@ -316,9 +315,6 @@ class WorldExperiment:
 
         c = self.config
         torch.set_num_threads(max(1, c.threads or min(os.cpu_count() or 1, c.workers)))
-        callbacks = [EpochLines(label, self.echo)]
-        if not self.verbose:
-            callbacks.append(ModelSummary(max_depth=0))  # no summary table (its FLOPs column reads 0 on a CPU)
         untrained = logging.getLogger("bind.model")  # the sanity check validates the fresh encoders: expected
         level = untrained.level
         untrained.setLevel(level if self.verbose else logging.ERROR)
@@ -328,7 +324,7 @@ class WorldExperiment:
                        progress_bar=False, log_every_n_steps=5, sample_cache=self.cache,
                        encoders=c.encoders_with(encoders), cache_anchors=True, lr=c.lr,
                        warmup_steps=c.warmup_steps, weight_decay=c.weight_decay, accelerator="cpu",
-                       callbacks=callbacks)
+                       verbose=self.verbose, callbacks=[EpochLines(label, self.echo)])
         finally:
             untrained.setLevel(level)
 

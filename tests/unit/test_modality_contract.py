@@ -179,6 +179,8 @@ NAMED_ON_PURPOSE = {
     "bind/retrieval/evaluate.py": "CLIP_benchmark's image/text retrieval metric names",
     "bind/train/": "examples in two error messages",
     "bind/init.py": "the trunk's 'depth' (layers), not the modality",
+    "bind/model.py": "the trunk's 'depth' (layers) in config validation, not the modality",
+    "bind/serve/": "the preview dict's 'image' key (a still picture of any modality), not the modality",
 }
 
 
