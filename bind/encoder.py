@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bind.config import LOGIT_SCALE_MAX, EncoderConfig
+from bind.errors import InputError
 from bind.nn.heads import EmbeddingHead
 from bind.nn.stems import StemOutput
 from bind.nn.transformer import PatchDropout, Transformer
@@ -61,8 +62,10 @@ class ModalityEncoder(nn.Module):
     def forward_tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Trunk output tokens, the key padding mask and the pooling index."""
         out = self.stem(x)
-        if not isinstance(out, StemOutput):
-            out = StemOutput(out)
+        return self.forward_stem_output(out if isinstance(out, StemOutput) else StemOutput(out))
+
+    def forward_stem_output(self, out: StemOutput) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """:meth:`forward_tokens` from the stem's output onwards."""
         tokens, pad = out.tokens, out.key_padding_mask
         if self.cls_token is not None:
             cls = self.cls_token.to(tokens.dtype)
@@ -92,6 +95,24 @@ class ModalityEncoder(nn.Module):
             if normalize:
                 emb = F.normalize(emb, dim=-1)
         return emb
+
+    # --- text path from input embeddings (prompt learning: bind.transfer) -------------------------------------------
+    def input_embeddings(self) -> nn.Embedding:
+        """The token-embedding table of a token stem (text encoders)."""
+        emb = getattr(self.stem, "token_embedding", None)
+        if not isinstance(emb, nn.Embedding) or not hasattr(self.stem, "from_embeddings"):
+            raise InputError(f"{self.name}: this encoder has no token embeddings (only text encoders take input "
+                             "embeddings)")
+        return emb
+
+    def encode_text_embeddings(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
+                               normalize: bool = True) -> torch.Tensor:
+        """Embed token embeddings ``[B, L, width]`` (``input_embeddings()(ids)`` with any rows replaced, e.g. CoOp's
+        learned context) with ``attention_mask [B, L]`` (1 = token, 0 = padding; the last token is the end-of-text
+        token): equals ``forward(ids)`` for unmodified embeddings of tokenised text."""
+        self.input_embeddings()
+        tokens, pad, pool_index = self.forward_stem_output(self.stem.from_embeddings(inputs_embeds, attention_mask))
+        return self.head(tokens, pool_index=pool_index, key_padding_mask=pad, normalize=normalize)
 
     def get_logit_scale(self) -> torch.Tensor:
         """``exp(logit_scale)`` clamped to at most 100 (CLIP)."""
