@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "bind.train.cli",  # train, validate
     "bind.checkpoints.cli",  # convert
     "bind.world.cli",  # world, demo
+    "bind.transfer.cli",  # transfer
 ]
 
 
