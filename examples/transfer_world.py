@@ -31,7 +31,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 TASKS = {"imu": "activity", "thermal": "temperature", "audio": "shape", "depth": "distance", "video": "motion"}
 
 
-def build_world_and_model(out: Path, n: int, epochs: int, seed: int, workers: int):
+def build_world_and_model(out: Path, n: int, epochs: int, seed: int, workers: int, tasks: list[str]):
     """The world (``OUT/world``), its decoded media (a sample cache) and the trained model (``OUT/model``)."""
     import torch
 
@@ -53,9 +53,10 @@ def build_world_and_model(out: Path, n: int, epochs: int, seed: int, workers: in
     records = read_manifest(manifest)
     cache = SampleCache()
     t0 = time.perf_counter()
-    cache.fill([(m, r.media[m]) for r in records for m in TASKS if m in r.media], preprocess, workers=workers)
-    print(f"decoded {len(cache)} media in {time.perf_counter() - t0:.0f}s")
     model_dir = out / "model"
+    decode = tasks if (model_dir / "config.json").is_file() else list(TASKS)  # training needs every modality
+    cache.fill([(m, r.media[m]) for r in records for m in decode if m in r.media], preprocess, workers=workers)
+    print(f"decoded {len(cache)} media in {time.perf_counter() - t0:.0f}s")
     if not (model_dir / "config.json").is_file():
         t0 = time.perf_counter()
         torch.set_num_threads(max(1, min(os.cpu_count() or 1, workers)))
@@ -78,11 +79,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--only-model", action="store_true", help="stop after building the world and the model")
     parser.add_argument("--tasks", nargs="+", default=None, choices=list(TASKS), help="only these input modalities")
     parser.add_argument("--shots", nargs="+", type=int, default=[1, 2, 4, 8, 16])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="few-shot draws averaged")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="few-shot draws averaged")
     args = parser.parse_args(argv)
     out = Path(args.out)
     manifest, records, cache, preprocess, model = build_world_and_model(out, args.n, args.epochs, args.seed,
-                                                                        args.workers)
+                                                                        args.workers, args.tasks or list(TASKS))
     if args.only_model:
         return {}
     return run_transfer(out, manifest, cache, preprocess, model, args)
@@ -101,7 +102,6 @@ def run_transfer(out: Path, manifest: Path, cache, preprocess, model, args) -> d
 
     results = {"command": "python examples/transfer_world.py " + " ".join(sys.argv[1:]), "model": str(out / "model"),
                "manifest": str(manifest), "seeds": args.seeds, "tasks": {}}
-    verdicts = []
     for modality, factor in TASKS.items():
         if args.tasks and modality not in args.tasks:
             continue
@@ -112,26 +112,35 @@ def run_transfer(out: Path, manifest: Path, cache, preprocess, model, args) -> d
         curve = shots_curve(task, text, METHODS, args.shots, args.seeds, log=print)
         b2n = base_to_new(task, text, shots=max(curve["shots"]), seeds=args.seeds)
         plot_curve(curve, out / f"{modality}_{factor}.png", f"{modality} -> {factor} (held-out scenes)")
-        results["tasks"][f"{modality}->{factor}"] = {"shots_curve": curve, "base_to_new": b2n,
-                                                     "seconds": round(time.perf_counter() - t0, 1)}
-        print(format_table(curve))
+        entry = {"shots_curve": curve, "base_to_new": b2n, "seconds": round(time.perf_counter() - t0, 1)}
+        write_text(out / f"{modality}_{factor}.json", json.dumps(entry, indent=1) + "\n")
+        print(f"{modality} -> {factor} done in {entry['seconds']:.0f}s\n")
+    # every task's result so far (tasks may run as parallel processes: --tasks imu, --tasks video, ...)
+    verdicts = []
+    for modality, factor in TASKS.items():
+        path = out / f"{modality}_{factor}.json"
+        if not path.is_file():
+            continue
+        entry = results["tasks"][f"{modality}->{factor}"] = json.loads(path.read_text())
+        curve, b2n = entry["shots_curve"], entry["base_to_new"]
         k = max(curve["shots"])
         zs, coop, probe = (curve["methods"][m][str(k)]["acc"] for m in ("zeroshot", "coop", "linear-probe"))
         verdict = {"task": f"{modality}->{factor}", "shots": k, "zeroshot": zs, "coop": coop, "linear-probe": probe,
                    "coop_beats_zeroshot": coop > zs if zs < 0.95 else "n/a (zero-shot >= 0.95)",
                    "probe_beats_zeroshot": probe > zs if zs < 0.95 else "n/a (zero-shot >= 0.95)"}
+        print(format_table(curve))
         if "skipped" in b2n:
-            print(f"base-to-new: skipped ({b2n['skipped']})")
+            print(f"base-to-new: skipped ({b2n['skipped']})\n")
         else:
             print(f"base-to-new ({b2n['shots']} shots; base {b2n['base']}, new {b2n['new']}):")
             for m, r in b2n["methods"].items():
                 print(f"  {m:<13} base {r['base']:.3f}  new {r['new']:.3f}  H {r['H']:.3f}")
+            print()
             verdict["H_cocoop"], verdict["H_coop"] = b2n["methods"]["cocoop"]["H"], b2n["methods"]["coop"]["H"]
             verdict["cocoop_H_ge_coop"] = verdict["H_cocoop"] >= verdict["H_coop"]
         verdicts.append(verdict)
-        print(f"({results['tasks'][f'{modality}->{factor}']['seconds']:.0f}s)\n")
-        results["verdicts"] = verdicts
-        write_text(out / "results.json", json.dumps(results, indent=1) + "\n")
+    results["verdicts"] = verdicts
+    write_text(out / "results.json", json.dumps(results, indent=1) + "\n")
     print(json.dumps(verdicts, indent=1))
     print(f"results -> {out / 'results.json'}; plots -> {out}/<modality>_<factor>.png")
     return results

@@ -19,6 +19,7 @@ Every head maps unit-norm input embeddings ``[N, D]`` to logits ``[N, C]``; only
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -145,13 +146,22 @@ class TransferHead(nn.Module):
     def predict_logits(self, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """Eval-mode logits ``[N, C]`` in batches."""
         self.eval()
-        return torch.cat([self.logits(x[i:i + batch_size].float()) for i in range(0, len(x), batch_size)]) \
-            if len(x) else torch.zeros(0, len(self.classnames))
+        if not len(x):
+            return torch.zeros(0, len(self.classnames))
+        with _Frozen(self.text.encoder) if self.needs_text_tower else contextlib.nullcontext():
+            return torch.cat([self.logits(x[i:i + batch_size].float()) for i in range(0, len(x), batch_size)])
 
     def class_embeddings(self) -> torch.Tensor:
         """Unit-norm ``[C, D]`` class vectors usable as query embeddings (search) or zero-shot classifier weights."""
         raise TransferError(f"{self.method} adapts the input embeddings; it has no class query embeddings "
                             "(use zeroshot, linear-probe, coop or cocoop)")
+
+    def zeroshot_classifier(self):
+        """The class embeddings as a :class:`bind.retrieval.zeroshot.ZeroShotClassifier` (learned prompts in place of
+        hand-written templates), for :func:`bind.retrieval.zeroshot.evaluate_zeroshot` and friends."""
+        from bind.retrieval.zeroshot import ZeroShotClassifier
+
+        return ZeroShotClassifier(self.class_embeddings().float(), list(self.classnames))
 
     def with_classes(self, classnames: Sequence[str]) -> TransferHead:
         """The head scoring other class names (open-vocabulary heads only: CoCoOp's base-to-new protocol)."""
@@ -262,7 +272,7 @@ class CoOp(TransferHead):
     open_vocabulary = True
 
     def __init__(self, text: TextSide, classnames: Sequence[str], n_ctx: int = 4, ctx_init: str | None = None,
-                 class_specific: bool = False, steps: int = 200, lr: float = 2e-3, seed: int = 0) -> None:
+                 class_specific: bool = False, steps: int = 100, lr: float = 2e-3, seed: int = 0) -> None:
         super().__init__(text, classnames)
         width = text.encoder.input_embeddings().embedding_dim
         g = torch.Generator().manual_seed(seed)
@@ -343,7 +353,7 @@ class CoCoOp(CoOp):
     method = "cocoop"
 
     def __init__(self, text: TextSide, classnames: Sequence[str], dim: int, n_ctx: int = 4,
-                 ctx_init: str | None = None, steps: int = 60, lr: float = 2e-3, batch_size: int = 16,
+                 ctx_init: str | None = None, steps: int = 40, lr: float = 2e-3, batch_size: int = 8,
                  seed: int = 0) -> None:
         super().__init__(text, classnames, n_ctx=n_ctx, ctx_init=ctx_init, class_specific=False, steps=steps,
                          lr=lr, seed=seed)

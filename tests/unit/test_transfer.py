@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 import bind
 from bind.registry import get_modality
+from bind.retrieval.zeroshot import evaluate_zeroshot
 from bind.transfer import (
     METHODS,
     CoCoOp,
@@ -121,6 +122,9 @@ def test_save_load_gives_identical_logits(model, method, tmp_path):
     assert torch.equal(again.predict_logits(x), head.predict_logits(x))
     if method in ("zeroshot", "linear-probe", "coop", "cocoop"):
         assert torch.equal(again.class_embeddings(), head.class_embeddings())
+        clf = again.zeroshot_classifier()  # learned prompts plug into bind.retrieval.zeroshot
+        labels = [CLASSES[i] for i in clf.logits(x).argmax(1).tolist()]
+        assert evaluate_zeroshot(clf, x, labels)["acc1"] == 1.0
 
 
 def test_load_refuses_missing_or_other_model(model, tmp_path):
