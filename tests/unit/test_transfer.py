@@ -79,6 +79,17 @@ def test_coop_step_changes_only_the_context(model):
     assert [n for n, _ in head.named_parameters()] == ["ctx"]
 
 
+def test_coop_learns_prompts_that_zero_shot_gets_wrong(model):
+    text = TextSide(model, "imu")
+    w = ZeroShot(text, CLASSES).weights
+    y = torch.arange(3).repeat_interleave(8)
+    noise = 0.05 * torch.randn(len(y), w.shape[1], generator=torch.Generator().manual_seed(0))
+    data = LabelledFeatures(F.normalize(w[(y + 1) % 3] + noise, dim=-1), y)  # each class looks like the next name
+    assert (ZeroShot(text, CLASSES).predict_logits(data.features).argmax(1) == y).sum() == 0
+    head = CoOp(text, CLASSES, class_specific=True).fit(data)
+    assert torch.equal(head.predict_logits(data.features).argmax(1), y)
+
+
 def test_unified_and_class_specific_context_shapes(model):
     text = TextSide(model, "imu")
     width = model.encoder("text").input_embeddings().embedding_dim
