@@ -208,7 +208,6 @@ def _task_args(manifest: Path, model_dir: Path) -> list[str]:
             "--label-field", "factors.activity"]
 
 
-@pytest.mark.slow
 def test_cli_bench_default_flags_on_a_small_world(small_world, tmp_path):
     manifest, model_dir = small_world
     r = _cli("bench", *_task_args(manifest, model_dir), "--out", "bench", cwd=tmp_path)  # every method, shot count
