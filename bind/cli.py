@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "bind.checkpoints.cli",  # convert
     "bind.world.cli",  # world, demo
     "bind.serve.cli",  # serve
+    "bind.transfer.cli",  # transfer
 ]
 GLOBAL_FLAGS = ("-v", "--verbose", "--debug")
 

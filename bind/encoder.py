@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bind.config import EncoderConfig, logit_scale_value
+from bind.errors import InputError
 from bind.nn.heads import EmbeddingHead
 from bind.nn.stems import StemOutput
 from bind.nn.transformer import PatchDropout, Transformer
@@ -78,8 +79,10 @@ class ModalityEncoder(nn.Module):
         :meth:`forward_head`). ``norm`` applies the head's LayerNorm to every token (what token consumers such as
         QA pooling read)."""
         out = self.stem(x)
-        if not isinstance(out, StemOutput):
-            out = StemOutput(out)
+        return self.forward_stem_output(out if isinstance(out, StemOutput) else StemOutput(out), norm=norm)
+
+    def forward_stem_output(self, out: StemOutput, norm: bool = False) -> tuple[torch.Tensor, TokenLayout]:
+        """:meth:`forward_features` from the stem's output onwards."""
         tokens, pad = out.tokens, out.key_padding_mask
         if self.cls_token is not None:
             cls = self.cls_token.to(tokens.dtype)
@@ -121,6 +124,24 @@ class ModalityEncoder(nn.Module):
             if normalize:
                 emb = F.normalize(emb, dim=-1)
         return emb
+
+    # --- text path from input embeddings (prompt learning: bind.transfer) -------------------------------------------
+    def input_embeddings(self) -> nn.Embedding:
+        """The token-embedding table of a token stem (text encoders)."""
+        emb = getattr(self.stem, "token_embedding", None)
+        if not isinstance(emb, nn.Embedding) or not hasattr(self.stem, "from_embeddings"):
+            raise InputError(f"{self.name}: this encoder has no token embeddings (only text encoders take input "
+                             "embeddings)")
+        return emb
+
+    def encode_text_embeddings(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
+                               normalize: bool = True) -> torch.Tensor:
+        """Embed token embeddings ``[B, L, width]`` (``input_embeddings()(ids)`` with any rows replaced, e.g. CoOp's
+        learned context) with ``attention_mask [B, L]`` (1 = token, 0 = padding; the last token is the end-of-text
+        token): equals ``forward(ids)`` for unmodified embeddings of tokenised text."""
+        self.input_embeddings()
+        return self.forward_head(*self.forward_stem_output(self.stem.from_embeddings(inputs_embeds, attention_mask)),
+                                 normalize=normalize)
 
     def get_logit_scale(self) -> torch.Tensor:
         """``exp(logit_scale)``, at most ``cfg.logit_scale_max`` (100, CLIP; ``None``: uncapped)."""

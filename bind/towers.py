@@ -197,7 +197,26 @@ class TransformersTextEncoder(_TowerEncoder):
             raise InputError(f"{self.cfg.modality}: expected integer token ids [B, L], got {got}")
         mask = (ids != self.pad_token_id).long()
         mask[:, 0] = 1
-        out = self.tower(input_ids=ids, attention_mask=mask)
+        return self._pool(self.tower(input_ids=ids, attention_mask=mask), mask, normalize)
+
+    def input_embeddings(self) -> nn.Embedding:
+        """The tower's token-embedding table (``get_input_embeddings``)."""
+        return self.tower.get_input_embeddings()
+
+    def encode_text_embeddings(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
+                               normalize: bool = True) -> torch.Tensor:
+        """Embed token embeddings ``[B, L, hidden]`` (``input_embeddings()(ids)`` with any rows replaced, e.g. CoOp's
+        learned context; the tower adds positions) with ``attention_mask [B, L]``: equals ``forward(ids)`` for
+        unmodified embeddings. CLIP text towers pool at the end-of-text token id and take no input embeddings."""
+        from bind.errors import InputError
+
+        if self.tower.config.model_type in ("clip", "clip_text_model"):
+            raise InputError(f"{self.cfg.modality}: a transformers CLIP text tower takes no input embeddings (it pools "
+                             "by token id); prompt learning needs bind's own text encoder or an AutoModel tower")
+        out = self.tower(inputs_embeds=inputs_embeds, attention_mask=attention_mask.long())
+        return self._pool(out, attention_mask.long(), normalize)
+
+    def _pool(self, out, mask: torch.Tensor, normalize: bool) -> torch.Tensor:
         if self.cfg.tower_pooling == "pooler":
             pooled = getattr(out, "text_embeds", None)
             pooled = out.pooler_output if pooled is None else pooled

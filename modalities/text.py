@@ -11,6 +11,7 @@ Sources are strings (the text itself), ``pathlib.Path`` objects of ``.txt`` file
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import shutil
 import threading
@@ -82,6 +83,17 @@ def tokenize(texts: list[str], cfg: TextPreprocess) -> torch.Tensor:
     return ids
 
 
+@dataclass
+class PromptTokens:
+    """Token ids ``[N, L]``, attention mask ``[N, L]`` (1 = token) and where the ``n_slots`` learnable context
+    positions start (:meth:`TextModality.prompt_tokens`)."""
+
+    ids: torch.Tensor
+    attention_mask: torch.Tensor
+    start: int
+    n_slots: int
+
+
 @register_modality
 class TextModality(Modality):
     name = "text"
@@ -124,6 +136,30 @@ class TextModality(Modality):
         if not isinstance(x, torch.Tensor) or x.dim() not in (2, 3) or x.is_floating_point():
             got = f"shape {tuple(x.shape)} dtype {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
             raise InputError(f"text: expected integer token ids [B, L] (or [B, captions, L]), got {got}")
+
+    def prompt_tokens(self, texts: list[str], cfg: TextPreprocess, n_slots: int = 0) -> PromptTokens:
+        """Token ids of ``texts`` with ``n_slots`` placeholder tokens right after the leading special token (CLS /
+        start-of-text) and their attention mask, padding columns trimmed: the text path that takes input embeddings
+        (``encoder.encode_text_embeddings``) replaces the placeholders' embeddings with learned context vectors
+        (CoOp's ``[V]_1 ... [V]_M [CLASS].``). ``texts`` may be empty strings (context only)."""
+        tok = load_tokenizer(cfg.tokenizer)
+        if n_slots < 0 or n_slots >= cfg.context_length - 2:
+            raise ValueError(f"text: {n_slots} prompt slots do not fit the context length {cfg.context_length}")
+        ids = tokenize(list(texts), dataclasses.replace(cfg, context_length=cfg.context_length - n_slots))
+        eot, pad = eot_id(tok), tok.pad_token_id
+        if pad is not None and pad != eot:
+            mask = ids != pad
+        else:  # padded with the end-of-text token: the first one closes the text
+            first = torch.where((ids == eot).any(-1), (ids == eot).int().argmax(-1), ids.shape[1] - 1)
+            mask = torch.arange(ids.shape[1])[None] <= first[:, None]
+        mask[:, 0] = True
+        lead = int(bool(len(ids)) and int(ids[0, 0]) in set(tok.all_special_ids) and int(ids[0, 0]) != eot)
+        fill = next((i for i in (tok.unk_token_id, tok.mask_token_id, eot) if i is not None), 0)
+        slots = torch.full((len(ids), n_slots), fill, dtype=ids.dtype)
+        ids = torch.cat([ids[:, :lead], slots, ids[:, lead:]], 1)
+        mask = torch.cat([mask[:, :lead], torch.ones_like(slots, dtype=torch.bool), mask[:, lead:]], 1)
+        width = int(mask.sum(-1).max()) if len(ids) else 0
+        return PromptTokens(ids[:, :width], mask[:, :width].long(), lead, n_slots)
 
     # --- hooks ---------------------------------------------------------------------------------------------------
     def prepare_encoder_config(self, cfg: EncoderConfig, root=None) -> None:

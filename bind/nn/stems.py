@@ -180,3 +180,14 @@ class TokenStem(nn.Module):
         else:
             pool_index = last
         return StemOutput(x, key_padding_mask=pad, pool_index=pool_index)
+
+    def from_embeddings(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> StemOutput:
+        """:meth:`forward` from token embeddings ``[B, L, width]`` (``token_embedding(ids)``, positions not yet added)
+        and ``attention_mask [B, L]`` (1 = token): the last token of each row is pooled (where tokenisation puts the
+        end-of-text token). Prompt learning (CoOp) feeds learned context vectors this way."""
+        if inputs_embeds.shape[1] > self.context_length:
+            raise ValueError(f"text: {inputs_embeds.shape[1]} tokens exceed the context length {self.context_length}")
+        x = inputs_embeds + self.pos_embed[:, : inputs_embeds.shape[1]].to(inputs_embeds.dtype)
+        keep = attention_mask.bool()
+        pad = None if self.pad_token_id is None or self.pad_token_id == self.eot_token_id else ~keep
+        return StemOutput(x, key_padding_mask=pad, pool_index=(keep.sum(-1) - 1).clamp_min(0))
