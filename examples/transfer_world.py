@@ -5,7 +5,7 @@ Stages (each reused when its output exists, so a rerun only repeats the transfer
 
 1. ``bindspace world generate``-style world of ``--n`` scenes (train / val / test splits 0.7 / 0.1 / 0.2);
 2. five tiny encoders (IMU, thermal, audio, depth, video) trained against the frozen all-MiniLM-L6-v2 text tower on
-   the train split (``bind.train.fit``, as ``bindspace demo`` does; media decoded once);
+   the train split (the world runner of ``bindspace demo``, :mod:`bind.world.experiment`; media decoded once);
 3. for every task — IMU->activity, thermal->temperature, audio->shape, depth->distance, video->motion — the
    k-shot ladder (k = 1, 2, 4, 8, 16 from the train split, hyper-parameters chosen on min(k, 4) shots of the val
    split) evaluated on the held-out test scenes, plus CoCoOp's base-to-new protocol, through :mod:`bind.transfer`.
@@ -34,42 +34,17 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 TASKS = {"imu": "activity", "thermal": "temperature", "audio": "shape", "depth": "distance", "video": "motion"}
 
 
-def build_world_and_model(out: Path, n: int, epochs: int, seed: int, workers: int, tasks: list[str]):
-    """The world (``OUT/world``), its decoded media (a sample cache) and the trained model (``OUT/model``)."""
-    import torch
-
+def build_world_and_model(run, model_dir: Path):
+    """The world (``OUT/world``), its decoded media and the trained model (``OUT/model``), through the world runner
+    (:class:`bind.world.experiment.WorldExperiment`, as ``bindspace demo``)."""
     import bind
-    from bind.data.dataset import SampleCache
-    from bind.data.manifest import read_manifest
-    from bind.demo import DEMO_ENCODERS, MODEL_NAME, prepare_run, preprocess_configs
-    from bind.train import fit
-    from bind.world.generator import generate
 
-    prepare_run(out)
-    manifest = out / "world" / "manifest.jsonl"
-    if not manifest.is_file():
-        t0 = time.perf_counter()
-        generate(out / "world", n, seed=seed, workers=workers, splits=(0.7, 0.1, 0.2))
-        print(f"world: {n} scenes in {time.perf_counter() - t0:.0f}s -> {manifest}")
-    encoders = {m: DEMO_ENCODERS[m] for m in TASKS}
-    preprocess = preprocess_configs(encoders)
-    records = read_manifest(manifest)
-    cache = SampleCache()
-    t0 = time.perf_counter()
-    model_dir = out / "model"
-    decode = tasks if (model_dir / "config.json").is_file() else list(TASKS)  # training needs every modality
-    cache.fill([(m, r.media[m]) for r in records for m in decode if m in r.media], preprocess, workers=workers)
-    print(f"decoded {len(cache)} media in {time.perf_counter() - t0:.0f}s")
+    run.prepare()
     if not (model_dir / "config.json").is_file():
         t0 = time.perf_counter()
-        torch.set_num_threads(max(1, min(os.cpu_count() or 1, workers)))
-        result = fit(manifest, modalities=list(TASKS), model=MODEL_NAME, run_dir=out / "train", max_epochs=epochs,
-                     batch_size=64, num_workers=0, seed=seed, export=False, progress_bar=False,
-                     log_every_n_steps=5, sample_cache=cache, encoders=encoders, cache_anchors=True, lr=2e-3,
-                     warmup_steps=20, weight_decay=0.05, accelerator="cpu")
-        result.model.eval().save_pretrained(model_dir)
-        print(f"trained {list(TASKS)} for {epochs} epochs in {time.perf_counter() - t0:.0f}s -> {model_dir}")
-    return manifest, records, cache, preprocess, bind.load_model(model_dir).eval()
+        run.train(run.out / "train").model.eval().save_pretrained(model_dir)
+        print(f"trained {list(TASKS)} for {run.config.epochs} epochs in {time.perf_counter() - t0:.0f}s -> {model_dir}")
+    return bind.load_model(model_dir).eval()
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -87,24 +62,29 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     out = Path(args.out)
     if args.report:
-        return run_transfer(out, out / "world" / "manifest.jsonl", None, None, None, args)
-    manifest, records, cache, preprocess, model = build_world_and_model(out, args.n, args.epochs, args.seed,
-                                                                        args.workers, args.tasks or list(TASKS))
-    if args.only_model:
-        return {}
-    return run_transfer(out, manifest, cache, preprocess, model, args)
+        return run_transfer(out, out / "world" / "manifest.jsonl", None, None, args)
+    from bind.world.experiment import WORLD_ENCODERS, ExperimentConfig, WorldExperiment
+
+    model_dir = out / "model"  # training needs every modality; the transfer stage only the tasks'
+    modalities = tuple(args.tasks or TASKS) if (model_dir / "config.json").is_file() else tuple(TASKS)
+    config = ExperimentConfig(n=args.n, epochs=args.epochs, seed=args.seed, workers=args.workers,
+                              modalities=modalities, encoders={m: WORLD_ENCODERS[m] for m in TASKS})
+    with WorldExperiment(out, config) as run:
+        model = build_world_and_model(run, model_dir)
+        if args.only_model:
+            return {}
+        return run_transfer(out, run.manifest, run, model, args)
 
 
-def run_transfer(out: Path, manifest: Path, cache, preprocess, model, args) -> dict:
+def run_transfer(out: Path, manifest: Path, run, model, args) -> dict:
     """The accuracy-vs-shots ladder and base-to-new for every task; writes ``results.json`` and one PNG per task."""
-    from bind.demo import embed_tensors
     from bind.io import write_text
     from bind.transfer import METHODS, TextSide, base_to_new, format_table, load_task, plot_curve, shots_curve
     from bind.world.captions import PHRASES
 
     def embed(model, modality, items):  # media decoded once in stage 2
-        tensors = [cache.process(modality, source, preprocess[modality]) for _, source in items]
-        return [i for i, _ in items], embed_tensors(model, modality, tensors), []
+        tensors = [run.cache.process(modality, source, run.preprocess[modality]) for _, source in items]
+        return [i for i, _ in items], model.embed_tensors(modality, tensors), []
 
     results = {"command": "python examples/transfer_world.py " + " ".join(sys.argv[1:]), "model": str(out / "model"),
                "manifest": str(manifest), "seeds": args.seeds, "tasks": {}}
