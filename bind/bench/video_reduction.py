@@ -359,7 +359,7 @@ def _run(args: argparse.Namespace) -> int:
     config = Config.quick_config(**overrides) if args.quick else Config.from_overrides(**overrides)
     out = args.out or ("runs/bench/video-reduction-quick" if args.quick else "runs/bench/video-reduction")
     results = run(out, config, world=args.world, echo=lambda s: print(s, flush=True),
-                  verbose=getattr(args, "verbose", False))
+                  verbose=args.show_libraries or getattr(args, "verbose", False))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=2, default=str) + "\n")
@@ -383,7 +383,8 @@ def add_suite(sub: argparse._SubParsersAction) -> None:
                    help="joint|divided[+reduce_time<r>][+reduce_space<s>] (default: " + " ".join(DEFAULT_VARIANTS)
                    + ")")
     p.add_argument("--quick", action="store_true", help="a tiny world and one epoch: a smoke test")
-    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
-                   help="also show the training libraries' messages, warnings and model summary")
+    p.add_argument("--verbose", action="store_true", dest="show_libraries",
+                   help="also show the training libraries' messages, warnings and model summary (bindspace -v: and "
+                   "debug logging)")
     p.add_argument("--json", default=None, help="write the result JSON here")
     p.set_defaults(func=_run)

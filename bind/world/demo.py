@@ -266,7 +266,8 @@ def demo_command(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("n", args.n), ("seed", args.seed), ("epochs", args.epochs),
                                    ("workers", args.workers)) if v is not None}
     config = ExperimentConfig().shrunk(**overrides) if args.quick else ExperimentConfig(**overrides)
-    run_demo(args.out, config, echo=lambda line: print(line, flush=True), verbose=getattr(args, "verbose", False))
+    verbose = args.show_libraries or getattr(args, "verbose", False)  # bindspace -v: debug logging as well
+    run_demo(args.out, config, echo=lambda line: print(line, flush=True), verbose=verbose)
     return 0
 
 
@@ -277,6 +278,7 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=None, help=f"training epochs (default {ExperimentConfig.epochs})")
     p.add_argument("--workers", type=int, default=None, help="processes for rendering and decoding (default 2)")
     p.add_argument("--quick", action="store_true", help="a tiny world and one epoch: a smoke test in seconds")
-    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
-                   help="also show the training libraries' messages, warnings and model summary")
+    p.add_argument("--verbose", action="store_true", dest="show_libraries",
+                   help="also show the training libraries' messages, warnings and model summary (bindspace -v: and "
+                   "debug logging)")
     p.set_defaults(func=demo_command)
