@@ -101,10 +101,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--workers", type=int, default=2, help="processes rendering the world and decoding media")
     args = p.parse_args(argv)
 
+    import bind_pointcloud  # noqa: F401  — registers the plugin and its model configs (bind would find it anyway)
     import torch
 
     import bind
-    import bind_pointcloud  # noqa: F401  — registers the plugin and its model configs (bind would find it anyway)
     from bind.data.dataset import SampleCache
     from bind.data.manifest import read_manifest
     from bind.registry import model_config_dict

@@ -194,7 +194,8 @@ class PointCloudModality(Modality):
         if train:
             idx = torch.randperm(n)[: cfg.num_points] if n >= cfg.num_points else torch.randint(n, (cfg.num_points,))
             pts = pts[idx].clone()
-            r = rotation_about(UP_AXES[cfg.up_axis], math.radians(cfg.train_rotate_deg) * (2 * float(torch.rand(())) - 1))
+            angle = math.radians(cfg.train_rotate_deg) * (2 * float(torch.rand(())) - 1)
+            r = rotation_about(UP_AXES[cfg.up_axis], angle)
             s = cfg.train_scale[0] + (cfg.train_scale[1] - cfg.train_scale[0]) * float(torch.rand(()))
             pts[:, :3] = pts[:, :3] @ r.T * s
             if cfg.normals:

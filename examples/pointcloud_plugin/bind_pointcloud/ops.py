@@ -14,9 +14,8 @@ def farthest_point_sample(xyz: torch.Tensor, m: int) -> torch.Tensor:
     point farthest from those picked. ``m > N`` repeats the picks cyclically.
     """
     b, n, _ = xyz.shape
-    if m >= n:
-        order = farthest_point_sample(xyz, n) if n > 1 else torch.zeros(b, 1, dtype=torch.long, device=xyz.device)
-        return order[:, torch.arange(m, device=xyz.device) % n]
+    if m > n:
+        return farthest_point_sample(xyz, n)[:, torch.arange(m, device=xyz.device) % n]
     pts = xyz.float()
     idx = torch.empty(b, m, dtype=torch.long, device=xyz.device)
     dist = torch.full((b, n), float("inf"), device=xyz.device)
