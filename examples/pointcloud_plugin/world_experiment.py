@@ -32,7 +32,10 @@ MODEL = "pointbert-minilm-tiny"
 TRAINED = ("pointcloud", "depth", "audio", "image")
 #: encoder entries: pointcloud from the plugin's named config plus these overrides; the others from bind-minilm-tiny
 ENCODERS: dict[str, dict[str, Any]] = {
-    "pointcloud": {"preprocess": {"num_points": 1024, "colour": True}, "stem": {"num_groups": 64, "group_size": 32}},
+    # metric camera-frame coordinates (no centring / unit sphere: how far the object is must survive), 2.5 m per unit
+    "pointcloud": {"preprocess": {"num_points": 512, "colour": True, "centre": False, "unit_sphere": False,
+                                  "scale": 2.5},
+                   "stem": {"num_groups": 32, "group_size": 32}},
     "depth": {"width": 96, "depth": 2},
     "audio": {"width": 96, "depth": 2},
     "image": {"width": 96, "depth": 2},

@@ -243,9 +243,7 @@ def test_world_point_clouds_load_through_the_plugin(plugin, tmp_path):
     manifest = generate(tmp_path / "w", n=4, seed=3, workers=1)
     for row in map(json.loads, manifest.read_text().splitlines()):
         cloud = plugin.load(tmp_path / "w" / row["pointcloud"], _cfg(plugin, colour=True))
-        assert 1000 < len(cloud) <= 64 * 64 and cloud.rgb is not None
+        assert 10 < len(cloud) < 64 * 64 / 2 and cloud.rgb is not None  # the object's segment of the view
         lo, hi = DISTANCE_M[row["factors"]["distance"]]
-        saturation = cloud.rgb.max(1) - cloud.rgb.min(1)  # the object is the only saturated colour in the scene
-        obj = cloud.xyz[saturation > 0.35]
-        assert len(obj) > 20 and lo - 0.5 < np.median(obj[:, 1]) < hi  # y = forward distance in metres
+        assert lo - 0.5 < np.median(cloud.xyz[:, 1]) < hi  # y = forward distance in metres
         assert "pointcloud" in row["captions"]

@@ -330,8 +330,18 @@ def test_point_cloud_back_projects_depth_through_the_camera(world):
     half = (size - 1) / 2 * 2.0 / size  # pixel (size-1)/2 from the centre at f = size px, depth 2 m
     assert np.isclose(pts[:, 0].max(), half) and np.isclose(pts[:, 2].min(), -half)  # x right, z up
     assert np.allclose(pts[-1], [half, 2.0, -half, 1, 0, 0])  # bottom-right pixel: right, below, red
-    record = json.loads((world / "manifest.jsonl").read_text().splitlines()[0])
-    cloud = np.load(world / record["pointcloud"])
-    media = render_scene(sample_scene(SEED, 0, CONFIG), CONFIG)
-    assert cloud.shape == ((media["depth"] > 0).sum(), 6)
-    assert np.array_equal(cloud, back_project(media["depth"], media["image"]))
+    assert len(back_project(depth, image, np.eye(size, dtype=bool))) == size - 1  # a mask keeps its valid pixels
+
+
+def test_world_point_cloud_is_the_objects_segment_at_its_distance(world):
+    for i, record in enumerate(json.loads(line) for line in (world / "manifest.jsonl").read_text().splitlines()):
+        cloud = np.load(world / record["pointcloud"])
+        scene = sample_scene(SEED, i, CONFIG)
+        media = render_scene(scene, CONFIG)
+        assert np.array_equal(cloud, media["pointcloud"]) and cloud.shape[1] == 6
+        mask = _object_mask(scene, 0.5) & (media["depth"] > 0)
+        assert len(cloud) == mask.sum() > 10
+        # the surface facing the camera: between the object's centre distance and one radius nearer
+        near, far = scene.distance_m - 1.3 * scene.radius_m, scene.distance_m + 0.05
+        assert np.all((cloud[:, 1] > near) & (cloud[:, 1] < far))
+        assert np.allclose(cloud[:, 3:].mean(0), media["image"][mask].mean(0) / 255, atol=1e-5)
