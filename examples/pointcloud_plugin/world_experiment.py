@@ -33,9 +33,9 @@ TRAINED = ("pointcloud", "depth", "audio", "image")
 #: encoder entries: pointcloud from the plugin's named config plus these overrides; the others from bind-minilm-tiny
 ENCODERS: dict[str, dict[str, Any]] = {
     # metric camera-frame coordinates (no centring / unit sphere: how far the object is must survive), 2.5 m per unit
-    "pointcloud": {"preprocess": {"num_points": 512, "colour": True, "centre": False, "unit_sphere": False,
+    "pointcloud": {"preprocess": {"num_points": 256, "colour": True, "centre": False, "unit_sphere": False,
                                   "scale": 2.5},
-                   "stem": {"num_groups": 32, "group_size": 32}},
+                   "stem": {"num_groups": 32, "group_size": 16, "hidden": 32}},
     "depth": {"width": 96, "depth": 2},
     "audio": {"width": 96, "depth": 2},
     "image": {"width": 96, "depth": 2},
@@ -96,11 +96,11 @@ def metrics(q, g, factors: list[dict[str, str]], shared: tuple[str, ...]) -> dic
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/pointcloud-world")
-    p.add_argument("--n", type=int, default=600, help="world scenes (70%% train, 10%% val, 20%% test)")
+    p.add_argument("--n", type=int, default=300, help="world scenes (70%% train, 10%% val, 20%% test)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, default=15)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--workers", type=int, default=2, help="processes rendering the world and decoding media")
     args = p.parse_args(argv)
 
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     timings, t0 = {}, time.perf_counter()
     manifest = generate(out / "world", args.n, seed=args.seed, workers=args.workers, splits=(0.7, 0.1, 0.2))
-    train_manifest = training_manifest(manifest, per_scene=4, seed=args.seed)
+    train_manifest = training_manifest(manifest, per_scene=2, seed=args.seed)
     timings["generate"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(max(1, args.workers))
     result = fit(train_manifest, modalities=list(TRAINED), model=MODEL, run_dir=out / "train", max_epochs=args.epochs,
                  batch_size=args.batch_size, seed=args.seed, export=False, progress_bar=False, log_every_n_steps=5,
-                 sample_cache=cache, encoders=encoders, cache_anchors=True, lr=args.lr, warmup_steps=20,
+                 sample_cache=cache, encoders=encoders, cache_anchors=True, lr=args.lr, warmup_steps=6,
                  weight_decay=0.05, accelerator="cpu")
     model_dir = result.model.eval().save_pretrained(out / "model")
     timings["train"] = time.perf_counter() - t0

@@ -254,7 +254,9 @@ def render_png(cloud: PointCloud, size: int = 128, max_points: int = 20_000) -> 
         colour = np.stack([near, 0.3 + 0 * near, 1 - near], axis=1)
     img = np.full((size, size, 3), 255, dtype=np.uint8)
     order = np.argsort(-xyz[:, 1])  # far first
-    img[v[order], u[order]] = np.clip(np.asarray(colour)[order] * 255, 0, 255).astype(np.uint8)
+    rgb = np.clip(np.asarray(colour)[order] * 255, 0, 255).astype(np.uint8)
+    for dv, du in ((0, 0), (0, 1), (1, 0), (1, 1)):  # 2x2 splats
+        img[np.minimum(v[order] + dv, size - 1), np.minimum(u[order] + du, size - 1)] = rgb
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="PNG")
     return buf.getvalue()
