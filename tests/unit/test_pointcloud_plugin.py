@@ -247,3 +247,22 @@ def test_world_point_clouds_load_through_the_plugin(plugin, tmp_path):
         lo, hi = DISTANCE_M[row["factors"]["distance"]]
         assert lo - 0.5 < np.median(cloud.xyz[:, 1]) < hi  # y = forward distance in metres
         assert "pointcloud" in row["captions"]
+
+
+def write_contract_sample(d: Path, i: int) -> Path:
+    """Real small files in three formats: binary PLY with colour (plyfile), ``.npy`` xyz + rgb, ``.xyz`` text."""
+    xyz, rgb, _ = _cloud(120 + 10 * i, seed=i)
+    if i % 3 == 0:
+        return _plyfile_write(d / f"cloud_{i}.ply", xyz, rgb)
+    if i % 3 == 1:
+        np.save(d / f"cloud_{i}.npy", np.concatenate([xyz, rgb / 255.0], axis=1).astype(np.float32))
+        return d / f"cloud_{i}.npy"
+    path = d / f"cloud_{i}.xyz"
+    path.write_text("".join(" ".join(f"{v:.5f}" for v in row) + "\n" for row in xyz))
+    return path
+
+
+def test_passes_the_modality_contract(tmp_path):
+    """The plugin-contract check (tests/contract.py of the contract issue) with the plugin's own defaults."""
+    contract = pytest.importorskip("contract", reason="the modality contract check is not in this tree yet")
+    contract.check_contract("pointcloud", write_contract_sample, tmp_path)
