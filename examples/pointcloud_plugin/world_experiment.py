@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--out", default="runs/pointcloud-world")
     p.add_argument("--n", type=int, default=300, help="world scenes (70%% train, 10%% val, 20%% test)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--workers", type=int, default=2, help="processes rendering the world and decoding media")
@@ -160,7 +161,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         pairs[f"{other}->pointcloud"] = {**metrics(emb[other], emb["pointcloud"], factors, shared),
                                          "shared": list(shared), "relation": "emergent"}
     timings["eval"] = time.perf_counter() - t0
-    results = {"command": "python examples/pointcloud_plugin/world_experiment.py " + " ".join(argv or []),
+    given = sys.argv[1:] if argv is None else argv
+    results = {"command": " ".join(["python examples/pointcloud_plugin/world_experiment.py", *given]),
                "world": {"scenes": args.n, "seed": args.seed, "test_scenes": len(test)},
                "model": {"name": MODEL, "encoders": encoders, "directory": str(model_dir)},
                "training": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr},
