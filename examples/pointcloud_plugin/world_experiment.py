@@ -13,7 +13,25 @@ modalities are ever paired) — and reports on the test split:
 Relevance is factor-level, as in ``bindspace demo``: a gallery item is a positive when its scene agrees with the
 query's on every factor both modalities reveal (pointcloud: shape, colour, distance; depth: shape, distance; audio:
 shape, distance; image: shape, colour, distance). Chance R@1 = mean fraction of positives; ratio = R@1 / chance.
-Writes ``OUT/results.json`` and the model (``OUT/model``, ``bind.load_model``). 2 CPU cores: a few minutes.
+Writes ``OUT/results.json`` and the model (``OUT/model``, ``bind.load_model``). 2 shared CPU cores: about 5 minutes.
+
+Measured with the defaults (600 scenes, seed 0, 12 epochs; 120 held-out test scenes):
+
+=====================  =====================  =====  ======  ======
+pair                   shared factors          R@1   chance  ratio
+=====================  =====================  =====  ======  ======
+pointcloud -> text     shape, colour, distance 0.833  0.018   45.5x
+text -> pointcloud     shape, colour, distance 0.883  0.018   48.2x
+pointcloud -> depth    shape, distance         0.225  0.073    3.1x
+depth -> pointcloud    shape, distance         0.200  0.073    2.7x
+pointcloud -> audio    shape, distance         0.742  0.073   10.2x
+audio -> pointcloud    shape, distance         0.592  0.073    8.1x
+pointcloud -> image    shape, colour, distance 0.275  0.018   15.0x
+image -> pointcloud    shape, colour, distance 0.150  0.018    8.2x
+=====================  =====================  =====  ======  ======
+
+The depth encoder is the weak side of pointcloud <-> depth (it overfits 420 training scenes); with 300 scenes
+depth -> pointcloud stayed below 2x chance.
 """
 
 from __future__ import annotations
@@ -97,9 +115,9 @@ def metrics(q, g, factors: list[dict[str, str]], shared: tuple[str, ...]) -> dic
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/pointcloud-world")
-    p.add_argument("--n", type=int, default=300, help="world scenes (70%% train, 10%% val, 20%% test)")
+    p.add_argument("--n", type=int, default=600, help="world scenes (70%% train, 10%% val, 20%% test)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--workers", type=int, default=2, help="processes rendering the world and decoding media")
