@@ -8,10 +8,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup browser demo test test-fast lint bench clean
 
-$(STAMP): pyproject.toml setup.py constraints.txt
+$(STAMP): pyproject.toml setup.py constraints.txt examples/pointcloud_plugin/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	PYTHONWARNINGS="ignore:Editable installation:UserWarning" $(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	PYTHONWARNINGS="ignore:Editable installation:UserWarning" $(BIN)/python -m pip install -q -c constraints.txt \
+	  -e ".[dev]" -e examples/pointcloud_plugin
 	touch $(STAMP)
 
 setup: $(STAMP) browser

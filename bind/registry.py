@@ -83,6 +83,7 @@ def add_model_config_dir(path: str | Path) -> None:
 
 
 def _config_dirs() -> list[Path]:
+    _load_plugins()  # plugins may ship named configs (add_model_config_dir on import)
     env = [Path(p) for p in os.environ.get("BIND_MODEL_CONFIGS", "").split(os.pathsep) if p]
     return env + _CONFIG_DIRS
 

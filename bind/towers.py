@@ -133,6 +133,22 @@ class _TowerEncoder(nn.Module):
     cfg: EncoderConfig
     tower: nn.Module
 
+    def _load_pretrained(self, cfg: EncoderConfig, part: str, clip_types: tuple[str, ...]) -> str:
+        """Load ``cfg.tower`` (local first, :func:`hub_load`) into ``self.tower`` (a CLIP checkpoint's ``part``, or
+        ``AutoModel``); records its architecture in ``cfg.tower_config``. Returns the resolved path."""
+        from transformers import AutoConfig, AutoModel
+
+        what = f"{cfg.modality} tower"
+        hf_cfg = hub_load(AutoConfig.from_pretrained, cfg.tower, what)
+        path, opts = hub_source(cfg.tower, what)
+        opts.pop("_why", None)
+        if hf_cfg.model_type in clip_types:
+            self.tower = load_clip_part(path, part, **opts)
+        else:
+            self.tower = AutoModel.from_pretrained(path, **opts)
+        cfg.tower_config = self.tower.config.to_dict()
+        return path
+
     def _add_head(self, cfg: EncoderConfig, hidden: int) -> None:
         from bind.encoder import add_logit_scale
 
@@ -173,17 +189,7 @@ class TransformersTextEncoder(_TowerEncoder):
             is_clip = hf_cfg.model_type in ("clip", "clip_text_model")
             self.tower = CLIPTextModelWithProjection(sub) if is_clip else AutoModel.from_config(sub)
         else:
-            from transformers import AutoConfig
-
-            what = f"{cfg.modality} tower"
-            hf_cfg = hub_load(AutoConfig.from_pretrained, cfg.tower, what)
-            path, opts = hub_source(cfg.tower, what)
-            opts.pop("_why", None)
-            if hf_cfg.model_type in ("clip", "clip_text_model"):
-                self.tower = load_clip_part(path, "text", **opts)
-            else:
-                self.tower = AutoModel.from_pretrained(path, **opts)
-            cfg.tower_config = self.tower.config.to_dict()
+            self._load_pretrained(cfg, "text", ("clip", "clip_text_model"))
         self.pad_token_id = cfg.stem.get("pad_token_id", getattr(self.tower.config, "pad_token_id", None) or 0)
         hidden = getattr(self.tower.config, "projection_dim", None) if cfg.tower_pooling == "pooler" else None
         hidden = hidden or self.tower.config.hidden_size
@@ -260,7 +266,7 @@ class TransformersVisionEncoder(_TowerEncoder):
 
     def __init__(self, cfg: EncoderConfig) -> None:
         super().__init__()
-        from transformers import AutoConfig, AutoModel, CLIPVisionModelWithProjection
+        from transformers import AutoModel, CLIPVisionModelWithProjection
 
         self.cfg = cfg
         if cfg.tower_config is not None:
@@ -268,15 +274,7 @@ class TransformersVisionEncoder(_TowerEncoder):
             is_clip = hf_cfg.model_type == "clip_vision_model"
             self.tower = CLIPVisionModelWithProjection(hf_cfg) if is_clip else AutoModel.from_config(hf_cfg)
         else:
-            what = f"{cfg.modality} tower"
-            hf_cfg = hub_load(AutoConfig.from_pretrained, cfg.tower, what)
-            path, opts = hub_source(cfg.tower, what)
-            opts.pop("_why", None)
-            if hf_cfg.model_type in ("clip", "clip_vision_model"):
-                self.tower = load_clip_part(path, "vision", **opts)
-            else:
-                self.tower = AutoModel.from_pretrained(path, **opts)
-            cfg.tower_config = self.tower.config.to_dict()
+            path = self._load_pretrained(cfg, "vision", ("clip", "clip_vision_model"))
             _vision_preprocess_defaults(cfg, path, self.tower.config)
         is_clip = self.tower.config.model_type == "clip_vision_model"
         hidden = self.tower.config.projection_dim if is_clip and cfg.tower_pooling == "pooler" else None

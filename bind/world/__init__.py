@@ -28,9 +28,11 @@ jitter, pitch jitter, room reverb, sensor noise, invalid depth pixels, IMU mount
 
 Files per scene (paths relative to ``manifest.jsonl``): ``media/ID.png`` (image), ``media/ID.mp4`` (video + AAC
 audio), ``media/ID.wav``, ``media/ID_depth.png`` (uint16 mm), ``media/ID_thermal.png`` (uint8, linear in °C),
-``media/ID_imu.npy`` (float32 [6, N] acc m/s² + gyro rad/s) and ``media/ID_imu.csv``; ``world.json`` records the
-version, seed, vocabularies, caption templates and units. :func:`bind.world.captions.paraphrase` gives held-out
-wordings for evaluation.
+``media/ID_imu.npy`` (float32 [6, N] acc m/s² + gyro rad/s), ``media/ID_imu.csv`` and ``media/ID_points.npy`` (the
+object's segment of the depth map back-projected into a coloured point cloud, float32 [N, 6] xyz m + rgb; captioned
+with shape, colour and distance, :mod:`bind.world.pointcloud`; read by the ``pointcloud`` plugin package);
+``world.json`` records the version, seed, vocabularies, caption templates and units.
+:func:`bind.world.captions.paraphrase` gives held-out wordings for evaluation.
 
 Applications on this world (not imported here): :mod:`bind.world.experiment` (the runner of language-anchored
 training runs on a world, under ``bindspace demo`` and ``bindspace bench video-reduction``), :mod:`bind.world.demo`

@@ -14,9 +14,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from bind.world.scene import FACTORS, MODALITIES, REVEALS, SceneFactors
+from bind.world.scene import DERIVED_MODALITIES, FACTORS, MODALITIES, REVEALS, SceneFactors
 
-CAPTION_MODALITIES = (*MODALITIES, "text")
+CAPTION_MODALITIES = (*MODALITIES, *DERIVED_MODALITIES, "text")
 
 PHRASES: dict[str, dict[str, tuple[str, ...]]] = {
     "shape": {"cube": ("cube",), "sphere": ("sphere",), "cone": ("cone",), "torus": ("torus",),
@@ -67,6 +67,8 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
                 "a {temperature} {shape} seen by a thermal camera."),
     "imu": ("motion sensor readings of a person {activity}.", "IMU data recorded while {activity}.",
             "accelerometer and gyroscope signals of someone {activity}."),
+    "pointcloud": ("a point cloud of a {colour} {shape} {distance}.", "a 3D scan of a {colour} {shape}, {distance}.",
+                   "a {colour} {shape} {distance}, seen as a point cloud."),
     "text": ("a {temperature} {colour} {shape} {distance}, {motion}, filmed by someone {activity}.",
              "a {colour} {shape} that is {temperature}, {distance} and {motion}, recorded while {activity}."),
 }
@@ -80,6 +82,8 @@ PARAPHRASE_TEMPLATES: dict[str, tuple[str, ...]] = {
     "depth": ("a range scan showing a {shape} {distance}.", "distance measurements of a {shape} {distance}."),
     "thermal": ("a heat map showing a {temperature} {shape}.", "the infrared signature of a {temperature} {shape}."),
     "imu": ("inertial measurements from a wearer {activity}.", "body-worn sensor traces of someone {activity}."),
+    "pointcloud": ("a cloud of 3D points showing a {colour} {shape} {distance}.",
+                   "scanned surface points of a {colour} {shape} {distance}."),
     "text": ("there is a {colour} {shape} {distance}; it is {temperature} and {motion}, and the camera holder is "
              "{activity}.",),
 }

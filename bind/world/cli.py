@@ -29,7 +29,7 @@ def _generate_cmd(args: argparse.Namespace) -> int:
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("world", help="the procedural multimodal world (generate)")
     world = p.add_subparsers(dest="world_command", metavar="WORLD_COMMAND")
-    g = world.add_parser("generate", help="render N scenes into image/video/audio/depth/thermal/IMU + manifest",
+    g = world.add_parser("generate", help="render N scenes into image/video/audio/depth/thermal/IMU/points + manifest",
                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g.add_argument("--out", required=True, help="output directory (manifest.jsonl, world.json, media/)")
     g.add_argument("--n", type=int, required=True, help="number of scenes")

@@ -21,13 +21,23 @@ from bind.world.audio import render_audio
 from bind.world.captions import caption, caption_spec
 from bind.world.imu import render_imu
 from bind.world.media import imu_csv_bytes, npy_bytes, png_bytes, wav_bytes, write_mp4
+from bind.world.pointcloud import object_point_cloud
 from bind.world.render import THERMAL_RANGE_C, geometry, render_depth, render_rgb, render_thermal
-from bind.world.scene import FACTORS, MODALITIES, REVEALS, Scene, WorldConfig, sample_scene, scene_rng
+from bind.world.scene import (
+    DERIVED_MODALITIES,
+    FACTORS,
+    MODALITIES,
+    REVEALS,
+    Scene,
+    WorldConfig,
+    sample_scene,
+    scene_rng,
+)
 
 WORLD_VERSION = "1.0"
 SPLITS = ("train", "val", "test")
 MANIFEST_KEYS = ("id", "split", "text", "captions", "factors", "image", "video", "audio", "depth", "thermal", "imu",
-                 "imu_csv")
+                 "imu_csv", "pointcloud")
 log = logging.getLogger(__name__)
 
 
@@ -39,22 +49,25 @@ def media_paths(sid: str) -> dict[str, str]:
     """Manifest paths (relative to the manifest directory) of scene ``sid``'s files."""
     return {"image": f"media/{sid}.png", "video": f"media/{sid}.mp4", "audio": f"media/{sid}.wav",
             "depth": f"media/{sid}_depth.png", "thermal": f"media/{sid}_thermal.png", "imu": f"media/{sid}_imu.npy",
-            "imu_csv": f"media/{sid}_imu.csv"}
+            "imu_csv": f"media/{sid}_imu.csv", "pointcloud": f"media/{sid}_points.npy"}
 
 
 def render_scene(scene: Scene, config: WorldConfig) -> dict[str, np.ndarray]:
     """Every modality of ``scene`` as arrays: image [H,W,3] u8, video [T,H,W,3] u8, depth [H,W] u16 (mm),
-    thermal [H,W] u8, audio [N] f32, imu [6, M] f32."""
+    thermal [H,W] u8, audio [N] f32, imu [6, M] f32, pointcloud [P, 6] f32 (the object's segment of depth + image)."""
     seed, index, size = scene.seed, scene.index, config.size
     key = geometry(scene, size, np.array([scene.mid_time]), moving_camera=False)
     video_geo = geometry(scene, size, np.arange(config.frames) / config.fps, moving_camera=True)
+    image = render_rgb(scene, key, size, scene_rng(seed, index, "image"))[0]
+    depth = render_depth(scene, key, size, scene_rng(seed, index, "depth"))[0]
     return {
-        "image": render_rgb(scene, key, size, scene_rng(seed, index, "image"))[0],
+        "image": image,
         "video": render_rgb(scene, video_geo, size, scene_rng(seed, index, "video")),
-        "depth": render_depth(scene, key, size, scene_rng(seed, index, "depth"))[0],
+        "depth": depth,
         "thermal": render_thermal(scene, key, size, scene_rng(seed, index, "thermal"))[0],
         "audio": render_audio(scene, config.duration, config.sample_rate, scene_rng(seed, index, "audio")),
         "imu": render_imu(scene, config.duration, config.imu_rate, scene_rng(seed, index, "imu")),
+        "pointcloud": object_point_cloud(depth, image, key["alpha"][0]),
     }
 
 
@@ -66,7 +79,8 @@ def _write_scene(task: tuple[Path, int, int, str, WorldConfig]) -> dict:
     paths = media_paths(sid)
     files = {"image": png_bytes(media["image"]), "depth": png_bytes(media["depth"]),
              "thermal": png_bytes(media["thermal"]), "audio": wav_bytes(media["audio"], config.sample_rate),
-             "imu": npy_bytes(media["imu"]), "imu_csv": imu_csv_bytes(media["imu"], config.imu_rate)}
+             "imu": npy_bytes(media["imu"]), "imu_csv": imu_csv_bytes(media["imu"], config.imu_rate),
+             "pointcloud": npy_bytes(media["pointcloud"])}
     for name, data in files.items():
         (out / paths[name]).write_bytes(data)
     write_mp4(out / paths["video"], media["video"], config.fps, media["audio"], config.sample_rate,
@@ -74,7 +88,8 @@ def _write_scene(task: tuple[Path, int, int, str, WorldConfig]) -> dict:
     rng = scene_rng(seed, index, "captions")
     factors = scene.factors
     return {"id": sid, "split": split, "text": caption(factors, "text", rng),
-            "captions": {m: caption(factors, m, rng) for m in MODALITIES}, "factors": factors.as_dict(), **paths}
+            "captions": {m: caption(factors, m, rng) for m in (*MODALITIES, *DERIVED_MODALITIES)},
+            "factors": factors.as_dict(), **paths}
 
 
 def assign_splits(n: int, seed: int, fractions: Sequence[float]) -> list[str]:
@@ -109,6 +124,8 @@ def world_spec(seed: int, n: int, config: WorldConfig, fractions: Sequence[float
                    f"force, +9.81 on z at rest), gyro xyz rad/s, {config.imu_rate} Hz, device frame x forward y left "
                    "z up",
             "imu_csv": "CSV timestamp,acc_x,acc_y,acc_z,gyro_x,gyro_y,gyro_z (seconds, m/s^2, rad/s)",
+            "pointcloud": "NPY float32 [N, 6]: the object's valid depth pixels back-projected through the camera "
+                          "(x right, y forward, z up, metres) + the image's rgb in [0, 1] (bind.world.pointcloud)",
         },
     }
 

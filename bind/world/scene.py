@@ -32,6 +32,10 @@ FACTORS: dict[str, tuple[str, ...]] = {
 """Every latent factor and its vocabulary (the order is the label index)."""
 
 MODALITIES = ("image", "video", "audio", "depth", "thermal", "imu")
+DERIVED_MODALITIES = ("pointcloud",)
+"""Modalities computed from the rendered ones (a point cloud back-projects the depth map, coloured by the image):
+written with every scene, captioned, but served by plugins outside bind (``examples/pointcloud_plugin``), so the
+built-in demo does not train them."""
 
 REVEALS: dict[str, tuple[str, ...]] = {
     "image": ("shape", "colour", "distance"),
@@ -40,6 +44,7 @@ REVEALS: dict[str, tuple[str, ...]] = {
     "depth": ("shape", "distance"),
     "thermal": ("temperature", "shape"),
     "imu": ("activity",),
+    "pointcloud": ("shape", "colour", "distance"),
 }
 """The factors each modality's signal determines and its caption names. (Video and thermal also show the object's
 size, audio carries a motion rhythm; their captions leave those out.)"""

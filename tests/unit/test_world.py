@@ -33,7 +33,9 @@ from bind.world import (
 )
 from bind.world.captions import PARAPHRASE_PHRASES, PARAPHRASE_TEMPLATES, PHRASES, TEMPLATES
 from bind.world.generator import assign_splits
+from bind.world.pointcloud import back_project
 from bind.world.render import geometry, thermal_to_celsius
+from bind.world.scene import DERIVED_MODALITIES
 
 N, SEED = 8, 7
 CONFIG = WorldConfig()
@@ -66,7 +68,7 @@ def _object_mask(scene, threshold: float = 0.99) -> np.ndarray:
 def test_same_seed_same_bytes_for_any_worker_count(world, tmp_path):
     generate(tmp_path / "w2", N, seed=SEED, workers=2)
     first, second = _hashes(world), _hashes(tmp_path / "w2")
-    assert len(first) == 7 * N + 2  # 7 files per scene + manifest.jsonl + world.json
+    assert len(first) == 8 * N + 2  # 8 files per scene (point cloud included) + manifest.jsonl + world.json
     assert first == second
 
 
@@ -142,14 +144,14 @@ def test_manifest_schema(world):
         assert tuple(record) == MANIFEST_KEYS
         assert record["id"] == f"{i:06d}"
         assert record["split"] in ("train", "val", "test")
-        assert set(record["captions"]) == set(MODALITIES)
+        assert set(record["captions"]) == set(MODALITIES) | set(DERIVED_MODALITIES)
         assert all(isinstance(c, str) and c for c in record["captions"].values()) and record["text"]
         factors = SceneFactors(**record["factors"])  # validates every value
         assert set(record["factors"]) == set(FACTORS)
         for key in MANIFEST_KEYS[5:]:
             assert not Path(record[key]).is_absolute() and (world / record[key]).is_file()
         # the per-modality caption names the revealed factors (checked through the phrase vocabularies)
-        for modality in MODALITIES:
+        for modality in (*MODALITIES, *DERIVED_MODALITIES):
             text = record["captions"][modality]
             for name in REVEALS[modality]:
                 assert any(p in text for p in PHRASES[name][getattr(factors, name)]), (modality, name, text)
@@ -312,7 +314,7 @@ def _phrase_in(phrase: str, text: str) -> bool:
     return re.search(rf"\b{re.escape(phrase)}\b", text) is not None
 
 
-@pytest.mark.parametrize("modality", [*MODALITIES, "text"])
+@pytest.mark.parametrize("modality", [*MODALITIES, *DERIVED_MODALITIES, "text"])
 def test_captions_name_exactly_the_revealed_factors(modality):
     rng = np.random.default_rng(0)
     for _ in range(20):
@@ -368,3 +370,34 @@ def test_cli_generate(tmp_path, capsys):
     assert np.asarray(Image.open(out / "media/000000.png")).shape == (32, 32, 3)
     assert main(["world", "generate", "--out", str(out), "--n", "0"]) == 1
     assert "number of scenes" in capsys.readouterr().err
+
+
+# --- point clouds ----------------------------------------------------------------------------------------------------
+
+def test_point_cloud_back_projects_depth_through_the_camera(world):
+    size = 16
+    depth = np.full((size, size), 2000, dtype=np.uint16)
+    depth[0, 0] = 0  # invalid: no point
+    image = np.zeros((size, size, 3), dtype=np.uint8)
+    image[size - 1, size - 1] = (255, 0, 0)
+    pts = back_project(depth, image)
+    assert pts.shape == (size * size - 1, 6) and pts.dtype == np.float32
+    assert np.allclose(pts[:, 1], 2.0)  # y: forward, metres
+    half = (size - 1) / 2 * 2.0 / size  # pixel (size-1)/2 from the centre at f = size px, depth 2 m
+    assert np.isclose(pts[:, 0].max(), half) and np.isclose(pts[:, 2].min(), -half)  # x right, z up
+    assert np.allclose(pts[-1], [half, 2.0, -half, 1, 0, 0])  # bottom-right pixel: right, below, red
+    assert len(back_project(depth, image, np.eye(size, dtype=bool))) == size - 1  # a mask keeps its valid pixels
+
+
+def test_world_point_cloud_is_the_objects_segment_at_its_distance(world):
+    for i, record in enumerate(json.loads(line) for line in (world / "manifest.jsonl").read_text().splitlines()):
+        cloud = np.load(world / record["pointcloud"])
+        scene = sample_scene(SEED, i, CONFIG)
+        media = render_scene(scene, CONFIG)
+        assert np.array_equal(cloud, media["pointcloud"]) and cloud.shape[1] == 6
+        mask = _object_mask(scene, 0.5) & (media["depth"] > 0)
+        assert len(cloud) == mask.sum() > 10
+        # the surface facing the camera: between the object's centre distance and one radius nearer
+        near, far = scene.distance_m - 1.3 * scene.radius_m, scene.distance_m + 0.05
+        assert np.all((cloud[:, 1] > near) & (cloud[:, 1] < far))
+        assert np.allclose(cloud[:, 3:].mean(0), media["image"][mask].mean(0) / 255, atol=1e-5)
