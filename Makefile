@@ -34,7 +34,8 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -x -m "not slow and not integration and not distributed" tests
 
 lint: $(STAMP)
-	$(BIN)/ruff check bind modalities tests examples
+	$(BIN)/ruff check bind modalities tests examples setup.py
+	$(BIN)/ruff format --check bind modalities tests examples setup.py
 
 bench: $(STAMP)
 	$(BIN)/bindspace bench encoders --model bind-base --modality image --batch 32 --json runs/bench/encoders.json

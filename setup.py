@@ -12,9 +12,16 @@ CONFIG_PACKAGES = ["bind.configs", "bind.configs.models", "bind.configs.train"]
 DATA_PACKAGES = ["bind.serve.static"]  # the web page's files (a directory, not a Python package)
 
 setup(
-    packages=[*find_packages(include=["bind", "bind.*", "modalities", "modalities.*"]), *CONFIG_PACKAGES,
-              *DATA_PACKAGES],
+    packages=[
+        *find_packages(include=["bind", "bind.*", "modalities", "modalities.*"]),
+        *CONFIG_PACKAGES,
+        *DATA_PACKAGES,
+    ],
     package_dir={"bind.configs": "configs"},
-    package_data={"bind": ["py.typed"], "bind.serve.static": ["*"], "bind.configs.models": ["*.yaml"],
-                  "bind.configs.train": ["*.yaml"]},
+    package_data={
+        "bind": ["py.typed"],
+        "bind.serve.static": ["*"],
+        "bind.configs.models": ["*.yaml"],
+        "bind.configs.train": ["*.yaml"],
+    },
 )

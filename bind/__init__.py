@@ -18,7 +18,21 @@ __version__ = "0.1.0"
 
 
 __all__ = [
-    "BindConfig", "BindError", "BindModel", "EncoderConfig", "InputError", "MediaError", "Modality", "ModelLoadError",
-    "UnknownModalityError", "create_model", "expand_config", "get_modality", "list_modalities", "list_models",
-    "load_model", "register_converter", "register_modality",
+    "BindConfig",
+    "BindError",
+    "BindModel",
+    "EncoderConfig",
+    "InputError",
+    "MediaError",
+    "Modality",
+    "ModelLoadError",
+    "UnknownModalityError",
+    "create_model",
+    "expand_config",
+    "get_modality",
+    "list_modalities",
+    "list_models",
+    "load_model",
+    "register_converter",
+    "register_modality",
 ]

@@ -28,8 +28,10 @@ GLOBAL_FLAGS = ("-v", "--verbose", "--debug")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bindspace", description="One embedding space for text and every modality "
-                                     "plugin (`bindspace info` lists them).")
+    parser = argparse.ArgumentParser(
+        prog="bindspace",
+        description="One embedding space for text and every modality plugin (`bindspace info` lists them).",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--debug", action="store_true", help="print the traceback of an error (any position)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -78,8 +80,11 @@ def run_guarded(command: str, func: Callable[[], int | None], debug: bool = Fals
     except Exception as e:  # noqa: BLE001 - a bug, not bad input: still one line unless --debug
         if debug:
             traceback.print_exc()
-        print(f"bindspace {command}: error: {type(e).__name__}: {error_message(e)} (unexpected; run with --debug "
-              "for the traceback)", file=sys.stderr)
+        print(
+            f"bindspace {command}: error: {type(e).__name__}: {error_message(e)} (unexpected; run with --debug "
+            "for the traceback)",
+            file=sys.stderr,
+        )
         return 1
 
 
@@ -90,11 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     lead = 0
     while lead < len(argv) and argv[lead] in GLOBAL_FLAGS:
         lead += 1
-    if argv[lead:lead + 1] == ["train"]:  # LightningCLI owns its own argument parsing
+    if argv[lead : lead + 1] == ["train"]:  # LightningCLI owns its own argument parsing
+
         def train() -> int:
             from bind.train.cli import train_main
 
-            return train_main(argv[lead + 1:])
+            return train_main(argv[lead + 1 :])
 
         return run_guarded("train", train, debug)
     parser = build_parser()
@@ -103,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    words = [a for a in argv[lead:lead + 3] if not a.startswith("-")]
+    words = [a for a in argv[lead : lead + 3] if not a.startswith("-")]
     command = " ".join(words[:2] if len(words) > 1 and words[1] in sub_commands(parser, words[0]) else words[:1])
     return run_guarded(command or args.command, lambda: args.func(args), debug)
 

@@ -14,8 +14,17 @@ def info() -> dict:
     from bind.nn.attention import available_backends
 
     versions = {"bind": bind.__version__, "python": platform.python_version(), "torch": torch.__version__}
-    for pkg in ("torchvision", "torchaudio", "transformers", "peft", "lightning", "timm", "faiss", "decord",
-                "xformers"):
+    for pkg in (
+        "torchvision",
+        "torchaudio",
+        "transformers",
+        "peft",
+        "lightning",
+        "timm",
+        "faiss",
+        "decord",
+        "xformers",
+    ):
         try:
             mod = __import__(pkg)
             versions[pkg] = getattr(mod, "__version__", "installed")

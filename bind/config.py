@@ -67,8 +67,12 @@ class EncoderConfig:
     def __post_init__(self) -> None:
         if self.tower is None and self.width % self.heads:
             raise ValueError(f"{self.modality}: width {self.width} is not divisible by heads {self.heads}")
-        for name, allowed in (("pool", ("cls", "mean", "eot")), ("attention", ("joint", "divided")),
-                              ("act", ("gelu", "quick_gelu")), ("tower_pooling", ("mean", "cls", "pooler"))):
+        for name, allowed in (
+            ("pool", ("cls", "mean", "eot")),
+            ("attention", ("joint", "divided")),
+            ("act", ("gelu", "quick_gelu")),
+            ("tower_pooling", ("mean", "cls", "pooler")),
+        ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{self.modality}: {name}={getattr(self, name)!r}, expected one of {allowed}")
 

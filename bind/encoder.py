@@ -58,13 +58,30 @@ class ModalityEncoder(nn.Module):
         self.patch_dropout = PatchDropout(cfg.patch_dropout, n_cls)
         self.ln_pre = nn.LayerNorm(cfg.width, eps=cfg.norm_eps) if cfg.ln_pre else nn.Identity()
         self.trunk = Transformer(
-            cfg.width, cfg.depth, cfg.heads, mlp_ratio=cfg.mlp_ratio, qkv_bias=cfg.qkv_bias, fused_qkv=cfg.fused_qkv,
-            kv_bias_tokens=cfg.kv_bias_tokens, act=cfg.act, norm_eps=cfg.norm_eps, drop_path=cfg.drop_path,
-            backend=cfg.attn_backend, divided=cfg.attention == "divided",
+            cfg.width,
+            cfg.depth,
+            cfg.heads,
+            mlp_ratio=cfg.mlp_ratio,
+            qkv_bias=cfg.qkv_bias,
+            fused_qkv=cfg.fused_qkv,
+            kv_bias_tokens=cfg.kv_bias_tokens,
+            act=cfg.act,
+            norm_eps=cfg.norm_eps,
+            drop_path=cfg.drop_path,
+            backend=cfg.attn_backend,
+            divided=cfg.attention == "divided",
             num_frames=getattr(self.modality.stem_config(cfg), "num_frames", None) or 8,
-            grad_checkpointing=cfg.grad_checkpointing)
-        self.head = EmbeddingHead(cfg.width, cfg.embed_dim, pool=cfg.pool, norm_eps=cfg.norm_eps,
-                                  dropout=cfg.head_dropout, proj_bias=cfg.proj_bias, num_prefix_tokens=n_cls)
+            grad_checkpointing=cfg.grad_checkpointing,
+        )
+        self.head = EmbeddingHead(
+            cfg.width,
+            cfg.embed_dim,
+            pool=cfg.pool,
+            norm_eps=cfg.norm_eps,
+            dropout=cfg.head_dropout,
+            proj_bias=cfg.proj_bias,
+            num_prefix_tokens=n_cls,
+        )
         add_logit_scale(self, cfg)
 
     @property
@@ -104,8 +121,9 @@ class ModalityEncoder(nn.Module):
 
     def forward_head(self, tokens: torch.Tensor, layout: TokenLayout, normalize: bool = True) -> torch.Tensor:
         """Embeddings ``[B, embed_dim]`` of :meth:`forward_features`' tokens: pool, LayerNorm, project."""
-        return self.head(tokens, pool_index=layout.pool_index, key_padding_mask=layout.key_padding_mask,
-                         normalize=normalize)
+        return self.head(
+            tokens, pool_index=layout.pool_index, key_padding_mask=layout.key_padding_mask, normalize=normalize
+        )
 
     def forward_tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Trunk output tokens, the key padding mask and the pooling index."""
@@ -130,18 +148,21 @@ class ModalityEncoder(nn.Module):
         """The token-embedding table of a token stem (text encoders)."""
         emb = getattr(self.stem, "token_embedding", None)
         if not isinstance(emb, nn.Embedding) or not hasattr(self.stem, "from_embeddings"):
-            raise InputError(f"{self.name}: this encoder has no token embeddings (only text encoders take input "
-                             "embeddings)")
+            raise InputError(
+                f"{self.name}: this encoder has no token embeddings (only text encoders take input embeddings)"
+            )
         return emb
 
-    def encode_text_embeddings(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
-                               normalize: bool = True) -> torch.Tensor:
+    def encode_text_embeddings(
+        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, normalize: bool = True
+    ) -> torch.Tensor:
         """Embed token embeddings ``[B, L, width]`` (``input_embeddings()(ids)`` with any rows replaced, e.g. CoOp's
         learned context) with ``attention_mask [B, L]`` (1 = token, 0 = padding; the last token is the end-of-text
         token): equals ``forward(ids)`` for unmodified embeddings of tokenised text."""
         self.input_embeddings()
-        return self.forward_head(*self.forward_stem_output(self.stem.from_embeddings(inputs_embeds, attention_mask)),
-                                 normalize=normalize)
+        return self.forward_head(
+            *self.forward_stem_output(self.stem.from_embeddings(inputs_embeds, attention_mask)), normalize=normalize
+        )
 
     def get_logit_scale(self) -> torch.Tensor:
         """``exp(logit_scale)``, at most ``cfg.logit_scale_max`` (100, CLIP; ``None``: uncapped)."""

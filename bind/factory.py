@@ -38,8 +38,9 @@ def model_config(name_or_path: str | Path | dict[str, Any]) -> dict[str, Any]:
         except (yaml.YAMLError, UnicodeDecodeError) as e:
             raise ValueError(f"{path}: not a YAML / JSON model config ({' '.join(str(e).split())})") from None
         if not isinstance(raw, dict) or not isinstance(raw.get("encoders"), dict) or "embed_dim" not in raw:
-            raise ValueError(f"{path}: a model config needs 'embed_dim' and an 'encoders' mapping "
-                             "(see configs/models/*.yaml)")
+            raise ValueError(
+                f"{path}: a model config needs 'embed_dim' and an 'encoders' mapping (see configs/models/*.yaml)"
+            )
         raw.setdefault("name", path.stem)
         return raw
     return model_config_dict(str(name_or_path))
@@ -52,8 +53,9 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def expand_config(raw: dict[str, Any], modalities: list[str] | None = None,
-                  encoder_overrides: dict[str, Any] | None = None) -> BindConfig:
+def expand_config(
+    raw: dict[str, Any], modalities: list[str] | None = None, encoder_overrides: dict[str, Any] | None = None
+) -> BindConfig:
     """Expand a named-config dict: EncoderConfig defaults < plugin defaults < ``defaults`` < per-encoder entry."""
     raw = copy.deepcopy(raw)
     embed_dim = raw["embed_dim"]
@@ -68,17 +70,25 @@ def expand_config(raw: dict[str, Any], modalities: list[str] | None = None,
     encoders = {}
     for m, entry in entries.items():
         plugin = get_modality(m)
-        merged = _merge(_merge(dict(plugin.encoder_defaults), {k: v for k, v in shared.items() if k in field_names}),
-                        entry or {})
+        merged = _merge(
+            _merge(dict(plugin.encoder_defaults), {k: v for k, v in shared.items() if k in field_names}), entry or {}
+        )
         merged = _merge(merged, encoder_overrides or {})
         merged.setdefault("embed_dim", embed_dim)
         encoders[m] = EncoderConfig.from_dict({**merged, "modality": m})
-    return BindConfig(name=raw["name"], embed_dim=embed_dim, encoders=encoders, anchor=raw.get("anchor", "text"),
-                      frozen=[m for m in raw.get("frozen", []) if m in encoders], extra=raw.get("extra", {}))
+    return BindConfig(
+        name=raw["name"],
+        embed_dim=embed_dim,
+        encoders=encoders,
+        anchor=raw.get("anchor", "text"),
+        frozen=[m for m in raw.get("frozen", []) if m in encoders],
+        extra=raw.get("extra", {}),
+    )
 
 
-def named_config(name: str, modalities: list[str] | None = None,
-                 encoders: dict[str, dict[str, Any]] | None = None) -> BindConfig:
+def named_config(
+    name: str, modalities: list[str] | None = None, encoders: dict[str, dict[str, Any]] | None = None
+) -> BindConfig:
     """The expanded config of a named model (``bind.list_models()``), with per-modality ``encoders`` overrides merged
     into its entries (as ``bind.train.fit(encoders=...)`` merges them), without building the model."""
     raw = model_config_dict(name)
@@ -87,8 +97,14 @@ def named_config(name: str, modalities: list[str] | None = None,
     return expand_config(raw, modalities)
 
 
-def create_model(name: str | Path, *, modalities: list[str] | None = None, pretrained: str | None = None,
-                 precision: str | None = None, **encoder_overrides: Any) -> BindModel:
+def create_model(
+    name: str | Path,
+    *,
+    modalities: list[str] | None = None,
+    pretrained: str | None = None,
+    precision: str | None = None,
+    **encoder_overrides: Any,
+) -> BindModel:
     """Build a named model (``bind.list_models()``) with fresh weights.
 
     ``modalities`` selects a subset of its encoders; keyword arguments override every encoder's config
@@ -120,8 +136,15 @@ def create_model(name: str | Path, *, modalities: list[str] | None = None, pretr
     return model.eval()
 
 
-def load_model(name_or_dir: str | Path, *, checkpoint: str | None = None, map_location: str = "cpu",
-               precision: str | None = None, allow_nonfinite: bool = False, **kwargs: Any) -> BindModel:
+def load_model(
+    name_or_dir: str | Path,
+    *,
+    checkpoint: str | None = None,
+    map_location: str = "cpu",
+    precision: str | None = None,
+    allow_nonfinite: bool = False,
+    **kwargs: Any,
+) -> BindModel:
     """A saved model directory (``config.json`` + ``model.safetensors``), or a named model (optionally with a
     published ``checkpoint`` converted on the fly).
 
@@ -134,11 +157,15 @@ def load_model(name_or_dir: str | Path, *, checkpoint: str | None = None, map_lo
     if path.is_dir():
         if checkpoint is not None:
             raise ValueError("checkpoint= applies to named models, not to saved model directories")
-        return BindModel.from_pretrained(path, map_location=map_location, precision=precision,
-                                         allow_nonfinite=allow_nonfinite)
+        return BindModel.from_pretrained(
+            path, map_location=map_location, precision=precision, allow_nonfinite=allow_nonfinite
+        )
     if path.exists():
-        raise ModelLoadError(path, "a file, not a bind model directory (config.json + model.safetensors); a "
-                             "published checkpoint goes to load_model(NAME, checkpoint=PATH) or bindspace convert")
+        raise ModelLoadError(
+            path,
+            "a file, not a bind model directory (config.json + model.safetensors); a "
+            "published checkpoint goes to load_model(NAME, checkpoint=PATH) or bindspace convert",
+        )
     if path.suffix.lower() not in (".yaml", ".yml", ".json") and (path.is_absolute() or len(path.parts) > 1):
         raise ModelLoadError(path, "no such model directory")
     return create_model(name_or_dir, pretrained=checkpoint, precision=precision, **kwargs)

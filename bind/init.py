@@ -98,21 +98,38 @@ def _from_clip(sd: dict[str, torch.Tensor], heads: int, act: str, eps: float, so
     while f"{p}encoder.layers.{i}.layer_norm1.weight" in sd:
         q = f"{p}encoder.layers.{i}."
         a = q + "self_attn."
-        blocks.append({
-            "norm1_w": sd[q + "layer_norm1.weight"], "norm1_b": sd[q + "layer_norm1.bias"],
-            "qkv_w": torch.cat([sd[a + f"{n}_proj.weight"] for n in "qkv"]),
-            "qkv_b": torch.cat([sd[a + f"{n}_proj.bias"] for n in "qkv"]),
-            "proj_w": sd[a + "out_proj.weight"], "proj_b": sd[a + "out_proj.bias"],
-            "norm2_w": sd[q + "layer_norm2.weight"], "norm2_b": sd[q + "layer_norm2.bias"],
-            "fc1_w": sd[q + "mlp.fc1.weight"], "fc1_b": sd[q + "mlp.fc1.bias"],
-            "fc2_w": sd[q + "mlp.fc2.weight"], "fc2_b": sd[q + "mlp.fc2.bias"]})
+        blocks.append(
+            {
+                "norm1_w": sd[q + "layer_norm1.weight"],
+                "norm1_b": sd[q + "layer_norm1.bias"],
+                "qkv_w": torch.cat([sd[a + f"{n}_proj.weight"] for n in "qkv"]),
+                "qkv_b": torch.cat([sd[a + f"{n}_proj.bias"] for n in "qkv"]),
+                "proj_w": sd[a + "out_proj.weight"],
+                "proj_b": sd[a + "out_proj.bias"],
+                "norm2_w": sd[q + "layer_norm2.weight"],
+                "norm2_b": sd[q + "layer_norm2.bias"],
+                "fc1_w": sd[q + "mlp.fc1.weight"],
+                "fc1_b": sd[q + "mlp.fc1.bias"],
+                "fc2_w": sd[q + "mlp.fc2.weight"],
+                "fc2_b": sd[q + "mlp.fc2.bias"],
+            }
+        )
         i += 1
     return ViTWeights(
-        patch_weight=sd[p + "embeddings.patch_embedding.weight"], patch_bias=None,
-        cls=sd[p + "embeddings.class_embedding"], pos=pos[1:], cls_pos=pos[0],
-        ln_pre=(sd[p + "pre_layrnorm.weight"], sd[p + "pre_layrnorm.bias"]), blocks=blocks,
+        patch_weight=sd[p + "embeddings.patch_embedding.weight"],
+        patch_bias=None,
+        cls=sd[p + "embeddings.class_embedding"],
+        pos=pos[1:],
+        cls_pos=pos[0],
+        ln_pre=(sd[p + "pre_layrnorm.weight"], sd[p + "pre_layrnorm.bias"]),
+        blocks=blocks,
         final_norm=(sd[p + "post_layernorm.weight"], sd[p + "post_layernorm.bias"]),
-        proj=sd.get("visual_projection.weight"), heads=heads, act=act, norm_eps=eps, source=source)
+        proj=sd.get("visual_projection.weight"),
+        heads=heads,
+        act=act,
+        norm_eps=eps,
+        source=source,
+    )
 
 
 def _from_timm(sd: dict[str, torch.Tensor], heads: int | None, source: str) -> ViTWeights:
@@ -123,19 +140,43 @@ def _from_timm(sd: dict[str, torch.Tensor], heads: int | None, source: str) -> V
     i = 0
     while f"blocks.{i}.norm1.weight" in sd:
         q = f"blocks.{i}."
-        blocks.append({k: sd[q + v] for k, v in {
-            "norm1_w": "norm1.weight", "norm1_b": "norm1.bias", "qkv_w": "attn.qkv.weight", "qkv_b": "attn.qkv.bias",
-            "proj_w": "attn.proj.weight", "proj_b": "attn.proj.bias", "norm2_w": "norm2.weight",
-            "norm2_b": "norm2.bias", "fc1_w": "mlp.fc1.weight", "fc1_b": "mlp.fc1.bias", "fc2_w": "mlp.fc2.weight",
-            "fc2_b": "mlp.fc2.bias"}.items() if q + v in sd})
+        blocks.append(
+            {
+                k: sd[q + v]
+                for k, v in {
+                    "norm1_w": "norm1.weight",
+                    "norm1_b": "norm1.bias",
+                    "qkv_w": "attn.qkv.weight",
+                    "qkv_b": "attn.qkv.bias",
+                    "proj_w": "attn.proj.weight",
+                    "proj_b": "attn.proj.bias",
+                    "norm2_w": "norm2.weight",
+                    "norm2_b": "norm2.bias",
+                    "fc1_w": "mlp.fc1.weight",
+                    "fc1_b": "mlp.fc1.bias",
+                    "fc2_w": "mlp.fc2.weight",
+                    "fc2_b": "mlp.fc2.bias",
+                }.items()
+                if q + v in sd
+            }
+        )
         i += 1
     norm = next(((sd[f"{n}.weight"], sd[f"{n}.bias"]) for n in ("norm", "fc_norm") if f"{n}.weight" in sd), None)
     return ViTWeights(
-        patch_weight=sd["patch_embed.proj.weight"], patch_bias=sd.get("patch_embed.proj.bias"),
-        cls=sd["cls_token"].reshape(width), pos=pos[1:] if has_cls_pos else pos,
+        patch_weight=sd["patch_embed.proj.weight"],
+        patch_bias=sd.get("patch_embed.proj.bias"),
+        cls=sd["cls_token"].reshape(width),
+        pos=pos[1:] if has_cls_pos else pos,
         cls_pos=pos[0] if has_cls_pos else None,
-        ln_pre=(sd["norm_pre.weight"], sd["norm_pre.bias"]) if "norm_pre.weight" in sd else None, blocks=blocks,
-        final_norm=norm, proj=None, heads=heads or max(1, width // 64), act="gelu", norm_eps=1e-6, source=source)
+        ln_pre=(sd["norm_pre.weight"], sd["norm_pre.bias"]) if "norm_pre.weight" in sd else None,
+        blocks=blocks,
+        final_norm=norm,
+        proj=None,
+        heads=heads or max(1, width // 64),
+        act="gelu",
+        norm_eps=1e-6,
+        source=source,
+    )
 
 
 def read_vit_weights(source: str | Path, heads: int | None = None) -> ViTWeights:
@@ -168,16 +209,26 @@ def read_vit_weights(source: str | Path, heads: int | None = None) -> ViTWeights
     if "vision_model.embeddings.class_embedding" in sd:
         width = sd["vision_model.embeddings.class_embedding"].shape[-1]
         return _from_clip(sd, heads or max(1, width // 64), "quick_gelu", 1e-5, str(source))
-    raise ValueError(f"{source}: not a timm ViT (cls_token, blocks.N.attn.qkv) nor a CLIP vision state dict "
-                     f"(vision_model.*); first keys: {sorted(sd)[:5]}")
+    raise ValueError(
+        f"{source}: not a timm ViT (cls_token, blocks.N.attn.qkv) nor a CLIP vision state dict "
+        f"(vision_model.*); first keys: {sorted(sd)[:5]}"
+    )
 
 
 def vit_encoder_overrides(weights: ViTWeights) -> dict[str, Any]:
     """:class:`~bind.config.EncoderConfig` fields that make a bind trunk the same shape as ``weights``."""
     b0 = weights.blocks[0]
-    return {"width": weights.width, "depth": len(weights.blocks), "heads": weights.heads,
-            "mlp_ratio": b0["fc1_w"].shape[0] / weights.width, "act": weights.act, "norm_eps": weights.norm_eps,
-            "ln_pre": weights.ln_pre is not None, "qkv_bias": "qkv_b" in b0, "pool": "cls"}
+    return {
+        "width": weights.width,
+        "depth": len(weights.blocks),
+        "heads": weights.heads,
+        "mlp_ratio": b0["fc1_w"].shape[0] / weights.width,
+        "act": weights.act,
+        "norm_eps": weights.norm_eps,
+        "ln_pre": weights.ln_pre is not None,
+        "qkv_bias": "qkv_b" in b0,
+        "pool": "cls",
+    }
 
 
 def adapt_in_channels(w: torch.Tensor, channels: int, mode: str = "mean") -> torch.Tensor:
@@ -203,8 +254,10 @@ def inflate_temporal(w: torch.Tensor, frames: int, mode: str = "average") -> tor
 
 def _copy(dst: torch.Tensor, src: torch.Tensor, name: str) -> None:
     if dst.shape != src.shape:
-        raise ValueError(f"cannot load {name}: pretrained {tuple(src.shape)} vs encoder {tuple(dst.shape)}; size the "
-                         "encoder with vit_encoder_overrides()")
+        raise ValueError(
+            f"cannot load {name}: pretrained {tuple(src.shape)} vs encoder {tuple(dst.shape)}; size the "
+            "encoder with vit_encoder_overrides()"
+        )
     dst.copy_(src.to(dst.dtype))
 
 
@@ -213,10 +266,18 @@ def _find_stem(stem: nn.Module) -> nn.Module | None:
 
 
 def _load_block(blk: Block, w: dict[str, torch.Tensor], report: InitReport) -> None:
-    pairs = [(blk.norm1.weight, "norm1_w"), (blk.norm1.bias, "norm1_b"), (blk.attn.proj.weight, "proj_w"),
-             (blk.attn.proj.bias, "proj_b"), (blk.norm2.weight, "norm2_w"), (blk.norm2.bias, "norm2_b"),
-             (blk.mlp.fc1.weight, "fc1_w"), (blk.mlp.fc1.bias, "fc1_b"), (blk.mlp.fc2.weight, "fc2_w"),
-             (blk.mlp.fc2.bias, "fc2_b")]
+    pairs = [
+        (blk.norm1.weight, "norm1_w"),
+        (blk.norm1.bias, "norm1_b"),
+        (blk.attn.proj.weight, "proj_w"),
+        (blk.attn.proj.bias, "proj_b"),
+        (blk.norm2.weight, "norm2_w"),
+        (blk.norm2.bias, "norm2_b"),
+        (blk.mlp.fc1.weight, "fc1_w"),
+        (blk.mlp.fc1.bias, "fc1_b"),
+        (blk.mlp.fc2.weight, "fc2_w"),
+        (blk.mlp.fc2.bias, "fc2_b"),
+    ]
     attn = blk.attn
     if attn.fused_qkv:
         pairs.append((attn.qkv.weight, "qkv_w"))
@@ -225,9 +286,9 @@ def _load_block(blk: Block, w: dict[str, torch.Tensor], report: InitReport) -> N
     else:
         for i, lin in enumerate((attn.q_proj, attn.k_proj, attn.v_proj)):
             d = lin.weight.shape[0]
-            _copy(lin.weight, w["qkv_w"][i * d:(i + 1) * d], "qkv_w")
+            _copy(lin.weight, w["qkv_w"][i * d : (i + 1) * d], "qkv_w")
             if lin.bias is not None and "qkv_b" in w:
-                _copy(lin.bias, w["qkv_b"][i * d:(i + 1) * d], "qkv_b")
+                _copy(lin.bias, w["qkv_b"][i * d : (i + 1) * d], "qkv_b")
             report.loaded += 2
     for dst, key in pairs:
         _copy(dst, w[key], key)
@@ -235,8 +296,14 @@ def _load_block(blk: Block, w: dict[str, torch.Tensor], report: InitReport) -> N
 
 
 @torch.no_grad()
-def init_encoder_from_vit(encoder: nn.Module, weights: ViTWeights | str | Path, *, channel_init: str = "mean",
-                          temporal_init: str = "average", heads: int | None = None) -> InitReport:
+def init_encoder_from_vit(
+    encoder: nn.Module,
+    weights: ViTWeights | str | Path,
+    *,
+    channel_init: str = "mean",
+    temporal_init: str = "average",
+    heads: int | None = None,
+) -> InitReport:
     """Load a pretrained ViT into a :class:`~bind.encoder.ModalityEncoder` of any modality (in place).
 
     The trunk must have the source's shape (build it with :func:`vit_encoder_overrides`); the stem is adapted
@@ -249,8 +316,10 @@ def init_encoder_from_vit(encoder: nn.Module, weights: ViTWeights | str | Path, 
         raise TypeError(f"{type(encoder).__name__} is not a bind ModalityEncoder (a transformers tower?)")
     blocks = list(encoder.trunk.blocks)
     if len(blocks) != len(weights.blocks):
-        raise ValueError(f"{weights.source}: {len(weights.blocks)} blocks, the encoder has {len(blocks)}; size it "
-                         "with vit_encoder_overrides()")
+        raise ValueError(
+            f"{weights.source}: {len(weights.blocks)} blocks, the encoder has {len(blocks)}; size it "
+            "with vit_encoder_overrides()"
+        )
     for blk, w in zip(blocks, weights.blocks):
         if isinstance(blk, DividedSpaceTimeBlock):
             _load_block(blk.spatial, w, report)
@@ -286,8 +355,9 @@ def init_encoder_from_vit(encoder: nn.Module, weights: ViTWeights | str | Path, 
     return report
 
 
-def _init_stem(stem_root: nn.Module, weights: ViTWeights, channel_init: str, temporal_init: str,
-               report: InitReport) -> None:
+def _init_stem(
+    stem_root: nn.Module, weights: ViTWeights, channel_init: str, temporal_init: str, report: InitReport
+) -> None:
     stem = _find_stem(stem_root)
     if stem is None or isinstance(stem, SequencePatchStem):
         report.skipped.append(f"stem {type(stem or stem_root).__name__} (no patch convolution to load)")
@@ -295,8 +365,9 @@ def _init_stem(stem_root: nn.Module, weights: ViTWeights, channel_init: str, tem
     conv = stem.proj
     w = adapt_in_channels(weights.patch_weight, conv.weight.shape[1], channel_init)
     if w.shape[1] != weights.patch_weight.shape[1]:
-        report.adapted.append(f"patch filters {weights.patch_weight.shape[1]} -> {w.shape[1]} channels "
-                              f"({channel_init})")
+        report.adapted.append(
+            f"patch filters {weights.patch_weight.shape[1]} -> {w.shape[1]} channels ({channel_init})"
+        )
     kernel = tuple(conv.weight.shape[-2:])
     if kernel != tuple(w.shape[-2:]):
         report.adapted.append(f"patch kernel {tuple(w.shape[-2:])} -> {kernel} (PI-resize)")

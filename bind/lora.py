@@ -80,8 +80,10 @@ class LoraSpec:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"LoRA spec{f' of {modality}' if modality else ''}: unknown fields {sorted(unknown)}; "
-                             f"known: {sorted(known)}")
+            raise ValueError(
+                f"LoRA spec{f' of {modality}' if modality else ''}: unknown fields {sorted(unknown)}; "
+                f"known: {sorted(known)}"
+            )
         return cls(**d)
 
 
@@ -113,10 +115,13 @@ def apply_lora(model: nn.Module, modality: str, spec: LoraSpec | dict[str, Any] 
     present = {n.rsplit(".", 1)[-1] for n, m in trunk.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
     targets = [t for t in spec.targets if t in present]
     if not targets:
-        raise ValueError(f"{modality}: none of the LoRA targets {list(spec.targets)} is a layer of its {trunk_name} "
-                         f"(its linear layers: {sorted(present)})")
-    config = LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout, target_modules=targets,
-                        bias="none", **spec.extra)
+        raise ValueError(
+            f"{modality}: none of the LoRA targets {list(spec.targets)} is a layer of its {trunk_name} "
+            f"(its linear layers: {sorted(present)})"
+        )
+    config = LoraConfig(
+        r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout, target_modules=targets, bias="none", **spec.extra
+    )
     inject_adapter_in_model(config, trunk, adapter_name="default")
     for name, p in encoder.named_parameters():
         if name.startswith(trunk_name + "."):
@@ -182,11 +187,17 @@ def save_adapters(model: nn.Module, directory: str | Path, modalities: list[str]
     if not modalities:
         raise ValueError("the model carries no LoRA adapters to save")
     with atomic_directory(directory) as tmp:
-        meta = {"format": "bind-lora", "version": 1, "base_model": model.config.name,
-                "embed_dim": model.config.embed_dim, "modalities": {m: specs[m].to_dict() for m in modalities}}
+        meta = {
+            "format": "bind-lora",
+            "version": 1,
+            "base_model": model.config.name,
+            "embed_dim": model.config.embed_dim,
+            "modalities": {m: specs[m].to_dict() for m in modalities},
+        }
         (tmp / ADAPTER_CONFIG).write_text(json.dumps(meta, indent=2, sort_keys=True))
-        safetensors.torch.save_file(adapter_state_dict(model, modalities), str(tmp / ADAPTER_WEIGHTS),
-                                    metadata={"format": "pt", "bind": "lora"})
+        safetensors.torch.save_file(
+            adapter_state_dict(model, modalities), str(tmp / ADAPTER_WEIGHTS), metadata={"format": "pt", "bind": "lora"}
+        )
     return directory
 
 
@@ -201,8 +212,9 @@ def load_adapters(model: nn.Module, directory: str | Path) -> nn.Module:
         raise FileNotFoundError(f"{directory}: not an adapter directory (needs {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS})")
     meta = json.loads(cfg_path.read_text())
     if meta.get("embed_dim") not in (None, model.config.embed_dim):
-        raise ValueError(f"{directory}: adapters for a {meta['embed_dim']}-d space, the model embeds into "
-                         f"{model.config.embed_dim}-d")
+        raise ValueError(
+            f"{directory}: adapters for a {meta['embed_dim']}-d space, the model embeds into {model.config.embed_dim}-d"
+        )
     for m, spec in meta["modalities"].items():
         if m not in lora_specs(model):
             apply_lora(model, m, LoraSpec.from_dict(spec, m))
@@ -238,8 +250,15 @@ def trainable_report(model: nn.Module) -> dict[str, dict[str, float]]:
             if trunk_name and name.startswith(trunk_name + "."):
                 ttot += n
                 ttr += n if p.requires_grad else 0
-        report[m] = {"trainable": tr, "total": tot, "percent": 100.0 * tr / max(tot, 1), "trunk_trainable": ttr,
-                     "trunk_total": ttot, "trunk_percent": 100.0 * ttr / max(ttot, 1), "lora": lora}
+        report[m] = {
+            "trainable": tr,
+            "total": tot,
+            "percent": 100.0 * tr / max(tot, 1),
+            "trunk_trainable": ttr,
+            "trunk_total": ttot,
+            "trunk_percent": 100.0 * ttr / max(ttot, 1),
+            "lora": lora,
+        }
     return report
 
 
@@ -247,6 +266,8 @@ def format_trainable_report(report: dict[str, dict[str, float]]) -> str:
     """A small text table of :func:`trainable_report`."""
     lines = [f"{'modality':<10}{'trainable':>14}{'total':>14}{'%':>8}{'trunk %':>10}{'lora':>12}"]
     for m, r in report.items():
-        lines.append(f"{m:<10}{r['trainable']:>14,}{r['total']:>14,}{r['percent']:>8.2f}{r['trunk_percent']:>10.2f}"
-                     f"{r['lora']:>12,}")
+        lines.append(
+            f"{m:<10}{r['trainable']:>14,}{r['total']:>14,}{r['percent']:>8.2f}{r['trunk_percent']:>10.2f}"
+            f"{r['lora']:>12,}"
+        )
     return "\n".join(lines)

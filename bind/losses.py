@@ -75,9 +75,16 @@ def all_gather_rows(x: torch.Tensor, sizes: list[int], with_grad: bool = True) -
     return torch.cat([p[:n] for p, n in zip(parts, sizes)], dim=0)
 
 
-def contrastive_loss(x: torch.Tensor, y: torch.Tensor, logit_scale: torch.Tensor, *, kind: str = "infonce",
-                     logit_bias: torch.Tensor | None = None, gather: bool = True,
-                     gather_y_grad: bool | None = None) -> tuple[torch.Tensor, int]:
+def contrastive_loss(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    logit_scale: torch.Tensor,
+    *,
+    kind: str = "infonce",
+    logit_bias: torch.Tensor | None = None,
+    gather: bool = True,
+    gather_y_grad: bool | None = None,
+) -> tuple[torch.Tensor, int]:
     """Loss between paired unit-norm rows ``x [n, D]`` (the modality) and ``y [n, D]`` (its anchor).
 
     ``logit_scale`` is the *exponentiated* temperature (``exp(log_scale)``). Returns ``(loss, n_global)``: the loss
@@ -109,8 +116,10 @@ def contrastive_loss(x: torch.Tensor, y: torch.Tensor, logit_scale: torch.Tensor
     logits_xy = logit_scale * x @ y_all.T  # local x rows vs every y
     if kind == "infonce":
         logits_yx = logit_scale * y @ x_all.T  # local y rows vs every x
-        total = (F.cross_entropy(logits_xy.float(), diag, reduction="sum")
-                 + F.cross_entropy(logits_yx.float(), diag, reduction="sum")) / 2
+        total = (
+            F.cross_entropy(logits_xy.float(), diag, reduction="sum")
+            + F.cross_entropy(logits_yx.float(), diag, reduction="sum")
+        ) / 2
     else:
         if logit_bias is None:
             raise ValueError("the siglip loss needs a logit_bias")

@@ -85,8 +85,9 @@ class Modality:
             if preset not in self.presets:
                 raise ValueError(f"{self.name}: unknown preprocessing preset {preset!r}; known: {sorted(self.presets)}")
             base = dict(self.presets[preset])
-        return _dataclass_from(self.Preprocess, {**base, **spec}, f"{self.name}: unknown preprocessing fields",
-                               check=spec)
+        return _dataclass_from(
+            self.Preprocess, {**base, **spec}, f"{self.name}: unknown preprocessing fields", check=spec
+        )
 
     def find_files(self, directory: str | os.PathLike) -> list[Path]:
         """Files under ``directory`` (recursively, sorted) whose suffix is one of :attr:`extensions`; links leading
@@ -95,8 +96,11 @@ class Modality:
         if not root.is_dir():
             raise InputError(f"{self.name}: {root} is not a directory")
         inside = root.resolve()
-        return sorted(p for p in root.rglob("*") if p.suffix.lower() in self.extensions and p.is_file()
-                      and p.resolve().is_relative_to(inside))
+        return sorted(
+            p
+            for p in root.rglob("*")
+            if p.suffix.lower() in self.extensions and p.is_file() and p.resolve().is_relative_to(inside)
+        )
 
     def stem_config(self, cfg: EncoderConfig):
         """The typed ``StemConfig`` of an encoder config's ``stem`` dict (unknown keys: one-line ``ValueError``)."""

@@ -33,9 +33,18 @@ from bind.registry import get_modality
 
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit
-_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-           "BOOL": torch.bool}
+_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
 log = logging.getLogger(__name__)
 
 
@@ -81,15 +90,21 @@ class BindModel(nn.Module):
         if "untrained" in config.extra:
             untrained = [m for m in config.extra["untrained"] if m in self.encoders]
         else:  # freshly built: bind's own encoders and towers with a new projection hold random weights
-            untrained = [m for m, e in self.encoders.items()
-                         if getattr(e, "tower", None) is None or isinstance(getattr(e, "proj", None), nn.Linear)]
+            untrained = [
+                m
+                for m, e in self.encoders.items()
+                if getattr(e, "tower", None) is None or isinstance(getattr(e, "proj", None), nn.Linear)
+            ]
         self.mark_untrained(untrained)
 
     # --- weights state ----------------------------------------------------------------------------------------------
     def _fingerprint(self, modality: str) -> torch.Tensor | None:
         """A cheap fingerprint of an encoder's weights (first values of every tensor) to notice that they changed."""
-        parts = [t.detach().reshape(-1)[:8].double().cpu() for t in self.encoders[modality].state_dict().values()
-                 if not t.is_meta]
+        parts = [
+            t.detach().reshape(-1)[:8].double().cpu()
+            for t in self.encoders[modality].state_dict().values()
+            if not t.is_meta
+        ]
         return torch.cat(parts) if parts else None
 
     def mark_untrained(self, modalities: Iterable[str]) -> None:
@@ -116,9 +131,13 @@ class BindModel(nn.Module):
         untrained = self.untrained_modalities
         if modality in untrained:
             self._warned = True
-            log.warning("model %r: the %s encoder%s never trained or loaded (random weights): embeddings, search "
-                        "and eval results mean nothing; train it or load a trained / converted model",
-                        self.config.name, ", ".join(untrained), "s were" if len(untrained) > 1 else " was")
+            log.warning(
+                "model %r: the %s encoder%s never trained or loaded (random weights): embeddings, search "
+                "and eval results mean nothing; train it or load a trained / converted model",
+                self.config.name,
+                ", ".join(untrained),
+                "s were" if len(untrained) > 1 else " was",
+            )
 
     # --- introspection --------------------------------------------------------------------------------------------
     @property
@@ -132,7 +151,8 @@ class BindModel(nn.Module):
     def encoder(self, modality: str) -> nn.Module:
         if modality not in self.encoders:
             raise UnknownModalityError(
-                f"model {self.config.name!r} has no {modality!r} encoder; it encodes {self.modalities}")
+                f"model {self.config.name!r} has no {modality!r} encoder; it encodes {self.modalities}"
+            )
         return self.encoders[modality]
 
     def logit_scale(self, modality: str) -> torch.Tensor:
@@ -142,8 +162,9 @@ class BindModel(nn.Module):
         return scale if self.training else scale.detach()
 
     # --- forward ---------------------------------------------------------------------------------------------------
-    def encode(self, modality: str, x: torch.Tensor, normalize: bool = True,
-               precision: str | None = None) -> torch.Tensor:
+    def encode(
+        self, modality: str, x: torch.Tensor, normalize: bool = True, precision: str | None = None
+    ) -> torch.Tensor:
         """Embed a batch of one modality: ``[B, *sample]`` or ``[B, clips, *sample]`` -> fp32 ``[B, D]``.
 
         ``precision`` overrides :attr:`precision` for this call (eval mode only; training leaves it to the caller).
@@ -154,8 +175,7 @@ class BindModel(nn.Module):
         if self.training:
             return encoder(x, normalize=normalize)
         self._warn_untrained(modality)
-        with torch.no_grad(), autocast(precision or self.precision,
-                                       x.device if isinstance(x, torch.Tensor) else "cpu"):
+        with torch.no_grad(), autocast(precision or self.precision, x.device if isinstance(x, torch.Tensor) else "cpu"):
             emb = encoder(x, normalize=normalize)
         if emb.dtype == torch.float32:
             return emb
@@ -190,15 +210,19 @@ class BindModel(nn.Module):
     def embed_sources(self, modality: str, sources: Sequence[Any], batch_size: int = 128) -> torch.Tensor:
         """Preprocess and embed raw sources (paths, bytes, arrays, strings) in batches: fp32 ``[len(sources), D]``."""
         plugin, cfg = get_modality(modality), self.preprocess_config(modality)
-        return self._embed_batches(modality, [sources[i:i + batch_size] for i in range(0, len(sources), batch_size)],
-                                   lambda chunk: [plugin.process(s, cfg) for s in chunk])
+        return self._embed_batches(
+            modality,
+            [sources[i : i + batch_size] for i in range(0, len(sources), batch_size)],
+            lambda chunk: [plugin.process(s, cfg) for s in chunk],
+        )
 
     @torch.no_grad()
     def embed_tensors(self, modality: str, samples: Sequence[torch.Tensor], batch_size: int = 128) -> torch.Tensor:
         """Embed already-transformed samples (``Modality.process`` / a sample cache's output) in batches: fp32
         ``[len(samples), D]``."""
-        return self._embed_batches(modality, [samples[i:i + batch_size] for i in range(0, len(samples), batch_size)],
-                                   list)
+        return self._embed_batches(
+            modality, [samples[i : i + batch_size] for i in range(0, len(samples), batch_size)], list
+        )
 
     def _embed_batches(self, modality: str, chunks: Sequence[Sequence[Any]], transform: Any) -> torch.Tensor:
         """The one batched-embedding path: transform each chunk, collate, trim token padding, encode."""
@@ -236,8 +260,14 @@ class BindModel(nn.Module):
         return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu",
-                        precision: str | None = None, *, allow_nonfinite: bool = False) -> BindModel:
+    def from_pretrained(
+        cls,
+        directory: str | Path,
+        map_location: str | torch.device = "cpu",
+        precision: str | None = None,
+        *,
+        allow_nonfinite: bool = False,
+    ) -> BindModel:
         """Load a directory written by :meth:`save_pretrained`, validated before use.
 
         Everything wrong — a missing or invalid ``config.json``, a truncated / empty / non-safetensors weights file
@@ -248,12 +278,16 @@ class BindModel(nn.Module):
         directory = Path(directory)
         config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
         if not directory.is_dir():
-            raise ModelLoadError(directory, "not a directory (expected a bind model directory: config.json + "
-                                 "model.safetensors)")
+            raise ModelLoadError(
+                directory, "not a directory (expected a bind model directory: config.json + model.safetensors)"
+            )
         config = read_config(config_path)
         if not weights_path.is_file():
-            raise ModelLoadError(weights_path, "missing: a bind model directory holds config.json and "
-                                 "model.safetensors (save it again with save_pretrained)")
+            raise ModelLoadError(
+                weights_path,
+                "missing: a bind model directory holds config.json and "
+                "model.safetensors (save it again with save_pretrained)",
+            )
         config.extra.setdefault("untrained", [])  # saved before the flag existed: loaded weights
         header = read_header(weights_path)  # cheap checks first: nothing is built for a file that is not weights
         if any(e.tower is not None for e in config.encoders.values()):
@@ -302,7 +336,6 @@ def read_config(path: Path) -> BindConfig:
             raise ValueError("'extra' must be an object and 'frozen' a list")
         return BindConfig.from_dict(raw)
     except Exception as e:  # noqa: BLE001 — an untrusted file: whatever the dataclasses reject
-
         raise ModelLoadError(path, f"not a bind model config ({type(e).__name__}: {e})") from None
 
 
@@ -318,19 +351,27 @@ def read_header(path: Path) -> dict[str, Any]:
         head = f.read(9)
         n = int.from_bytes(head[:8], "little")
         plausible = len(head) == 9 and n <= min(MAX_HEADER_BYTES, size - 8) and head[8:9] == b"{"
-        if not plausible and (head[:2] == b"PK" or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03",
-                                                                                          b"\x04", b"\x05"))):
-            raise ModelLoadError(path, "a PyTorch pickle / zip checkpoint named .safetensors: bind reads only "
-                                 "safetensors and never unpickles model directories (convert the checkpoint instead)")
+        if not plausible and (
+            head[:2] == b"PK" or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"))
+        ):
+            raise ModelLoadError(
+                path,
+                "a PyTorch pickle / zip checkpoint named .safetensors: bind reads only "
+                "safetensors and never unpickles model directories (convert the checkpoint instead)",
+            )
         if size < 8:
             raise ModelLoadError(path, f"truncated: {size} bytes, shorter than a safetensors header")
         f.seek(8)
         if n > MAX_HEADER_BYTES:
-            raise ModelLoadError(path, f"header length {n} bytes exceeds the {MAX_HEADER_BYTES}-byte limit "
-                                 "(corrupt or not a safetensors file)")
+            raise ModelLoadError(
+                path,
+                f"header length {n} bytes exceeds the {MAX_HEADER_BYTES}-byte limit "
+                "(corrupt or not a safetensors file)",
+            )
         if n > size - 8:
-            raise ModelLoadError(path, f"truncated: the header claims {n} bytes, the file holds {size - 8} after "
-                                 "the length field")
+            raise ModelLoadError(
+                path, f"truncated: the header claims {n} bytes, the file holds {size - 8} after the length field"
+            )
         try:
             header = json.loads(f.read(n).decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as e:
@@ -341,21 +382,33 @@ def read_header(path: Path) -> dict[str, Any]:
     for key, info in header.items():
         if key == "__metadata__":
             continue
-        ok = (isinstance(info, dict) and info.get("dtype") in _DTYPES and isinstance(info.get("shape"), list)
-              and all(isinstance(d, int) and d >= 0 for d in info["shape"])
-              and isinstance(info.get("data_offsets"), list) and len(info["data_offsets"]) == 2
-              and all(isinstance(o, int) for o in info["data_offsets"]))
+        ok = (
+            isinstance(info, dict)
+            and info.get("dtype") in _DTYPES
+            and isinstance(info.get("shape"), list)
+            and all(isinstance(d, int) and d >= 0 for d in info["shape"])
+            and isinstance(info.get("data_offsets"), list)
+            and len(info["data_offsets"]) == 2
+            and all(isinstance(o, int) for o in info["data_offsets"])
+        )
         if not ok:
-            raise ModelLoadError(path, f"corrupt safetensors header: entry {key!r} is not "
-                                 "{dtype, shape, data_offsets} of a supported type")
+            raise ModelLoadError(
+                path,
+                f"corrupt safetensors header: entry {key!r} is not {{dtype, shape, data_offsets}} of a supported type",
+            )
         begin, end = info["data_offsets"]
         if not 0 <= begin <= end <= data:
-            raise ModelLoadError(path, f"tensor {key!r}: data offsets {begin}..{end} lie outside the {data} data "
-                                 "bytes (truncated or corrupt file)")
+            raise ModelLoadError(
+                path,
+                f"tensor {key!r}: data offsets {begin}..{end} lie outside the {data} data "
+                "bytes (truncated or corrupt file)",
+            )
         want = math.prod(info["shape"]) * _DTYPES[info["dtype"]].itemsize
         if end - begin != want:
-            raise ModelLoadError(path, f"tensor {key!r}: {end - begin} data bytes for shape {info['shape']} "
-                                 f"{info['dtype']} ({want} expected)")
+            raise ModelLoadError(
+                path,
+                f"tensor {key!r}: {end - begin} data bytes for shape {info['shape']} {info['dtype']} ({want} expected)",
+            )
     return header
 
 
@@ -365,25 +418,40 @@ def check_header(path: Path, header: dict[str, Any], expected: dict[str, torch.T
     missing, extra = sorted(set(expected) - names), sorted(names - set(expected))
     problems = []
     if missing:
-        problems.append(f"missing {len(missing)} tensors the config needs ({', '.join(missing[:5])}"
-                        f"{' ...' if len(missing) > 5 else ''})")
+        problems.append(
+            f"missing {len(missing)} tensors the config needs ({', '.join(missing[:5])}"
+            f"{' ...' if len(missing) > 5 else ''})"
+        )
     if extra:
-        problems.append(f"{len(extra)} tensors the config has no place for ({', '.join(extra[:5])}"
-                        f"{' ...' if len(extra) > 5 else ''})")
-    shapes = [f"{k} {header[k]['shape']} (config: {list(expected[k].shape)})" for k in sorted(names & set(expected))
-              if list(expected[k].shape) != header[k]["shape"]]
+        problems.append(
+            f"{len(extra)} tensors the config has no place for ({', '.join(extra[:5])}"
+            f"{' ...' if len(extra) > 5 else ''})"
+        )
+    shapes = [
+        f"{k} {header[k]['shape']} (config: {list(expected[k].shape)})"
+        for k in sorted(names & set(expected))
+        if list(expected[k].shape) != header[k]["shape"]
+    ]
     if shapes:
         problems.append(f"misshaped tensors: {', '.join(shapes[:5])}{' ...' if len(shapes) > 5 else ''}")
-    kinds = [k for k in sorted(names & set(expected))
-             if _DTYPES[header[k]["dtype"]].is_floating_point != expected[k].is_floating_point()]
+    kinds = [
+        k
+        for k in sorted(names & set(expected))
+        if _DTYPES[header[k]["dtype"]].is_floating_point != expected[k].is_floating_point()
+    ]
     if kinds:
         problems.append(f"tensors of the wrong kind of dtype: {', '.join(kinds[:5])}")
     if problems:
         raise ModelLoadError(path, "does not match config.json: " + "; ".join(problems))
 
 
-def read_weights(path: str | Path, expected: dict[str, torch.Tensor], *, allow_nonfinite: bool = False,
-                 header: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
+def read_weights(
+    path: str | Path,
+    expected: dict[str, torch.Tensor],
+    *,
+    allow_nonfinite: bool = False,
+    header: dict[str, Any] | None = None,
+) -> dict[str, torch.Tensor]:
     """The tensors of ``model.safetensors``, validated against ``expected`` (a model's state dict) before use.
 
     Raises :class:`~bind.errors.ModelLoadError` naming the file for anything that is not exactly the model's
@@ -399,7 +467,10 @@ def read_weights(path: str | Path, expected: dict[str, torch.Tensor], *, allow_n
     if not allow_nonfinite:
         bad = [k for k, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
         if bad:
-            raise ModelLoadError(path, f"non-finite (NaN / inf) weights in {len(bad)} tensors ({', '.join(bad[:5])}"
-                                 f"{' ...' if len(bad) > 5 else ''}); a diverged or corrupt model — pass "
-                                 "allow_nonfinite=True to load it anyway")
+            raise ModelLoadError(
+                path,
+                f"non-finite (NaN / inf) weights in {len(bad)} tensors ({', '.join(bad[:5])}"
+                f"{' ...' if len(bad) > 5 else ''}); a diverged or corrupt model — pass "
+                "allow_nonfinite=True to load it anyway",
+            )
     return {k: t.to(expected[k].dtype) if t.dtype != expected[k].dtype else t for k, t in state.items()}

@@ -77,4 +77,3 @@ def lightning_precision(precision: str | None = "auto", device: str = "auto") ->
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return LIGHTNING[resolve_precision(precision, device)]
-

@@ -40,8 +40,14 @@ def thumbnail(image: Image.Image | np.ndarray, size: int = PREVIEW_SIZE, upscale
     return png_bytes(image)
 
 
-def colour_map(values: np.ndarray, cmap: str = "viridis", size: int = PREVIEW_SIZE, invert: bool = False,
-               vmin: float | None = None, vmax: float | None = None) -> bytes:
+def colour_map(
+    values: np.ndarray,
+    cmap: str = "viridis",
+    size: int = PREVIEW_SIZE,
+    invert: bool = False,
+    vmin: float | None = None,
+    vmax: float | None = None,
+) -> bytes:
     """PNG of a 2-D field through a matplotlib colour map, scaled to its finite range (or ``vmin``/``vmax``); NaN
     (missing) pixels are black. ``invert`` maps high values to the low end (near depth bright)."""
     from matplotlib import colormaps
@@ -60,8 +66,13 @@ def colour_map(values: np.ndarray, cmap: str = "viridis", size: int = PREVIEW_SI
     return thumbnail(rgb, size)
 
 
-def line_plot(series: np.ndarray, labels: Sequence[str] | None = None, width: int = 2 * PREVIEW_SIZE,
-              height: int = PREVIEW_SIZE, groups: Sequence[Sequence[int]] | None = None) -> bytes:
+def line_plot(
+    series: np.ndarray,
+    labels: Sequence[str] | None = None,
+    width: int = 2 * PREVIEW_SIZE,
+    height: int = PREVIEW_SIZE,
+    groups: Sequence[Sequence[int]] | None = None,
+) -> bytes:
     """PNG line plot of ``series [C, N]``: one coloured line per channel, a legend of ``labels``. ``groups`` splits
     the channels into panels sharing a y range (e.g. accelerometer / gyroscope), each scaled to its own range."""
     s = np.nan_to_num(np.asarray(series, dtype=np.float64))

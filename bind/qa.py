@@ -53,26 +53,38 @@ def normalize_answer(text: str) -> str:
     return " ".join(w for w in text.split() if w not in ("a", "an", "the"))
 
 
-def accuracy_by_type(qtypes: Sequence[str], correct: Sequence[bool], chance: Mapping[str, float],
-                     extra: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+def accuracy_by_type(
+    qtypes: Sequence[str],
+    correct: Sequence[bool],
+    chance: Mapping[str, float],
+    extra: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, dict[str, Any]]:
     """``{qtype: {accuracy, chance, ratio, n, **extra[qtype]}}`` from per-question outcomes."""
     out: dict[str, dict[str, Any]] = {}
     for t in dict.fromkeys(qtypes):
         hits = [c for q, c in zip(qtypes, correct) if q == t]
         acc = sum(hits) / len(hits)
-        out[t] = {"accuracy": acc, "chance": chance[t], "ratio": acc / chance[t], "n": len(hits),
-                  **(extra or {}).get(t, {})}
+        out[t] = {
+            "accuracy": acc,
+            "chance": chance[t],
+            "ratio": acc / chance[t],
+            "n": len(hits),
+            **(extra or {}).get(t, {}),
+        }
     return out
 
 
 def format_accuracy_table(results: Mapping[str, Mapping[str, Any]], columns: Sequence[str] = ()) -> str:
     """A plain-text table: question type, accuracy, chance, ratio, n (and ``columns`` taken from each row)."""
     head = f"{'question type':<14} {'accuracy':>8} {'chance':>7} {'ratio':>6} {'n':>5}" + "".join(
-        f"  {c}" for c in columns)
+        f"  {c}" for c in columns
+    )
     lines = [head, "-" * len(head)]
     for t, r in results.items():
-        lines.append(f"{t:<14} {r['accuracy']:>8.1%} {r['chance']:>7.1%} {r['ratio']:>5.2f}x {r['n']:>5}"
-                     + "".join(f"  {r.get(c, '')}" for c in columns))
+        lines.append(
+            f"{t:<14} {r['accuracy']:>8.1%} {r['chance']:>7.1%} {r['ratio']:>5.2f}x {r['n']:>5}"
+            + "".join(f"  {r.get(c, '')}" for c in columns)
+        )
     return "\n".join(lines)
 
 
@@ -88,10 +100,13 @@ def fuse_embeddings(embeddings: Mapping[str, torch.Tensor], weights: Mapping[str
 
 
 @torch.no_grad()
-def multiple_choice_embeddings(model, media_emb: torch.Tensor, questions: Sequence[str],
-                               choices: Sequence[Sequence[str]],
-                               template: str | Sequence[str] = "{question} {choice}") -> tuple[torch.Tensor,
-                                                                                               torch.Tensor]:
+def multiple_choice_embeddings(
+    model,
+    media_emb: torch.Tensor,
+    questions: Sequence[str],
+    choices: Sequence[Sequence[str]],
+    template: str | Sequence[str] = "{question} {choice}",
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Pick, for every sample, the candidate whose statement embeds closest to ``media_emb[i]`` (``[B, D]``).
 
     Each candidate becomes ``template.format(question=..., choice=...)`` (one template, or one per sample); samples
@@ -99,15 +114,20 @@ def multiple_choice_embeddings(model, media_emb: torch.Tensor, questions: Sequen
     missing choices ``-inf``.
     """
     if len(questions) != len(choices) or len(questions) != media_emb.shape[0]:
-        raise ValueError(f"multiple_choice: {media_emb.shape[0]} media samples, {len(questions)} questions and "
-                         f"{len(choices)} choice lists must match")
+        raise ValueError(
+            f"multiple_choice: {media_emb.shape[0]} media samples, {len(questions)} questions and "
+            f"{len(choices)} choice lists must match"
+        )
     check_questions(questions)
     empty = [i for i, cs in enumerate(choices) if not cs]
     if empty:
         raise ValueError(f"multiple_choice: question {empty[0]} ({questions[empty[0]]!r}) has no choices")
     templates = [template] * len(questions) if isinstance(template, str) else list(template)
-    texts = [_ARTICLE.sub(r"\1n\2", t.format(question=q, choice=a))
-             for q, cs, t in zip(questions, choices, templates) for a in cs]
+    texts = [
+        _ARTICLE.sub(r"\1n\2", t.format(question=q, choice=a))
+        for q, cs, t in zip(questions, choices, templates)
+        for a in cs
+    ]
     unique = list(dict.fromkeys(texts))  # each distinct statement embedded once
     position = {t: i for i, t in enumerate(unique)}
     text_emb = model.embed_sources("text", unique, batch_size=256)[[position[t] for t in texts]]
@@ -118,19 +138,26 @@ def multiple_choice_embeddings(model, media_emb: torch.Tensor, questions: Sequen
     scores = torch.full((len(questions), max(len(cs) for cs in choices)), float("-inf"), device=text_emb.device)
     start = 0
     for i, cs in enumerate(choices):
-        scores[i, : len(cs)] = sims[start:start + len(cs)]
+        scores[i, : len(cs)] = sims[start : start + len(cs)]
         start += len(cs)
     return scores.argmax(dim=-1), scores
 
 
 @torch.no_grad()
-def multiple_choice(model, modality: str, media: torch.Tensor, questions: Sequence[str],
-                    choices: Sequence[Sequence[str]], template: str | Sequence[str] = "{question} {choice}"
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+def multiple_choice(
+    model,
+    modality: str,
+    media: torch.Tensor,
+    questions: Sequence[str],
+    choices: Sequence[Sequence[str]],
+    template: str | Sequence[str] = "{question} {choice}",
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Embed ``media`` (a ``[B, ...]`` batch of ``modality``) and answer by :func:`multiple_choice_embeddings`."""
     if len(questions) != len(choices) or len(questions) != media.shape[0]:
-        raise ValueError(f"multiple_choice: {media.shape[0]} {modality} samples, {len(questions)} questions and "
-                         f"{len(choices)} choice lists must match")
+        raise ValueError(
+            f"multiple_choice: {media.shape[0]} {modality} samples, {len(questions)} questions and "
+            f"{len(choices)} choice lists must match"
+        )
     check_questions(questions)
     media_emb = model.encode(modality, media.to(next(model.parameters()).device))
     return multiple_choice_embeddings(model, media_emb, questions, choices, template)
@@ -146,9 +173,16 @@ def _masked_adaptive_pool(x: torch.Tensor, k: int, valid: torch.Tensor | None) -
     return (num / F.adaptive_avg_pool1d(w, k).clamp_min(1e-6)).transpose(1, 2)
 
 
-def pool_tokens(tokens: torch.Tensor, k: int | None = None, *, num_cls: int = 1, time_steps: int | None = None,
-                key_padding_mask: torch.Tensor | None = None, mode: str = "time", keep_cls: bool = False
-                ) -> torch.Tensor:
+def pool_tokens(
+    tokens: torch.Tensor,
+    k: int | None = None,
+    *,
+    num_cls: int = 1,
+    time_steps: int | None = None,
+    key_padding_mask: torch.Tensor | None = None,
+    mode: str = "time",
+    keep_cls: bool = False,
+) -> torch.Tensor:
     """Pool an encoder's trunk tokens into a few visual tokens ``[B, K, D]`` for an LM.
 
     ``tokens``: ``[B, L, D]`` (joint attention: ``num_cls`` CLS tokens, then patches time-major) or ``[B, T, N, D]``
@@ -171,8 +205,10 @@ def pool_tokens(tokens: torch.Tensor, k: int | None = None, *, num_cls: int = 1,
         if mode == "time":
             n = patches.shape[1]
             if time_steps is None or time_steps < 1 or n % time_steps:
-                raise ValueError(f"pool_tokens: mode 'time' on joint tokens needs time_steps dividing the {n} patch "
-                                 f"tokens, got {time_steps}")
+                raise ValueError(
+                    f"pool_tokens: mode 'time' on joint tokens needs time_steps dividing the {n} patch "
+                    f"tokens, got {time_steps}"
+                )
             grid = patches.reshape(patches.shape[0], time_steps, n // time_steps, -1)
             if valid is None:
                 steps = grid.mean(dim=2)
@@ -190,8 +226,9 @@ def pool_tokens(tokens: torch.Tensor, k: int | None = None, *, num_cls: int = 1,
 
 
 @torch.no_grad()
-def encode_tokens(model, modality: str, media: torch.Tensor, k: int | None = None, mode: str = "time",
-                  keep_cls: bool = False) -> torch.Tensor:
+def encode_tokens(
+    model, modality: str, media: torch.Tensor, k: int | None = None, mode: str = "time", keep_cls: bool = False
+) -> torch.Tensor:
     """A frozen bind encoder's pooled token outputs ``[B, K, width]`` (after the head's LayerNorm), fp32.
 
     ``media``: ``[B, *sample]`` or ``[B, clips, *sample]`` (clips pooled alike and averaged). ``mode`` / ``k`` /
@@ -214,8 +251,15 @@ def encode_tokens(model, modality: str, media: torch.Tensor, k: int | None = Non
         mode = "sequence"
     if num_cls == 0:
         keep_cls = False
-    out = pool_tokens(tokens, k, num_cls=num_cls, time_steps=steps, key_padding_mask=layout.key_padding_mask,
-                      mode=mode, keep_cls=keep_cls)
+    out = pool_tokens(
+        tokens,
+        k,
+        num_cls=num_cls,
+        time_steps=steps,
+        key_padding_mask=layout.key_padding_mask,
+        mode=mode,
+        keep_cls=keep_cls,
+    )
     return out if clips is None else out.reshape(-1, clips, *out.shape[1:]).mean(dim=1)
 
 
@@ -235,15 +279,19 @@ def load_causal_lm(name_or_path: str | os.PathLike, dtype: torch.dtype | None = 
     name = str(name_or_path)
     path = Path(name).expanduser()
     if path.exists() and not (path / "config.json").is_file():
-        raise ValueError(f"causal LM {name!r}: {path} exists but is not a transformers model directory "
-                         "(no config.json)")
+        raise ValueError(
+            f"causal LM {name!r}: {path} exists but is not a transformers model directory (no config.json)"
+        )
     target = str(path) if path.exists() else name
     try:
         tokenizer = AutoTokenizer.from_pretrained(target)
         lm = AutoModelForCausalLM.from_pretrained(target, **({"dtype": dtype} if dtype is not None else {}))
     except (OSError, ValueError, KeyError) as e:
-        where = (f"the directory {path} does not load" if path.exists() else
-                 f"no such directory, and not loadable as a hub id (HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE')})")
+        where = (
+            f"the directory {path} does not load"
+            if path.exists()
+            else f"no such directory, and not loadable as a hub id (HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE')})"
+        )
         raise FileNotFoundError(f"causal LM {name!r}: {where}: {type(e).__name__}: {str(e).splitlines()[0]}") from e
     if tokenizer.eos_token_id is None:
         raise ValueError(f"causal LM {name!r}: its tokenizer has no EOS token, so generated answers cannot end")
@@ -252,16 +300,26 @@ def load_causal_lm(name_or_path: str | os.PathLike, dtype: torch.dtype | None = 
     return lm, tokenizer
 
 
-def add_lm_lora(lm: nn.Module, rank: int, alpha: float | None = None, dropout: float = 0.0,
-                targets: str | Sequence[str] = "all-linear") -> nn.Module:
+def add_lm_lora(
+    lm: nn.Module,
+    rank: int,
+    alpha: float | None = None,
+    dropout: float = 0.0,
+    targets: str | Sequence[str] = "all-linear",
+) -> nn.Module:
     """Wrap ``lm`` with peft LoRA adapters of rank ``rank`` (``alpha`` default ``2 * rank``) on ``targets``
     (default every linear layer but the output head, as QLoRA); only the adapters train."""
     from peft import LoraConfig, get_peft_model
 
     if rank < 1:
         raise ValueError(f"LoRA rank must be >= 1, got {rank}")
-    cfg = LoraConfig(r=rank, lora_alpha=alpha or 2 * rank, lora_dropout=dropout,
-                     target_modules=targets if isinstance(targets, str) else list(targets), task_type="CAUSAL_LM")
+    cfg = LoraConfig(
+        r=rank,
+        lora_alpha=alpha or 2 * rank,
+        lora_dropout=dropout,
+        target_modules=targets if isinstance(targets, str) else list(targets),
+        task_type="CAUSAL_LM",
+    )
     return get_peft_model(lm, cfg)
 
 
@@ -305,18 +363,25 @@ class PrefixLMForQA(nn.Module):
     def _ids(self, texts: Sequence[str]) -> list[list[int]]:
         return [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
 
-    def _sequences(self, prefix: torch.Tensor, questions: Sequence[str], answers: Sequence[str] | None
-                   ) -> tuple[list[torch.Tensor], list[list[int]]]:
+    def _sequences(
+        self, prefix: torch.Tensor, questions: Sequence[str], answers: Sequence[str] | None
+    ) -> tuple[list[torch.Tensor], list[list[int]]]:
         """Per sample: input embeddings and labels (-100 outside the answer + EOS)."""
         check_questions(questions)
         if len(questions) != prefix.shape[0] or (answers is not None and len(answers) != len(questions)):
-            raise ValueError(f"PrefixLMForQA: {prefix.shape[0]} media, {len(questions)} questions"
-                             + ("" if answers is None else f" and {len(answers)} answers") + " must match")
+            raise ValueError(
+                f"PrefixLMForQA: {prefix.shape[0]} media, {len(questions)} questions"
+                + ("" if answers is None else f" and {len(answers)} answers")
+                + " must match"
+            )
         embed = self.lm.get_input_embeddings()
         bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
         prompts = self._ids([self.prompt.format(question=q.strip()) for q in questions])
-        targets = ([[] for _ in questions] if answers is None
-                   else [ids + [self.tokenizer.eos_token_id] for ids in self._ids([" " + a.strip() for a in answers])])
+        targets = (
+            [[] for _ in questions]
+            if answers is None
+            else [ids + [self.tokenizer.eos_token_id] for ids in self._ids([" " + a.strip() for a in answers])]
+        )
         seqs, labels = [], []
         for i, (p, a) in enumerate(zip(prompts, targets)):
             text = torch.tensor(p + a, dtype=torch.long, device=self._device)
@@ -325,8 +390,9 @@ class PrefixLMForQA(nn.Module):
             labels.append([-100] * (len(bos) + prefix.shape[1] + len(p)) + a)
         return seqs, labels
 
-    def forward(self, tokens: Mapping[str, torch.Tensor] | torch.Tensor, questions: Sequence[str],
-                answers: Sequence[str]) -> torch.Tensor:
+    def forward(
+        self, tokens: Mapping[str, torch.Tensor] | torch.Tensor, questions: Sequence[str], answers: Sequence[str]
+    ) -> torch.Tensor:
         """Mean LM cross-entropy over the answer tokens (and EOS) only."""
         seqs, labels = self._sequences(self.prefix(tokens), questions, answers)
         length = max(len(s) for s in seqs)
@@ -337,16 +403,23 @@ class PrefixLMForQA(nn.Module):
         return F.cross_entropy(logits[:, :-1].flatten(0, 1), target[:, 1:].flatten(), ignore_index=-100)
 
     @torch.no_grad()
-    def generate(self, tokens: Mapping[str, torch.Tensor] | torch.Tensor, questions: Sequence[str],
-                 max_new_tokens: int = 8) -> list[str]:
+    def generate(
+        self, tokens: Mapping[str, torch.Tensor] | torch.Tensor, questions: Sequence[str], max_new_tokens: int = 8
+    ) -> list[str]:
         """Greedy answers, one string per sample (left-padded batch through ``lm.generate(inputs_embeds=...)``)."""
         seqs, _ = self._sequences(self.prefix(tokens), questions, None)
         length = max(len(s) for s in seqs)
         embeds = torch.stack([F.pad(s, (0, 0, length - len(s), 0)) for s in seqs])
         mask = torch.tensor([[0] * (length - len(s)) + [1] * len(s) for s in seqs], device=self._device)
-        out = self.lm.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,
-                               do_sample=False, num_beams=1, pad_token_id=self.tokenizer.pad_token_id,
-                               eos_token_id=self.tokenizer.eos_token_id)
+        out = self.lm.generate(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.tokenizer.eos_token_id,
+        )
         return [self.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in out]
 
     def save(self, directory: str | os.PathLike, **meta: Any) -> Path:
@@ -361,8 +434,12 @@ class PrefixLMForQA(nn.Module):
         lora = hasattr(self.lm, "peft_config")
         if lora:
             self.lm.save_pretrained(directory / ADAPTER_DIR)
-        config = {"token_dims": self.token_dims, "prompt": self.prompt, "lm_adapter": ADAPTER_DIR if lora else None,
-                  **meta}
+        config = {
+            "token_dims": self.token_dims,
+            "prompt": self.prompt,
+            "lm_adapter": ADAPTER_DIR if lora else None,
+            **meta,
+        }
         (directory / PROJECTOR_CONFIG).write_text(json.dumps(config, indent=2))
         return directory
 
@@ -385,10 +462,20 @@ class PrefixLMForQA(nn.Module):
 
 
 # --- training (Lightning) -------------------------------------------------------------------------------------------
-def fit(module: nn.Module, loss_fn: Callable[[Any], torch.Tensor], data: Sequence[Any], *, epochs: int,
-        lr: float, batch_size: int = 32, collate: Callable[[list], Any] | None = None, weight_decay: float = 0.0,
-        seed: int = 0, log: Callable[[str], None] | None = print,
-        stop: Callable[[int], bool] | None = None) -> list[float]:
+def fit(
+    module: nn.Module,
+    loss_fn: Callable[[Any], torch.Tensor],
+    data: Sequence[Any],
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int = 32,
+    collate: Callable[[list], Any] | None = None,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+    log: Callable[[str], None] | None = print,
+    stop: Callable[[int], bool] | None = None,
+) -> list[float]:
     """Train ``module``'s trainable parameters on ``loss_fn(batch)`` with a Lightning ``Trainer`` (AdamW, warmup +
     cosine decay, CPU or the available accelerator); ``stop(epoch)`` (called after every epoch, module in eval mode)
     ends training early when it returns True. Returns the mean training loss of each epoch."""
@@ -399,9 +486,13 @@ def fit(module: nn.Module, loss_fn: Callable[[Any], torch.Tensor], data: Sequenc
     params = [p for p in module.parameters() if p.requires_grad]
     if not params:
         raise ValueError("fit: the module has no trainable parameters")
-    loader = torch.utils.data.DataLoader(list(data), batch_size=batch_size, shuffle=True,
-                                         collate_fn=collate or (lambda b: b),
-                                         generator=torch.Generator().manual_seed(seed))
+    loader = torch.utils.data.DataLoader(
+        list(data),
+        batch_size=batch_size,
+        shuffle=True,
+        collate_fn=collate or (lambda b: b),
+        generator=torch.Generator().manual_seed(seed),
+    )
     total = epochs * len(loader)
 
     class _Task(L.LightningModule):
@@ -435,13 +526,18 @@ def fit(module: nn.Module, loss_fn: Callable[[Any], torch.Tensor], data: Sequenc
     level = quiet.level
     quiet.setLevel(logging.WARNING)  # no accelerator banners / tips per stage
     try:
-        trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                            enable_model_summary=False, num_sanity_val_steps=0, devices=1)
+        trainer = L.Trainer(
+            max_epochs=epochs,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            devices=1,
+        )
         module.train()
         trainer.fit(task, loader)
     finally:
         quiet.setLevel(level)
         module.eval()
     return task.epoch_losses
-
-

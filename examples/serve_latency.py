@@ -38,12 +38,16 @@ def main() -> None:
     client = TestClient(create_app(gallery))
     rng = random.Random(0)
     colours, shapes = ["red", "blue", "green", "yellow", "purple", "orange"], ["cube", "sphere", "cone", "torus"]
-    texts = [f"a {rng.choice(colours)} {rng.choice(shapes)} moving {rng.choice(['left', 'right', 'up'])}"
-             for _ in range(args.queries)]
+    texts = [
+        f"a {rng.choice(colours)} {rng.choice(shapes)} moving {rng.choice(['left', 'right', 'up'])}"
+        for _ in range(args.queries)
+    ]
     rows = len(gallery.served[0].index)
     results = {}
-    for kind, make in [("text", lambda i: {"text": texts[i]}),
-                       ("more-like-this", lambda i: {"item": {"index": 0, "row": rng.randrange(rows)}})]:
+    for kind, make in [
+        ("text", lambda i: {"text": texts[i]}),
+        ("more-like-this", lambda i: {"item": {"index": 0, "row": rng.randrange(rows)}}),
+    ]:
         server, wall = [], []
         for i in range(args.queries):
             t = time.perf_counter()
@@ -51,12 +55,24 @@ def main() -> None:
             wall.append((time.perf_counter() - t) * 1000)
             r.raise_for_status()
             server.append(r.json()["query_ms"])
-        results[kind] = {"query_ms_p50": round(percentile(server, 50), 2),
-                         "query_ms_p95": round(percentile(server, 95), 2),
-                         "request_ms_p50": round(percentile(wall, 50), 2),
-                         "request_ms_p95": round(percentile(wall, 95), 2)}
-    print(json.dumps({"indexes": [f"{s.name} ({len(s.index)} rows)" for s in gallery.served],
-                      "model": gallery.info.name, "queries": args.queries, "k": args.k, **results}, indent=2))
+        results[kind] = {
+            "query_ms_p50": round(percentile(server, 50), 2),
+            "query_ms_p95": round(percentile(server, 95), 2),
+            "request_ms_p50": round(percentile(wall, 50), 2),
+            "request_ms_p95": round(percentile(wall, 95), 2),
+        }
+    print(
+        json.dumps(
+            {
+                "indexes": [f"{s.name} ({len(s.index)} rows)" for s in gallery.served],
+                "model": gallery.info.name,
+                "queries": args.queries,
+                "k": args.k,
+                **results,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

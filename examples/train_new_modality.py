@@ -43,17 +43,32 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.out)
     manifest = write_shapes_dataset(out / "data", train=args.train, val=args.val, size=32, depth=True)
     encoder = {"preprocess": {"size": 32, "crop_size": 32}, "stem": {"patch_size": 8}}
-    result = fit(manifest, modalities=[args.modality], model="bind-minilm-tiny", anchor="text",
-                 run_dir=out / "run", max_epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                 warmup_steps=5, validate_before=True, cache_anchors=True, progress_bar=False, log_every_n_steps=5,
-                 encoders={args.modality: encoder}, lora={args.modality: {"r": args.lora}} if args.lora else None,
-                 init_from={args.modality: args.init_from} if args.init_from else None,
-                 init_channels="sum")
+    result = fit(
+        manifest,
+        modalities=[args.modality],
+        model="bind-minilm-tiny",
+        anchor="text",
+        run_dir=out / "run",
+        max_epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        warmup_steps=5,
+        validate_before=True,
+        cache_anchors=True,
+        progress_bar=False,
+        log_every_n_steps=5,
+        encoders={args.modality: encoder},
+        lora={args.modality: {"r": args.lora}} if args.lora else None,
+        init_from={args.modality: args.init_from} if args.init_from else None,
+        init_channels="sum",
+    )
     m = args.modality
     gallery = int(result.metrics[f"val/gallery/{m}"])
     rows = [(f"{m} -> text", f"val/R@{{k}}/{m}->text"), (f"text -> {m}", f"val/R@{{k}}/text->{m}")]
-    print(f"\n{m} <-> text retrieval on {args.val} validation samples ({gallery} distinct captions, "
-          f"chance R@1 = {1 / gallery:.3f})")
+    print(
+        f"\n{m} <-> text retrieval on {args.val} validation samples ({gallery} distinct captions, "
+        f"chance R@1 = {1 / gallery:.3f})"
+    )
     print(f"{'direction':<16}{'R@1 before':>12}{'R@1 after':>11}{'R@5 before':>12}{'R@5 after':>11}")
     summary = {}
     for name, key in rows:

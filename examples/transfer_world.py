@@ -67,8 +67,14 @@ def main(argv: list[str] | None = None) -> dict:
 
     model_dir = out / "model"  # training needs every modality; the transfer stage only the tasks'
     modalities = tuple(args.tasks or TASKS) if (model_dir / "config.json").is_file() else tuple(TASKS)
-    config = ExperimentConfig(n=args.n, epochs=args.epochs, seed=args.seed, workers=args.workers,
-                              modalities=modalities, encoders={m: WORLD_ENCODERS[m] for m in TASKS})
+    config = ExperimentConfig(
+        n=args.n,
+        epochs=args.epochs,
+        seed=args.seed,
+        workers=args.workers,
+        modalities=modalities,
+        encoders={m: WORLD_ENCODERS[m] for m in TASKS},
+    )
     with WorldExperiment(out, config) as run:
         model = build_world_and_model(run, model_dir)
         if args.only_model:
@@ -86,8 +92,13 @@ def run_transfer(out: Path, manifest: Path, run, model, args) -> dict:
         tensors = [run.cache.process(modality, source, run.preprocess[modality]) for _, source in items]
         return [i for i, _ in items], model.embed_tensors(modality, tensors), []
 
-    results = {"command": "python examples/transfer_world.py " + " ".join(sys.argv[1:]), "model": str(out / "model"),
-               "manifest": str(manifest), "seeds": args.seeds, "tasks": {}}
+    results = {
+        "command": "python examples/transfer_world.py " + " ".join(sys.argv[1:]),
+        "model": str(out / "model"),
+        "manifest": str(manifest),
+        "seeds": args.seeds,
+        "tasks": {},
+    }
     for modality, factor in TASKS.items():
         if args.report or (args.tasks and modality not in args.tasks):
             continue
@@ -111,9 +122,15 @@ def run_transfer(out: Path, manifest: Path, run, model, args) -> dict:
         curve, b2n = entry["shots_curve"], entry["base_to_new"]
         k = max(curve["shots"])
         zs, coop, probe = (curve["methods"][m][str(k)]["acc"] for m in ("zeroshot", "coop", "linear-probe"))
-        verdict = {"task": f"{modality}->{factor}", "shots": k, "zeroshot": zs, "coop": coop, "linear-probe": probe,
-                   "coop_beats_zeroshot": coop > zs if round(zs, 4) < 0.95 else "n/a (zero-shot >= 0.95)",
-                   "probe_beats_zeroshot": probe > zs if round(zs, 4) < 0.95 else "n/a (zero-shot >= 0.95)"}
+        verdict = {
+            "task": f"{modality}->{factor}",
+            "shots": k,
+            "zeroshot": zs,
+            "coop": coop,
+            "linear-probe": probe,
+            "coop_beats_zeroshot": coop > zs if round(zs, 4) < 0.95 else "n/a (zero-shot >= 0.95)",
+            "probe_beats_zeroshot": probe > zs if round(zs, 4) < 0.95 else "n/a (zero-shot >= 0.95)",
+        }
         print(format_table(curve))
         if "skipped" in b2n:
             print(f"base-to-new: skipped ({b2n['skipped']})\n")

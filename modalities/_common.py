@@ -25,5 +25,6 @@ def source_bytes_or_path(source: Any, modality: str) -> str | io.BytesIO:
         if path.stat().st_size == 0:
             raise MediaError(source, modality, "file is empty (0 bytes)")
         return str(path)
-    raise MediaError(source, modality, f"unsupported source type {type(source).__name__} "
-                                       "(expected a path, bytes or an array)")
+    raise MediaError(
+        source, modality, f"unsupported source type {type(source).__name__} (expected a path, bytes or an array)"
+    )

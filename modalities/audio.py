@@ -48,8 +48,24 @@ from bind.registry import register_modality
 from modalities._common import source_bytes_or_path
 
 #: containers read with PyAV directly (soundfile cannot open them)
-CONTAINER_SUFFIXES = (".mp4", ".m4v", ".m4a", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".flv",
-                      ".3gp", ".aac", ".opus", ".wma", ".ac3")
+CONTAINER_SUFFIXES = (
+    ".mp4",
+    ".m4v",
+    ".m4a",
+    ".mov",
+    ".mkv",
+    ".webm",
+    ".avi",
+    ".mpg",
+    ".mpeg",
+    ".ts",
+    ".flv",
+    ".3gp",
+    ".aac",
+    ".opus",
+    ".wma",
+    ".ac3",
+)
 
 
 @dataclass
@@ -75,8 +91,11 @@ class AudioPreprocess:
     max_bytes: int = 1 << 30
 
     def __post_init__(self) -> None:
-        checks = (("downmix", ("mean", "first")), ("clip_sampling", ("uniform", "segments")),
-                  ("pad_mode", ("zero", "repeat")))
+        checks = (
+            ("downmix", ("mean", "first")),
+            ("clip_sampling", ("uniform", "segments")),
+            ("pad_mode", ("zero", "repeat")),
+        )
         for name, allowed in checks:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"audio: {name}={getattr(self, name)!r}, expected one of {allowed}")
@@ -106,12 +125,30 @@ class AudioStemConfig:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "imagebind": {"downmix": "first", "num_mel_bins": 128, "target_length": 204, "clips": 3, "clip_seconds": 2.0,
-                  "clip_sampling": "uniform", "pad_mode": "zero", "clips_as_channels": False,
-                  "mean": -4.268, "std": 9.138},
-    "languagebind": {"downmix": "first", "num_mel_bins": 112, "target_length": 1036, "clips": 3,
-                     "clip_seconds": None, "clip_sampling": "segments", "pad_mode": "repeat",
-                     "clips_as_channels": True, "mean": -4.2677393, "std": 2 * 4.5689974},
+    "imagebind": {
+        "downmix": "first",
+        "num_mel_bins": 128,
+        "target_length": 204,
+        "clips": 3,
+        "clip_seconds": 2.0,
+        "clip_sampling": "uniform",
+        "pad_mode": "zero",
+        "clips_as_channels": False,
+        "mean": -4.268,
+        "std": 9.138,
+    },
+    "languagebind": {
+        "downmix": "first",
+        "num_mel_bins": 112,
+        "target_length": 1036,
+        "clips": 3,
+        "clip_seconds": None,
+        "clip_sampling": "segments",
+        "pad_mode": "repeat",
+        "clips_as_channels": True,
+        "mean": -4.2677393,
+        "std": 2 * 4.5689974,
+    },
 }
 
 
@@ -185,8 +222,9 @@ def decode_audio(source: Any, modality: str = "audio") -> tuple[torch.Tensor, in
         except MediaError as e:
             if suffix in CONTAINER_SUFFIXES:
                 raise
-            raise MediaError(source, modality, f"not a decodable audio file (soundfile: {soundfile_error}; "
-                                               f"FFmpeg: {e.reason})") from None
+            raise MediaError(
+                source, modality, f"not a decodable audio file (soundfile: {soundfile_error}; FFmpeg: {e.reason})"
+            ) from None
     if data.shape[-1] == 0 or data.shape[0] == 0:
         raise MediaError(source, modality, "zero-length audio (no samples)")
     return torch.from_numpy(np.ascontiguousarray(data)), sr
@@ -206,15 +244,17 @@ def _waveform_from_array(source: Any, cfg: AudioPreprocess, modality: str) -> tu
     if w.dim() == 1:
         w = w[None]
     if w.dim() != 2 or w.shape[0] > 32:
-        raise MediaError(source, modality, f"expected a waveform [samples] or [channels, samples], "
-                                           f"got shape {tuple(w.shape)}")
+        raise MediaError(
+            source, modality, f"expected a waveform [samples] or [channels, samples], got shape {tuple(w.shape)}"
+        )
     if w.shape[-1] == 0:
         raise MediaError(source, modality, "zero-length audio (no samples)")
     return w, int(sr)
 
 
-def to_mono(waveform: torch.Tensor, sr: int, cfg: AudioPreprocess, source: Any = None,
-            modality: str = "audio") -> torch.Tensor:
+def to_mono(
+    waveform: torch.Tensor, sr: int, cfg: AudioPreprocess, source: Any = None, modality: str = "audio"
+) -> torch.Tensor:
     """``[C, N]`` at ``sr`` -> mono ``[N']`` at ``cfg.sample_rate`` (``torchaudio.functional.resample``)."""
     import torchaudio.functional as AF
 
@@ -234,9 +274,17 @@ def waveform_to_fbank(waveform: torch.Tensor, cfg: AudioPreprocess) -> torch.Ten
     w = waveform - waveform.mean()
     if w.numel() < cfg.window_samples:
         w = F.pad(w, (0, cfg.window_samples - w.numel()))
-    return kaldi.fbank(w[None], htk_compat=True, sample_frequency=cfg.sample_rate, use_energy=False,
-                       window_type=cfg.window_type, num_mel_bins=cfg.num_mel_bins, dither=0.0,
-                       frame_length=cfg.frame_length_ms, frame_shift=cfg.frame_shift_ms)
+    return kaldi.fbank(
+        w[None],
+        htk_compat=True,
+        sample_frequency=cfg.sample_rate,
+        use_energy=False,
+        window_type=cfg.window_type,
+        num_mel_bins=cfg.num_mel_bins,
+        dither=0.0,
+        frame_length=cfg.frame_length_ms,
+        frame_shift=cfg.frame_shift_ms,
+    )
 
 
 def fit_frames(fbank: torch.Tensor, target_length: int) -> torch.Tensor:
@@ -287,7 +335,7 @@ def audio_windows(waveform: torch.Tensor, cfg: AudioPreprocess, train: bool = Fa
         starts = [0 if not len(p) else int(rng.choice(p)) if train else int(p[0]) for p in parts]
     else:
         starts = [0] * cfg.clips
-    return [fit_frames(mel[s:s + cfg.target_length], cfg.target_length).T for s in starts]
+    return [fit_frames(mel[s : s + cfg.target_length], cfg.target_length).T for s in starts]
 
 
 def audio_transform(waveform: torch.Tensor, cfg: AudioPreprocess, train: bool = False) -> torch.Tensor:
@@ -330,14 +378,19 @@ class AudioModality(Modality):
         tensor ``[N]`` or ``[C, N]`` (taken to be at ``cfg.sample_rate``), or ``(waveform, sample_rate)``.
         """
         if isinstance(source, (np.ndarray, torch.Tensor)) or (
-                isinstance(source, tuple) and len(source) == 2 and isinstance(source[1], (int, float, np.number))):
+            isinstance(source, tuple) and len(source) == 2 and isinstance(source[1], (int, float, np.number))
+        ):
             waveform, sr = _waveform_from_array(source, cfg, self.name)
         else:
             self._check_limits(source, cfg)
             waveform, sr = decode_audio(source, self.name)
         if cfg.max_seconds and waveform.shape[-1] > cfg.max_seconds * sr:
-            raise MediaError(source, self.name, f"{waveform.shape[-1] / sr:.1f} s of audio exceeds preprocess "
-                                                f"max_seconds={cfg.max_seconds:g}; raise max_seconds to accept it")
+            raise MediaError(
+                source,
+                self.name,
+                f"{waveform.shape[-1] / sr:.1f} s of audio exceeds preprocess "
+                f"max_seconds={cfg.max_seconds:g}; raise max_seconds to accept it",
+            )
         return to_mono(waveform, sr, cfg, source, self.name)
 
     def _check_limits(self, source: Any, cfg: AudioPreprocess) -> None:
@@ -345,8 +398,11 @@ class AudioModality(Modality):
         fp = source_bytes_or_path(source, self.name)
         size = len(fp.getvalue()) if isinstance(fp, io.BytesIO) else Path(fp).stat().st_size
         if cfg.max_bytes and size > cfg.max_bytes:
-            raise MediaError(source, self.name, f"{size} bytes exceeds preprocess max_bytes={cfg.max_bytes}; raise "
-                                                "max_bytes to accept it")
+            raise MediaError(
+                source,
+                self.name,
+                f"{size} bytes exceeds preprocess max_bytes={cfg.max_bytes}; raise max_bytes to accept it",
+            )
         if cfg.max_seconds:
             import soundfile as sf
 
@@ -355,8 +411,12 @@ class AudioModality(Modality):
             except Exception:  # noqa: BLE001 - not a soundfile format: checked once decoded
                 return
             if seconds > cfg.max_seconds:
-                raise MediaError(source, self.name, f"{seconds:.1f} s of audio (from the header) exceeds preprocess "
-                                                    f"max_seconds={cfg.max_seconds:g}; raise max_seconds to accept it")
+                raise MediaError(
+                    source,
+                    self.name,
+                    f"{seconds:.1f} s of audio (from the header) exceeds preprocess "
+                    f"max_seconds={cfg.max_seconds:g}; raise max_seconds to accept it",
+                )
 
     def transform(self, raw: torch.Tensor, cfg: AudioPreprocess, train: bool = False) -> torch.Tensor:
         return audio_transform(raw, cfg, train)
@@ -376,8 +436,15 @@ class AudioModality(Modality):
     def stem(self, cfg: EncoderConfig) -> nn.Module:
         pp = self.preprocess_config(cfg.preprocess)
         s = self.stem_config(cfg)
-        return PatchStem2d(self.channels(cfg), cfg.width, s.patch_size, (pp.num_mel_bins, pp.target_length),
-                           stride=s.stride, bias=s.bias, norm=s.norm)
+        return PatchStem2d(
+            self.channels(cfg),
+            cfg.width,
+            s.patch_size,
+            (pp.num_mel_bins, pp.target_length),
+            stride=s.stride,
+            bias=s.bias,
+            norm=s.norm,
+        )
 
     def example_input(self, cfg: EncoderConfig, batch: int) -> torch.Tensor:
         """A random batch at the configured preprocessing: ``[B, C, mel, frames]`` or ``[B, clips, 1, mel, frames]``."""

@@ -85,10 +85,12 @@ class DepthPreprocess:
     def __post_init__(self) -> None:
         self.mean, self.std = tuple(self.mean), tuple(self.std)
         self.train_crop_scale = tuple(self.train_crop_scale)
-        for name, value, allowed in (("mode", self.mode, ("disparity", "metric")),
-                                     ("invalid", self.invalid, ("nearest", "farthest")),
-                                     ("interpolation", self.interpolation, tuple(_INTERP)),
-                                     ("channels", self.channels, (1, 3))):
+        for name, value, allowed in (
+            ("mode", self.mode, ("disparity", "metric")),
+            ("invalid", self.invalid, ("nearest", "farthest")),
+            ("interpolation", self.interpolation, tuple(_INTERP)),
+            ("channels", self.channels, (1, 3)),
+        ):
             if value not in allowed:
                 raise ValueError(f"depth: {name}={value!r}, expected one of {allowed}")
         check_mean_std("depth", self.mean, self.std, self.channels)
@@ -127,9 +129,19 @@ def depth_to_unit_range(depth_m: np.ndarray | torch.Tensor, cfg: DepthPreprocess
     return disparity.clamp(cfg.disparity_min, cfg.disparity_max) / cfg.disparity_max
 
 
-def map_transform(unit_map: torch.Tensor, *, size: int, crop_size: int, interpolation: str, channels: int,
-                  mean: tuple[float, ...], std: tuple[float, ...], train: bool,
-                  train_crop_scale: tuple[float, float] = (0.9, 1.0), train_hflip: bool = False) -> torch.Tensor:
+def map_transform(
+    unit_map: torch.Tensor,
+    *,
+    size: int,
+    crop_size: int,
+    interpolation: str,
+    channels: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    train: bool,
+    train_crop_scale: tuple[float, float] = (0.9, 1.0),
+    train_hflip: bool = False,
+) -> torch.Tensor:
     """A single-channel ``[H, W]`` float map -> ``[channels, crop, crop]``: resize short side + centre crop (eval) or
     random resized crop (train), repeat to ``channels``, ``(x - mean) / std``. Shared by depth and thermal."""
     interp = _INTERP[interpolation]
@@ -139,8 +151,9 @@ def map_transform(unit_map: torch.Tensor, *, size: int, crop_size: int, interpol
         if train_hflip and torch.rand(()) < 0.5:
             x = x.flip(-1)
     else:
-        x = v2.functional.center_crop(v2.functional.resize(x, [size], interpolation=interp, antialias=True),
-                                      [crop_size, crop_size])
+        x = v2.functional.center_crop(
+            v2.functional.resize(x, [size], interpolation=interp, antialias=True), [crop_size, crop_size]
+        )
     x = x.expand(channels, -1, -1)
     m = torch.tensor(mean, dtype=x.dtype).reshape(-1, 1, 1)
     s = torch.tensor(std, dtype=x.dtype).reshape(-1, 1, 1)
@@ -225,8 +238,14 @@ class DepthModality(MapModality):
     zeroshot_templates = ("a depth map of a {}.", "a depth photo of a {}.", "a depth map of the {}.")
     presets = {
         "imagebind": {},
-        "languagebind": {"mode": "metric", "max_depth_m": 10.0, "interpolation": "bicubic", "channels": 3,
-                         "mean": CLIP_MEAN, "std": CLIP_STD},
+        "languagebind": {
+            "mode": "metric",
+            "max_depth_m": 10.0,
+            "interpolation": "bicubic",
+            "channels": 3,
+            "mean": CLIP_MEAN,
+            "std": CLIP_STD,
+        },
     }
     default_preset = "imagebind"
     sample_ndim = 3
@@ -246,12 +265,20 @@ class DepthModality(MapModality):
             else:
                 img = decode_image(source, self.name, mode=None, max_pixels=cfg.max_pixels)
                 if img.mode not in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-                    raise MediaError(source, self.name, f"image mode {img.mode} holds no depth; expected a "
-                                                        "single-channel 16-bit PNG in millimetres or a float map")
+                    raise MediaError(
+                        source,
+                        self.name,
+                        f"image mode {img.mode} holds no depth; expected a "
+                        "single-channel 16-bit PNG in millimetres or a float map",
+                    )
                 raw = np.asarray(img)
         if cfg.max_pixels and np.asarray(raw).size > cfg.max_pixels:
-            raise MediaError(source, self.name, f"array of shape {tuple(np.shape(raw))} exceeds preprocess "
-                                                f"max_pixels={cfg.max_pixels}; raise max_pixels to accept it")
+            raise MediaError(
+                source,
+                self.name,
+                f"array of shape {tuple(np.shape(raw))} exceeds preprocess "
+                f"max_pixels={cfg.max_pixels}; raise max_pixels to accept it",
+            )
         return self._to_metres(raw, source, cfg)
 
     def _to_metres(self, raw: np.ndarray, source: Any, cfg: DepthPreprocess) -> np.ndarray:
@@ -268,17 +295,29 @@ class DepthModality(MapModality):
         d = a.astype(np.float32) * np.float32(unit)
         finite = np.isfinite(d)
         if (d[finite] < 0).any():
-            raise MediaError(source, self.name, f"{int((d[finite] < 0).sum())} negative depth values "
-                                                "(expected depth >= 0, 0 = missing)")
+            raise MediaError(
+                source,
+                self.name,
+                f"{int((d[finite] < 0).sum())} negative depth values (expected depth >= 0, 0 = missing)",
+            )
         d[~finite | (d == 0)] = np.nan
         if np.isnan(d).all():
             raise MediaError(source, self.name, "no valid depth pixels (all zero / NaN)")
         return d
 
     def transform(self, raw: np.ndarray, cfg: DepthPreprocess, train: bool = False) -> torch.Tensor:
-        return map_transform(depth_to_unit_range(raw, cfg), size=cfg.size, crop_size=cfg.crop_size,
-                             interpolation=cfg.interpolation, channels=cfg.channels, mean=cfg.mean, std=cfg.std,
-                             train=train, train_crop_scale=cfg.train_crop_scale, train_hflip=cfg.train_hflip)
+        return map_transform(
+            depth_to_unit_range(raw, cfg),
+            size=cfg.size,
+            crop_size=cfg.crop_size,
+            interpolation=cfg.interpolation,
+            channels=cfg.channels,
+            mean=cfg.mean,
+            std=cfg.std,
+            train=train,
+            train_crop_scale=cfg.train_crop_scale,
+            train_hflip=cfg.train_hflip,
+        )
 
     def preview(self, source: Any, cfg: DepthPreprocess) -> dict[str, Any]:
         """Depth colour-mapped (near = bright, missing = black)."""
@@ -297,16 +336,19 @@ def fill_in_chans(plugin: Modality, cfg: EncoderConfig) -> None:
     chans = plugin.preprocess_config(cfg.preprocess).channels
     given = cfg.stem.setdefault("in_chans", chans)
     if int(given) != chans:
-        raise ValueError(f"{plugin.name}: stem.in_chans={given} but preprocessing produces {chans} channel(s) "
-                         f"(preprocess {cfg.preprocess}); set preprocess channels: {given} or stem in_chans: {chans}")
+        raise ValueError(
+            f"{plugin.name}: stem.in_chans={given} but preprocessing produces {chans} channel(s) "
+            f"(preprocess {cfg.preprocess}); set preprocess channels: {given} or stem in_chans: {chans}"
+        )
 
 
 def map_stem(plugin: Modality, cfg: EncoderConfig) -> PatchStem2d:
     """ViT patch stem over ``[C, crop, crop]`` maps (``stem: {patch_size, in_chans, norm, norm_eps}``)."""
     size = plugin.preprocess_config(cfg.preprocess).crop_size
     s = plugin.stem_config(cfg)
-    return PatchStem2d(plugin.channels(cfg), cfg.width, s.patch_size, (size, size), bias=s.bias, norm=s.norm,
-                       norm_eps=s.norm_eps)
+    return PatchStem2d(
+        plugin.channels(cfg), cfg.width, s.patch_size, (size, size), bias=s.bias, norm=s.norm, norm_eps=s.norm_eps
+    )
 
 
 __all__ = ["DepthModality", "DepthPreprocess", "depth_to_unit_range", "map_transform"]

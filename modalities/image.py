@@ -53,8 +53,11 @@ class ImageStemConfig:
     temporal_patch: int = 0  #: > 0: the image as a clip of this many frames through a Conv3d tubelet (ImageBind)
 
 
-_INTERP = {"bicubic": v2.InterpolationMode.BICUBIC, "bilinear": v2.InterpolationMode.BILINEAR,
-           "nearest": v2.InterpolationMode.NEAREST}
+_INTERP = {
+    "bicubic": v2.InterpolationMode.BICUBIC,
+    "bilinear": v2.InterpolationMode.BILINEAR,
+    "nearest": v2.InterpolationMode.NEAREST,
+}
 
 
 def decode_image(source: Any, modality: str, mode: str = "RGB", max_pixels: int = 0) -> Image.Image:
@@ -73,17 +76,25 @@ def decode_image(source: Any, modality: str, mode: str = "RGB", max_pixels: int 
             img = Image.open(fp)  # reads the header only
         except Image.DecompressionBombError as e:  # PIL's own check, at 2 x Image.MAX_IMAGE_PIXELS
             claimed = re.search(r"\((\d+) pixels\)", str(e))
-            raise MediaError(source, modality, f"the header claims {claimed[1] if claimed else 'too many'} pixels: a "
-                                               f"decompression bomb, exceeds preprocess max_pixels={max_pixels}; "
-                                               "refused before decoding") from None
+            raise MediaError(
+                source,
+                modality,
+                f"the header claims {claimed[1] if claimed else 'too many'} pixels: a "
+                f"decompression bomb, exceeds preprocess max_pixels={max_pixels}; "
+                "refused before decoding",
+            ) from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
             raise MediaError(source, modality, f"not a decodable image ({e})") from None
         w, h = img.size
         if max_pixels and w * h > max_pixels:
             img.close()
-            raise MediaError(source, modality, f"{w}x{h} = {w * h} pixels exceeds preprocess max_pixels={max_pixels} "
-                                               "(checked from the header, before decoding); raise max_pixels to accept "
-                                               "it")
+            raise MediaError(
+                source,
+                modality,
+                f"{w}x{h} = {w * h} pixels exceeds preprocess max_pixels={max_pixels} "
+                "(checked from the header, before decoding); raise max_pixels to accept "
+                "it",
+            )
         try:
             img.load()
         except (OSError, SyntaxError, ValueError) as e:
@@ -111,9 +122,16 @@ class ImageModality(Modality):
     extensions = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
     webdataset_keys = ("jpg", "jpeg", "png", "webp", "bmp")
     # CLIP's image templates: a subset of the 80 ImageNet templates of Radford et al. 2021
-    zeroshot_templates = ("a photo of a {}.", "a bad photo of a {}.", "a photo of the large {}.",
-                          "a photo of the small {}.", "a cropped photo of a {}.", "a bright photo of a {}.",
-                          "a blurry photo of a {}.", "art of a {}.")
+    zeroshot_templates = (
+        "a photo of a {}.",
+        "a bad photo of a {}.",
+        "a photo of the large {}.",
+        "a photo of the small {}.",
+        "a cropped photo of a {}.",
+        "a bright photo of a {}.",
+        "a blurry photo of a {}.",
+        "art of a {}.",
+    )
     tower = "vision"
     presets = {"imagebind": {}, "languagebind": {}, "clip": {}}
     default_preset = "clip"
@@ -136,8 +154,16 @@ class ImageModality(Modality):
         size = int(cfg.preprocess.get("crop_size", ImagePreprocess.crop_size))
         s = self.stem_config(cfg)
         if s.temporal_patch:
-            return _StillAsClip(TubeletStem(s.in_chans, cfg.width, s.patch_size, size, num_frames=s.temporal_patch,
-                                            temporal_patch=s.temporal_patch))
+            return _StillAsClip(
+                TubeletStem(
+                    s.in_chans,
+                    cfg.width,
+                    s.patch_size,
+                    size,
+                    num_frames=s.temporal_patch,
+                    temporal_patch=s.temporal_patch,
+                )
+            )
         return PatchStem2d(s.in_chans, cfg.width, s.patch_size, (size, size))
 
     def preview(self, source: Any, cfg: ImagePreprocess) -> dict[str, Any]:

@@ -60,8 +60,9 @@ GRAVITY = 9.80665  # m/s^2 per g
 CHANNELS = ("acc_x", "acc_y", "acc_z", "gyro_x", "gyro_y", "gyro_z")
 _ACC = ("acc_{a}", "accel_{a}", "acceleration_{a}", "accelerometer_{a}", "linear_acceleration_{a}", "acc{a}", "a{a}")
 _GYRO = ("gyro_{a}", "gyr_{a}", "gyroscope_{a}", "angular_velocity_{a}", "gyro{a}", "g{a}", "w{a}", "omega_{a}")
-ALIASES = {f"{kind}_{a}": tuple(p.format(a=a) for p in pats) for kind, pats in (("acc", _ACC), ("gyro", _GYRO))
-           for a in "xyz"}
+ALIASES = {
+    f"{kind}_{a}": tuple(p.format(a=a) for p in pats) for kind, pats in (("acc", _ACC), ("gyro", _GYRO)) for a in "xyz"
+}
 TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
 _TIME_NAMES = ("timestamp", "time", "t", "ts", "seconds", "secs")
 
@@ -82,16 +83,20 @@ class ImuPreprocess:
     window_eps: float = 1e-6  # added to the std of ``normalization: window``
 
     def __post_init__(self) -> None:
-        for name, value, allowed in (("timestamp_unit", self.timestamp_unit, ("auto", *TIME_UNITS)),
-                                     ("accel_unit", self.accel_unit, ("m/s2", "g")),
-                                     ("gyro_unit", self.gyro_unit, ("rad/s", "deg/s")),
-                                     ("normalization", self.normalization, ("fixed", "window")),
-                                     ("pad", self.pad, ("repeat", "zeros"))):
+        for name, value, allowed in (
+            ("timestamp_unit", self.timestamp_unit, ("auto", *TIME_UNITS)),
+            ("accel_unit", self.accel_unit, ("m/s2", "g")),
+            ("gyro_unit", self.gyro_unit, ("rad/s", "deg/s")),
+            ("normalization", self.normalization, ("fixed", "window")),
+            ("pad", self.pad, ("repeat", "zeros")),
+        ):
             if value not in allowed:
                 raise ValueError(f"imu: {name}={value!r}, expected one of {allowed}")
         if self.sample_rate <= 0 or self.window < 1 or (self.input_rate is not None and self.input_rate <= 0):
-            raise ValueError(f"imu: need sample_rate > 0, window >= 1, input_rate > 0 (got {self.sample_rate}, "
-                             f"{self.window}, {self.input_rate})")
+            raise ValueError(
+                f"imu: need sample_rate > 0, window >= 1, input_rate > 0 (got {self.sample_rate}, "
+                f"{self.window}, {self.input_rate})"
+            )
 
 
 @dataclass
@@ -182,8 +187,9 @@ class ImuModality(Modality):
         else:
             head = sniff(source, self.name)
             if head.startswith(NPY_MAGIC):
-                rec = ImuRecording(self._channels_first(read_array(source, self.name), source),
-                                   sample_rate=cfg.input_rate)
+                rec = ImuRecording(
+                    self._channels_first(read_array(source, self.name), source), sample_rate=cfg.input_rate
+                )
             elif head.startswith(ZIP_MAGIC):
                 rec = self._read_npz(source, cfg)
             else:
@@ -194,8 +200,12 @@ class ImuModality(Modality):
     def _channels_first(self, a: np.ndarray, source: Any) -> np.ndarray:
         a = np.asarray(a)
         if a.ndim != 2 or 6 not in a.shape:
-            raise MediaError(source, self.name, f"expected 6 channels (accelerometer xyz + gyroscope xyz) as [6, N] "
-                                                f"or [N, 6], got shape {tuple(a.shape)}")
+            raise MediaError(
+                source,
+                self.name,
+                f"expected 6 channels (accelerometer xyz + gyroscope xyz) as [6, N] "
+                f"or [N, 6], got shape {tuple(a.shape)}",
+            )
         if a.dtype.kind not in "uif":
             raise MediaError(source, self.name, f"expected numeric samples, got dtype {a.dtype}")
         return (a if a.shape[0] == 6 else a.T).astype(np.float32)
@@ -213,8 +223,11 @@ class ImuModality(Modality):
         if data_key is None and len(data_keys) == 1:
             data_key = data_keys[0]
         if data_key is None:
-            raise MediaError(source, self.name, f".npz holds arrays {keys}; expected 'imu' (or 'data'), optionally "
-                                                "with 'timestamps' and 'sample_rate'")
+            raise MediaError(
+                source,
+                self.name,
+                f".npz holds arrays {keys}; expected 'imu' (or 'data'), optionally with 'timestamps' and 'sample_rate'",
+            )
         times = arrays.get("timestamps")
         rate = float(arrays["sample_rate"]) if "sample_rate" in arrays else cfg.input_rate
         rec = ImuRecording(self._channels_first(arrays[data_key], source), sample_rate=rate)
@@ -224,8 +237,11 @@ class ImuModality(Modality):
 
     def _read_csv(self, source: Any, fp: str | io.BytesIO, cfg: ImuPreprocess) -> ImuRecording:
         try:
-            text = fp.getvalue().decode("utf-8-sig") if isinstance(fp, io.BytesIO) else \
-                Path(fp).read_text(encoding="utf-8-sig")
+            text = (
+                fp.getvalue().decode("utf-8-sig")
+                if isinstance(fp, io.BytesIO)
+                else Path(fp).read_text(encoding="utf-8-sig")
+            )
         except UnicodeDecodeError:
             raise MediaError(source, self.name, "not an IMU file: neither .npy, .npz nor UTF-8 CSV text") from None
         first, _, body = text.lstrip().partition("\n")
@@ -243,15 +259,19 @@ class ImuModality(Modality):
                 cols.append(idx)
         if missing:
             accepted = "; ".join(f"{c}: {'/'.join(ALIASES[c])}" for c in missing)
-            raise MediaError(source, self.name, f"CSV is missing columns for {', '.join(missing)} (accepted names: "
-                                                f"{accepted}); found columns {header}")
+            raise MediaError(
+                source,
+                self.name,
+                f"CSV is missing columns for {', '.join(missing)} (accepted names: {accepted}); found columns {header}",
+            )
         if not body.strip():
             raise MediaError(source, self.name, "CSV has a header but no samples")
         time_col = _time_column(header, keys)
         use = cols + ([time_col[0]] if time_col else [])
         try:
-            table = np.loadtxt(io.StringIO(body), delimiter=delimiter, usecols=use, dtype=np.float64,
-                               ndmin=2, encoding=None)
+            table = np.loadtxt(
+                io.StringIO(body), delimiter=delimiter, usecols=use, dtype=np.float64, ndmin=2, encoding=None
+            )
         except ValueError as e:
             raise MediaError(source, self.name, f"CSV has a non-numeric value ({e})") from None
         rec = ImuRecording(table[:, :6].T.astype(np.float32), sample_rate=cfg.input_rate)
@@ -271,8 +291,9 @@ class ImuModality(Modality):
         if bad.any():
             ch, first = np.argwhere(bad)[0]
             per = ", ".join(f"{CHANNELS[c]}: {int(n)}" for c, n in enumerate(bad.sum(1)) if n)
-            raise MediaError(source, self.name, f"{int(bad.sum())} NaN/inf values ({per}; first: {CHANNELS[ch]} at "
-                                                f"sample {first})")
+            raise MediaError(
+                source, self.name, f"{int(bad.sum())} NaN/inf values ({per}; first: {CHANNELS[ch]} at sample {first})"
+            )
         t = rec.timestamps_s
         if t is not None:
             if len(t) != x.shape[1]:
@@ -298,14 +319,14 @@ class ImuModality(Modality):
         n = x.shape[1]
         if n > cfg.window:
             start = int(torch.randint(0, n - cfg.window + 1, ()).item()) if train else (n - cfg.window) // 2
-            x = x[:, start:start + cfg.window]
+            x = x[:, start : start + cfg.window]
         if cfg.normalization == "fixed":
             x[3:] /= cfg.gyro_scale_rad_s
         else:
             x = (x - x.mean(1, keepdims=True)) / (x.std(1, keepdims=True) + cfg.window_eps)
         if x.shape[1] < cfg.window:
             if cfg.pad == "repeat":
-                x = np.tile(x, (1, -(-cfg.window // x.shape[1])))[:, :cfg.window]
+                x = np.tile(x, (1, -(-cfg.window // x.shape[1])))[:, : cfg.window]
             else:
                 x = np.pad(x, ((0, 0), (0, cfg.window - x.shape[1])))
         return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
@@ -319,8 +340,15 @@ class ImuModality(Modality):
 
     def stem(self, cfg: EncoderConfig) -> nn.Module:
         s = self.stem_config(cfg)
-        return SequencePatchStem(s.in_chans, cfg.width, s.patch_size, self.preprocess_config(cfg.preprocess).window,
-                                 bias=s.bias, norm=s.norm, norm_eps=s.norm_eps)
+        return SequencePatchStem(
+            s.in_chans,
+            cfg.width,
+            s.patch_size,
+            self.preprocess_config(cfg.preprocess).window,
+            bias=s.bias,
+            norm=s.norm,
+            norm_eps=s.norm_eps,
+        )
 
     def example_input(self, cfg: EncoderConfig, batch: int) -> torch.Tensor:
         """A random batch ``[batch, 6, window]`` (benchmarks)."""
@@ -331,5 +359,8 @@ class ImuModality(Modality):
         from bind.preview import line_plot
 
         rec = self.load(source, cfg)
-        return {"image": line_plot(rec.samples, ["acc x", "acc y", "acc z", "gyro x", "gyro y", "gyro z"],
-                                   groups=[(0, 1, 2), (3, 4, 5)])}
+        return {
+            "image": line_plot(
+                rec.samples, ["acc x", "acc y", "acc z", "gyro x", "gyro y", "gyro z"], groups=[(0, 1, 2), (3, 4, 5)]
+            )
+        }

@@ -73,8 +73,9 @@ def tokenize(texts: list[str], cfg: TextPreprocess) -> torch.Tensor:
     """Token ids ``[N, context_length]``, padded; an end-of-text token always closes a truncated text."""
     tok = load_tokenizer(cfg.tokenizer)
     texts = [t.lower() for t in texts] if cfg.lowercase else list(texts)
-    ids = tok(texts, max_length=cfg.context_length, truncation=True, padding="max_length",
-              return_tensors="pt")["input_ids"]
+    ids = tok(texts, max_length=cfg.context_length, truncation=True, padding="max_length", return_tensors="pt")[
+        "input_ids"
+    ]
     eot, pad = eot_id(tok), tok.pad_token_id
     if eot is not None:
         full = ids[:, -1] != pad if pad is not None and pad != eot else torch.ones(len(ids), dtype=torch.bool)

@@ -54,9 +54,11 @@ class ThermalPreprocess:
     def __post_init__(self) -> None:
         self.mean, self.std = tuple(self.mean), tuple(self.std)
         self.train_crop_scale = tuple(self.train_crop_scale)
-        for name, value, allowed in (("scaling", self.scaling, ("auto", "range", "minmax")),
-                                     ("interpolation", self.interpolation, tuple(_INTERP)),
-                                     ("channels", self.channels, (1, 3))):
+        for name, value, allowed in (
+            ("scaling", self.scaling, ("auto", "range", "minmax")),
+            ("interpolation", self.interpolation, tuple(_INTERP)),
+            ("channels", self.channels, (1, 3)),
+        ):
             if value not in allowed:
                 raise ValueError(f"thermal: {name}={value!r}, expected one of {allowed}")
         check_mean_std("thermal", self.mean, self.std, self.channels)
@@ -120,8 +122,12 @@ class ThermalModality(MapModality):
                 a = np.asarray(img.convert("L"))
         a = as_2d(a, source, self.name, "thermal image")
         if cfg.max_pixels and a.size > cfg.max_pixels:
-            raise MediaError(source, self.name, f"image of shape {tuple(a.shape)} exceeds preprocess "
-                                                f"max_pixels={cfg.max_pixels}; raise max_pixels to accept it")
+            raise MediaError(
+                source,
+                self.name,
+                f"image of shape {tuple(a.shape)} exceeds preprocess "
+                f"max_pixels={cfg.max_pixels}; raise max_pixels to accept it",
+            )
         if a.dtype.kind not in "uif":
             raise MediaError(source, self.name, f"expected numeric intensities, got dtype {a.dtype}")
         if a.dtype.kind == "f" and not np.isfinite(a).all():
@@ -129,10 +135,18 @@ class ThermalModality(MapModality):
         return scale_to_unit(a, cfg.scaling)
 
     def transform(self, raw: np.ndarray, cfg: ThermalPreprocess, train: bool = False) -> torch.Tensor:
-        return map_transform(torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32)), size=cfg.size,
-                             crop_size=cfg.crop_size, interpolation=cfg.interpolation, channels=cfg.channels,
-                             mean=cfg.mean, std=cfg.std, train=train, train_crop_scale=cfg.train_crop_scale,
-                             train_hflip=cfg.train_hflip)
+        return map_transform(
+            torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32)),
+            size=cfg.size,
+            crop_size=cfg.crop_size,
+            interpolation=cfg.interpolation,
+            channels=cfg.channels,
+            mean=cfg.mean,
+            std=cfg.std,
+            train=train,
+            train_crop_scale=cfg.train_crop_scale,
+            train_hflip=cfg.train_hflip,
+        )
 
     def preview(self, source: Any, cfg: ThermalPreprocess) -> dict[str, Any]:
         """Intensities colour-mapped (hot = bright)."""

@@ -141,8 +141,9 @@ class VideoFrames:
 
 
 # --- sampling ---------------------------------------------------------------------------------------------------------
-def sample_frame_indices(num_frames: int, fps: float, cfg: VideoPreprocess, train: bool = False,
-                         generator: np.random.Generator | None = None) -> np.ndarray:
+def sample_frame_indices(
+    num_frames: int, fps: float, cfg: VideoPreprocess, train: bool = False, generator: np.random.Generator | None = None
+) -> np.ndarray:
     """Frame indices ``[clips, frames_per_clip]`` into a video of ``num_frames`` frames at ``fps`` (see module doc)."""
     if num_frames < 1:
         raise ValueError("video has no frames")
@@ -150,8 +151,10 @@ def sample_frame_indices(num_frames: int, fps: float, cfg: VideoPreprocess, trai
     spans = []
     if cfg.clip_seconds is None:
         bounds = np.linspace(0, num_frames, cfg.clips + 1)
-        spans = [(int(math.floor(bounds[k])), max(int(math.floor(bounds[k + 1])), int(math.floor(bounds[k])) + 1))
-                 for k in range(cfg.clips)]
+        spans = [
+            (int(math.floor(bounds[k])), max(int(math.floor(bounds[k + 1])), int(math.floor(bounds[k])) + 1))
+            for k in range(cfg.clips)
+        ]
     else:
         duration = num_frames / fps
         max_start = max(duration - cfg.clip_seconds, 0.0)
@@ -228,8 +231,9 @@ def _pyav_scan(source: Any, path_or_buffer: str | io.BytesIO) -> tuple[int, floa
         return count, float(rate) if rate else 0.0
 
 
-def _pyav_frames(source: Any, path_or_buffer: str | io.BytesIO, wanted: np.ndarray
-                 ) -> tuple[dict[int, np.ndarray], int]:
+def _pyav_frames(
+    source: Any, path_or_buffer: str | io.BytesIO, wanted: np.ndarray
+) -> tuple[dict[int, np.ndarray], int]:
     """Decode sequentially up to the last wanted index; the wanted frames (RGB) and the frames decoded."""
     targets, last = set(int(i) for i in wanted.ravel()), int(wanted.max())
     got: dict[int, np.ndarray] = {}
@@ -254,8 +258,9 @@ def _pyav_frames(source: Any, path_or_buffer: str | io.BytesIO, wanted: np.ndarr
     return got, index
 
 
-def _decode_pyav(source: Any, path_or_buffer: str | io.BytesIO, cfg: VideoPreprocess, train: bool,
-                 modality: str) -> tuple[np.ndarray, np.ndarray, float, int]:
+def _decode_pyav(
+    source: Any, path_or_buffer: str | io.BytesIO, cfg: VideoPreprocess, train: bool, modality: str
+) -> tuple[np.ndarray, np.ndarray, float, int]:
     count, fps = _pyav_scan(source, path_or_buffer)
     fps = fps or cfg.array_fps
     indices = sample_frame_indices(max(count, 1), fps, cfg, train)
@@ -319,9 +324,14 @@ class _IsolatedDecord:
     def __init__(self) -> None:
         req_r, self._req_w = os.pipe()
         self._rep_r, rep_w = os.pipe()
-        self.proc = subprocess.Popen([sys.executable, "-c", _DECODE_SERVER, str(req_r), str(rep_w)],
-                                     pass_fds=(req_r, rep_w), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, close_fds=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _DECODE_SERVER, str(req_r), str(rep_w)],
+            pass_fds=(req_r, rep_w),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            close_fds=True,
+        )
         os.close(req_r)
         os.close(rep_w)
         self.pid = os.getpid()
@@ -332,7 +342,7 @@ class _IsolatedDecord:
             os.write(self._req_w, struct.pack("<Q", len(data)))
             view = memoryview(data)
             while view:
-                view = view[os.write(self._req_w, view):]
+                view = view[os.write(self._req_w, view) :]
             size = struct.unpack("<Q", self._read(8, timeout))[0]
             status, value = pickle.loads(self._read(size, timeout))
         except (BrokenPipeError, EOFError):
@@ -395,8 +405,12 @@ def _decord_module():
     return decord
 
 
-def _decode_decord(source: Any, path_or_buffer: str | io.BytesIO, cfg: VideoPreprocess, train: bool,
-                   ) -> tuple[np.ndarray, np.ndarray, float, int]:
+def _decode_decord(
+    source: Any,
+    path_or_buffer: str | io.BytesIO,
+    cfg: VideoPreprocess,
+    train: bool,
+) -> tuple[np.ndarray, np.ndarray, float, int]:
     arg = path_or_buffer if isinstance(path_or_buffer, str) else bytes(source)
     if cfg.isolate_decoder and os.name == "posix":
         global _helper
@@ -452,8 +466,9 @@ def decode_video(source: Any, cfg: VideoPreprocess, train: bool = False, modalit
         return _decode_video(source, path_or_buffer, cfg, train, modality)
 
 
-def _decode_video(source: Any, path_or_buffer: str | io.BytesIO, cfg: VideoPreprocess, train: bool,
-                  modality: str) -> VideoFrames:
+def _decode_video(
+    source: Any, path_or_buffer: str | io.BytesIO, cfg: VideoPreprocess, train: bool, modality: str
+) -> VideoFrames:
     probe_video(source, path_or_buffer, modality)
     if cfg.backend == "decord":
         try:
@@ -470,15 +485,17 @@ def _decode_video(source: Any, path_or_buffer: str | io.BytesIO, cfg: VideoPrepr
     return VideoFrames(gathered.reshape(*indices.shape, *gathered.shape[1:]), indices, fps, count, source)
 
 
-def frames_from_array(source: Any, cfg: VideoPreprocess, train: bool = False, fps: float | None = None,
-                      modality: str = "video") -> VideoFrames:
+def frames_from_array(
+    source: Any, cfg: VideoPreprocess, train: bool = False, fps: float | None = None, modality: str = "video"
+) -> VideoFrames:
     """Sample frames from decoded frames: ``[T, H, W, 3]`` or one ``[H, W, 3]`` image (uint8, or float in [0, 1])."""
     arr = source.detach().cpu() if isinstance(source, torch.Tensor) else torch.from_numpy(np.asarray(source))
     if arr.dim() == 3:
         arr = arr[None]
     if arr.dim() != 4 or arr.shape[-1] != 3 or 0 in arr.shape:
-        raise MediaError(source, modality,
-                         f"expected frames [T, H, W, 3] or an image [H, W, 3], got {tuple(arr.shape)}")
+        raise MediaError(
+            source, modality, f"expected frames [T, H, W, 3] or an image [H, W, 3], got {tuple(arr.shape)}"
+        )
     if arr.is_floating_point():
         if not torch.isfinite(arr).all():
             raise MediaError(source, modality, "frames contain NaN or infinite values")
@@ -492,8 +509,9 @@ def frames_from_array(source: Any, cfg: VideoPreprocess, train: bool = False, fp
 
 
 # --- spatial transform ------------------------------------------------------------------------------------------------
-def short_side_scale(x: torch.Tensor, size: int, interpolation: str = "bilinear", antialias: bool = False
-                     ) -> torch.Tensor:
+def short_side_scale(
+    x: torch.Tensor, size: int, interpolation: str = "bilinear", antialias: bool = False
+) -> torch.Tensor:
     """Resize ``[..., H, W]`` to short side ``size`` (pytorchvideo ``short_side_scale``: the long side is floored)."""
     h, w = x.shape[-2:]
     new_h, new_w = (int(math.floor(h / w * size)), size) if w < h else (size, int(math.floor(w / h * size)))
@@ -502,8 +520,13 @@ def short_side_scale(x: torch.Tensor, size: int, interpolation: str = "bilinear"
     lead = x.shape[:-2]
     x = x.reshape(-1, 1, h, w) if x.dim() != 4 else x
     align = None if interpolation == "nearest" else False
-    out = F.interpolate(x, size=(new_h, new_w), mode=interpolation, align_corners=align,
-                        antialias=antialias and interpolation != "nearest")
+    out = F.interpolate(
+        x,
+        size=(new_h, new_w),
+        mode=interpolation,
+        align_corners=align,
+        antialias=antialias and interpolation != "nearest",
+    )
     return out.reshape(*lead, new_h, new_w)
 
 
@@ -530,14 +553,14 @@ def video_transform(raw: VideoFrames, cfg: VideoPreprocess, train: bool = False)
         if train:
             y0 = int(torch.randint(0, h - cfg.crop_size + 1, ()))
             x0 = int(torch.randint(0, w - cfg.crop_size + 1, ()))
-            crop = x[..., y0:y0 + cfg.crop_size, x0:x0 + cfg.crop_size]
+            crop = x[..., y0 : y0 + cfg.crop_size, x0 : x0 + cfg.crop_size]
             if cfg.train_hflip and bool(torch.rand(()) < 0.5):
                 crop = crop.flip(-1)
             out.append(crop)
             continue
-        for idx in ((1,) if cfg.spatial_crops == 1 else (0, 1, 2)):
+        for idx in (1,) if cfg.spatial_crops == 1 else (0, 1, 2):
             y0, x0 = crop_offsets(h, w, cfg.crop_size, idx)
-            out.append(x[..., y0:y0 + cfg.crop_size, x0:x0 + cfg.crop_size])
+            out.append(x[..., y0 : y0 + cfg.crop_size, x0 : x0 + cfg.crop_size])
     stacked = torch.stack(out).contiguous()
     return stacked[0] if stacked.shape[0] == 1 else stacked
 
@@ -563,8 +586,12 @@ class VideoModality(Modality):
     presets = PRESETS
     default_preset = "languagebind"
     sample_ndim = 4
-    encoder_defaults = {"ln_pre": True, "pool": "cls", "attention": "joint",
-                        "stem": {"patch_size": 16, "temporal_patch": 2, "in_chans": 3}}
+    encoder_defaults = {
+        "ln_pre": True,
+        "pool": "cls",
+        "attention": "joint",
+        "stem": {"patch_size": 16, "temporal_patch": 2, "in_chans": 3},
+    }
 
     def load(self, source: Any, cfg: VideoPreprocess, train: bool = False) -> VideoFrames:
         """Decode and temporally sample a video: a path or bytes (any container FFmpeg reads), decoded frames
@@ -584,11 +611,17 @@ class VideoModality(Modality):
 
     def _check_limits(self, source: Any, cfg: VideoPreprocess, frames: int | None, seconds: float | None) -> None:
         if cfg.max_frames and frames is not None and frames > cfg.max_frames:
-            raise MediaError(source, self.name, f"{frames} frames exceeds preprocess max_frames={cfg.max_frames}; "
-                                                "raise max_frames to accept it")
+            raise MediaError(
+                source,
+                self.name,
+                f"{frames} frames exceeds preprocess max_frames={cfg.max_frames}; raise max_frames to accept it",
+            )
         if cfg.max_seconds and seconds is not None and seconds > cfg.max_seconds:
-            raise MediaError(source, self.name, f"{seconds:.1f} s exceeds preprocess max_seconds={cfg.max_seconds:g}; "
-                                                "raise max_seconds to accept it")
+            raise MediaError(
+                source,
+                self.name,
+                f"{seconds:.1f} s exceeds preprocess max_seconds={cfg.max_seconds:g}; raise max_seconds to accept it",
+            )
 
     def transform(self, raw: VideoFrames, cfg: VideoPreprocess, train: bool = False) -> torch.Tensor:
         return video_transform(raw, cfg, train)
@@ -608,10 +641,18 @@ class VideoModality(Modality):
     def stem(self, cfg: EncoderConfig) -> nn.Module:
         pp = self.preprocess_config(cfg.preprocess)
         s = self.stem_config(cfg)
-        return TubeletStem(s.in_chans, cfg.width, s.patch_size, pp.crop_size,
-                           num_frames=s.num_frames or pp.frames_per_clip,
-                           temporal_patch=s.temporal_patch, divided=cfg.attention == "divided", bias=s.bias,
-                           reduce_time=s.reduce_time, reduce_space=s.reduce_space)
+        return TubeletStem(
+            s.in_chans,
+            cfg.width,
+            s.patch_size,
+            pp.crop_size,
+            num_frames=s.num_frames or pp.frames_per_clip,
+            temporal_patch=s.temporal_patch,
+            divided=cfg.attention == "divided",
+            bias=s.bias,
+            reduce_time=s.reduce_time,
+            reduce_space=s.reduce_space,
+        )
 
     def example_input(self, cfg: EncoderConfig, batch: int) -> torch.Tensor:
         """A random batch at the configured preprocessing: ``[B, C, T, H, W]`` or ``[B, clips, C, T, H, W]``."""

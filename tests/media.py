@@ -54,7 +54,7 @@ def frame_index_of(frame: np.ndarray, levels: int) -> int:
     if frame.max() <= 1.0:
         frame = frame * 255.0
     h, w = frame.shape[:2]
-    grey = float(np.median(frame[h // 2:, w // 2:]))
+    grey = float(np.median(frame[h // 2 :, w // 2 :]))
     return int(np.argmin([abs(grey - _level(i, levels)) for i in range(levels)]))
 
 
@@ -66,8 +66,15 @@ def tone(seconds: float, sr: int = 16000, freq: float = 440.0, channels: int = 1
     return out[:, 0] if channels == 1 else out
 
 
-def write_video(path: str | Path, frames: np.ndarray, fps: float = 8.0, audio: np.ndarray | None = None,
-                sr: int = 16000, codec: str | None = None, audio_codec: str | None = None) -> Path:
+def write_video(
+    path: str | Path,
+    frames: np.ndarray,
+    fps: float = 8.0,
+    audio: np.ndarray | None = None,
+    sr: int = 16000,
+    codec: str | None = None,
+    audio_codec: str | None = None,
+) -> Path:
     """Encode ``frames`` (``[T, H, W, 3]`` uint8, H and W even) into ``path`` (mp4 / mkv / webm / avi / mov).
 
     ``audio`` (``[samples]`` or ``[samples, channels]`` float in [-1, 1], sample rate ``sr``) adds an audio track.
@@ -122,8 +129,9 @@ def _encode_audio(container, stream, audio: np.ndarray, sr: int) -> None:
     frame.sample_rate = sr
     frame.pts = 0
     ctx = stream.codec_context
-    resampler = av.AudioResampler(format=ctx.format, layout=layout, rate=ctx.sample_rate,
-                                  frame_size=ctx.frame_size or None)
+    resampler = av.AudioResampler(
+        format=ctx.format, layout=layout, rate=ctx.sample_rate, frame_size=ctx.frame_size or None
+    )
     for part in [*resampler.resample(frame), *resampler.resample(None)]:
         container.mux(stream.encode(part))
     container.mux(stream.encode())
@@ -150,8 +158,9 @@ def write_audio(path: str | Path, waveform: np.ndarray, sr: int = 16000) -> Path
             stream.layout = "mono" if waveform.ndim == 1 else "stereo"
             _encode_audio(container, stream, waveform, sr)
         return path
-    raise ValueError(f"write_audio: unsupported suffix {suffix!r}; use one of "
-                     f"{sorted([*SOUNDFILE_FORMATS, *PYAV_AUDIO])}")
+    raise ValueError(
+        f"write_audio: unsupported suffix {suffix!r}; use one of {sorted([*SOUNDFILE_FORMATS, *PYAV_AUDIO])}"
+    )
 
 
 def write_corrupt(path: str | Path, size: int = 4096, seed: int = 0, header: bytes = b"") -> Path:

@@ -27,8 +27,11 @@ def cpu_name() -> str:
 
 def environment() -> dict[str, Any]:
     return {
-        "torch": torch.__version__, "python": platform.python_version(), "cpu_count": os.cpu_count(),
-        "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "cuda": torch.cuda.is_available(),
         "device_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else cpu_name(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
@@ -70,8 +73,7 @@ def count_flops(fn: Callable[[], Any]) -> int:
     return int(counter.get_total_flops())
 
 
-def peak_matmul_flops(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 2048,
-                      iters: int = 5) -> float:
+def peak_matmul_flops(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 2048, iters: int = 5) -> float:
     """Achievable FLOP/s of a large square matmul on ``device``, measured now (the MFU denominator)."""
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)

@@ -30,9 +30,12 @@ import torch.nn.functional as F
 
 from bind.bench.common import PeakMemory, environment, peak_matmul_flops, sync, write_json
 
-VIDEO_VARIANTS = {"joint": {"attention": "joint"}, "joint+r2": {"attention": "joint", "stem": {"reduce_time": 2}},
-                  "divided": {"attention": "divided"},
-                  "divided+r2": {"attention": "divided", "stem": {"reduce_time": 2}}}
+VIDEO_VARIANTS = {
+    "joint": {"attention": "joint"},
+    "joint+r2": {"attention": "joint", "stem": {"reduce_time": 2}},
+    "divided": {"attention": "divided"},
+    "divided+r2": {"attention": "divided", "stem": {"reduce_time": 2}},
+}
 README_START, README_END = "<!-- bench:compare -->", "<!-- /bench:compare -->"
 
 
@@ -65,9 +68,13 @@ def bind_image_from_timm(timm_model: torch.nn.Module, workdir: Path, backend: st
     safetensors.torch.save_file({k: v.contiguous() for k, v in timm_model.state_dict().items()}, str(path))
     weights = read_vit_weights(path)
     size = timm_model.patch_embed.img_size[0]
-    overrides = {**vit_encoder_overrides(weights), "attn_backend": backend, "embed_dim": weights.width,
-                 "stem": {"patch_size": timm_model.patch_embed.patch_size[0]},
-                 "preprocess": {"crop_size": size, "size": size}}
+    overrides = {
+        **vit_encoder_overrides(weights),
+        "attn_backend": backend,
+        "embed_dim": weights.width,
+        "stem": {"patch_size": timm_model.patch_embed.patch_size[0]},
+        "preprocess": {"crop_size": size, "size": size},
+    }
     model = bind.BindModel(expand_config(model_config_dict("bind-base"), ["image"], overrides), precision="fp32")
     model.eval()  # BindModel.encode applies its precision in eval mode only
     encoder = model.encoder("image")
@@ -87,12 +94,15 @@ def matmul_rates(device: torch.device) -> dict[str, float]:
     from bind.precision import bf16_fast
 
     fast = bf16_fast(device)
-    return {"fp32_gflops": peak_matmul_flops(device, torch.float32, n=1024) / 1e9,
-            "bf16_gflops": peak_matmul_flops(device, torch.bfloat16, n=1024 if fast else 256, iters=3) / 1e9}
+    return {
+        "fp32_gflops": peak_matmul_flops(device, torch.float32, n=1024) / 1e9,
+        "bf16_gflops": peak_matmul_flops(device, torch.bfloat16, n=1024 if fast else 256, iters=3) / 1e9,
+    }
 
 
-def compare_image(batch: int, iters: int, device: torch.device, timm_name: str, force_bf16: bool,
-                  use_compile: bool) -> dict[str, Any]:
+def compare_image(
+    batch: int, iters: int, device: torch.device, timm_name: str, force_bf16: bool, use_compile: bool
+) -> dict[str, Any]:
     import timm
 
     from bind.precision import bf16_fast, resolve_precision
@@ -104,18 +114,25 @@ def compare_image(batch: int, iters: int, device: torch.device, timm_name: str, 
     model.to(device)
     size = timm_model.patch_embed.img_size
     x = torch.randn(batch, 3, *size, device=device)
-    out: dict[str, Any] = {"timm_model": timm_name, "batch": batch, "input": list(x.shape),
-                           "params_m": sum(p.numel() for p in encoder.parameters()) / 1e6,
-                           "init_report": {"loaded": report.loaded, "adapted": report.adapted,
-                                           "skipped": report.skipped}}
+    out: dict[str, Any] = {
+        "timm_model": timm_name,
+        "batch": batch,
+        "input": list(x.shape),
+        "params_m": sum(p.numel() for p in encoder.parameters()) / 1e6,
+        "init_report": {"loaded": report.loaded, "adapted": report.adapted, "skipped": report.skipped},
+    }
     with torch.inference_mode():
         ref, ours = timm_model(x), bind_pooled(encoder, x)
         out["fp32_max_abs_diff"] = (ref - ours).abs().max().item()
         out["fp32_feature_max_abs"] = ref.abs().max().item()
-        t = interleaved_times({"timm": lambda: timm_model(x), "bind": lambda: model.encode("image", x)}, device,
-                              iters)
-    out["fp32"] = {"timm_s": t["timm"], "bind_s": t["bind"], "timm_samples_per_s": batch / t["timm"],
-                   "bind_samples_per_s": batch / t["bind"], "bind_over_timm_throughput": t["timm"] / t["bind"]}
+        t = interleaved_times({"timm": lambda: timm_model(x), "bind": lambda: model.encode("image", x)}, device, iters)
+    out["fp32"] = {
+        "timm_s": t["timm"],
+        "bind_s": t["bind"],
+        "timm_samples_per_s": batch / t["timm"],
+        "bind_samples_per_s": batch / t["bind"],
+        "bind_over_timm_throughput": t["timm"] / t["bind"],
+    }
     out["auto_precision"] = resolve_precision("auto", device)
     out["matmul"] = matmul_rates(device)
     if bf16_fast(device) or force_bf16:
@@ -128,20 +145,32 @@ def compare_image(batch: int, iters: int, device: torch.device, timm_name: str, 
         with torch.inference_mode():
             emb32 = model.encode("image", x, precision="fp32")
             emb16 = model.encode("image", x, precision="bf16")
-            t = interleaved_times({"bind_fp32": lambda: model.encode("image", x, precision="fp32"),
-                                   "bind_bf16": lambda: model.encode("image", x, precision="bf16"),
-                                   "timm_fp32": lambda: timm_model(x), "timm_bf16": timm_bf16}, device, iters)
+            t = interleaved_times(
+                {
+                    "bind_fp32": lambda: model.encode("image", x, precision="fp32"),
+                    "bind_bf16": lambda: model.encode("image", x, precision="bf16"),
+                    "timm_fp32": lambda: timm_model(x),
+                    "timm_bf16": timm_bf16,
+                },
+                device,
+                iters,
+            )
             timm_cos = F.cosine_similarity(timm_bf16().float(), ref).min().item()
-        out["bf16"] = {**{f"{k}_s": v for k, v in t.items()},
-                       "bind_bf16_over_fp32_throughput": t["bind_fp32"] / t["bind_bf16"],
-                       "timm_bf16_over_fp32_throughput": t["timm_fp32"] / t["timm_bf16"],
-                       "bind_over_timm_bf16_throughput": t["timm_bf16"] / t["bind_bf16"],
-                       "bind_min_cosine_to_fp32": F.cosine_similarity(emb16, emb32).min().item(),
-                       "timm_min_cosine_to_fp32": timm_cos, "emulated": not bf16_fast(device)}
+        out["bf16"] = {
+            **{f"{k}_s": v for k, v in t.items()},
+            "bind_bf16_over_fp32_throughput": t["bind_fp32"] / t["bind_bf16"],
+            "timm_bf16_over_fp32_throughput": t["timm_fp32"] / t["timm_bf16"],
+            "bind_over_timm_bf16_throughput": t["timm_bf16"] / t["bind_bf16"],
+            "bind_min_cosine_to_fp32": F.cosine_similarity(emb16, emb32).min().item(),
+            "timm_min_cosine_to_fp32": timm_cos,
+            "emulated": not bf16_fast(device),
+        }
     else:
-        out["bf16"] = {"skipped": f"no native bf16 on this {device.type} (AVX-512-BF16 / AMX): emulated bf16 matmul "
-                                  f"{out['matmul']['bf16_gflops']:.2f} vs fp32 {out['matmul']['fp32_gflops']:.0f} "
-                                  "GFLOP/s, so precision='auto' stays fp32 (--force-bf16 measures it anyway)"}
+        out["bf16"] = {
+            "skipped": f"no native bf16 on this {device.type} (AVX-512-BF16 / AMX): emulated bf16 matmul "
+            f"{out['matmul']['bf16_gflops']:.2f} vs fp32 {out['matmul']['fp32_gflops']:.0f} "
+            "GFLOP/s, so precision='auto' stays fp32 (--force-bf16 measures it anyway)"
+        }
     if use_compile:
         eager = lambda: model.encode("image", x, precision="fp32")  # noqa: E731
         compiled = torch.compile(encoder)
@@ -151,37 +180,61 @@ def compare_image(batch: int, iters: int, device: torch.device, timm_name: str, 
             first = time.perf_counter() - t0
             diff = (compiled(x) - encoder(x)).abs().max().item()
             t = interleaved_times({"eager": eager, "compiled": lambda: compiled(x)}, device, iters)
-        out["compile"] = {"first_call_s": first, "eager_s": t["eager"], "compiled_s": t["compiled"],
-                          "compiled_over_eager_throughput": t["eager"] / t["compiled"], "max_abs_diff": diff}
+        out["compile"] = {
+            "first_call_s": first,
+            "eager_s": t["eager"],
+            "compiled_s": t["compiled"],
+            "compiled_over_eager_throughput": t["eager"] / t["compiled"],
+            "max_abs_diff": diff,
+        }
     return out
 
 
-def video_encoder(variant: str, image_size: int, temporal_patch: int, backend: str, device: torch.device,
-                  model_name: str = "bind-base"):
+def video_encoder(
+    variant: str,
+    image_size: int,
+    temporal_patch: int,
+    backend: str,
+    device: torch.device,
+    model_name: str = "bind-base",
+):
     import bind
     from bind.factory import expand_config
     from bind.registry import model_config_dict
 
     v = VIDEO_VARIANTS[variant]
     stem = {"temporal_patch": temporal_patch, **v.get("stem", {})}
-    overrides = {"attention": v["attention"], "attn_backend": backend, "stem": stem,
-                 "preprocess": {"crop_size": image_size, "size": image_size}}
+    overrides = {
+        "attention": v["attention"],
+        "attn_backend": backend,
+        "stem": stem,
+        "preprocess": {"crop_size": image_size, "size": image_size},
+    }
     torch.manual_seed(0)
     model = bind.BindModel(expand_config(model_config_dict(model_name), ["video"], overrides), precision="fp32")
     return model.eval().to(device)
 
 
-def compare_video(frames: list[int], variants: list[str], image_size: int, temporal_patch: int, iters: int,
-                  device: torch.device, backend: str = "sdpa", precision: str = "fp32",
-                  model_name: str = "bind-base") -> dict[str, Any]:
+def compare_video(
+    frames: list[int],
+    variants: list[str],
+    image_size: int,
+    temporal_patch: int,
+    iters: int,
+    device: torch.device,
+    backend: str = "sdpa",
+    precision: str = "fp32",
+    model_name: str = "bind-base",
+) -> dict[str, Any]:
     """Seconds per video for every variant and frame count; at each frame count the variants take turns
     (``iters`` rounds, median), so a load change on a shared machine hits every variant alike."""
     models = {v: video_encoder(v, image_size, temporal_patch, backend, device, model_name) for v in variants}
     rows = []
     with torch.inference_mode():
         for model in models.values():  # warm-up
-            model.encode("video", torch.randn(1, 3, frames[0], image_size, image_size, device=device),
-                         precision=precision)
+            model.encode(
+                "video", torch.randn(1, 3, frames[0], image_size, image_size, device=device), precision=precision
+            )
         for t in frames:
             x = torch.randn(1, 3, t, image_size, image_size, device=device)
             times: dict[str, list[float]] = {v: [] for v in variants}
@@ -197,15 +250,29 @@ def compare_video(frames: list[int], variants: list[str], image_size: int, tempo
                     peaks[v] = max(peaks.get(v, 0.0), mem.peak_mib)
             for v, model in models.items():
                 shape = model.encoder("video").forward_tokens(x)[0].shape
-                rows.append({"variant": v, "frames": t, "tokens": int(torch.tensor(shape[1:-1]).prod()),
-                             "seconds": sorted(times[v])[len(times[v]) // 2], "peak_memory_mib": peaks[v]})
+                rows.append(
+                    {
+                        "variant": v,
+                        "frames": t,
+                        "tokens": int(torch.tensor(shape[1:-1]).prod()),
+                        "seconds": sorted(times[v])[len(times[v]) // 2],
+                        "peak_memory_mib": peaks[v],
+                    }
+                )
     for r in rows:
         base = next(b for b in rows if b["variant"] == r["variant"] and b["frames"] == frames[0])
         r["time_vs_first"] = r["seconds"] / base["seconds"]
         joint = next((b for b in rows if b["variant"] == "joint" and b["frames"] == r["frames"]), None)
         r["speedup_vs_joint"] = joint["seconds"] / r["seconds"] if joint else None
-    return {"image_size": image_size, "temporal_patch": temporal_patch, "backend": backend, "precision": precision,
-            "model": model_name, "iters": iters, "rows": rows}
+    return {
+        "image_size": image_size,
+        "temporal_patch": temporal_patch,
+        "backend": backend,
+        "precision": precision,
+        "model": model_name,
+        "iters": iters,
+        "rows": rows,
+    }
 
 
 def long_video_cuda(iters: int) -> dict[str, Any]:
@@ -225,37 +292,53 @@ def long_video_cuda(iters: int) -> dict[str, Any]:
 def format_markdown(result: dict[str, Any]) -> str:
     """The README's Performance table from a ``bindspace bench compare`` JSON."""
     env, img = result["env"], result.get("image")
-    lines = [f"Measured by `{result['command']}` on {env['device_name']} ({env['threads']} threads, torch "
-             f"{env['torch']}), one run, {env['time'][:10]}.", ""]
+    lines = [
+        f"Measured by `{result['command']}` on {env['device_name']} ({env['threads']} threads, torch "
+        f"{env['torch']}), one run, {env['time'][:10]}.",
+        "",
+    ]
     if img:
         fp = img["fp32"]
-        lines += ["| image encoder, same weights | timm | bind | bind / timm |", "|---|---|---|---|",
-                  f"| fp32 images/s (batch {img['batch']}) | {fp['timm_samples_per_s']:.2f} | "
-                  f"{fp['bind_samples_per_s']:.2f} | {fp['bind_over_timm_throughput']:.2f}x |",
-                  f"| fp32 max abs diff of pooled features | | {img['fp32_max_abs_diff']:.1e} | |"]
+        lines += [
+            "| image encoder, same weights | timm | bind | bind / timm |",
+            "|---|---|---|---|",
+            f"| fp32 images/s (batch {img['batch']}) | {fp['timm_samples_per_s']:.2f} | "
+            f"{fp['bind_samples_per_s']:.2f} | {fp['bind_over_timm_throughput']:.2f}x |",
+            f"| fp32 max abs diff of pooled features | | {img['fp32_max_abs_diff']:.1e} | |",
+        ]
         bf = img["bf16"]
         if "skipped" in bf:
             lines.append(f"| bf16 | | skipped: {bf['skipped']} | |")
         else:
-            lines += [f"| bf16 autocast / fp32 throughput | {bf['timm_bf16_over_fp32_throughput']:.2f}x | "
-                      f"{bf['bind_bf16_over_fp32_throughput']:.2f}x | {bf['bind_over_timm_bf16_throughput']:.2f}x |",
-                      f"| bf16 min cosine to fp32 | {bf['timm_min_cosine_to_fp32']:.5f} | "
-                      f"{bf['bind_min_cosine_to_fp32']:.5f} | |"]
+            lines += [
+                f"| bf16 autocast / fp32 throughput | {bf['timm_bf16_over_fp32_throughput']:.2f}x | "
+                f"{bf['bind_bf16_over_fp32_throughput']:.2f}x | {bf['bind_over_timm_bf16_throughput']:.2f}x |",
+                f"| bf16 min cosine to fp32 | {bf['timm_min_cosine_to_fp32']:.5f} | "
+                f"{bf['bind_min_cosine_to_fp32']:.5f} | |",
+            ]
         if "compile" in img:
             c = img["compile"]
-            lines.append(f"| torch.compile / eager throughput | | {c['compiled_over_eager_throughput']:.2f}x "
-                         f"(first call {c['first_call_s']:.0f} s) | |")
-        lines += ["", f"`precision=\"auto\"` resolves to **{img['auto_precision']}** here (matmul fp32 "
-                      f"{img['matmul']['fp32_gflops']:.0f} GFLOP/s, bf16 {img['matmul']['bf16_gflops']:.2f} GFLOP/s).",
-                  ""]
+            lines.append(
+                f"| torch.compile / eager throughput | | {c['compiled_over_eager_throughput']:.2f}x "
+                f"(first call {c['first_call_s']:.0f} s) | |"
+            )
+        lines += [
+            "",
+            f'`precision="auto"` resolves to **{img["auto_precision"]}** here (matmul fp32 '
+            f"{img['matmul']['fp32_gflops']:.0f} GFLOP/s, bf16 {img['matmul']['bf16_gflops']:.2f} GFLOP/s).",
+            "",
+        ]
     vid = result.get("video")
     if vid:
         frames = sorted({r["frames"] for r in vid["rows"]})
         variants = list(dict.fromkeys(r["variant"] for r in vid["rows"]))
-        lines += [f"Video ViT-B/16, {vid['image_size']} px, tubelet {vid['temporal_patch']}, batch 1, "
-                  f"{vid['precision']}: seconds per video (× the {frames[0]}-frame time)", "",
-                  "| variant | " + " | ".join(f"{f} frames" for f in frames) + " |",
-                  "|---|" + "---|" * len(frames)]
+        lines += [
+            f"Video ViT-B/16, {vid['image_size']} px, tubelet {vid['temporal_patch']}, batch 1, "
+            f"{vid['precision']}: seconds per video (× the {frames[0]}-frame time)",
+            "",
+            "| variant | " + " | ".join(f"{f} frames" for f in frames) + " |",
+            "|---|" + "---|" * len(frames),
+        ]
         for v in variants:
             cells = []
             for f in frames:
@@ -277,17 +360,19 @@ def update_readme(readme: Path, table: str) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     bad = [f for f in args.frames or [] if f < 1]
     if bad or args.image_size < 16 or args.batch < 1 or args.iters < 1 or args.video_iters < 1:
-        raise ValueError(f"bench compare: frame counts must be >= 1 (got {args.frames}), --image-size >= 16 (one "
-                         f"16-pixel patch; got {args.image_size}), --batch/--iters/--video-iters >= 1")
+        raise ValueError(
+            f"bench compare: frame counts must be >= 1 (got {args.frames}), --image-size >= 16 (one "
+            f"16-pixel patch; got {args.image_size}), --batch/--iters/--video-iters >= 1"
+        )
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     command = "bindspace " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else "bindspace bench compare"
     result: dict[str, Any] = {"suite": "compare", "command": command, "env": environment()}
     if not args.skip_image:
-        result["image"] = compare_image(args.batch, args.iters, device, args.timm_model, args.force_bf16,
-                                        args.compile)
+        result["image"] = compare_image(args.batch, args.iters, device, args.timm_model, args.force_bf16, args.compile)
     if args.frames:
-        result["video"] = compare_video(args.frames, args.variants, args.image_size, args.temporal_patch,
-                                        args.video_iters, device)
+        result["video"] = compare_video(
+            args.frames, args.variants, args.image_size, args.temporal_patch, args.video_iters, device
+        )
     if args.long_video_cuda and device.type == "cuda":
         result["long_video_cuda"] = long_video_cuda(args.video_iters)
     return result
@@ -304,8 +389,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def add_suite(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("compare", help="bind vs timm on the same weights (fp32/bf16/compile) and long video "
-                                       "(joint / divided / token-reduced)")
+    p = sub.add_parser(
+        "compare",
+        help="bind vs timm on the same weights (fp32/bf16/compile) and long video (joint / divided / token-reduced)",
+    )
     p.add_argument("--timm-model", default="vit_base_patch16_224")
     p.add_argument("--batch", type=int, default=16, help="image batch")
     p.add_argument("--iters", type=int, default=5, help="timed image iterations per contender (interleaved)")
@@ -315,8 +402,12 @@ def add_suite(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", type=int, nargs="*", default=[8, 16, 32, 64], help="video frame counts (none: skip)")
     p.add_argument("--variants", nargs="+", default=list(VIDEO_VARIANTS), choices=list(VIDEO_VARIANTS))
     p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--temporal-patch", type=int, default=1, help="1: one token group per frame (12,545 tokens at 64 "
-                   "frames); 2: ImageBind's 2-frame tubelets")
+    p.add_argument(
+        "--temporal-patch",
+        type=int,
+        default=1,
+        help="1: one token group per frame (12,545 tokens at 64 frames); 2: ImageBind's 2-frame tubelets",
+    )
     p.add_argument("--video-iters", type=int, default=3, help="interleaved rounds per frame count (median)")
     p.add_argument("--long-video-cuda", action="store_true", help="ViT-L/14 64/128-frame bf16 xformers vs SDPA")
     p.add_argument("--device", default=None)

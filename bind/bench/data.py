@@ -43,8 +43,12 @@ def _scene(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     y0, x0 = ys.astype(int), xs.astype(int)
     fy, fx = (ys - y0)[:, None], (xs - x0)[None, :]
     c = coarse
-    return ((1 - fy) * (1 - fx) * c[y0][:, x0] + (1 - fy) * fx * c[y0][:, x0 + 1]
-            + fy * (1 - fx) * c[y0 + 1][:, x0] + fy * fx * c[y0 + 1][:, x0 + 1])
+    return (
+        (1 - fy) * (1 - fx) * c[y0][:, x0]
+        + (1 - fy) * fx * c[y0][:, x0 + 1]
+        + fy * (1 - fx) * c[y0 + 1][:, x0]
+        + fy * fx * c[y0 + 1][:, x0 + 1]
+    )
 
 
 def _save_image(path: Path, array: np.ndarray) -> Path:
@@ -58,6 +62,7 @@ def _image(ext: str) -> SampleWriter:
     def write(d: Path, i: int, rng: np.random.Generator) -> Path:
         rgb = np.stack([_scene(rng, 480, 640) for _ in range(3)], -1)
         return _save_image(d / f"image_{i}.{ext}", (rgb * 255).astype(np.uint8))
+
     return write
 
 
@@ -91,8 +96,9 @@ def _imu_csv(d: Path, i: int, rng: np.random.Generator) -> Path:
     rate, n = 400.0, 4800  # 12 s at 400 Hz with timestamps: resampled to 200 Hz
     rows = np.column_stack([np.arange(n) / rate, _imu_signal(rng, n, rate)])
     path = d / f"imu_{i}.csv"
-    np.savetxt(path, rows, delimiter=",", fmt="%.6f", comments="",
-               header="timestamp,acc_x,acc_y,acc_z,gyro_x,gyro_y,gyro_z")
+    np.savetxt(
+        path, rows, delimiter=",", fmt="%.6f", comments="", header="timestamp,acc_x,acc_y,acc_z,gyro_x,gyro_y,gyro_z"
+    )
     return path
 
 
@@ -112,7 +118,7 @@ def _video_mp4(d: Path, i: int, rng: np.random.Generator) -> Path:
         stream.options = {"preset": "ultrafast", "crf": "23"}
         for t in range(n):
             shift = t % 16  # a slow pan
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(base[:, shift:shift + 320]), format="rgb24")
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(base[:, shift : shift + 320]), format="rgb24")
             container.mux(stream.encode(frame))
         container.mux(stream.encode())
     return path
@@ -128,6 +134,7 @@ def _audio(ext: str) -> SampleWriter:
         path = d / f"audio_{i}.{ext}"
         sf.write(str(path), np.stack([wave, wave[::-1]], -1).astype(np.float32), sr)
         return path
+
     return write
 
 
@@ -173,25 +180,45 @@ def measure_single(plugin, cfg, sources: list[Source], items: int) -> dict[str, 
         load_s += t1 - t0
         shape = list(x.shape)
     total = load_s + transform_s
-    return {"workers": 1, "mode": "single-process", "items": items, "seconds": total, "items_per_s": items / total,
-            "items_per_s_per_worker": items / total, "ms_per_item": 1e3 * total / items,
-            "load_ms_per_item": 1e3 * load_s / items, "transform_ms_per_item": 1e3 * transform_s / items,
-            "sample_shape": shape}
+    return {
+        "workers": 1,
+        "mode": "single-process",
+        "items": items,
+        "seconds": total,
+        "items_per_s": items / total,
+        "items_per_s_per_worker": items / total,
+        "ms_per_item": 1e3 * total / items,
+        "load_ms_per_item": 1e3 * load_s / items,
+        "transform_ms_per_item": 1e3 * transform_s / items,
+        "sample_shape": shape,
+    }
 
 
 def measure_loader(plugin, cfg, sources: list[Source], items: int, workers: int, batch: int) -> dict[str, Any]:
     """A DataLoader with ``workers`` processes; throughput counted from the first batch (start-up apart)."""
-    loader = torch.utils.data.DataLoader(_SourceDataset(plugin, cfg, sources, items + batch), batch_size=batch,
-                                         num_workers=workers, collate_fn=plugin.collate)
+    loader = torch.utils.data.DataLoader(
+        _SourceDataset(plugin, cfg, sources, items + batch),
+        batch_size=batch,
+        num_workers=workers,
+        collate_fn=plugin.collate,
+    )
     t0 = time.perf_counter()
     it = iter(loader)
     next(it)
     t1 = time.perf_counter()
     n = sum(len(b) for b in it)
     sec = time.perf_counter() - t1
-    return {"workers": workers, "mode": "dataloader", "batch": batch, "items": n, "seconds": sec,
-            "items_per_s": n / sec, "items_per_s_per_worker": n / sec / workers, "ms_per_item": 1e3 * sec / n,
-            "startup_s": t1 - t0}
+    return {
+        "workers": workers,
+        "mode": "dataloader",
+        "batch": batch,
+        "items": n,
+        "seconds": sec,
+        "items_per_s": n / sec,
+        "items_per_s_per_worker": n / sec / workers,
+        "ms_per_item": 1e3 * sec / n,
+        "startup_s": t1 - t0,
+    }
 
 
 def preprocess_configs(model: str, modalities: list[str]) -> dict[str, tuple[Any, str]]:
@@ -211,9 +238,17 @@ def preprocess_configs(model: str, modalities: list[str]) -> dict[str, tuple[Any
     return out
 
 
-def run_data_bench(model: str = "bind-base", modalities: list[str] | None = None, items: int = 32, files: int = 4,
-                   loader_workers: list[int] | None = None, batch: int = 8, threads: int = 1,
-                   directory: str | Path | None = None, seed: int = 0) -> dict[str, Any]:
+def run_data_bench(
+    model: str = "bind-base",
+    modalities: list[str] | None = None,
+    items: int = 32,
+    files: int = 4,
+    loader_workers: list[int] | None = None,
+    batch: int = 8,
+    threads: int = 1,
+    directory: str | Path | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Run the suite and return its JSON-ready result (see the module docstring)."""
     from bind.registry import get_modality, list_modalities
 
@@ -222,8 +257,11 @@ def run_data_bench(model: str = "bind-base", modalities: list[str] | None = None
     env = environment()
     registered = list_modalities()
     wanted = modalities or registered
-    skipped = [{"modality": m, "reason": f"plugin not registered (modalities/{m}.py not present)"}
-               for m in (modalities or SAMPLE_WRITERS) if m not in registered]
+    skipped = [
+        {"modality": m, "reason": f"plugin not registered (modalities/{m}.py not present)"}
+        for m in (modalities or SAMPLE_WRITERS)
+        if m not in registered
+    ]
     wanted = [m for m in wanted if m in registered]
     results = []
     with tempfile.TemporaryDirectory(prefix="bind-bench-data-", dir=directory) as tmp:
@@ -252,27 +290,48 @@ def run_data_bench(model: str = "bind-base", modalities: list[str] | None = None
                 except Exception as e:  # report a failing plugin and go on with the others
                     skipped.append({"modality": m, "format": fmt, "reason": f"{type(e).__name__}: {e}"})
     torch.set_num_threads(threads_before)
-    return {"suite": "data", "model": model, "items": items, "files_per_format": files, "threads": threads,
-            "env": env, "results": results, "skipped": skipped}
+    return {
+        "suite": "data",
+        "model": model,
+        "items": items,
+        "files_per_format": files,
+        "threads": threads,
+        "env": env,
+        "results": results,
+        "skipped": skipped,
+    }
 
 
 def format_table(result: dict[str, Any]) -> str:
     """A plain-text table of the result rows (also printed to stderr by the CLI)."""
-    lines = [f"{'modality':9} {'format':7} {'workers':>7} {'items/s':>9} {'/worker':>9} {'load ms':>8} "
-             f"{'xform ms':>8}  shape"]
+    lines = [
+        f"{'modality':9} {'format':7} {'workers':>7} {'items/s':>9} {'/worker':>9} {'load ms':>8} "
+        f"{'xform ms':>8}  shape"
+    ]
     for r in result["results"]:
         load = f"{r['load_ms_per_item']:8.2f}" if "load_ms_per_item" in r else f"{'':8}"
         xform = f"{r['transform_ms_per_item']:8.2f}" if "transform_ms_per_item" in r else f"{'':8}"
-        lines.append(f"{r['modality']:9} {r['format']:7} {r['workers']:>7} {r['items_per_s']:9.1f} "
-                     f"{r['items_per_s_per_worker']:9.1f} {load} {xform}  {r.get('sample_shape', '')}")
-    lines += [f"skipped {s['modality']}{'/' + s['format'] if 'format' in s else ''}: {s['reason']}"
-              for s in result["skipped"]]
+        lines.append(
+            f"{r['modality']:9} {r['format']:7} {r['workers']:>7} {r['items_per_s']:9.1f} "
+            f"{r['items_per_s_per_worker']:9.1f} {load} {xform}  {r.get('sample_shape', '')}"
+        )
+    lines += [
+        f"skipped {s['modality']}{'/' + s['format'] if 'format' in s else ''}: {s['reason']}" for s in result["skipped"]
+    ]
     return "\n".join(lines)
 
 
 def _run(args: argparse.Namespace) -> int:
-    result = run_data_bench(args.model, args.modality or None, args.items, args.files, args.loader_workers,
-                            args.batch, args.threads, args.dir)
+    result = run_data_bench(
+        args.model,
+        args.modality or None,
+        args.items,
+        args.files,
+        args.loader_workers,
+        args.batch,
+        args.threads,
+        args.dir,
+    )
     write_json(result, args.json)
     print(format_table(result), file=sys.stderr)
     return 0
@@ -284,8 +343,13 @@ def add_suite(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--modality", action="append", help="only this modality (repeatable; default: all registered)")
     p.add_argument("--items", type=int, default=32, help="items timed per format and worker setting")
     p.add_argument("--files", type=int, default=4, help="distinct sample files per format")
-    p.add_argument("--loader-workers", type=int, nargs="*", default=[2],
-                   help="DataLoader worker counts to measure besides the single process (none: only single)")
+    p.add_argument(
+        "--loader-workers",
+        type=int,
+        nargs="*",
+        default=[2],
+        help="DataLoader worker counts to measure besides the single process (none: only single)",
+    )
     p.add_argument("--batch", type=int, default=8, help="DataLoader batch size")
     p.add_argument("--threads", type=int, default=1, help="torch threads of the single-process measurement")
     p.add_argument("--dir", default=None, help="where to write the temporary sample files")

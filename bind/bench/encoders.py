@@ -28,8 +28,9 @@ def example_batch(model, modality: str, batch: int) -> torch.Tensor:
     return torch.randn(batch, plugin.channels(enc.cfg) or 3, size, size)
 
 
-def bench_encoder(model, modality: str, batch: int, device: torch.device, dtype: torch.dtype, iters: int = 3,
-                  warmup: int = 1) -> dict:
+def bench_encoder(
+    model, modality: str, batch: int, device: torch.device, dtype: torch.dtype, iters: int = 3, warmup: int = 1
+) -> dict:
     enc = model.encoder(modality).to(device).eval()
     x = example_batch(model, modality, batch).to(device)
     if x.is_floating_point():
@@ -46,10 +47,17 @@ def bench_encoder(model, modality: str, batch: int, device: torch.device, dtype:
     peak = peak_matmul_flops(device, dtype)
     achieved = flops / sec
     return {
-        "modality": modality, "batch": batch, "input_shape": list(x.shape), "dtype": str(dtype).replace("torch.", ""),
+        "modality": modality,
+        "batch": batch,
+        "input_shape": list(x.shape),
+        "dtype": str(dtype).replace("torch.", ""),
         "params_m": sum(p.numel() for p in enc.parameters()) / 1e6,
-        "seconds_per_batch": sec, "samples_per_s": batch / sec, "gflops_per_sample": flops / batch / 1e9,
-        "achieved_gflops_per_s": achieved / 1e9, "peak_matmul_gflops_per_s": peak / 1e9, "mfu": achieved / peak,
+        "seconds_per_batch": sec,
+        "samples_per_s": batch / sec,
+        "gflops_per_sample": flops / batch / 1e9,
+        "achieved_gflops_per_s": achieved / 1e9,
+        "peak_matmul_gflops_per_s": peak / 1e9,
+        "mfu": achieved / peak,
         "peak_memory_mib": mem.peak_mib,
     }
 
@@ -59,15 +67,26 @@ def _run(args: argparse.Namespace) -> int:
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
-    model = bind.load_model(args.model, modalities=[args.modality], attn_backend=args.backend) \
-        if not args.model_dir else bind.load_model(args.model_dir)
+    model = (
+        bind.load_model(args.model, modalities=[args.modality], attn_backend=args.backend)
+        if not args.model_dir
+        else bind.load_model(args.model_dir)
+    )
     if args.model_dir:
         for enc in model.encoders.values():
             if hasattr(enc, "trunk"):
                 enc.trunk.set_backend(args.backend)
     res = bench_encoder(model, args.modality, args.batch, device, dtype, iters=args.iters)
-    write_json({"suite": "encoders", "model": args.model_dir or args.model, "backend": args.backend,
-                "env": environment(), "result": res}, args.json)
+    write_json(
+        {
+            "suite": "encoders",
+            "model": args.model_dir or args.model,
+            "backend": args.backend,
+            "env": environment(),
+            "result": res,
+        },
+        args.json,
+    )
     return 0
 
 

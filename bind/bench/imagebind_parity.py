@@ -92,13 +92,21 @@ class _Scale(nn.Module):  # LearnableLogitScaling(20, learnable=False)
 class ImageBindAudioReference(nn.Module):
     """ImageBind's audio encoder, plain PyTorch, published key names (``modality_*.audio.*``)."""
 
-    def __init__(self, width: int = WIDTH, depth: int = DEPTH, heads: int = HEADS, out: int = OUT, mel: int = MEL,
-                 frames: int = FRAMES) -> None:
+    def __init__(
+        self,
+        width: int = WIDTH,
+        depth: int = DEPTH,
+        heads: int = HEADS,
+        out: int = OUT,
+        mel: int = MEL,
+        frames: int = FRAMES,
+    ) -> None:
         super().__init__()
         self.modality_preprocessors = nn.ModuleDict({"audio": _Pre(width, mel, frames)})
         self.modality_trunks = nn.ModuleDict({"audio": _Trunk(width, depth, heads)})
-        self.modality_heads = nn.ModuleDict({"audio": nn.Sequential(
-            nn.LayerNorm(width, eps=1e-6), nn.Identity(), nn.Linear(width, out, bias=False))})
+        self.modality_heads = nn.ModuleDict(
+            {"audio": nn.Sequential(nn.LayerNorm(width, eps=1e-6), nn.Identity(), nn.Linear(width, out, bias=False))}
+        )
         self.modality_postprocessors = nn.ModuleDict({"audio": nn.Sequential(nn.Identity(), _Scale())})
         with torch.no_grad():
             for blk in self.modality_trunks["audio"].blocks:
@@ -112,8 +120,16 @@ class ImageBindAudioReference(nn.Module):
         return emb * self.modality_postprocessors["audio"][1].log_logit_scale.exp().clamp(max=100)
 
 
-def run_parity(batch: int = 4, device: str | None = None, backends: tuple[str, ...] = ("sdpa", "math"),
-               iters: int = 3, dtype: str = "fp32", width: int = WIDTH, depth: int = DEPTH, heads: int = HEADS) -> dict:
+def run_parity(
+    batch: int = 4,
+    device: str | None = None,
+    backends: tuple[str, ...] = ("sdpa", "math"),
+    iters: int = 3,
+    dtype: str = "fp32",
+    width: int = WIDTH,
+    depth: int = DEPTH,
+    heads: int = HEADS,
+) -> dict:
     """Time reference and converted encoders on the same random fbank batch; outputs compared in ``dtype``.
 
     ``width`` / ``depth`` / ``heads`` shrink the trunk (smoke tests); the defaults are ImageBind-Huge's audio trunk.
@@ -135,6 +151,7 @@ def run_parity(batch: int = 4, device: str | None = None, backends: tuple[str, .
         def run():
             model.encoder("audio").trunk.set_backend(backend)
             return model.encode("audio", x) * scale
+
         return run
 
     impls = {"reference nn.MultiheadAttention": lambda: ref(x), **{f"bind ({b})": bind_fn(b) for b in backends}}
@@ -155,11 +172,19 @@ def run_parity(batch: int = 4, device: str | None = None, backends: tuple[str, .
         row = {"impl": name, "seconds_per_batch": sec, "peak_memory_mib": memory[name], "samples_per_s": batch / sec}
         if name != "reference nn.MultiheadAttention":
             diff = (outputs[name].float() - want).abs().max().item()
-            row.update(speedup_vs_reference=ref_sec / sec, max_abs_diff=diff,
-                       max_abs_diff_unit_embedding=diff / float(scale))
+            row.update(
+                speedup_vs_reference=ref_sec / sec, max_abs_diff=diff, max_abs_diff_unit_embedding=diff / float(scale)
+            )
         rows.append(row)
-    return {"suite": "imagebind-parity", "encoder": f"ImageBind-Huge audio ({width}/{depth}/{heads}, kv bias tokens)",
-            "input_shape": list(x.shape), "dtype": dtype, "device": str(dev), "env": environment(), "results": rows}
+    return {
+        "suite": "imagebind-parity",
+        "encoder": f"ImageBind-Huge audio ({width}/{depth}/{heads}, kv bias tokens)",
+        "input_shape": list(x.shape),
+        "dtype": dtype,
+        "device": str(dev),
+        "env": environment(),
+        "results": rows,
+    }
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -30,8 +30,9 @@ from bind.bench.common import environment, write_json
 EXACT_GOAL_S = 2.0
 
 
-def clustered_unit_vectors(n: int, dim: int, clusters: int, noise: float, seed: int,
-                           centres: np.ndarray | None = None, chunk: int = 131_072) -> tuple[np.ndarray, np.ndarray]:
+def clustered_unit_vectors(
+    n: int, dim: int, clusters: int, noise: float, seed: int, centres: np.ndarray | None = None, chunk: int = 131_072
+) -> tuple[np.ndarray, np.ndarray]:
     """``[n, dim]`` float32 unit vectors ``normalize(centre + noise * g / sqrt(dim))`` (``g`` standard normal), and
     the centres (drawn from ``seed`` unless given)."""
     gen = torch.Generator().manual_seed(seed)
@@ -43,7 +44,7 @@ def clustered_unit_vectors(n: int, dim: int, clusters: int, noise: float, seed: 
         m = min(chunk, n - start)
         assign = torch.randint(0, len(c), (m,), generator=gen)
         x = c[assign] + noise * torch.randn(m, dim, generator=gen) / dim**0.5
-        out[start:start + m] = torch.nn.functional.normalize(x, dim=1).numpy()
+        out[start : start + m] = torch.nn.functional.normalize(x, dim=1).numpy()
     return out, centres
 
 
@@ -81,9 +82,19 @@ def run(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     data, centres = clustered_unit_vectors(args.n, args.dim, args.clusters, args.noise, args.seed)
     queries, _ = clustered_unit_vectors(args.queries, args.dim, args.clusters, args.noise, args.seed + 1, centres)
-    result: dict = {"data": {"n": args.n, "dim": args.dim, "queries": args.queries, "k": k,
-                             "clusters": args.clusters, "noise": args.noise, "dtype": "float32",
-                             "bytes": int(data.nbytes), "generate_s": time.perf_counter() - t0}}
+    result: dict = {
+        "data": {
+            "n": args.n,
+            "dim": args.dim,
+            "queries": args.queries,
+            "k": k,
+            "clusters": args.clusters,
+            "noise": args.noise,
+            "dtype": "float32",
+            "bytes": int(data.nbytes),
+            "generate_s": time.perf_counter() - t0,
+        }
+    }
 
     # exact: faiss flat vs torch matmul top-k
     flat = faiss.IndexFlatIP(args.dim)
@@ -100,12 +111,19 @@ def run(args: argparse.Namespace) -> dict:
     t_scores, t_rows = brute_force_topk(queries_t, data_t, k)
     same_ids = float((t_rows.numpy() == exact_i).mean())
     result["exact"] = {
-        "index": "IndexFlatIP", "threads": args.threads, "add_s": add_s, "search_s": faiss_s,
-        "ms_per_query": 1000 * faiss_s / args.queries, "goal_s": EXACT_GOAL_S, "meets_goal": faiss_s < EXACT_GOAL_S,
-        "search_cpu_s": faiss_cpu_s, "search_cpu_s_per_thread": faiss_cpu_s / args.threads,
+        "index": "IndexFlatIP",
+        "threads": args.threads,
+        "add_s": add_s,
+        "search_s": faiss_s,
+        "ms_per_query": 1000 * faiss_s / args.queries,
+        "goal_s": EXACT_GOAL_S,
+        "meets_goal": faiss_s < EXACT_GOAL_S,
+        "search_cpu_s": faiss_cpu_s,
+        "search_cpu_s_per_thread": faiss_cpu_s / args.threads,
         "load_average_1min": os.getloadavg()[0],
         "search_s_faiss_default_blas_settings": default_s,
-        "torch_matmul_topk_s": torch_s, "torch_over_faiss_time": torch_s / faiss_s,
+        "torch_matmul_topk_s": torch_s,
+        "torch_over_faiss_time": torch_s / faiss_s,
         "ids_equal_torch_fraction": same_ids,
         "max_abs_score_diff_vs_torch": float(np.abs(t_scores.numpy() - exact_d).max()),
     }
@@ -113,8 +131,9 @@ def run(args: argparse.Namespace) -> dict:
     if args.nlist > 0:  # IVF
         nlist = min(args.nlist, args.n)
         ivf = faiss.index_factory(args.dim, f"IVF{nlist},Flat", faiss.METRIC_INNER_PRODUCT)
-        sample = data[np.sort(np.random.default_rng(args.seed).choice(args.n, min(args.train_size, args.n),
-                                                                      replace=False))]
+        sample = data[
+            np.sort(np.random.default_rng(args.seed).choice(args.n, min(args.train_size, args.n), replace=False))
+        ]
         t0 = time.perf_counter()
         ivf.train(sample)
         train_s = time.perf_counter() - t0
@@ -126,11 +145,23 @@ def run(args: argparse.Namespace) -> dict:
             faiss.extract_index_ivf(ivf).nprobe = nprobe
             _, found = ivf.search(queries, k)
             sec = _median_time(lambda: ivf.search(queries, k), args.iters)
-            runs.append({"nprobe": nprobe, "search_s": sec, "ms_per_query": 1000 * sec / args.queries,
-                         f"recall@{k}": recall_at_k(found, exact_i, k), "speedup_vs_exact": faiss_s / sec})
+            runs.append(
+                {
+                    "nprobe": nprobe,
+                    "search_s": sec,
+                    "ms_per_query": 1000 * sec / args.queries,
+                    f"recall@{k}": recall_at_k(found, exact_i, k),
+                    "speedup_vs_exact": faiss_s / sec,
+                }
+            )
         ivf.reset()
-        result["ivf"] = {"nlist": nlist, "train_size": len(sample), "train_s": train_s, "add_s": ivf_add_s,
-                         "runs": runs}
+        result["ivf"] = {
+            "nlist": nlist,
+            "train_size": len(sample),
+            "train_s": train_s,
+            "add_s": ivf_add_s,
+            "runs": runs,
+        }
 
     if args.hnsw:
         n_h = min(args.hnsw_n or args.n, args.n)
@@ -151,12 +182,24 @@ def run(args: argparse.Namespace) -> dict:
             hnsw.hnsw.efSearch = ef
             _, found = hnsw.search(queries, k)
             sec = _median_time(lambda: hnsw.search(queries, k), args.iters)
-            runs.append({"ef_search": ef, "search_s": sec, "ms_per_query": 1000 * sec / args.queries,
-                         f"recall@{k}": recall_at_k(found, sub_exact.numpy(), k),
-                         "speedup_vs_exact": sub_exact_s / sec})
+            runs.append(
+                {
+                    "ef_search": ef,
+                    "search_s": sec,
+                    "ms_per_query": 1000 * sec / args.queries,
+                    f"recall@{k}": recall_at_k(found, sub_exact.numpy(), k),
+                    "speedup_vs_exact": sub_exact_s / sec,
+                }
+            )
         hnsw.reset()
-        result["hnsw"] = {"n": n_h, "M": args.hnsw_m, "ef_construction": args.ef_construction, "build_s": build_s,
-                          "exact_search_s_same_n": sub_exact_s, "runs": runs}
+        result["hnsw"] = {
+            "n": n_h,
+            "M": args.hnsw_m,
+            "ef_construction": args.ef_construction,
+            "build_s": build_s,
+            "exact_search_s_same_n": sub_exact_s,
+            "runs": runs,
+        }
     return result
 
 
@@ -184,8 +227,11 @@ def add_suite(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hnsw-m", type=int, default=32)
     p.add_argument("--ef-construction", type=int, default=40)
     p.add_argument("--ef-search", type=int, nargs="+", default=[16, 32, 64, 128])
-    p.add_argument("--faiss-defaults", action="store_true",
-                   help="also time exact search with faiss's own BLAS settings (slow in faiss 1.15)")
+    p.add_argument(
+        "--faiss-defaults",
+        action="store_true",
+        help="also time exact search with faiss's own BLAS settings (slow in faiss 1.15)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="write the result JSON here")
     p.set_defaults(func=_run)

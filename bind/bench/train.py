@@ -22,8 +22,9 @@ import torch
 from bind.bench.common import PeakMemory, environment, time_fn, write_json
 
 
-def build_encoder(modality: str, model: str, lora_rank: int, grad_checkpointing: bool,
-                  overrides: dict[str, Any]) -> torch.nn.Module:
+def build_encoder(
+    modality: str, model: str, lora_rank: int, grad_checkpointing: bool, overrides: dict[str, Any]
+) -> torch.nn.Module:
     """A :class:`~bind.model.BindModel` holding only ``modality`` from the named config (plus ``overrides``)."""
     from bind.factory import _merge, expand_config
     from bind.lora import apply_lora
@@ -41,8 +42,17 @@ def build_encoder(modality: str, model: str, lora_rank: int, grad_checkpointing:
     return bind_model
 
 
-def run_variant(modality: str, model: str, variant: str, batch: int, iters: int, warmup: int, lora_rank: int,
-                overrides: dict[str, Any], device: torch.device) -> dict[str, Any]:
+def run_variant(
+    modality: str,
+    model: str,
+    variant: str,
+    batch: int,
+    iters: int,
+    warmup: int,
+    lora_rank: int,
+    overrides: dict[str, Any],
+    device: torch.device,
+) -> dict[str, Any]:
     """Time and measure one variant in this process."""
     from bind.bench.encoders import example_batch
     from bind.losses import contrastive_loss
@@ -66,9 +76,16 @@ def run_variant(modality: str, model: str, variant: str, batch: int, iters: int,
         sec = time_fn(step, device, warmup=warmup, iters=iters)
     total = sum(p.numel() for p in bind_model.parameters())
     trainable = sum(p.numel() for p in params)
-    return {"variant": variant, "seconds_per_step": sec, "samples_per_s": batch / sec,
-            "peak_memory_mib": mem.peak_mib, "trainable_params": trainable, "total_params": total,
-            "trainable_percent": 100.0 * trainable / total, "input_shape": list(x.shape)}
+    return {
+        "variant": variant,
+        "seconds_per_step": sec,
+        "samples_per_s": batch / sec,
+        "peak_memory_mib": mem.peak_mib,
+        "trainable_params": trainable,
+        "total_params": total,
+        "trainable_percent": 100.0 * trainable / total,
+        "input_shape": list(x.shape),
+    }
 
 
 def _variants(args: argparse.Namespace) -> list[str]:
@@ -80,15 +97,36 @@ def _run(args: argparse.Namespace) -> int:
     overrides = json.loads(args.overrides) if args.overrides else {}
     if args.worker:  # one variant, result as JSON on the last stdout line
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        res = run_variant(args.modality, args.model, args.worker, args.batch, args.iters, args.warmup, args.rank,
-                          overrides, device)
+        res = run_variant(
+            args.modality, args.model, args.worker, args.batch, args.iters, args.warmup, args.rank, overrides, device
+        )
         print(json.dumps(res))
         return 0
     rows = []
     for variant in _variants(args):
-        cmd = [sys.executable, "-m", "bind", "bench", "train", "--worker", variant, "--modality", args.modality,
-               "--model", args.model, "--batch", str(args.batch), "--iters", str(args.iters), "--warmup",
-               str(args.warmup), "--rank", str(args.rank), "--overrides", json.dumps(overrides)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "bind",
+            "bench",
+            "train",
+            "--worker",
+            variant,
+            "--modality",
+            args.modality,
+            "--model",
+            args.model,
+            "--batch",
+            str(args.batch),
+            "--iters",
+            str(args.iters),
+            "--warmup",
+            str(args.warmup),
+            "--rank",
+            str(args.rank),
+            "--overrides",
+            json.dumps(overrides),
+        ]
         if args.device:
             cmd += ["--device", args.device]
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -96,11 +134,24 @@ def _run(args: argparse.Namespace) -> int:
             raise RuntimeError(f"bench variant {variant} failed:\n{proc.stderr[-3000:]}")
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     by = {r["variant"]: r for r in rows}
-    ratios = {"lora_over_full_time": by["lora"]["seconds_per_step"] / by["full"]["seconds_per_step"],
-              "lora_over_full_memory": by["lora"]["peak_memory_mib"] / max(by["full"]["peak_memory_mib"], 1e-9)}
-    write_json({"suite": "train", "modality": args.modality, "model": args.model, "batch": args.batch,
-                "lora_rank": args.rank, "overrides": overrides, "env": environment(), "results": rows,
-                "ratios": ratios}, args.json)
+    ratios = {
+        "lora_over_full_time": by["lora"]["seconds_per_step"] / by["full"]["seconds_per_step"],
+        "lora_over_full_memory": by["lora"]["peak_memory_mib"] / max(by["full"]["peak_memory_mib"], 1e-9),
+    }
+    write_json(
+        {
+            "suite": "train",
+            "modality": args.modality,
+            "model": args.model,
+            "batch": args.batch,
+            "lora_rank": args.rank,
+            "overrides": overrides,
+            "env": environment(),
+            "results": rows,
+            "ratios": ratios,
+        },
+        args.json,
+    )
     return 0
 
 
@@ -108,8 +159,11 @@ def add_suite(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="training step time and peak memory: LoRA vs full fine-tuning")
     p.add_argument("--modality", default="audio")
     p.add_argument("--model", default="bind-base", help="named model config (bind-base: ViT-B/16 trunks)")
-    p.add_argument("--overrides", default='{"preprocess": {"preset": "imagebind", "clips": 1}}',
-                   help="JSON EncoderConfig overrides for the encoder (e.g. depth/width for a quick run)")
+    p.add_argument(
+        "--overrides",
+        default='{"preprocess": {"preset": "imagebind", "clips": 1}}',
+        help="JSON EncoderConfig overrides for the encoder (e.g. depth/width for a quick run)",
+    )
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--rank", type=int, default=16, help="LoRA rank (LanguageBind audio: 16)")
     p.add_argument("--iters", type=int, default=2)

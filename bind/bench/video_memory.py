@@ -30,8 +30,15 @@ from bind.bench.common import PeakMemory, environment, time_fn, write_json
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def build_video_encoder(model: str, image_size: int, frames: int, attention: str, backend: str,
-                        temporal_patch: int | None = None, patch_size: int | None = None):
+def build_video_encoder(
+    model: str,
+    image_size: int,
+    frames: int,
+    attention: str,
+    backend: str,
+    temporal_patch: int | None = None,
+    patch_size: int | None = None,
+):
     """The ``video`` encoder of a named model at ``image_size`` pixels, fresh weights (seed 0)."""
     from bind.encoder import ModalityEncoder
     from bind.factory import expand_config
@@ -42,8 +49,12 @@ def build_video_encoder(model: str, image_size: int, frames: int, attention: str
         stem["temporal_patch"] = temporal_patch
     if patch_size:
         stem["patch_size"] = patch_size
-    overrides = {"attention": attention, "attn_backend": backend, "stem": stem,
-                 "preprocess": {"size": image_size, "crop_size": image_size, "frames_per_clip": frames}}
+    overrides = {
+        "attention": attention,
+        "attn_backend": backend,
+        "stem": stem,
+        "preprocess": {"size": image_size, "crop_size": image_size, "frames_per_clip": frames},
+    }
     cfg = expand_config(model_config_dict(model), ["video"], overrides).encoders["video"]
     get_modality("video").prepare_encoder_config(cfg)
     torch.manual_seed(0)
@@ -55,8 +66,15 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     device, dtype = torch.device(spec["device"]), DTYPES[spec["dtype"]]
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
-    enc = build_video_encoder(spec["model"], spec["image_size"], spec["frames"], spec["attention"],
-                              spec["backend"], spec.get("temporal_patch"), spec.get("patch_size")).to(device)
+    enc = build_video_encoder(
+        spec["model"],
+        spec["image_size"],
+        spec["frames"],
+        spec["attention"],
+        spec["backend"],
+        spec.get("temporal_patch"),
+        spec.get("patch_size"),
+    ).to(device)
     cfg = enc.cfg
     x = torch.randn(1, 3, spec["frames"], spec["image_size"], spec["image_size"], device=device).to(dtype)
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
@@ -82,32 +100,51 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         per_attention = grid * grid + n_cls
         total, scores = steps * per_attention, steps * per_attention**2
     return {
-        "frames": spec["frames"], "temporal_steps": steps, "tokens": total, "tokens_per_attention": per_attention,
-        "seconds": sec, "peak_memory_mib": mem.peak_mib,
+        "frames": spec["frames"],
+        "temporal_steps": steps,
+        "tokens": total,
+        "tokens_per_attention": per_attention,
+        "seconds": sec,
+        "peak_memory_mib": mem.peak_mib,
         "naive_scores_mib": cfg.heads * scores * (torch.finfo(dtype).bits // 8) / 2**20,
         "params_m": sum(p.numel() for p in enc.parameters()) / 1e6,
     }
 
 
 def _measure_in_subprocess(spec: dict[str, Any]) -> dict[str, Any]:
-    code = ("import json, sys; from bind.bench.video_memory import measure; "
-            "print(json.dumps(measure(json.loads(sys.argv[1]))))")
+    code = (
+        "import json, sys; from bind.bench.video_memory import measure; "
+        "print(json.dumps(measure(json.loads(sys.argv[1]))))"
+    )
     # glibc keeps freed heap memory mapped, so RSS would under-report a later peak; a fixed mmap threshold makes
     # every large tensor its own mapping, returned to the OS when freed (RSS then tracks live memory)
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
     out = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], capture_output=True, text=True, env=env)
     if out.returncode != 0:
-        return {"frames": spec["frames"], "error": (out.stderr.strip().splitlines() or ["?"])[-1],
-                "returncode": out.returncode}
+        return {
+            "frames": spec["frames"],
+            "error": (out.stderr.strip().splitlines() or ["?"])[-1],
+            "returncode": out.returncode,
+        }
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def _run(args: argparse.Namespace) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     frames = sorted(set(args.frames))
-    base = {"model": args.model, "image_size": args.image_size, "attention": args.attention, "backend": args.backend,
-            "device": str(device), "dtype": args.dtype, "iters": args.iters, "warmup": args.warmup,
-            "threads": args.threads, "temporal_patch": args.temporal_patch, "patch_size": args.patch_size}
+    base = {
+        "model": args.model,
+        "image_size": args.image_size,
+        "attention": args.attention,
+        "backend": args.backend,
+        "device": str(device),
+        "dtype": args.dtype,
+        "iters": args.iters,
+        "warmup": args.warmup,
+        "threads": args.threads,
+        "temporal_patch": args.temporal_patch,
+        "patch_size": args.patch_size,
+    }
     rows = []
     for t in frames:
         spec = {**base, "frames": t}
@@ -126,8 +163,17 @@ def _run(args: argparse.Namespace) -> int:
         }
         if first["frames"] == 8 and last["frames"] == 64:
             summary["goal_peak_memory_ratio_le_10"] = summary["peak_memory_ratio"] <= 10
-    write_json({"suite": "video-memory", "config": {k: v for k, v in base.items() if k != "device"},
-                "device": str(device), "env": environment(), "results": rows, "summary": summary}, args.json)
+    write_json(
+        {
+            "suite": "video-memory",
+            "config": {k: v for k, v in base.items() if k != "device"},
+            "device": str(device),
+            "env": environment(),
+            "results": rows,
+            "summary": summary,
+        },
+        args.json,
+    )
     return 0 if len(ok) == len(rows) else 1
 
 

@@ -148,8 +148,12 @@ def token_counts(encoder: Any, sample: torch.Tensor) -> dict[str, int]:
             steps = -(-steps // min(stem.reduce_time, steps))
         patches = int(tokens.shape[1]) // steps
         per_attention = int(tokens.shape[1]) + n_cls
-    return {"tokens": steps * patches, "temporal_steps": steps, "patches_per_step": patches,
-            "tokens_per_attention": per_attention}
+    return {
+        "tokens": steps * patches,
+        "temporal_steps": steps,
+        "patches_per_step": patches,
+        "tokens_per_attention": per_attention,
+    }
 
 
 @torch.inference_mode()
@@ -177,8 +181,9 @@ def r1_hits(queries: torch.Tensor, gallery: torch.Tensor, positives: torch.Tenso
 DIRECTIONS = ("video->text", "text->video", "text->video_paraphrased")
 
 
-def retrieval(video: torch.Tensor, text: torch.Tensor, paraphrased: torch.Tensor,
-              factors: list[dict[str, str]]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def retrieval(
+    video: torch.Tensor, text: torch.Tensor, paraphrased: torch.Tensor, factors: list[dict[str, str]]
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Video <-> text R@1 (with chance) under factor-level relevance, paraphrased text -> video, and per-factor
     video -> text (positives agree on that one factor); plus the per-query top-1 hits of each direction."""
     from bind.world.experiment import factor_positives, pair_metrics, shared_factors
@@ -201,8 +206,9 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, resamples: int = 2000, seed: 
     return [round(float(np.percentile(d, 2.5)), 2), round(float(np.percentile(d, 97.5)), 2)]
 
 
-def deltas(rows: dict[str, dict[str, Any]], variants: list[Variant],
-           hits: dict[str, dict[str, np.ndarray]] | None = None) -> dict[str, dict[str, Any]]:
+def deltas(
+    rows: dict[str, dict[str, Any]], variants: list[Variant], hits: dict[str, dict[str, np.ndarray]] | None = None
+) -> dict[str, dict[str, Any]]:
     """For each reduced variant whose base was run: R@1 (reduced - base) in points (with a paired bootstrap 95%
     interval over test queries when ``hits`` are given), the speed-up, and the FLOP and token ratios."""
     out = {}
@@ -217,7 +223,8 @@ def deltas(rows: dict[str, dict[str, Any]], variants: list[Variant],
                 entry[f"{key}_r1_points_ci95"] = paired_bootstrap(hits[v.name][key], hits[v.base][key])
         entry["per_factor_video->text_r1_points"] = {
             f: round(100 * (m["r1"] - b["retrieval"]["per_factor_video->text"][f]["r1"]), 2)
-            for f, m in r["retrieval"]["per_factor_video->text"].items()}
+            for f, m in r["retrieval"]["per_factor_video->text"].items()
+        }
         entry["within_2_points"] = all(abs(entry[f"{k}_r1_points"]) <= 2.0 for k in ("video->text", "text->video"))
         entry["speedup"] = b["seconds_per_video"] / r["seconds_per_video"]
         entry["flops_ratio"] = r["gflops_per_video"] / b["gflops_per_video"]
@@ -227,16 +234,23 @@ def deltas(rows: dict[str, dict[str, Any]], variants: list[Variant],
 
 
 # --- the run ---------------------------------------------------------------------------------------------------------
-def run(out: str | Path, config: Config | None = None, world: str | Path | None = None,
-        echo: Any = print, verbose: bool = False) -> dict[str, Any]:
+def run(
+    out: str | Path,
+    config: Config | None = None,
+    world: str | Path | None = None,
+    echo: Any = print,
+    verbose: bool = False,
+) -> dict[str, Any]:
     """Generate / reuse the world, decode once, train and evaluate every variant; returns the result JSON."""
     config = config or Config()
     variants = [parse_variant(v) for v in config.variants]
     if len({v.name for v in variants}) != len(variants):
         raise ValueError(f"duplicate variants in {config.variants}")
     c = replace(config.experiment, encoders={"video": config.video()})
-    echo(f"bindspace bench video-reduction: {c.n} scenes, {config.frames} frames/clip, {c.epochs} epochs, "
-         f"variants {', '.join(v.name for v in variants)} -> {out}")
+    echo(
+        f"bindspace bench video-reduction: {c.n} scenes, {config.frames} frames/clip, {c.epochs} epochs, "
+        f"variants {', '.join(v.name for v in variants)} -> {out}"
+    )
     with WorldExperiment(out, c, world=world, echo=echo, verbose=verbose) as experiment:
         experiment.prepare([video_encoder_overrides(config, v) for v in variants])
         return _train_and_measure(config, variants, experiment)
@@ -269,23 +283,31 @@ def _train_and_measure(config: Config, variants: list[Variant], experiment: Worl
         flops = video_flops(encoder, sample)
         metrics, hits[v.name] = retrieval(video_emb, text_emb, para_emb, factors)
         rows[v.name] = {
-            "attention": v.attention, "reduce_time": v.reduce_time, "reduce_space": v.reduce_space,
-            "encoder_overrides": c.encoders_with(encoders)["video"], "tokens": token_counts(encoder, sample),
-            "params_m": sum(p.numel() for p in encoder.parameters()) / 1e6, "gflops_per_video": flops / 1e9,
+            "attention": v.attention,
+            "reduce_time": v.reduce_time,
+            "reduce_space": v.reduce_space,
+            "encoder_overrides": c.encoders_with(encoders)["video"],
+            "tokens": token_counts(encoder, sample),
+            "params_m": sum(p.numel() for p in encoder.parameters()) / 1e6,
+            "gflops_per_video": flops / 1e9,
             "retrieval": metrics,
             "validation": {k: round(float(x), 4) for k, x in result.metrics.items() if "video" in k},
             "train_seconds": round(train_s, 2),
         }
         models[v.name] = model
         r = rows[v.name]["retrieval"]
-        stage(f"train+eval {v.name}", t0, f"video->text R@1 {r['video->text']['r1']:.3f}, text->video R@1 "
-              f"{r['text->video']['r1']:.3f} (chance {r['video->text']['chance']:.4f}), "
-              f"{rows[v.name]['tokens']['tokens']} tokens")
+        stage(
+            f"train+eval {v.name}",
+            t0,
+            f"video->text R@1 {r['video->text']['r1']:.3f}, text->video R@1 "
+            f"{r['text->video']['r1']:.3f} (chance {r['video->text']['chance']:.4f}), "
+            f"{rows[v.name]['tokens']['tokens']} tokens",
+        )
 
     t0 = time.perf_counter()  # interleaved rounds: load from other jobs hits every variant alike
     samples: dict[str, list[float]] = {v.name: [] for v in variants}
     for model in models.values():  # warm-up (thread pools, allocator)
-        embed_seconds(model, test_videos[:config.embed_batch], config.embed_batch)
+        embed_seconds(model, test_videos[: config.embed_batch], config.embed_batch)
     for _ in range(max(1, config.timing_repeats)):
         for name, model in models.items():
             samples[name].append(embed_seconds(model, test_videos, config.embed_batch) / len(test_videos))
@@ -301,11 +323,11 @@ def _train_and_measure(config: Config, variants: list[Variant], experiment: Worl
         "world": {k: world[k] for k in ("manifest", "reused", "scenes", "counts", "seed", "sha256")},
         "model": {"name": MODEL_NAME, "anchor": "text (frozen all-MiniLM-L6-v2)", "trained": ["video"]},
         "relevance": "factor-level: a caption is a positive for a video when the scenes agree on every factor the "
-                     "video caption names (shape, colour, motion, activity); chance = mean over queries of "
-                     "#positives / gallery size; per_factor: positives agree on that factor only",
+        "video caption names (shape, colour, motion, activity); chance = mean over queries of "
+        "#positives / gallery size; per_factor: positives agree on that factor only",
         "timing": f"seconds per video: median over {config.timing_repeats} interleaved rounds of embedding the "
-                  f"{len(test)} decoded test videos in batches of {config.embed_batch} (inference_mode, "
-                  f"{torch.get_num_threads()} threads)",
+        f"{len(test)} decoded test videos in batches of {config.embed_batch} (inference_mode, "
+        f"{torch.get_num_threads()} threads)",
         "test_scenes": len(test),
         "config": asdict(config),
         "variants": rows,
@@ -322,44 +344,72 @@ def _train_and_measure(config: Config, variants: list[Variant], experiment: Worl
 def format_table(results: dict[str, Any]) -> str:
     """The printed table: R@1 both directions with chance, paraphrase and motion R@1, speed, tokens; then deltas."""
     rows = results["variants"]
-    head = (f"{'variant':<22} {'v->t R@1':>8} {'t->v R@1':>8} {'chance':>7} {'para t->v':>9} {'motion v->t':>11} "
-            f"{'ms/video':>9} {'GFLOP':>6} {'tokens':>6} {'steps':>5}")
-    lines = [f"held-out test scenes: {results['test_scenes']} (one query = {100 / results['test_scenes']:.2f} "
-             "points); factor-level relevance", head]
+    head = (
+        f"{'variant':<22} {'v->t R@1':>8} {'t->v R@1':>8} {'chance':>7} {'para t->v':>9} {'motion v->t':>11} "
+        f"{'ms/video':>9} {'GFLOP':>6} {'tokens':>6} {'steps':>5}"
+    )
+    lines = [
+        f"held-out test scenes: {results['test_scenes']} (one query = {100 / results['test_scenes']:.2f} "
+        "points); factor-level relevance",
+        head,
+    ]
     for name, r in rows.items():
         ret = r["retrieval"]
         motion = ret["per_factor_video->text"].get("motion", {"r1": float("nan")})
-        lines.append(f"{name:<22} {ret['video->text']['r1']:8.3f} {ret['text->video']['r1']:8.3f} "
-                     f"{ret['video->text']['chance']:7.4f} {ret['text->video_paraphrased']['r1']:9.3f} "
-                     f"{motion['r1']:11.3f} {1000 * r['seconds_per_video']:9.3f} {r['gflops_per_video']:6.3f} "
-                     f"{r['tokens']['tokens']:6d} {r['tokens']['temporal_steps']:5d}")
+        lines.append(
+            f"{name:<22} {ret['video->text']['r1']:8.3f} {ret['text->video']['r1']:8.3f} "
+            f"{ret['video->text']['chance']:7.4f} {ret['text->video_paraphrased']['r1']:9.3f} "
+            f"{motion['r1']:11.3f} {1000 * r['seconds_per_video']:9.3f} {r['gflops_per_video']:6.3f} "
+            f"{r['tokens']['tokens']:6d} {r['tokens']['temporal_steps']:5d}"
+        )
     d = results["deltas_vs_unreduced"]
     if d:
+
         def pts(e: dict[str, Any], key: str) -> str:
             ci = e.get(f"{key}_r1_points_ci95")
             return f"{e[f'{key}_r1_points']:+6.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
 
-        lines += ["", "reduced - unreduced (same attention), R@1 points [paired bootstrap 95% over test queries]:",
-                  f"{'variant':<22} {'base':<8} {'v->t':>22} {'t->v':>22} {'para':>6} {'motion':>6} "
-                  f"{'|d|<=2':>6} {'speed-up':>8} {'FLOPs':>6} {'tokens':>6}"]
+        lines += [
+            "",
+            "reduced - unreduced (same attention), R@1 points [paired bootstrap 95% over test queries]:",
+            f"{'variant':<22} {'base':<8} {'v->t':>22} {'t->v':>22} {'para':>6} {'motion':>6} "
+            f"{'|d|<=2':>6} {'speed-up':>8} {'FLOPs':>6} {'tokens':>6}",
+        ]
         for name, e in d.items():
             motion = e["per_factor_video->text_r1_points"].get("motion", float("nan"))
-            lines.append(f"{name:<22} {e['base']:<8} {pts(e, 'video->text'):>22} {pts(e, 'text->video'):>22} "
-                         f"{e['text->video_paraphrased_r1_points']:+6.2f} {motion:+6.2f} "
-                         f"{str(e['within_2_points']):>6} {e['speedup']:7.2f}x {e['flops_ratio']:5.2f}x "
-                         f"{e['token_ratio']:5.2f}x")
+            lines.append(
+                f"{name:<22} {e['base']:<8} {pts(e, 'video->text'):>22} {pts(e, 'text->video'):>22} "
+                f"{e['text->video_paraphrased_r1_points']:+6.2f} {motion:+6.2f} "
+                f"{str(e['within_2_points']):>6} {e['speedup']:7.2f}x {e['flops_ratio']:5.2f}x "
+                f"{e['token_ratio']:5.2f}x"
+            )
     lines.append("time per stage: " + ", ".join(f"{k} {v:.1f}s" for k, v in results["timings_s"].items()))
     return "\n".join(lines)
 
 
 def _run(args: argparse.Namespace) -> int:
-    overrides = {k: v for k, v in (("n", args.n), ("seed", args.seed), ("epochs", args.epochs),
-                                   ("frames", args.frames), ("workers", args.workers), ("threads", args.threads),
-                                   ("variants", tuple(args.variants) if args.variants else None)) if v is not None}
+    overrides = {
+        k: v
+        for k, v in (
+            ("n", args.n),
+            ("seed", args.seed),
+            ("epochs", args.epochs),
+            ("frames", args.frames),
+            ("workers", args.workers),
+            ("threads", args.threads),
+            ("variants", tuple(args.variants) if args.variants else None),
+        )
+        if v is not None
+    }
     config = Config.quick_config(**overrides) if args.quick else Config.from_overrides(**overrides)
     out = args.out or ("runs/bench/video-reduction-quick" if args.quick else "runs/bench/video-reduction")
-    results = run(out, config, world=args.world, echo=lambda s: print(s, flush=True),
-                  verbose=args.show_libraries or getattr(args, "verbose", False))
+    results = run(
+        out,
+        config,
+        world=args.world,
+        echo=lambda s: print(s, flush=True),
+        verbose=args.show_libraries or getattr(args, "verbose", False),
+    )
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=2, default=str) + "\n")
@@ -379,12 +429,18 @@ def add_suite(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", type=int, default=None, help=f"frames per clip (default {Config.frames})")
     p.add_argument("--workers", type=int, default=None, help="processes for rendering and decoding (default 2)")
     p.add_argument("--threads", type=int, default=None, help="torch threads for training and timing (default 1)")
-    p.add_argument("--variants", nargs="+", default=None,
-                   help="joint|divided[+reduce_time<r>][+reduce_space<s>] (default: " + " ".join(DEFAULT_VARIANTS)
-                   + ")")
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        default=None,
+        help="joint|divided[+reduce_time<r>][+reduce_space<s>] (default: " + " ".join(DEFAULT_VARIANTS) + ")",
+    )
     p.add_argument("--quick", action="store_true", help="a tiny world and one epoch: a smoke test")
-    p.add_argument("--verbose", action="store_true", dest="show_libraries",
-                   help="also show the training libraries' messages, warnings and model summary (bindspace -v: and "
-                   "debug logging)")
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        dest="show_libraries",
+        help="also show the training libraries' messages, warnings and model summary (bindspace -v: and debug logging)",
+    )
     p.add_argument("--json", default=None, help="write the result JSON here")
     p.set_defaults(func=_run)

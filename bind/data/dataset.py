@@ -57,11 +57,13 @@ class PairSpec:
         self.preprocess = pre
 
     @classmethod
-    def from_model(cls, model, modalities: list[str], anchor: str = "text",
-                   caption_source: str = "modality") -> PairSpec:
+    def from_model(
+        cls, model, modalities: list[str], anchor: str = "text", caption_source: str = "modality"
+    ) -> PairSpec:
         """Preprocessing as configured in ``model``'s encoders."""
-        return cls(list(modalities), anchor, {m: model.preprocess_config(m) for m in [*modalities, anchor]},
-                   caption_source)
+        return cls(
+            list(modalities), anchor, {m: model.preprocess_config(m) for m in [*modalities, anchor]}, caption_source
+        )
 
 
 def sample_seed(seed: int, epoch: int, key: Any) -> int:
@@ -135,8 +137,11 @@ class SampleCache:
     def fill(self, items: Iterable[tuple[str, Any]], preprocess: dict[str, Any], workers: int = 1) -> int:
         """Decode ``(modality, source)`` items not cached yet with ``preprocess[modality]``, in ``workers`` processes;
         returns how many were added (unreadable sources are left out, for the dataset to log when it meets them)."""
-        todo = list(dict.fromkeys((m, s) for m, s in items if (k := self._key(m, s, preprocess[m])) is not None
-                                  and k not in self._store))
+        todo = list(
+            dict.fromkeys(
+                (m, s) for m, s in items if (k := self._key(m, s, preprocess[m])) is not None and k not in self._store
+            )
+        )
         tasks = [(m, s, preprocess[m]) for m, s in todo]
         if workers <= 1 or len(tasks) < 2:
             results: Iterable[torch.Tensor | None] = map(_process_or_none, tasks)
@@ -166,11 +171,20 @@ def _process_or_none(task: tuple[str, Any, Any]) -> torch.Tensor | None:
         return None
 
 
-def build_pair_sample(sample_id: str, sources: dict[str, Any], locations: dict[str, str],
-                      captions_for: Callable[[str], list[str]], spec: PairSpec, *, train: bool,
-                      bad: BadSampleLog, split: str | None = None, seed: int | None = None,
-                      process: Callable[[str, Any, Any, bool], Any] | None = None,
-                      cache: SampleCache | None = None) -> dict[str, Any] | None:
+def build_pair_sample(
+    sample_id: str,
+    sources: dict[str, Any],
+    locations: dict[str, str],
+    captions_for: Callable[[str], list[str]],
+    spec: PairSpec,
+    *,
+    train: bool,
+    bad: BadSampleLog,
+    split: str | None = None,
+    seed: int | None = None,
+    process: Callable[[str, Any, Any, bool], Any] | None = None,
+    cache: SampleCache | None = None,
+) -> dict[str, Any] | None:
     """Load one sample's pairs (see the module docstring). ``sources``: modality -> path / bytes;
     ``locations``: modality -> what to print in the skip log; ``process(modality, source, cfg, train)`` replaces
     the plugin's ``process`` (webdataset shards use it to fall back to a temporary file); ``cache`` memoises
@@ -199,8 +213,9 @@ def build_pair_sample(sample_id: str, sources: dict[str, Any], locations: dict[s
                 cap = rng.choice(caps) if train else caps[0]
                 try:
                     tcfg = spec.preprocess["text"]
-                    anchors[m] = (text.process(cap, tcfg, train=train) if cache is None else
-                                  cache.process("text", cap, tcfg))
+                    anchors[m] = (
+                        text.process(cap, tcfg, train=train) if cache is None else cache.process("text", cap, tcfg)
+                    )
                     keys[m] = cap
                 except Exception as e:  # noqa: BLE001 — the skip policy
                     fail("text", e)
@@ -223,8 +238,12 @@ def build_pair_sample(sample_id: str, sources: dict[str, Any], locations: dict[s
                 fail(m, e)
     if not inputs:
         return None
-    return {"id": str(sample_id), "inputs": inputs, "anchors": {m: anchors[m] for m in inputs},
-            "anchor_keys": {m: keys[m] for m in inputs}}
+    return {
+        "id": str(sample_id),
+        "inputs": inputs,
+        "anchors": {m: anchors[m] for m in inputs},
+        "anchor_keys": {m: keys[m] for m in inputs},
+    }
 
 
 class PairedDataset(Dataset):
@@ -234,8 +253,16 @@ class PairedDataset(Dataset):
     (the epoch seeds training augmentations).
     """
 
-    def __init__(self, records: list[ManifestRecord], spec: PairSpec, *, train: bool = True,
-                 bad: BadSampleLog | None = None, seed: int = 0, cache: SampleCache | None = None) -> None:
+    def __init__(
+        self,
+        records: list[ManifestRecord],
+        spec: PairSpec,
+        *,
+        train: bool = True,
+        bad: BadSampleLog | None = None,
+        seed: int = 0,
+        cache: SampleCache | None = None,
+    ) -> None:
         self.spec, self.train, self.seed, self.cache = spec, train, seed, cache
         self.bad = bad or BadSampleLog()
         usable = set(spec.modalities)
@@ -248,7 +275,15 @@ class PairedDataset(Dataset):
         epoch, index = key if isinstance(key, tuple) else (0, key)
         rec = self.records[index]
         sources: dict[str, Any] = dict(rec.media)
-        return build_pair_sample(rec.id, sources, {m: str(p) for m, p in rec.media.items()},
-                                 lambda m: rec.anchor_captions(m, self.spec.caption_source), self.spec,
-                                 train=self.train, bad=self.bad, split=rec.split,
-                                 seed=sample_seed(self.seed, epoch, rec.id), cache=self.cache)
+        return build_pair_sample(
+            rec.id,
+            sources,
+            {m: str(p) for m, p in rec.media.items()},
+            lambda m: rec.anchor_captions(m, self.spec.caption_source),
+            self.spec,
+            train=self.train,
+            bad=self.bad,
+            split=rec.split,
+            seed=sample_seed(self.seed, epoch, rec.id),
+            cache=self.cache,
+        )

@@ -93,13 +93,14 @@ def _dotted(obj: dict[str, Any], key: str) -> Any:
     return obj
 
 
-def parse_record(obj: Any, root: Path, where: str, modalities: set[str] | None = None,
-                 label_field: str = "label") -> ManifestRecord:
+def parse_record(
+    obj: Any, root: Path, where: str, modalities: set[str] | None = None, label_field: str = "label"
+) -> ManifestRecord:
     """Validate one decoded JSON object into a :class:`ManifestRecord` (``where`` names file and line)."""
     if not isinstance(obj, dict):
         raise ManifestError(f"{where}: expected a JSON object, got {type(obj).__name__}")
     if "id" not in obj or not isinstance(obj["id"], (str, int)):
-        raise ManifestError(f"{where}: every line needs an \"id\" (string)")
+        raise ManifestError(f'{where}: every line needs an "id" (string)')
     modalities = modality_keys() if modalities is None else modalities
     media, extra = {}, {}
     for k, v in obj.items():
@@ -116,16 +117,23 @@ def parse_record(obj: Any, root: Path, where: str, modalities: set[str] | None =
             extra[k] = v
     caps = obj.get("captions") or {}
     if not isinstance(caps, dict):
-        raise ManifestError(f"{where}: \"captions\" must map modality -> caption(s), got {caps!r}")
+        raise ManifestError(f'{where}: "captions" must map modality -> caption(s), got {caps!r}')
     split = obj.get("split")
     if split is not None and not isinstance(split, str):
-        raise ManifestError(f"{where}: \"split\" must be a string, got {split!r}")
+        raise ManifestError(f'{where}: "split" must be a string, got {split!r}')
     factors = obj.get("factors") or {}
     label = _dotted(obj, label_field)
-    return ManifestRecord(id=str(obj["id"]), split=split, text=_captions(obj.get("text"), f"{where}: text"),
-                          media=media, captions={m: _captions(c, f"{where}: captions.{m}") for m, c in caps.items()},
-                          factors=factors if isinstance(factors, dict) else {"value": factors}, extra=extra,
-                          where=where, label=None if label is None else str(label))
+    return ManifestRecord(
+        id=str(obj["id"]),
+        split=split,
+        text=_captions(obj.get("text"), f"{where}: text"),
+        media=media,
+        captions={m: _captions(c, f"{where}: captions.{m}") for m, c in caps.items()},
+        factors=factors if isinstance(factors, dict) else {"value": factors},
+        extra=extra,
+        where=where,
+        label=None if label is None else str(label),
+    )
 
 
 def read_manifest(path: str | Path, split: str | None = None, label_field: str = "label") -> list[ManifestRecord]:
@@ -144,8 +152,9 @@ def read_manifest(path: str | Path, split: str | None = None, label_field: str =
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ManifestError(f"{where}: not valid JSON ({e.msg} at column {e.colno}); write one JSON object "
-                                    "per line") from None
+                raise ManifestError(
+                    f"{where}: not valid JSON ({e.msg} at column {e.colno}); write one JSON object per line"
+                ) from None
             rec = parse_record(obj, root, where, keys, label_field)
             if rec.id in seen:
                 raise ManifestError(f"{where}: id {rec.id!r} already used on line {seen[rec.id]}")
@@ -163,8 +172,9 @@ def write_manifest(path: str | Path, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
-def manifest_items(records: list[ManifestRecord], modality: str,
-                   for_modality: str | None = None) -> list[tuple[str, Any, int]]:
+def manifest_items(
+    records: list[ManifestRecord], modality: str, for_modality: str | None = None
+) -> list[tuple[str, Any, int]]:
     """``(id, source, record_index)`` for every record holding ``modality``; each caption of a text list is an item."""
     items = []
     for i, r in enumerate(records):

@@ -19,9 +19,18 @@ from torch.utils.data import DistributedSampler
 
 
 class ResumableSampler(DistributedSampler):
-    def __init__(self, num_samples: int, *, batch_size: int, shuffle: bool = True, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, drop_last: bool = True,
-                 position_fn: Callable[[], tuple[int, int] | None] | None = None) -> None:
+    def __init__(
+        self,
+        num_samples: int,
+        *,
+        batch_size: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = True,
+        position_fn: Callable[[], tuple[int, int] | None] | None = None,
+    ) -> None:
         if num_samples < 1:
             raise ValueError("the dataset is empty")
         self.n, self.batch_size, self.shuffle, self.seed = num_samples, batch_size, shuffle, seed
@@ -30,8 +39,10 @@ class ResumableSampler(DistributedSampler):
         if drop_last:
             usable = num_samples // (world_size * batch_size) * (world_size * batch_size)
             if usable == 0:
-                raise ValueError(f"{num_samples} samples make no full batch of {batch_size} on {world_size} rank(s); "
-                                 "lower the batch size or set drop_last=False")
+                raise ValueError(
+                    f"{num_samples} samples make no full batch of {batch_size} on {world_size} rank(s); "
+                    "lower the batch size or set drop_last=False"
+                )
             self.per_rank = usable // world_size
         else:
             self.per_rank = len(range(rank, num_samples, world_size))

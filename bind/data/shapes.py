@@ -32,8 +32,9 @@ def _draw(img: Image.Image, shape: str, cx: float, cy: float, r: float, fill) ->
         draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=fill)
 
 
-def draw_shape(colour: str, shape: str, size: int, rng: np.random.Generator,
-               place: tuple[float, float, float] | None = None) -> Image.Image:
+def draw_shape(
+    colour: str, shape: str, size: int, rng: np.random.Generator, place: tuple[float, float, float] | None = None
+) -> Image.Image:
     """One ``size`` x ``size`` RGB image of a ``colour`` ``shape`` at a random place and scale (or ``place`` =
     ``(cx, cy, radius)``)."""
     img = Image.fromarray(rng.integers(90, 150, (size, size, 3), dtype=np.uint8))
@@ -44,16 +45,25 @@ def draw_shape(colour: str, shape: str, size: int, rng: np.random.Generator,
     return img
 
 
-def draw_depth(shape: str, size: int, place: tuple[float, float, float], distance_mm: int,
-               background_mm: int = 3000) -> Image.Image:
+def draw_depth(
+    shape: str, size: int, place: tuple[float, float, float], distance_mm: int, background_mm: int = 3000
+) -> Image.Image:
     """A 16-bit depth map (millimetres) of ``shape`` at ``distance_mm`` before a flat background."""
     img = Image.new("I", (size, size), background_mm)
     _draw(img, shape, *place, fill=distance_mm)
     return Image.fromarray(np.asarray(img).astype(np.uint16))
 
 
-def write_shapes_dataset(root: str | Path, *, train: int = 96, val: int = 48, size: int = 32, seed: int = 0,
-                         name: str = "manifest.jsonl", depth: bool = False) -> Path:
+def write_shapes_dataset(
+    root: str | Path,
+    *,
+    train: int = 96,
+    val: int = 48,
+    size: int = 32,
+    seed: int = 0,
+    name: str = "manifest.jsonl",
+    depth: bool = False,
+) -> Path:
     """Write ``root/media/*.png`` and ``root/<name>`` with ``train`` + ``val`` samples (and depth maps with their
     own captions when ``depth``); returns the manifest path."""
     root = Path(root)
@@ -69,8 +79,13 @@ def write_shapes_dataset(root: str | Path, *, train: int = 96, val: int = 48, si
         cx = rng.uniform(r, size / 2 - 1) if side == "left" else rng.uniform(size / 2 + 1, size - r)
         place = (cx, rng.uniform(r, size - r), r)
         draw_shape(colour, shape, size, rng, place).save(root / rel)
-        row = {"id": f"s{i:05d}", "split": "train" if i < train else "val", "text": f"a {colour} {shape}",
-               "image": rel, "factors": {"colour": colour, "shape": shape, "side": side}}
+        row = {
+            "id": f"s{i:05d}",
+            "split": "train" if i < train else "val",
+            "text": f"a {colour} {shape}",
+            "image": rel,
+            "factors": {"colour": colour, "shape": shape, "side": side},
+        }
         if depth:
             near = bool(rng.integers(0, 2))
             draw_depth(shape, size, place, 1000 if near else 2000).save(root / f"media/s{i:05d}.depth.png")

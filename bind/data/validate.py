@@ -43,8 +43,14 @@ class ValidationReport:
         return not self.problems
 
     def to_dict(self) -> dict[str, Any]:
-        return {"manifest": self.manifest, "samples": self.samples, "checked": self.checked, "ok": self.ok,
-                "problems": self.problems, "warnings": self.warnings}
+        return {
+            "manifest": self.manifest,
+            "samples": self.samples,
+            "checked": self.checked,
+            "ok": self.ok,
+            "problems": self.problems,
+            "warnings": self.warnings,
+        }
 
 
 def _check_record(rec: ManifestRecord, configs: dict[str, Any], modalities: set[str] | None) -> tuple[int, list]:
@@ -61,8 +67,9 @@ def _check_record(rec: ManifestRecord, configs: dict[str, Any], modalities: set[
         except _BUGS:
             raise
         except Exception as e:  # noqa: BLE001
-            problems.append({"id": rec.id, "modality": m, "path": str(path), "reason": _describe_error(e),
-                             "line": rec.where})
+            problems.append(
+                {"id": rec.id, "modality": m, "path": str(path), "reason": _describe_error(e), "line": rec.where}
+            )
     if "text" in configs and (modalities is None or "text" in modalities):
         text = get_modality("text")
         for caps in [rec.text, *rec.captions.values()]:
@@ -73,8 +80,15 @@ def _check_record(rec: ManifestRecord, configs: dict[str, Any], modalities: set[
                 except _BUGS:
                     raise
                 except Exception as e:  # noqa: BLE001
-                    problems.append({"id": rec.id, "modality": "text", "path": rec.where,
-                                     "reason": _describe_error(e), "line": rec.where})
+                    problems.append(
+                        {
+                            "id": rec.id,
+                            "modality": "text",
+                            "path": rec.where,
+                            "reason": _describe_error(e),
+                            "line": rec.where,
+                        }
+                    )
     return checked, problems
 
 
@@ -95,8 +109,14 @@ def _warm_up_records(records: list[ManifestRecord], checked: Iterable[str]) -> l
     return sorted(set(first.values()))
 
 
-def validate_manifest(path: str | Path, *, model: str | None = None, modalities: Iterable[str] | None = None,
-                      split: str | None = None, workers: int = 4) -> ValidationReport:
+def validate_manifest(
+    path: str | Path,
+    *,
+    model: str | None = None,
+    modalities: Iterable[str] | None = None,
+    split: str | None = None,
+    workers: int = 4,
+) -> ValidationReport:
     """Decode every sample of a manifest; see the module docstring. Raises :class:`ManifestError` when there is
     nothing to check (no samples, ``modalities`` naming none that is registered and present)."""
     records = read_manifest(path, split=split)
@@ -114,12 +134,15 @@ def validate_manifest(path: str | Path, *, model: str | None = None, modalities:
         if unknown:
             hints = [h for u in unknown for h in difflib.get_close_matches(u, registered, n=1)]
             hint = f"did you mean {', '.join(hints)}? " if hints else ""
-            raise ManifestError(f"--modalities: {', '.join(map(repr, unknown))} is no registered modality; {hint}"
-                                f"(registered: {', '.join(registered)}; in {path}: {', '.join(present)})")
+            raise ManifestError(
+                f"--modalities: {', '.join(map(repr, unknown))} is no registered modality; {hint}"
+                f"(registered: {', '.join(registered)}; in {path}: {', '.join(present)})"
+            )
         missing = sorted(wanted - set(present))
         if missing:
-            raise ManifestError(f"--modalities: {path} holds no {', '.join(missing)} items "
-                                f"(it holds: {', '.join(present)})")
+            raise ManifestError(
+                f"--modalities: {path} holds no {', '.join(missing)} items (it holds: {', '.join(present)})"
+            )
     model_cfgs: dict[str, Any] = {}
     if model is not None:
         from bind.factory import expand_config
@@ -161,8 +184,13 @@ def validate_manifest(path: str | Path, *, model: str | None = None, modalities:
 
 
 def _validate_cmd(args: argparse.Namespace) -> int:
-    report = validate_manifest(args.manifest, model=args.model, split=args.split, workers=args.workers,
-                               modalities=args.modalities.split(",") if args.modalities else None)
+    report = validate_manifest(
+        args.manifest,
+        model=args.model,
+        split=args.split,
+        workers=args.workers,
+        modalities=args.modalities.split(",") if args.modalities else None,
+    )
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
@@ -171,8 +199,7 @@ def _validate_cmd(args: argparse.Namespace) -> int:
         for p in report.problems:
             print(f"{p['id']}\t{p['modality']}\t{p['path']}\t{p['reason']}")
         status = "OK" if report.ok else f"{len(report.problems)} unreadable"
-        print(f"{report.manifest}: {report.samples} samples, {report.checked} items checked, {status}",
-              file=sys.stderr)
+        print(f"{report.manifest}: {report.samples} samples, {report.checked} items checked, {status}", file=sys.stderr)
     return 0 if report.ok else 1
 
 

@@ -50,8 +50,9 @@ def _process_bytes_or_file(modality: str, source: Any, cfg: Any, train: bool) ->
 class ShardSampleDecoder:
     """Turns one webdataset sample (``{"__key__", "__url__", ext: bytes}``) into a paired sample or ``None``."""
 
-    def __init__(self, spec: PairSpec, *, train: bool, bad: BadSampleLog,
-                 extensions: dict[str, tuple[str, ...]] | None = None) -> None:
+    def __init__(
+        self, spec: PairSpec, *, train: bool, bad: BadSampleLog, extensions: dict[str, tuple[str, ...]] | None = None
+    ) -> None:
         self.spec, self.train, self.bad = spec, train, bad
         self.extensions = dict(extensions or {})
 
@@ -80,29 +81,55 @@ class ShardSampleDecoder:
         except Exception as e:  # noqa: BLE001 — a malformed sample is a bad sample
             self.bad.record(key, f"{url}#{key}.json", "json", str(e))
             return None
-        return build_pair_sample(rec.id, sources, locations,
-                                 lambda m: rec.anchor_captions(m, self.spec.caption_source), self.spec,
-                                 train=self.train, bad=self.bad, split=rec.split, seed=None,
-                                 process=_process_bytes_or_file)
+        return build_pair_sample(
+            rec.id,
+            sources,
+            locations,
+            lambda m: rec.anchor_captions(m, self.spec.caption_source),
+            self.spec,
+            train=self.train,
+            bad=self.bad,
+            split=rec.split,
+            seed=None,
+            process=_process_bytes_or_file,
+        )
 
 
 def _is_sample(s: Any) -> bool:
     return s is not None
 
 
-def webdataset_pairs(urls: str | list[str], spec: PairSpec, *, train: bool, bad: BadSampleLog | None = None,
-                     seed: int = 0, shuffle_buffer: int = 1000, epoch_size: int | None = None, world_size: int = 1,
-                     num_workers: int = 0, extensions: dict[str, tuple[str, ...]] | None = None):
+def webdataset_pairs(
+    urls: str | list[str],
+    spec: PairSpec,
+    *,
+    train: bool,
+    bad: BadSampleLog | None = None,
+    seed: int = 0,
+    shuffle_buffer: int = 1000,
+    epoch_size: int | None = None,
+    world_size: int = 1,
+    num_workers: int = 0,
+    extensions: dict[str, tuple[str, ...]] | None = None,
+):
     """An ``IterableDataset`` of paired samples from webdataset shards (brace patterns like ``a-{000..009}.tar``
     or a list of paths / URLs)."""
     import webdataset as wds
 
     if world_size > 1 and train and not epoch_size:
-        raise ValueError("webdataset training on several ranks needs epoch_size (samples per epoch over all ranks), "
-                         "so that every rank runs the same number of steps")
+        raise ValueError(
+            "webdataset training on several ranks needs epoch_size (samples per epoch over all ranks), "
+            "so that every rank runs the same number of steps"
+        )
     resampled = bool(train and epoch_size)
-    ds = wds.WebDataset(urls, resampled=resampled, shardshuffle=(100 if train and not resampled else False),
-                        nodesplitter=wds.split_by_node, empty_check=False, seed=seed)
+    ds = wds.WebDataset(
+        urls,
+        resampled=resampled,
+        shardshuffle=(100 if train and not resampled else False),
+        nodesplitter=wds.split_by_node,
+        empty_check=False,
+        seed=seed,
+    )
     if train and shuffle_buffer:
         ds = ds.shuffle(shuffle_buffer)
     ds = ds.map(ShardSampleDecoder(spec, train=train, bad=bad or BadSampleLog(), extensions=extensions))
@@ -131,9 +158,18 @@ def write_shards(records: list[ManifestRecord], pattern: str | Path, samples_per
     written: list[Path] = []
     with wds.ShardWriter(str(pattern), maxcount=samples_per_shard, verbose=0) as sink:
         for rec in records:
-            sample: dict[str, Any] = {"__key__": rec.id.replace(".", "_"), "json": json.dumps(
-                {"id": rec.id, "text": rec.text, "captions": rec.captions, "factors": rec.factors,
-                 "split": rec.split}).encode()}
+            sample: dict[str, Any] = {
+                "__key__": rec.id.replace(".", "_"),
+                "json": json.dumps(
+                    {
+                        "id": rec.id,
+                        "text": rec.text,
+                        "captions": rec.captions,
+                        "factors": rec.factors,
+                        "split": rec.split,
+                    }
+                ).encode(),
+            }
             for m, path in rec.media.items():
                 sample[member_key(m, path)] = path.read_bytes() if path.is_file() else b""
             sink.write(sample)

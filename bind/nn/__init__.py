@@ -5,6 +5,12 @@ from bind.nn.heads import EmbeddingHead
 from bind.nn.transformer import Block, DividedSpaceTimeBlock, PatchDropout, Transformer
 
 __all__ = [
-    "Attention", "attention", "available_backends", "Block", "DividedSpaceTimeBlock", "EmbeddingHead",
-    "PatchDropout", "Transformer",
+    "Attention",
+    "attention",
+    "available_backends",
+    "Block",
+    "DividedSpaceTimeBlock",
+    "EmbeddingHead",
+    "PatchDropout",
+    "Transformer",
 ]

@@ -85,12 +85,15 @@ def _math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor 
     return attn @ v
 
 
-def _xformers(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, dropout: float,
-              causal_only: bool):
+def _xformers(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, dropout: float, causal_only: bool
+):
     xops = _xformers_ops()
     if xops is None or not q.is_cuda:
-        raise RuntimeError("attention backend 'xformers' needs CUDA tensors and an installed xformers "
-                           "(pip install 'bind[xformers]'); use backend='sdpa' on CPU")
+        raise RuntimeError(
+            "attention backend 'xformers' needs CUDA tensors and an installed xformers "
+            "(pip install 'bind[xformers]'); use backend='sdpa' on CPU"
+        )
     # xformers layout is [B, L, H, Dh]
     q, k, v = (t.transpose(1, 2) for t in (q, k, v))
     bias = None
@@ -191,9 +194,27 @@ class Attention(nn.Module):
             extra = 1
         q, k, v = (t.reshape(b, -1, self.heads, self.head_dim).transpose(1, 2) for t in (q, k, v))
         causal_only = causal and key_padding_mask is None and attn_mask is None and extra == 0
-        mask = None if causal_only else build_mask(
-            b, n, n, causal=causal, key_padding_mask=key_padding_mask, attn_mask=attn_mask, extra_keys=extra,
-            device=x.device)
-        out = attention(q, k, v, mask, backend=self.backend, dropout=self.attn_drop if self.training else 0.0,
-                        causal_only=causal_only)
+        mask = (
+            None
+            if causal_only
+            else build_mask(
+                b,
+                n,
+                n,
+                causal=causal,
+                key_padding_mask=key_padding_mask,
+                attn_mask=attn_mask,
+                extra_keys=extra,
+                device=x.device,
+            )
+        )
+        out = attention(
+            q,
+            k,
+            v,
+            mask,
+            backend=self.backend,
+            dropout=self.attn_drop if self.training else 0.0,
+            causal_only=causal_only,
+        )
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(b, n, d)))

@@ -42,9 +42,17 @@ def _grid(size: int, kernel: int, stride: int) -> int:
 class PatchStem2d(nn.Module):
     """Conv2d patchify (kernel ``patch_size``, stride ``stride``) + learned 2-D positions (ViT, AST for audio)."""
 
-    def __init__(self, in_chans: int, width: int, patch_size: int | tuple[int, int],
-                 input_size: tuple[int, int], stride: int | tuple[int, int] | None = None, bias: bool = False,
-                 norm: bool = False, norm_eps: float = 1e-5):
+    def __init__(
+        self,
+        in_chans: int,
+        width: int,
+        patch_size: int | tuple[int, int],
+        input_size: tuple[int, int],
+        stride: int | tuple[int, int] | None = None,
+        bias: bool = False,
+        norm: bool = False,
+        norm_eps: float = 1e-5,
+    ):
         super().__init__()
         self.norm = nn.LayerNorm(width, eps=norm_eps) if norm else nn.Identity()  # ImageBind: LN after the patch conv
         self.patch_size = (patch_size, patch_size) if isinstance(patch_size, int) else tuple(patch_size)
@@ -75,16 +83,31 @@ class TubeletStem(nn.Module):
     sees ``r * s**2`` times fewer tokens.
     """
 
-    def __init__(self, in_chans: int, width: int, patch_size: int, image_size: int, num_frames: int,
-                 temporal_patch: int = 2, divided: bool = False, bias: bool = False, reduce_time: int = 1,
-                 reduce_space: int = 1) -> None:
+    def __init__(
+        self,
+        in_chans: int,
+        width: int,
+        patch_size: int,
+        image_size: int,
+        num_frames: int,
+        temporal_patch: int = 2,
+        divided: bool = False,
+        bias: bool = False,
+        reduce_time: int = 1,
+        reduce_space: int = 1,
+    ) -> None:
         super().__init__()
         if reduce_time < 1 or reduce_space < 1:
             raise ValueError(f"token reduction factors must be >= 1, got time={reduce_time} space={reduce_space}")
         self.temporal_patch, self.divided = temporal_patch, divided
         self.reduce_time, self.reduce_space = reduce_time, reduce_space
-        self.proj = nn.Conv3d(in_chans, width, (temporal_patch, patch_size, patch_size),
-                              (temporal_patch, patch_size, patch_size), bias=bias)
+        self.proj = nn.Conv3d(
+            in_chans,
+            width,
+            (temporal_patch, patch_size, patch_size),
+            (temporal_patch, patch_size, patch_size),
+            bias=bias,
+        )
         self.grid = (image_size // patch_size,) * 2
         self.pos_embed = nn.Parameter(torch.randn(1, self.grid[0] * self.grid[1], width) * 0.02)
         steps = max(1, math.ceil(num_frames / temporal_patch))
@@ -126,8 +149,16 @@ class SequencePatchStem(nn.Module):
     ImageBind IMU: 6 channels x 2000 samples, patches of 8 samples -> 250 tokens of 48 features.
     """
 
-    def __init__(self, in_chans: int, width: int, patch: int, length: int, bias: bool = False, norm: bool = False,
-                 norm_eps: float = 1e-5) -> None:
+    def __init__(
+        self,
+        in_chans: int,
+        width: int,
+        patch: int,
+        length: int,
+        bias: bool = False,
+        norm: bool = False,
+        norm_eps: float = 1e-5,
+    ) -> None:
         super().__init__()
         self.patch = patch
         self.proj = nn.Linear(in_chans * patch, width, bias=bias)
@@ -153,8 +184,14 @@ class TokenStem(nn.Module):
     its last non-padding token. ``pad_token_id`` marks padding for mean pooling and bidirectional towers.
     """
 
-    def __init__(self, vocab_size: int, width: int, context_length: int, eot_token_id: int | None = None,
-                 pad_token_id: int | None = 0) -> None:
+    def __init__(
+        self,
+        vocab_size: int,
+        width: int,
+        context_length: int,
+        eot_token_id: int | None = None,
+        pad_token_id: int | None = 0,
+    ) -> None:
         super().__init__()
         self.token_embedding = nn.Embedding(vocab_size, width)
         self.pos_embed = nn.Parameter(torch.randn(1, context_length, width) * 0.01)
@@ -166,8 +203,9 @@ class TokenStem(nn.Module):
         if ids.shape[1] > self.context_length:
             raise ValueError(f"text: {ids.shape[1]} tokens exceed the context length {self.context_length}")
         if ids.numel() and (int(ids.max()) >= self.vocab_size or int(ids.min()) < 0):
-            raise ValueError(f"text: token ids must lie in [0, {self.vocab_size}), got [{int(ids.min())}, "
-                             f"{int(ids.max())}]")
+            raise ValueError(
+                f"text: token ids must lie in [0, {self.vocab_size}), got [{int(ids.min())}, {int(ids.max())}]"
+            )
         x = self.token_embedding(ids) + self.pos_embed[:, : ids.shape[1]]
         pad = (ids == self.pad_token_id) if self.pad_token_id is not None else None
         if pad is not None and self.pad_token_id == self.eot_token_id:

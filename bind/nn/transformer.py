@@ -57,21 +57,39 @@ class Mlp(nn.Module):
 class Block(nn.Module):
     """``x + DropPath(Attn(LN(x)))`` then ``x + DropPath(MLP(LN(x)))``."""
 
-    def __init__(self, dim: int, heads: int, *, mlp_ratio: float = 4.0, qkv_bias: bool = True,
-                 fused_qkv: bool = True, kv_bias_tokens: bool = False, act: str = "gelu", norm_eps: float = 1e-6,
-                 drop_path: float = 0.0, backend: str = "sdpa") -> None:
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        *,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        fused_qkv: bool = True,
+        kv_bias_tokens: bool = False,
+        act: str = "gelu",
+        norm_eps: float = 1e-6,
+        drop_path: float = 0.0,
+        backend: str = "sdpa",
+    ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        self.attn = Attention(dim, heads, qkv_bias=qkv_bias, fused_qkv=fused_qkv, kv_bias_tokens=kv_bias_tokens,
-                              backend=backend)
+        self.attn = Attention(
+            dim, heads, qkv_bias=qkv_bias, fused_qkv=fused_qkv, kv_bias_tokens=kv_bias_tokens, backend=backend
+        )
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act)
 
-    def forward(self, x: torch.Tensor, causal: bool = False, key_padding_mask: torch.Tensor | None = None,
-                attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x), causal=causal, key_padding_mask=key_padding_mask,
-                                         attn_mask=attn_mask))
+    def forward(
+        self,
+        x: torch.Tensor,
+        causal: bool = False,
+        key_padding_mask: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        x = x + self.drop_path(
+            self.attn(self.norm1(x), causal=causal, key_padding_mask=key_padding_mask, attn_mask=attn_mask)
+        )
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
@@ -84,17 +102,35 @@ class DividedSpaceTimeBlock(nn.Module):
     ``T == 1``; temporal attention runs for every ``T`` (a single frame attends to itself, as in LanguageBind).
     """
 
-    def __init__(self, dim: int, heads: int, *, num_frames: int = 8, norm_eps: float = 1e-6,
-                 backend: str = "sdpa", **block_kwargs) -> None:
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        *,
+        num_frames: int = 8,
+        norm_eps: float = 1e-6,
+        backend: str = "sdpa",
+        **block_kwargs,
+    ) -> None:
         super().__init__()
         self.temporal_embedding = nn.Parameter(torch.zeros(1, num_frames, dim))
         self.temporal_norm = nn.LayerNorm(dim, eps=norm_eps)
-        self.temporal_attn = Attention(dim, heads, qkv_bias=block_kwargs.get("qkv_bias", True),
-                                       fused_qkv=block_kwargs.get("fused_qkv", True), backend=backend)
+        self.temporal_attn = Attention(
+            dim,
+            heads,
+            qkv_bias=block_kwargs.get("qkv_bias", True),
+            fused_qkv=block_kwargs.get("fused_qkv", True),
+            backend=backend,
+        )
         self.spatial = Block(dim, heads, norm_eps=norm_eps, backend=backend, **block_kwargs)
 
-    def forward(self, x: torch.Tensor, causal: bool = False, key_padding_mask: torch.Tensor | None = None,
-                attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        causal: bool = False,
+        key_padding_mask: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         b, t, n, d = x.shape
         xt = x.permute(0, 2, 1, 3).reshape(b * n, t, d)
         if t > 1:  # LanguageBind adds no temporal embedding to a single frame, but still runs temporal attention
@@ -150,30 +186,52 @@ class PatchDropout(nn.Module):
 class Transformer(nn.Module):
     """A stack of :class:`Block` (``[B, L, D]``) or :class:`DividedSpaceTimeBlock` (``[B, T, N, D]``)."""
 
-    def __init__(self, width: int, depth: int, heads: int, *, mlp_ratio: float = 4.0, qkv_bias: bool = True,
-                 fused_qkv: bool = True, kv_bias_tokens: bool = False, act: str = "gelu", norm_eps: float = 1e-6,
-                 drop_path: float = 0.0, backend: str = "sdpa", divided: bool = False, num_frames: int = 8,
-                 grad_checkpointing: bool = False) -> None:
+    def __init__(
+        self,
+        width: int,
+        depth: int,
+        heads: int,
+        *,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        fused_qkv: bool = True,
+        kv_bias_tokens: bool = False,
+        act: str = "gelu",
+        norm_eps: float = 1e-6,
+        drop_path: float = 0.0,
+        backend: str = "sdpa",
+        divided: bool = False,
+        num_frames: int = 8,
+        grad_checkpointing: bool = False,
+    ) -> None:
         super().__init__()
         self.grad_checkpointing = grad_checkpointing
         rates = torch.linspace(0, drop_path, depth, device="cpu").tolist() if depth > 1 else [drop_path] * depth
-        kw = dict(mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, fused_qkv=fused_qkv, kv_bias_tokens=kv_bias_tokens,
-                  act=act)
+        kw = dict(mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, fused_qkv=fused_qkv, kv_bias_tokens=kv_bias_tokens, act=act)
         if divided:
             self.blocks = nn.ModuleList(
-                DividedSpaceTimeBlock(width, heads, num_frames=num_frames, norm_eps=norm_eps, backend=backend,
-                                      drop_path=r, **kw) for r in rates)
+                DividedSpaceTimeBlock(
+                    width, heads, num_frames=num_frames, norm_eps=norm_eps, backend=backend, drop_path=r, **kw
+                )
+                for r in rates
+            )
         else:
             self.blocks = nn.ModuleList(
-                Block(width, heads, norm_eps=norm_eps, backend=backend, drop_path=r, **kw) for r in rates)
+                Block(width, heads, norm_eps=norm_eps, backend=backend, drop_path=r, **kw) for r in rates
+            )
 
     def set_backend(self, backend: str) -> None:
         for m in self.modules():
             if isinstance(m, Attention):
                 m.backend = backend
 
-    def forward(self, x: torch.Tensor, causal: bool = False, key_padding_mask: torch.Tensor | None = None,
-                attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        causal: bool = False,
+        key_padding_mask: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         for blk in self.blocks:
             if self.grad_checkpointing and self.training and torch.is_grad_enabled():
                 x = checkpoint(blk, x, causal, key_padding_mask, attn_mask, use_reentrant=False)

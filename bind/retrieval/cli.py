@@ -47,11 +47,19 @@ def _input_files(inputs: list[str], modality: str) -> list[str]:
         if not path.is_dir():
             files.append(p)
             continue
-        found = sorted(str(f) for f in path.rglob("*") if f.is_file() and not any(
-            part.startswith(".") for part in f.relative_to(path).parts) and (not exts or f.name.lower().endswith(exts)))
+        found = sorted(
+            str(f)
+            for f in path.rglob("*")
+            if f.is_file()
+            and not any(part.startswith(".") for part in f.relative_to(path).parts)
+            and (not exts or f.name.lower().endswith(exts))
+        )
         if not found:
-            raise BindError(f"--inputs {p}: the directory holds no {modality} files"
-                            + (f" ({', '.join(exts)})" if exts else "") + "; give media files or a directory of them")
+            raise BindError(
+                f"--inputs {p}: the directory holds no {modality} files"
+                + (f" ({', '.join(exts)})" if exts else "")
+                + "; give media files or a directory of them"
+            )
         files.extend(found)
     if not files:
         raise BindError(f"--inputs: no {modality} files given")
@@ -70,8 +78,14 @@ def _items(args: argparse.Namespace, modality: str) -> list[tuple[str, Any]]:
     return [(i, s) for i, s, _ in items]
 
 
-def _embed(model, modality: str, items: list[tuple[str, Any]], args: argparse.Namespace, info=None,
-           shard_dir: Path | None = None):
+def _embed(
+    model,
+    modality: str,
+    items: list[tuple[str, Any]],
+    args: argparse.Namespace,
+    info=None,
+    shard_dir: Path | None = None,
+):
     from bind.retrieval.embed import embed_items
 
     devices = args.devices
@@ -79,23 +93,38 @@ def _embed(model, modality: str, items: list[tuple[str, Any]], args: argparse.Na
         devices = int(devices)
     if devices is not None and args.quiet:
         logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    return embed_items(model, modality, items, batch_size=args.batch_size, num_workers=args.workers,
-                       progress=not args.quiet, model_info=info, devices=devices, strategy=args.strategy,
-                       accelerator=args.accelerator, num_nodes=args.num_nodes, shard_dir=shard_dir)
+    return embed_items(
+        model,
+        modality,
+        items,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        progress=not args.quiet,
+        model_info=info,
+        devices=devices,
+        strategy=args.strategy,
+        accelerator=args.accelerator,
+        num_nodes=args.num_nodes,
+        shard_dir=shard_dir,
+    )
 
 
 def _report_skipped(es) -> None:
     for s in es.skipped:
         print(f"skipped {s['id']}: {s['reason']}", file=sys.stderr)
     if es.skipped:
-        print(f"skipped {len(es.skipped)} of {len(es) + len(es.skipped)} {es.modality} sources (listed above)",
-              file=sys.stderr)
+        print(
+            f"skipped {len(es.skipped)} of {len(es) + len(es.skipped)} {es.modality} sources (listed above)",
+            file=sys.stderr,
+        )
 
 
 def _require_rows(es, what: str) -> None:
     if len(es) == 0:
-        raise BindError(f"{what}: none of the {len(es.skipped)} {es.modality} sources could be embedded (each is "
-                        "listed above with its reason); give readable media")
+        raise BindError(
+            f"{what}: none of the {len(es.skipped)} {es.modality} sources could be embedded (each is "
+            "listed above with its reason); give readable media"
+        )
 
 
 def _wait_message(msg: str) -> None:
@@ -108,19 +137,29 @@ def _add_embed_options(p: argparse.ArgumentParser, distributed: bool = True) -> 
     g.add_argument("--workers", type=int, default=0, help="DataLoader worker processes decoding media")
     g.add_argument("--device", default=None, help="torch device for single-process embedding (cpu, cuda:0, ...)")
     g.add_argument("--seed", type=int, default=0, help="seed for the random weights of a named config")
-    g.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16"],
-                   help="default: the precision saved with the model (converted checkpoints: fp32, for parity), else "
-                        "auto = bf16 autocast on a bf16 GPU or a CPU with native bf16 (AVX-512-BF16/AMX), else fp32 "
-                        "(embeddings are fp32 either way)")
-    g.add_argument("--compile", action="store_true",
-                   help="torch.compile the encoders: pays ~1 min per encoder once, ~1.07x faster after (ViT-B/16, "
-                        "2-core CPU): worth it from a few thousand items")
+    g.add_argument(
+        "--precision",
+        default=None,
+        choices=["auto", "fp32", "bf16"],
+        help="default: the precision saved with the model (converted checkpoints: fp32, for parity), else "
+        "auto = bf16 autocast on a bf16 GPU or a CPU with native bf16 (AVX-512-BF16/AMX), else fp32 "
+        "(embeddings are fp32 either way)",
+    )
+    g.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the encoders: pays ~1 min per encoder once, ~1.07x faster after (ViT-B/16, "
+        "2-core CPU): worth it from a few thousand items",
+    )
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     if not distributed:
         return
-    g.add_argument("--devices", default=None,
-                   help="run through Lightning trainer.predict on this many devices ('auto', N); each rank writes a "
-                        "shard, rank 0 merges them")
+    g.add_argument(
+        "--devices",
+        default=None,
+        help="run through Lightning trainer.predict on this many devices ('auto', N); each rank writes a "
+        "shard, rank 0 merges them",
+    )
     g.add_argument("--strategy", default="auto", help="Lightning strategy with --devices (ddp, ddp_spawn, auto)")
     g.add_argument("--accelerator", default="auto", help="Lightning accelerator with --devices (cpu, gpu, auto)")
     g.add_argument("--num-nodes", type=int, default=1)
@@ -128,8 +167,9 @@ def _add_embed_options(p: argparse.ArgumentParser, distributed: bool = True) -> 
 
 def _add_source_options(p: argparse.ArgumentParser, required: bool = True) -> None:
     src = p.add_mutually_exclusive_group(required=required)
-    src.add_argument("--inputs", nargs="+", metavar="FILE", help="media files or directories of them (for text: UTF-8 "
-                     ".txt files)")
+    src.add_argument(
+        "--inputs", nargs="+", metavar="FILE", help="media files or directories of them (for text: UTF-8 .txt files)"
+    )
     src.add_argument("--manifest", help="JSONL manifest (paths relative to its directory)")
     p.add_argument("--split", default=None, help="only manifest records of this split")
 
@@ -142,15 +182,23 @@ def _embed_cmd(args: argparse.Namespace) -> int:
     if out.suffix not in (".safetensors", ".npz"):
         raise ValueError(f"--out {out}: use a .safetensors or .npz file name (a .json sidecar is written beside it)")
     model = _load_model(args.model, args)
-    es = _embed(model, args.modality, _items(args, args.modality), args, ModelInfo.of(model, args.model),
-                shard_dir=out.with_name(f".{out.name}.shards"))
+    es = _embed(
+        model,
+        args.modality,
+        _items(args, args.modality),
+        args,
+        ModelInfo.of(model, args.model),
+        shard_dir=out.with_name(f".{out.name}.shards"),
+    )
     if es is None:  # a non-zero rank of a distributed run: rank 0 writes
         return 0
     _report_skipped(es)
     _require_rows(es, f"--out {out}")
     es.save(out)
-    print(f"embedded {len(es)} {args.modality} sources with {es.model.name} (dim {es.model.embed_dim}) -> {out} "
-          f"(+ {es.sidecar(out).name}); skipped {len(es.skipped)} (listed in the sidecar and above on stderr)")
+    print(
+        f"embedded {len(es)} {args.modality} sources with {es.model.name} (dim {es.model.embed_dim}) -> {out} "
+        f"(+ {es.sidecar(out).name}); skipped {len(es.skipped)} (listed in the sidecar and above on stderr)"
+    )
     return 0
 
 
@@ -158,9 +206,16 @@ def _embed_cmd(args: argparse.Namespace) -> int:
 def _index_spec(args: argparse.Namespace):
     from bind.retrieval.index import IndexSpec
 
-    return IndexSpec(kind=args.kind, backend=args.backend, nlist=args.nlist, nprobe=args.nprobe,
-                     train_size=args.train_size, hnsw_m=args.hnsw_m, ef_construction=args.ef_construction,
-                     ef_search=args.ef_search)
+    return IndexSpec(
+        kind=args.kind,
+        backend=args.backend,
+        nlist=args.nlist,
+        nprobe=args.nprobe,
+        train_size=args.train_size,
+        hnsw_m=args.hnsw_m,
+        ef_construction=args.ef_construction,
+        ef_search=args.ef_search,
+    )
 
 
 def _embedding_sets(args: argparse.Namespace, model, info, directory: Path):
@@ -198,8 +253,10 @@ def _index_build_cmd(args: argparse.Namespace) -> int:
     model = info = None
     if not args.embeddings:
         if args.model is None:
-            raise BindError("--model is required to embed sources (a saved model directory or a named config); or "
-                            "give --embeddings from `bindspace embed`")
+            raise BindError(
+                "--model is required to embed sources (a saved model directory or a named config); or "
+                "give --embeddings from `bindspace embed`"
+            )
         model = _load_model(args.model, args)
         info = ModelInfo.of(model, args.model)
     sets = _embedding_sets(args, model, info, out)
@@ -299,9 +356,18 @@ def _search_cmd(args: argparse.Namespace) -> int:
     result = index.search(query, args.k, nprobe=args.nprobe, ef_search=args.ef_search)
     hits = result.hits[0]
     if args.json:
-        print(json.dumps({"index": str(args.index), "model": index.model.to_dict(), "k": args.k,
-                          "queries": [{"modality": m, "source": str(s)} for m, s in queries],
-                          "hits": [h.to_dict() for h in hits]}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "index": str(args.index),
+                    "model": index.model.to_dict(),
+                    "k": args.k,
+                    "queries": [{"modality": m, "source": str(s)} for m, s in queries],
+                    "hits": [h.to_dict() for h in hits],
+                },
+                indent=2,
+            )
+        )
         return 0
     from rich.console import Console
     from rich.table import Table
@@ -338,10 +404,21 @@ def _eval_cmd(args: argparse.Namespace) -> int:
     heat = tuple(args.heatmap_pair.split(":", 1)) if args.heatmap_pair else None
     logging.getLogger("bind.retrieval.evaluate").setLevel(logging.ERROR)  # its warnings are summarised below
     results = run_evaluation(
-        model, records, args.out, dataset=args.dataset or Path(args.manifest).stem, model_ref=str(args.model),
-        tasks=args.task, pairs=args.pairs, zeroshot_modalities=args.zeroshot_modality,
-        classnames=_read_lines_or_json(args.classnames), templates=_read_lines_or_json(args.templates),
-        heatmap_pair=heat, batch_size=args.batch_size, num_workers=args.workers, progress=not args.quiet)
+        model,
+        records,
+        args.out,
+        dataset=args.dataset or Path(args.manifest).stem,
+        model_ref=str(args.model),
+        tasks=args.task,
+        pairs=args.pairs,
+        zeroshot_modalities=args.zeroshot_modality,
+        classnames=_read_lines_or_json(args.classnames),
+        templates=_read_lines_or_json(args.templates),
+        heatmap_pair=heat,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        progress=not args.quiet,
+    )
     _print_eval(results)
     _report_eval_skips(results)
     print(f"results -> {args.out}")
@@ -377,22 +454,38 @@ def _print_eval(results: dict[str, Any]) -> None:
             t.add_column(col)
         for pair, m in results["retrieval"]["pairs"].items():
             q, g = pair.split(":")
-            t.add_row(q, g, f"{m['recall@1']:.3f}", f"{m['recall@5']:.3f}", f"{m['recall@10']:.3f}",
-                      f"{m['median_rank']:g}", f"{m['mAP']:.3f}", str(m["num_queries"]), str(m["gallery_size"]))
+            t.add_row(
+                q,
+                g,
+                f"{m['recall@1']:.3f}",
+                f"{m['recall@5']:.3f}",
+                f"{m['recall@10']:.3f}",
+                f"{m['median_rank']:g}",
+                f"{m['mAP']:.3f}",
+                str(m["num_queries"]),
+                str(m["gallery_size"]),
+            )
         console.print(t)
     zs = {k.split("/", 1)[1]: v for k, v in results.items() if k.startswith("zeroshot/")}
     if zs:
         t = Table(title="zero-shot classification")
         for col in ("modality", "acc1", "acc5", "mean per-class recall", "samples", "classes"):
             t.add_column(col)
+
         def fmt(v: float | None) -> str:
             return "n/a" if v is None else f"{v:.3f}"
 
         for m, r in zs.items():
             x = r["metrics"]
             note = " (n/a: one class)" if x["acc1"] is None and x["num_classes"] < 2 else ""
-            t.add_row(m, fmt(x["acc1"]), fmt(x["acc5"]), fmt(x["mean_per_class_recall"]), str(x["num_samples"]),
-                      str(x["num_classes"]) + note)
+            t.add_row(
+                m,
+                fmt(x["acc1"]),
+                fmt(x["acc5"]),
+                fmt(x["mean_per_class_recall"]),
+                str(x["num_samples"]),
+                str(x["num_classes"]) + note,
+            )
         console.print(t)
 
 
@@ -466,11 +559,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--manifest", required=True)
     p.add_argument("--split", default=None)
     p.add_argument("--task", nargs="+", default=["retrieval", "zeroshot"], choices=["retrieval", "zeroshot"])
-    p.add_argument("--pairs", nargs="+", default=None,
-                   help="'query:gallery' or 'a-b' (both ways); default every pair of modalities present")
+    p.add_argument(
+        "--pairs",
+        nargs="+",
+        default=None,
+        help="'query:gallery' or 'a-b' (both ways); default every pair of modalities present",
+    )
     p.add_argument("--zeroshot-modality", nargs="+", default=None)
-    p.add_argument("--label-field", default="label", help="class label key of a record, dotted for nested keys "
-                   "(e.g. factors.shape)")
+    p.add_argument(
+        "--label-field",
+        default="label",
+        help="class label key of a record, dotted for nested keys (e.g. factors.shape)",
+    )
     p.add_argument("--classnames", default=None, help="file: one class name a line, or a JSON list")
     p.add_argument("--templates", default=None, help="file: one template a line ({c} = class name), or JSON list")
     p.add_argument("--heatmap-pair", default=None, help="query:gallery pair of the similarity heatmap")

@@ -49,8 +49,9 @@ class ShardWriter(BasePredictionWriter):
         self.errors: list[tuple[int, str]] = []
         self.result: EmbeddingSet | None = None
 
-    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx,
-                           dataloader_idx=0) -> None:
+    def write_on_batch_end(
+        self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0
+    ) -> None:
         self.rows.append(prediction["rows"])
         self.embeddings.append(prediction["embeddings"])
         self.errors.extend(prediction["errors"])

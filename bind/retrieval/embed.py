@@ -74,9 +74,17 @@ class EmbeddingSet:
         if path.suffix not in (".safetensors", ".npz"):
             raise ValueError(f"{path}: embeddings are written as .safetensors or .npz, got {path.suffix!r}")
         path.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"modality": self.modality, "model": self.model.to_dict(), "count": len(self.ids),
-                "dim": int(self.embeddings.shape[1]), "ids": self.ids, "sources": self.sources,
-                "skipped": self.skipped, "rows": self.rows, "format": path.suffix[1:]}
+        meta = {
+            "modality": self.modality,
+            "model": self.model.to_dict(),
+            "count": len(self.ids),
+            "dim": int(self.embeddings.shape[1]),
+            "ids": self.ids,
+            "sources": self.sources,
+            "skipped": self.skipped,
+            "rows": self.rows,
+            "format": path.suffix[1:],
+        }
         emb = self.embeddings.detach().to("cpu", torch.float32).contiguous()
         with atomic_path(path) as tmp:
             if path.suffix == ".npz":
@@ -102,8 +110,9 @@ class EmbeddingSet:
                 raise TypeError("'ids' and 'sources' must be lists, 'modality' a string")
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
             what = f"missing key {e.args[0]!r}" if isinstance(e, KeyError) else (str(e).splitlines() or [""])[0]
-            raise BindError(f"{side}: not a bind embeddings sidecar ({what or type(e).__name__}); write it with "
-                            "`bindspace embed`") from None
+            raise BindError(
+                f"{side}: not a bind embeddings sidecar ({what or type(e).__name__}); write it with `bindspace embed`"
+            ) from None
         try:
             if path.suffix == ".npz":
                 with np.load(path, allow_pickle=False) as f:
@@ -113,10 +122,19 @@ class EmbeddingSet:
         except Exception as e:  # noqa: BLE001 - numpy / safetensors raise many types for a malformed file
             raise BindError(f"{path}: not a readable embeddings file ({type(e).__name__}: {str(e)[:200]})") from None
         if emb.ndim != 2 or emb.shape != (len(ids), model.embed_dim) or not torch.isfinite(emb).all():
-            raise BindError(f"{path}: embeddings of shape {tuple(emb.shape)} do not match the {len(ids)} ids of "
-                            f"dimension {model.embed_dim} in {side.name} (or hold NaN/inf)")
-        return cls(emb.float(), [str(i) for i in ids], [str(x) for x in sources], modality, model,
-                   meta.get("skipped", []), meta.get("rows", []))
+            raise BindError(
+                f"{path}: embeddings of shape {tuple(emb.shape)} do not match the {len(ids)} ids of "
+                f"dimension {model.embed_dim} in {side.name} (or hold NaN/inf)"
+            )
+        return cls(
+            emb.float(),
+            [str(i) for i in ids],
+            [str(x) for x in sources],
+            modality,
+            model,
+            meta.get("skipped", []),
+            meta.get("rows", []),
+        )
 
 
 class SourceDataset(Dataset):
@@ -152,12 +170,14 @@ class SourceCollate:
 def make_loader(model, modality: str, sources: Sequence[Any], batch_size: int, num_workers: int) -> DataLoader:
     """A DataLoader of ``(rows, batch, errors)`` over ``sources``, preprocessed as ``model`` expects (eval mode)."""
     ds = SourceDataset(sources, modality, model.preprocess_config(modality))
-    return DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                      collate_fn=SourceCollate(modality))
+    return DataLoader(
+        ds, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=SourceCollate(modality)
+    )
 
 
-def _assemble(items: Items, modality: str, info: ModelInfo, rows: torch.Tensor, emb: torch.Tensor,
-              bad: list[tuple[int, str]]) -> EmbeddingSet:
+def _assemble(
+    items: Items, modality: str, info: ModelInfo, rows: torch.Tensor, emb: torch.Tensor, bad: list[tuple[int, str]]
+) -> EmbeddingSet:
     """Order embeddings by source row (dropping duplicate rows) and list skipped sources."""
     rows, first = _unique_rows(rows)
     emb = emb[first]
@@ -165,10 +185,18 @@ def _assemble(items: Items, modality: str, info: ModelInfo, rows: torch.Tensor, 
     missing = set(range(len(items))) - set(rows.tolist()) - set(bad_rows)
     if missing:
         raise RuntimeError(f"embedding lost {len(missing)} sources (rows {sorted(missing)[:10]}...)")
-    return EmbeddingSet(emb.float(), [str(items[i][0]) for i in rows.tolist()],
-                        [describe_source(items[i][1]) for i in rows.tolist()], modality, info,
-                        [{"id": str(items[i][0]), "source": describe_source(items[i][1]), "reason": err}
-                         for i, err in sorted(bad_rows.items())], rows.tolist())
+    return EmbeddingSet(
+        emb.float(),
+        [str(items[i][0]) for i in rows.tolist()],
+        [describe_source(items[i][1]) for i in rows.tolist()],
+        modality,
+        info,
+        [
+            {"id": str(items[i][0]), "source": describe_source(items[i][1]), "reason": err}
+            for i, err in sorted(bad_rows.items())
+        ],
+        rows.tolist(),
+    )
 
 
 def _unique_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -179,10 +207,21 @@ def _unique_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return rows_sorted[keep], order[keep]
 
 
-def embed_items(model, modality: str, items: Items, *, batch_size: int = 32, num_workers: int = 0,
-                progress: bool = False, model_info: ModelInfo | None = None, devices: int | str | None = None,
-                strategy: str = "auto", accelerator: str = "auto", num_nodes: int = 1,
-                shard_dir: str | Path | None = None) -> EmbeddingSet | None:
+def embed_items(
+    model,
+    modality: str,
+    items: Items,
+    *,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    progress: bool = False,
+    model_info: ModelInfo | None = None,
+    devices: int | str | None = None,
+    strategy: str = "auto",
+    accelerator: str = "auto",
+    num_nodes: int = 1,
+    shard_dir: str | Path | None = None,
+) -> EmbeddingSet | None:
     """Embed ``(id, source)`` items of ``modality`` with ``model`` (eval mode), skipping undecodable sources.
 
     With ``devices`` set the work runs through Lightning ``trainer.predict`` (``strategy="ddp"`` for several
@@ -191,8 +230,20 @@ def embed_items(model, modality: str, items: Items, *, batch_size: int = 32, num
     model.encoder(modality)  # a clear error if the model has no such encoder
     info = model_info or ModelInfo.of(model)
     if devices is not None:
-        return _embed_lightning(model, modality, items, batch_size, num_workers, progress, info, devices, strategy,
-                                accelerator, num_nodes, shard_dir)
+        return _embed_lightning(
+            model,
+            modality,
+            items,
+            batch_size,
+            num_workers,
+            progress,
+            info,
+            devices,
+            strategy,
+            accelerator,
+            num_nodes,
+            shard_dir,
+        )
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -224,9 +275,20 @@ def _progress(total: int, desc: str, enabled: bool):
 
 
 # --- Lightning scale-out --------------------------------------------------------------------------------------------
-def _embed_lightning(model, modality: str, items: Items, batch_size: int, num_workers: int, progress: bool,
-                     info: ModelInfo, devices: int | str, strategy: str, accelerator: str, num_nodes: int,
-                     shard_dir: str | Path | None) -> EmbeddingSet | None:
+def _embed_lightning(
+    model,
+    modality: str,
+    items: Items,
+    batch_size: int,
+    num_workers: int,
+    progress: bool,
+    info: ModelInfo,
+    devices: int | str,
+    strategy: str,
+    accelerator: str,
+    num_nodes: int,
+    shard_dir: str | Path | None,
+) -> EmbeddingSet | None:
     import lightning as L
 
     from bind.retrieval.distributed import EmbedPredictModule, ShardWriter
@@ -235,9 +297,18 @@ def _embed_lightning(model, modality: str, items: Items, batch_size: int, num_wo
         key = hashlib.sha1(f"{modality}|{info.fingerprint}|{len(items)}|{items[:1]}|{items[-1:]}".encode())
         shard_dir = Path(tempfile.gettempdir()) / f"bind-embed-{key.hexdigest()[:16]}"
     writer = ShardWriter(Path(shard_dir), items, modality, info)
-    trainer = L.Trainer(accelerator=accelerator, devices=devices, strategy=strategy, num_nodes=num_nodes,
-                        logger=False, enable_checkpointing=False, enable_model_summary=False,
-                        enable_progress_bar=progress, callbacks=[writer], default_root_dir=str(shard_dir))
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=devices,
+        strategy=strategy,
+        num_nodes=num_nodes,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=progress,
+        callbacks=[writer],
+        default_root_dir=str(shard_dir),
+    )
     loader = make_loader(model, modality, [s for _, s in items], batch_size, num_workers)
     trainer.predict(EmbedPredictModule(model, modality), dataloaders=loader, return_predictions=False)
     return writer.result if trainer.is_global_zero else None
@@ -247,8 +318,10 @@ def merge_shards(shard_dir: Path, items: Items, modality: str, info: ModelInfo, 
     """Merge the ``world_size`` shards in ``shard_dir`` into one :class:`EmbeddingSet` in source order."""
     files = sorted(shard_dir.glob("shard-*.safetensors"))
     if len(files) != world_size:
-        raise RuntimeError(f"{shard_dir}: expected {world_size} embedding shards, found {len(files)} "
-                           "(for multi-node runs the shard directory must be on a shared file system)")
+        raise RuntimeError(
+            f"{shard_dir}: expected {world_size} embedding shards, found {len(files)} "
+            "(for multi-node runs the shard directory must be on a shared file system)"
+        )
     rows, emb, bad = [], [], []
     for f in files:
         t = safetensors.torch.load_file(str(f))

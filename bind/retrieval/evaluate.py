@@ -50,17 +50,33 @@ class GroupedEmbeddings:
 
     def restrict(self, keep_groups: set[int]) -> GroupedEmbeddings:
         mask = torch.tensor([int(g) in keep_groups for g in self.groups.tolist()], dtype=torch.bool)
-        return GroupedEmbeddings(self.embeddings[mask], self.groups[mask],
-                                 [i for i, m in zip(self.ids, mask.tolist()) if m])
+        return GroupedEmbeddings(
+            self.embeddings[mask], self.groups[mask], [i for i, m in zip(self.ids, mask.tolist()) if m]
+        )
 
 
-def embed_records(model, records: Sequence[ManifestRecord], modality: str, for_modality: str | None = None,
-                  *, batch_size: int = 32, num_workers: int = 0, progress: bool = False,
-                  info: ModelInfo | None = None) -> GroupedEmbeddings:
+def embed_records(
+    model,
+    records: Sequence[ManifestRecord],
+    modality: str,
+    for_modality: str | None = None,
+    *,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    progress: bool = False,
+    info: ModelInfo | None = None,
+) -> GroupedEmbeddings:
     """Embed ``modality`` of every record holding it (every caption, for text); undecodable sources are skipped."""
     items = manifest_items(list(records), modality, for_modality)
-    es = embed_items(model, modality, [(i, s) for i, s, _ in items], batch_size=batch_size, num_workers=num_workers,
-                     progress=progress, model_info=info)
+    es = embed_items(
+        model,
+        modality,
+        [(i, s) for i, s, _ in items],
+        batch_size=batch_size,
+        num_workers=num_workers,
+        progress=progress,
+        model_info=info,
+    )
     groups = torch.tensor([items[r][2] for r in es.rows], dtype=torch.long)
     return GroupedEmbeddings(es.embeddings, groups, es.ids, es.skipped)
 
@@ -124,9 +140,16 @@ def resolve_pairs(pairs: Sequence[str] | None, modalities: Sequence[str]) -> lis
     return out
 
 
-def evaluate_retrieval(model, records: Sequence[ManifestRecord], pairs: Sequence[str] | None = None, *,
-                       ks: Sequence[int] = RETRIEVAL_KS, batch_size: int = 32, num_workers: int = 0,
-                       progress: bool = False) -> RetrievalReport:
+def evaluate_retrieval(
+    model,
+    records: Sequence[ManifestRecord],
+    pairs: Sequence[str] | None = None,
+    *,
+    ks: Sequence[int] = RETRIEVAL_KS,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    progress: bool = False,
+) -> RetrievalReport:
     """Any-pair retrieval metrics (``recall@k``, ``median_rank``, ``mean_rank``, ``mAP``) for ``pairs`` (default:
     every ordered pair of the modalities both the model encodes and the manifest holds)."""
     present = [m for m in model.modalities if any(r.has(m) for r in records)]
@@ -147,8 +170,9 @@ def evaluate_retrieval(model, records: Sequence[ManifestRecord], pairs: Sequence
     def emb(m: str, other: str) -> GroupedEmbeddings:
         key = (m, other) if m == "text" and _has_specific_captions(records, other) else (m, None)
         if key not in cache:
-            cache[key] = embed_records(model, records, m, key[1], batch_size=batch_size, num_workers=num_workers,
-                                       progress=progress, info=info)
+            cache[key] = embed_records(
+                model, records, m, key[1], batch_size=batch_size, num_workers=num_workers, progress=progress, info=info
+            )
         return cache[key]
 
     results: dict[tuple[str, str], dict[str, float]] = {}
@@ -169,9 +193,17 @@ def evaluate_retrieval(model, records: Sequence[ManifestRecord], pairs: Sequence
     return RetrievalReport(results, used, skipped, cache, skipped_pairs)
 
 
-def evaluate_zeroshot_records(model, records: Sequence[ManifestRecord], modality: str,
-                              classnames: Sequence[str] | None = None, templates: Sequence[str] | None = None, *,
-                              batch_size: int = 32, num_workers: int = 0, progress: bool = False) -> dict[str, Any]:
+def evaluate_zeroshot_records(
+    model,
+    records: Sequence[ManifestRecord],
+    modality: str,
+    classnames: Sequence[str] | None = None,
+    templates: Sequence[str] | None = None,
+    *,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Zero-shot ``acc1``/``acc5``/``mean_per_class_recall`` of ``modality`` on the labelled records."""
     labelled = [r for r in records if r.label is not None and r.has(modality)]
     if not labelled:
@@ -179,37 +211,74 @@ def evaluate_zeroshot_records(model, records: Sequence[ManifestRecord], modality
     classnames = list(classnames) if classnames else sorted({r.label for r in labelled})
     templates = list(templates) if templates else templates_for(modality)
     if len(classnames) < 2:
-        status = (f"n/a: only one class ({classnames[0]!r}) so every prediction is right by construction; give a "
-                  "manifest with several labels or --classnames with at least two classes")
-        metrics = {"acc1": None, "acc5": None, "mean_per_class_recall": None, "num_samples": len(labelled),
-                   "num_classes": len(classnames), "num_templates": len(templates)}
-        return {"metrics": metrics, "skipped": [], "classnames": classnames, "templates": templates,
-                "status": status}
+        status = (
+            f"n/a: only one class ({classnames[0]!r}) so every prediction is right by construction; give a "
+            "manifest with several labels or --classnames with at least two classes"
+        )
+        metrics = {
+            "acc1": None,
+            "acc5": None,
+            "mean_per_class_recall": None,
+            "num_samples": len(labelled),
+            "num_classes": len(classnames),
+            "num_templates": len(templates),
+        }
+        return {"metrics": metrics, "skipped": [], "classnames": classnames, "templates": templates, "status": status}
     ge = embed_records(model, labelled, modality, batch_size=batch_size, num_workers=num_workers, progress=progress)
     classifier = build_classifier(model, classnames, templates)
     metrics = evaluate_zeroshot(classifier, ge.embeddings, [labelled[g].label for g in ge.groups.tolist()])
     metrics.update(num_samples=int(len(ge.ids)), num_classes=len(classnames), num_templates=len(templates))
     if not len(ge.ids):
-        metrics = {"acc1": None, "acc5": None, "mean_per_class_recall": None, "num_samples": 0,
-                   "num_classes": len(classnames), "num_templates": len(templates)}
-        return {"metrics": metrics, "skipped": ge.skipped, "classnames": classnames, "templates": templates,
-                "status": f"n/a: none of the {len(ge.skipped)} labelled {modality} sources could be decoded"}
-    return {"metrics": metrics, "skipped": ge.skipped, "classnames": classnames, "templates": templates,
-            "status": "ok"}
+        metrics = {
+            "acc1": None,
+            "acc5": None,
+            "mean_per_class_recall": None,
+            "num_samples": 0,
+            "num_classes": len(classnames),
+            "num_templates": len(templates),
+        }
+        return {
+            "metrics": metrics,
+            "skipped": ge.skipped,
+            "classnames": classnames,
+            "templates": templates,
+            "status": f"n/a: none of the {len(ge.skipped)} labelled {modality} sources could be decoded",
+        }
+    return {"metrics": metrics, "skipped": ge.skipped, "classnames": classnames, "templates": templates, "status": "ok"}
 
 
-def clip_benchmark_result(dataset: str, model: str, pretrained: str, task: str, metrics: dict[str, Any],
-                          language: str = "en", **extra: Any) -> dict[str, Any]:
+def clip_benchmark_result(
+    dataset: str, model: str, pretrained: str, task: str, metrics: dict[str, Any], language: str = "en", **extra: Any
+) -> dict[str, Any]:
     """A result in CLIP_benchmark's layout (extra keys after the standard ones)."""
-    return {"dataset": dataset, "model": model, "pretrained": pretrained, "task": task, "metrics": metrics,
-            "language": language, **extra}
+    return {
+        "dataset": dataset,
+        "model": model,
+        "pretrained": pretrained,
+        "task": task,
+        "metrics": metrics,
+        "language": language,
+        **extra,
+    }
 
 
-def run_evaluation(model, records: Sequence[ManifestRecord], out_dir: str | Path, *, dataset: str,
-                   model_ref: str, tasks: Sequence[str] = ("retrieval", "zeroshot"), pairs: Sequence[str] | None = None,
-                   zeroshot_modalities: Sequence[str] | None = None, classnames: Sequence[str] | None = None,
-                   templates: Sequence[str] | None = None, heatmap_pair: tuple[str, str] | None = None,
-                   batch_size: int = 32, num_workers: int = 0, progress: bool = False) -> dict[str, Any]:
+def run_evaluation(
+    model,
+    records: Sequence[ManifestRecord],
+    out_dir: str | Path,
+    *,
+    dataset: str,
+    model_ref: str,
+    tasks: Sequence[str] = ("retrieval", "zeroshot"),
+    pairs: Sequence[str] | None = None,
+    zeroshot_modalities: Sequence[str] | None = None,
+    classnames: Sequence[str] | None = None,
+    templates: Sequence[str] | None = None,
+    heatmap_pair: tuple[str, str] | None = None,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Run the requested tasks and write ``retrieval.json``, ``zeroshot_<modality>.json``, ``recall_at_1.png``
     and ``similarity_<query>_<gallery>.png`` into ``out_dir``; returns ``{task or task/modality: result}``."""
     from bind.retrieval.plots import plot_pair_matrix, plot_similarity
@@ -218,40 +287,82 @@ def run_evaluation(model, records: Sequence[ManifestRecord], out_dir: str | Path
     out_dir.mkdir(parents=True, exist_ok=True)
     name, results = model.config.name, {}
     if "retrieval" in tasks:
-        report = evaluate_retrieval(model, records, pairs, batch_size=batch_size, num_workers=num_workers,
-                                    progress=progress)
-        res = clip_benchmark_result(dataset, name, model_ref, "any_pair_retrieval", report.flat_metrics(),
-                                    pairs={f"{a}:{b}": m for (a, b), m in report.pairs.items()},
-                                    skipped=report.skipped, skipped_pairs=report.skipped_pairs,
-                                    num_items=len(records))
+        report = evaluate_retrieval(
+            model, records, pairs, batch_size=batch_size, num_workers=num_workers, progress=progress
+        )
+        res = clip_benchmark_result(
+            dataset,
+            name,
+            model_ref,
+            "any_pair_retrieval",
+            report.flat_metrics(),
+            pairs={f"{a}:{b}": m for (a, b), m in report.pairs.items()},
+            skipped=report.skipped,
+            skipped_pairs=report.skipped_pairs,
+            num_items=len(records),
+        )
         if not report.pairs:
-            raise ValueError("retrieval: no pair of modalities could be evaluated ("
-                             + "; ".join(f"{p}: {r}" for p, r in report.skipped_pairs.items()) + ")")
+            raise ValueError(
+                "retrieval: no pair of modalities could be evaluated ("
+                + "; ".join(f"{p}: {r}" for p, r in report.skipped_pairs.items())
+                + ")"
+            )
         _write_json(out_dir / "retrieval.json", res)
-        plot_pair_matrix({p: m["recall@1"] for p, m in report.pairs.items()}, report.modalities,
-                         out_dir / "recall_at_1.png", title=f"{dataset}: recall@1 (rows query, columns gallery)")
+        plot_pair_matrix(
+            {p: m["recall@1"] for p, m in report.pairs.items()},
+            report.modalities,
+            out_dir / "recall_at_1.png",
+            title=f"{dataset}: recall@1 (rows query, columns gallery)",
+        )
         qa, ga = heatmap_pair or next(iter(report.pairs))
         if (qa, ga) not in report.pairs:
             raise ValueError(f"heatmap pair {qa}:{ga} is not among the evaluated pairs {sorted(report.pairs)}")
         sim, qids, gids = report.similarity(qa, ga)
         res["plots"] = [str(out_dir / "recall_at_1.png"), str(out_dir / f"similarity_{qa}_{ga}.png")]
-        plot_similarity(sim, res["plots"][1], qids, gids, title=f"{dataset}: {qa} -> {ga} similarity",
-                        xlabel=f"{ga} (gallery)", ylabel=f"{qa} (query)")
+        plot_similarity(
+            sim,
+            res["plots"][1],
+            qids,
+            gids,
+            title=f"{dataset}: {qa} -> {ga} similarity",
+            xlabel=f"{ga} (gallery)",
+            ylabel=f"{qa} (query)",
+        )
         _write_json(out_dir / "retrieval.json", res)
         results["retrieval"] = res
     if "zeroshot" in tasks:
-        mods = list(zeroshot_modalities) if zeroshot_modalities else [
-            m for m in model.modalities if m != "text" and any(r.label is not None and r.has(m) for r in records)]
+        mods = (
+            list(zeroshot_modalities)
+            if zeroshot_modalities
+            else [m for m in model.modalities if m != "text" and any(r.label is not None and r.has(m) for r in records)]
+        )
         if not mods:
             log.warning("zero-shot: no manifest item has a 'label' and a non-text modality the model encodes; skipped")
         for m in mods:
-            zs = evaluate_zeroshot_records(model, records, m, classnames, templates, batch_size=batch_size,
-                                           num_workers=num_workers, progress=progress)
+            zs = evaluate_zeroshot_records(
+                model,
+                records,
+                m,
+                classnames,
+                templates,
+                batch_size=batch_size,
+                num_workers=num_workers,
+                progress=progress,
+            )
             if zs["status"] != "ok":
                 log.warning("zero-shot %s: %s", m, zs["status"])
-            res = clip_benchmark_result(dataset, name, model_ref, "zeroshot_classification", zs["metrics"],
-                                        modality=m, classnames=zs["classnames"], templates=zs["templates"],
-                                        skipped=zs["skipped"], status=zs["status"])
+            res = clip_benchmark_result(
+                dataset,
+                name,
+                model_ref,
+                "zeroshot_classification",
+                zs["metrics"],
+                modality=m,
+                classnames=zs["classnames"],
+                templates=zs["templates"],
+                skipped=zs["skipped"],
+                status=zs["status"],
+            )
             _write_json(out_dir / f"zeroshot_{m}.json", res)
             results[f"zeroshot/{m}"] = res
     return results

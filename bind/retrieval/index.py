@@ -73,11 +73,24 @@ class IndexBusyError(BindIndexError):
 
 
 #: data file names an index may list: plain names of its own making, so nothing can point outside the directory
-FILE_PATTERNS = {"entries": re.compile(r"entries-[0-9a-f]{1,64}\.jsonl"),
-                 "index": re.compile(r"index-[0-9a-f]{1,64}\.faiss"),
-                 "vectors": re.compile(r"vectors-[0-9a-f]{1,64}\.safetensors")}
-META_KEYS = {"format", "version", "model", "spec", "dim", "count", "modalities", "nlist_effective", "files",
-             "empty_faiss", "checksums"}
+FILE_PATTERNS = {
+    "entries": re.compile(r"entries-[0-9a-f]{1,64}\.jsonl"),
+    "index": re.compile(r"index-[0-9a-f]{1,64}\.faiss"),
+    "vectors": re.compile(r"vectors-[0-9a-f]{1,64}\.safetensors"),
+}
+META_KEYS = {
+    "format",
+    "version",
+    "model",
+    "spec",
+    "dim",
+    "count",
+    "modalities",
+    "nlist_effective",
+    "files",
+    "empty_faiss",
+    "checksums",
+}
 MAX_METADATA_BYTES = 16 << 20
 MAX_DIM = 1 << 16
 #: faiss type tag of each kind as written by ``faiss.write_index`` and the fixed header that follows it:
@@ -94,8 +107,9 @@ def lock_path(directory: str | Path) -> Path:
 
 
 @contextlib.contextmanager
-def index_writer(directory: str | Path, wait: bool = True,
-                 on_wait: Callable[[str], None] | None = None) -> Iterator[Path]:
+def index_writer(
+    directory: str | Path, wait: bool = True, on_wait: Callable[[str], None] | None = None
+) -> Iterator[Path]:
     """Hold the writer lock of ``directory`` for a whole read-modify-write (re-entrant within a process).
 
     A second writer waits (telling ``on_wait``, default a log warning, once) or, with ``wait=False``, raises
@@ -110,8 +124,10 @@ def index_writer(directory: str | Path, wait: bool = True,
         lock.acquire(timeout=0)
     except Timeout:
         if not wait:
-            raise IndexBusyError(f"{directory}: another process is writing this index (lock {path}); retry when it "
-                                 "is done, or drop --no-wait to wait for it") from None
+            raise IndexBusyError(
+                f"{directory}: another process is writing this index (lock {path}); retry when it "
+                "is done, or drop --no-wait to wait for it"
+            ) from None
         (on_wait or log.warning)(f"waiting for another process writing {directory} (lock {path}) ...")
         lock.acquire()
     try:
@@ -211,8 +227,10 @@ def faiss_blas_search():
     """Exact faiss search through large BLAS blocks (the settings are process-global; restored on exit)."""
     cvar = _faiss().cvar
     saved = cvar.distance_compute_blas_threshold, cvar.distance_compute_blas_database_bs
-    cvar.distance_compute_blas_threshold, cvar.distance_compute_blas_database_bs = (BLAS_QUERY_THRESHOLD,
-                                                                                     BLAS_DATABASE_BLOCK)
+    cvar.distance_compute_blas_threshold, cvar.distance_compute_blas_database_bs = (
+        BLAS_QUERY_THRESHOLD,
+        BLAS_DATABASE_BLOCK,
+    )
     try:
         yield
     finally:
@@ -246,8 +264,10 @@ class Index:
         return len(self.ids)
 
     def __repr__(self) -> str:
-        return (f"Index({len(self)} rows, dim {self.dim}, {self.spec.backend}/{self.spec.kind}, "
-                f"modalities {self.modality_counts()}, model {self.model.name!r})")
+        return (
+            f"Index({len(self)} rows, dim {self.dim}, {self.spec.backend}/{self.spec.kind}, "
+            f"modalities {self.modality_counts()}, model {self.model.name!r})"
+        )
 
     def modality_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -270,16 +290,24 @@ class Index:
         """Add an :class:`bind.retrieval.embed.EmbeddingSet` (its model must be this index's model)."""
         self.add(embeddings.embeddings, embeddings.ids, embeddings.sources, embeddings.modality, embeddings.model)
 
-    def add(self, embeddings: torch.Tensor | np.ndarray, ids: Sequence[str], sources: Sequence[str] | None = None,
-            modality: str | Sequence[str] = "unknown", model: ModelInfo | None = None) -> None:
+    def add(
+        self,
+        embeddings: torch.Tensor | np.ndarray,
+        ids: Sequence[str],
+        sources: Sequence[str] | None = None,
+        modality: str | Sequence[str] = "unknown",
+        model: ModelInfo | None = None,
+    ) -> None:
         """Append rows. ``model`` (the producer of ``embeddings``) must match the index's model when given; the
         dimension must always match."""
         if model is not None:
             self.model.check_compatible(model)
         x = _as_float32(embeddings)
         if x.shape[1] != self.dim:
-            raise ModelMismatchError(f"embeddings have dimension {x.shape[1]}, the index (model "
-                                     f"{self.model.describe()}) holds dimension {self.dim}")
+            raise ModelMismatchError(
+                f"embeddings have dimension {x.shape[1]}, the index (model "
+                f"{self.model.describe()}) holds dimension {self.dim}"
+            )
         n = x.shape[0]
         sources = [str(s) for s in sources] if sources is not None else [""] * n
         mods = [modality] * n if isinstance(modality, str) else [str(m) for m in modality]
@@ -320,16 +348,26 @@ class Index:
         return index
 
     # --- search -----------------------------------------------------------------------------------------------------
-    def search(self, queries: torch.Tensor | np.ndarray, k: int = 10, *, model: ModelInfo | None = None,
-               nprobe: int | None = None, ef_search: int | None = None, with_hits: bool = True) -> SearchResult:
+    def search(
+        self,
+        queries: torch.Tensor | np.ndarray,
+        k: int = 10,
+        *,
+        model: ModelInfo | None = None,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+        with_hits: bool = True,
+    ) -> SearchResult:
         """Top-``k`` rows by inner product for each query ``[Q, D]`` (or ``[D]``). ``model`` (the producer of the
         queries), when given, must be the index's model; ``nprobe``/``ef_search`` override the spec for this call."""
         if model is not None:
             self.model.check_compatible(model, what="queries")
         q = _as_float32(queries, "queries")
         if q.shape[1] != self.dim:
-            raise ModelMismatchError(f"queries have dimension {q.shape[1]}, the index (model "
-                                     f"{self.model.describe()}) holds dimension {self.dim}")
+            raise ModelMismatchError(
+                f"queries have dimension {q.shape[1]}, the index (model "
+                f"{self.model.describe()}) holds dimension {self.dim}"
+            )
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         if len(self) == 0:
@@ -343,9 +381,14 @@ class Index:
             scores, rows = torch.from_numpy(d), torch.from_numpy(i).long()
         result = SearchResult(scores, rows)
         if with_hits:
-            result.hits = [[Hit(rank + 1, int(r), self.ids[r], self.sources[r], self.modalities[r], float(s))
-                            for rank, (s, r) in enumerate(zip(srow.tolist(), rrow.tolist())) if r >= 0]
-                           for srow, rrow in zip(scores, rows)]
+            result.hits = [
+                [
+                    Hit(rank + 1, int(r), self.ids[r], self.sources[r], self.modalities[r], float(s))
+                    for rank, (s, r) in enumerate(zip(srow.tolist(), rrow.tolist()))
+                    if r >= 0
+                ]
+                for srow, rrow in zip(scores, rows)
+            ]
         return result
 
     def _set_search_params(self, nprobe: int | None, ef_search: int | None) -> None:
@@ -366,9 +409,16 @@ class Index:
 
     # --- persistence ------------------------------------------------------------------------------------------------
     def metadata(self) -> dict[str, Any]:
-        return {"format": FORMAT, "version": VERSION, "model": self.model.to_dict(), "spec": self.spec.to_dict(),
-                "dim": self.dim, "count": len(self), "modalities": self.modality_counts(),
-                "nlist_effective": self.nlist_effective}
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "model": self.model.to_dict(),
+            "spec": self.spec.to_dict(),
+            "dim": self.dim,
+            "count": len(self),
+            "modalities": self.modality_counts(),
+            "nlist_effective": self.nlist_effective,
+        }
 
     def save(self, directory: str | Path, wait: bool = True) -> Path:
         """Write the index to ``directory`` atomically under its writer lock (see the module docstring)."""
@@ -383,8 +433,10 @@ class Index:
         if not directory.is_dir():
             raise BindIndexError(f"{directory} exists and is not a directory")
         if not (directory / METADATA_NAME).is_file() and any(directory.iterdir()):
-            raise BindIndexError(f"{directory} is a non-empty directory without {METADATA_NAME}: not a bind index, "
-                              "refusing to write into it")
+            raise BindIndexError(
+                f"{directory} is a non-empty directory without {METADATA_NAME}: not a bind index, "
+                "refusing to write into it"
+            )
         self._write_into(directory)
         return directory
 
@@ -403,8 +455,12 @@ class Index:
         with atomic_file(directory / files["entries"], "w", encoding="utf-8") as f:
             for i, s, m in zip(self.ids, self.sources, self.modalities):
                 f.write(json.dumps({"id": i, "source": s, "modality": m}, ensure_ascii=False) + "\n")
-        meta = {**self.metadata(), "files": files, "empty_faiss": self._faiss_index is None,
-                "checksums": {name: file_digest(directory / name) for name in files.values()}}
+        meta = {
+            **self.metadata(),
+            "files": files,
+            "empty_faiss": self._faiss_index is None,
+            "checksums": {name: file_digest(directory / name) for name in files.values()},
+        }
         write_text(directory / METADATA_NAME, json.dumps(meta, indent=2))  # the commit
         keep = set(files.values())  # under the writer lock: what the committed metadata names stays
         for p in directory.iterdir():
@@ -446,13 +502,17 @@ def _is_int(x: Any, lo: int = 0, hi: int = 1 << 62) -> bool:
 def _read_metadata(directory: Path) -> dict[str, Any]:
     meta_path = directory / METADATA_NAME
     if not directory.is_dir():
-        raise IndexNotFoundError(f"{directory}: no such index directory" if not directory.exists() else
-                                 f"{directory}: not a directory (an index is a directory holding {METADATA_NAME})")
+        raise IndexNotFoundError(
+            f"{directory}: no such index directory"
+            if not directory.exists()
+            else f"{directory}: not a directory (an index is a directory holding {METADATA_NAME})"
+        )
     if meta_path.is_symlink():
         raise _fail(meta_path, "is a symlink; an index may only hold its own files")
     if not meta_path.is_file():
-        raise IndexNotFoundError(f"{directory}: not a bind index (no {METADATA_NAME}); build one with "
-                                 "`bindspace index build`")
+        raise IndexNotFoundError(
+            f"{directory}: not a bind index (no {METADATA_NAME}); build one with `bindspace index build`"
+        )
     try:
         if meta_path.stat().st_size > MAX_METADATA_BYTES:
             raise _fail(meta_path, f"larger than {MAX_METADATA_BYTES >> 20} MiB: not index metadata")
@@ -464,11 +524,15 @@ def _read_metadata(directory: Path) -> dict[str, Any]:
     _need(isinstance(meta, dict), meta_path, f"expected a JSON object, got {type(meta).__name__}")
     if meta.get("format") != FORMAT:
         raise _fail(meta_path, f"not a bind index (format {str(meta.get('format'))[:40]!r}, expected {FORMAT!r})")
-    _need(_is_int(meta.get("version"), 1), meta_path, f"'version' must be a positive integer, got "
-          f"{str(meta.get('version'))[:40]!r}")
+    _need(
+        _is_int(meta.get("version"), 1),
+        meta_path,
+        f"'version' must be a positive integer, got {str(meta.get('version'))[:40]!r}",
+    )
     if meta["version"] > VERSION:
-        raise _fail(meta_path, f"index format version {meta['version']} is newer than this bind ({VERSION}); "
-                    "upgrade bind")
+        raise _fail(
+            meta_path, f"index format version {meta['version']} is newer than this bind ({VERSION}); upgrade bind"
+        )
     unknown = sorted(set(meta) - META_KEYS)
     _need(not unknown, meta_path, f"unknown keys {unknown[:5]}; known: {sorted(META_KEYS)}")
     missing = sorted({"model", "spec", "dim", "count", "files"} - set(meta))
@@ -480,10 +544,16 @@ def _read_metadata(directory: Path) -> dict[str, Any]:
     _need(set(m) == want, meta_path, f"'model' must have exactly the keys {sorted(want)}, got {sorted(m)[:8]}")
     for k in ("name", "path", "fingerprint"):
         _need(isinstance(m[k], str), meta_path, f"'model.{k}' must be a string, got {type(m[k]).__name__}")
-    _need(_is_int(m["embed_dim"], 1, MAX_DIM), meta_path, f"'model.embed_dim' must be an integer in 1..{MAX_DIM}, "
-          f"got {str(m['embed_dim'])[:40]!r}")
-    _need(meta["dim"] == m["embed_dim"] and _is_int(meta["dim"]), meta_path,
-          f"'dim' {str(meta['dim'])[:40]!r} disagrees with model.embed_dim {m['embed_dim']}")
+    _need(
+        _is_int(m["embed_dim"], 1, MAX_DIM),
+        meta_path,
+        f"'model.embed_dim' must be an integer in 1..{MAX_DIM}, got {str(m['embed_dim'])[:40]!r}",
+    )
+    _need(
+        meta["dim"] == m["embed_dim"] and _is_int(meta["dim"]),
+        meta_path,
+        f"'dim' {str(meta['dim'])[:40]!r} disagrees with model.embed_dim {m['embed_dim']}",
+    )
     # spec
     spec = meta["spec"]
     _need(isinstance(spec, dict), meta_path, f"'spec' must be an object, got {type(spec).__name__}")
@@ -492,20 +562,32 @@ def _read_metadata(directory: Path) -> dict[str, Any]:
     _need(not unknown, meta_path, f"unknown 'spec' keys {unknown[:5]}; known: {sorted(fields)}")
     for k, v in spec.items():
         ok = isinstance(v, str) if k in ("kind", "backend") else _is_int(v, 1, 1 << 40)
-        _need(ok, meta_path, f"'spec.{k}' must be a {'string' if k in ('kind', 'backend') else 'positive integer'}, "
-              f"got {str(v)[:40]!r}")
+        _need(
+            ok,
+            meta_path,
+            f"'spec.{k}' must be a {'string' if k in ('kind', 'backend') else 'positive integer'}, got {str(v)[:40]!r}",
+        )
     try:
         IndexSpec(**spec)
     except ValueError as e:
         raise _fail(meta_path, f"'spec': {e}") from None
     # counts
-    _need(_is_int(meta["count"], 0, 1 << 40), meta_path, f"'count' must be a non-negative integer, got "
-          f"{str(meta['count'])[:40]!r}")
+    _need(
+        _is_int(meta["count"], 0, 1 << 40),
+        meta_path,
+        f"'count' must be a non-negative integer, got {str(meta['count'])[:40]!r}",
+    )
     mods = meta.get("modalities", {})
-    _need(isinstance(mods, dict) and all(isinstance(k, str) and _is_int(v) for k, v in mods.items()), meta_path,
-          "'modalities' must be an object of modality -> row count")
-    _need(sum(mods.values()) == meta["count"] or "modalities" not in meta, meta_path,
-          f"'modalities' counts sum to {sum(mods.values())} but 'count' is {meta['count']}")
+    _need(
+        isinstance(mods, dict) and all(isinstance(k, str) and _is_int(v) for k, v in mods.items()),
+        meta_path,
+        "'modalities' must be an object of modality -> row count",
+    )
+    _need(
+        sum(mods.values()) == meta["count"] or "modalities" not in meta,
+        meta_path,
+        f"'modalities' counts sum to {sum(mods.values())} but 'count' is {meta['count']}",
+    )
     ne = meta.get("nlist_effective")
     _need(ne is None or _is_int(ne, 1, 1 << 40), meta_path, "'nlist_effective' must be null or a positive integer")
     _need(isinstance(meta.get("empty_faiss", False), bool), meta_path, "'empty_faiss' must be true or false")
@@ -515,14 +597,21 @@ def _read_metadata(directory: Path) -> dict[str, Any]:
     need = {"entries", "vectors" if spec.get("backend", "faiss") == "torch" else "index"}
     _need(set(files) == need, meta_path, f"'files' must name exactly {sorted(need)}, got {sorted(files)[:5]}")
     for k, name in files.items():
-        _need(isinstance(name, str) and FILE_PATTERNS[k].fullmatch(name) is not None, meta_path,
-              f"'files.{k}' {str(name)[:80]!r} is not a file name of this index ({FILE_PATTERNS[k].pattern}); an "
-              "index may only name files inside itself")
+        _need(
+            isinstance(name, str) and FILE_PATTERNS[k].fullmatch(name) is not None,
+            meta_path,
+            f"'files.{k}' {str(name)[:80]!r} is not a file name of this index ({FILE_PATTERNS[k].pattern}); an "
+            "index may only name files inside itself",
+        )
     sums = meta.get("checksums")
     if sums is not None:
-        _need(isinstance(sums, dict) and set(sums) == set(files.values())
-              and all(isinstance(v, str) for v in sums.values()), meta_path,
-              "'checksums' must map each listed file to its blake2b digest")
+        _need(
+            isinstance(sums, dict)
+            and set(sums) == set(files.values())
+            and all(isinstance(v, str) for v in sums.values()),
+            meta_path,
+            "'checksums' must map each listed file to its blake2b digest",
+        )
     return meta
 
 
@@ -536,8 +625,9 @@ def _data_file(directory: Path, meta: dict[str, Any], key: str) -> Path:
         raise _fail(path, "not a regular file")
     sums = meta.get("checksums")
     if sums is not None and file_digest(path) != sums[path.name]:
-        raise _fail(path, "checksum mismatch: the file was modified or corrupted after the index was saved; rebuild "
-                    "the index")
+        raise _fail(
+            path, "checksum mismatch: the file was modified or corrupted after the index was saved; rebuild the index"
+        )
     return path
 
 
@@ -564,8 +654,10 @@ def _load_files(directory: Path, meta: dict[str, Any]) -> Index:
     _read_entries(_data_file(directory, meta, "entries"), index, count)
     counts = index.modality_counts()
     if "modalities" in meta and counts != meta["modalities"]:
-        raise _fail(directory / METADATA_NAME, f"'modalities' {meta['modalities']} disagrees with the entries "
-                    f"({counts}): the index is corrupt")
+        raise _fail(
+            directory / METADATA_NAME,
+            f"'modalities' {meta['modalities']} disagrees with the entries ({counts}): the index is corrupt",
+        )
     return index
 
 
@@ -578,8 +670,11 @@ def _read_vectors(path: Path, count: int, dim: int) -> torch.Tensor:
             _need(keys == ["vectors"], path, f"expected one tensor 'vectors', got {keys[:5]}")
             sl = f.get_slice("vectors")
             shape, dtype = list(sl.get_shape()), sl.get_dtype()
-            _need(shape == [count, dim] and dtype == "F32", path, f"'vectors' is {dtype} {shape}, metadata says "
-                  f"F32 [{count}, {dim}]")
+            _need(
+                shape == [count, dim] and dtype == "F32",
+                path,
+                f"'vectors' is {dtype} {shape}, metadata says F32 [{count}, {dim}]",
+            )
             v = f.get_tensor("vectors")
     except BindIndexError:
         raise
@@ -595,30 +690,43 @@ def _read_faiss(path: Path, kind: str, count: int, dim: int):
         head = f.read(_FAISS_HEADER.size + 8)
     _need(len(head) >= _FAISS_HEADER.size, path, f"truncated faiss file ({size} bytes)")
     fourcc, d, ntotal, _, _, _, metric = _FAISS_HEADER.unpack_from(head)
-    _need(fourcc == FAISS_FOURCC[kind], path, f"not a faiss {kind} index (type tag {fourcc!r}, expected "
-          f"{FAISS_FOURCC[kind]!r})")
-    _need(d == dim and ntotal == count, path, f"faiss header says {ntotal} vectors of dimension {d}, metadata says "
-          f"{count} of dimension {dim}")
+    _need(
+        fourcc == FAISS_FOURCC[kind],
+        path,
+        f"not a faiss {kind} index (type tag {fourcc!r}, expected {FAISS_FOURCC[kind]!r})",
+    )
+    _need(
+        d == dim and ntotal == count,
+        path,
+        f"faiss header says {ntotal} vectors of dimension {d}, metadata says {count} of dimension {dim}",
+    )
     _need(metric == _faiss().METRIC_INNER_PRODUCT, path, f"faiss metric {metric} is not inner product")
     data = count * dim * 4
     if kind == "flat":
         (stored,) = struct.unpack_from("<Q", head, _FAISS_HEADER.size) if len(head) == _FAISS_HEADER.size + 8 else (-1,)
-        _need(stored == count * dim and size == _FAISS_HEADER.size + 8 + data, path,
-              f"{size} bytes; a flat index of {count} x {dim} is {_FAISS_HEADER.size + 8 + data} bytes (truncated or "
-              "corrupt)")
+        _need(
+            stored == count * dim and size == _FAISS_HEADER.size + 8 + data,
+            path,
+            f"{size} bytes; a flat index of {count} x {dim} is {_FAISS_HEADER.size + 8 + data} bytes (truncated or "
+            "corrupt)",
+        )
     else:
         _need(size >= _FAISS_HEADER.size + data, path, f"truncated faiss file ({size} bytes for {count} x {dim})")
     try:
         index = _faiss().read_index(str(path))
     except (Exception, MemoryError) as e:  # noqa: BLE001 - faiss reports every malformed file as RuntimeError
         raise _fail(path, f"corrupt faiss index ({type(e).__name__}: {str(e).strip().splitlines()[0][:200]})") from None
-    _need(index.ntotal == count and index.d == dim, path, f"faiss index holds {index.ntotal} x {index.d}, metadata "
-          f"says {count} x {dim}")
+    _need(
+        index.ntotal == count and index.d == dim,
+        path,
+        f"faiss index holds {index.ntotal} x {index.d}, metadata says {count} x {dim}",
+    )
     if kind == "flat":
         for start in range(0, count, 65536):
             n = min(65536, count - start)
-            _need(bool(np.isfinite(index.reconstruct_n(start, n)).all()), path, "vectors contain NaN or infinite "
-                  "values")
+            _need(
+                bool(np.isfinite(index.reconstruct_n(start, n)).all()), path, "vectors contain NaN or infinite values"
+            )
     return index
 
 
@@ -631,22 +739,33 @@ def _read_entries(path: Path, index: Index, count: int) -> None:
                     e = json.loads(raw.decode("utf-8"))
                 except (ValueError, UnicodeDecodeError, RecursionError):
                     raise _fail(path, f"line {n}: not valid UTF-8 JSON") from None
-                _need(isinstance(e, dict) and set(e) == {"id", "source", "modality"}
-                      and all(isinstance(v, str) for v in e.values()), path,
-                      f"line {n}: expected an object with string 'id', 'source', 'modality'")
+                _need(
+                    isinstance(e, dict)
+                    and set(e) == {"id", "source", "modality"}
+                    and all(isinstance(v, str) for v in e.values()),
+                    path,
+                    f"line {n}: expected an object with string 'id', 'source', 'modality'",
+                )
                 index.ids.append(e["id"])
                 index.sources.append(e["source"])
                 index.modalities.append(e["modality"])
     except OSError as e:
         raise _fail(path, f"cannot read ({e.strerror or e})") from None
-    stored = len(index._vectors) if index.spec.backend == "torch" else (
-        index._faiss_index.ntotal if index._faiss_index is not None else 0)
-    _need(stored == len(index.ids) == count, path, f"{len(index.ids)} entries but {stored} vectors (metadata says "
-          f"{count}): the index is corrupt")
+    stored = (
+        len(index._vectors)
+        if index.spec.backend == "torch"
+        else (index._faiss_index.ntotal if index._faiss_index is not None else 0)
+    )
+    _need(
+        stored == len(index.ids) == count,
+        path,
+        f"{len(index.ids)} entries but {stored} vectors (metadata says {count}): the index is corrupt",
+    )
 
 
-def brute_force_topk(queries: torch.Tensor, vectors: torch.Tensor, k: int,
-                     chunk: int = 262_144) -> tuple[torch.Tensor, torch.Tensor]:
+def brute_force_topk(
+    queries: torch.Tensor, vectors: torch.Tensor, k: int, chunk: int = 262_144
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact top-``k`` inner products of ``queries [Q, D]`` against ``vectors [N, D]``, chunked over N.
 
     Returns ``(scores, rows)`` ``[Q, k]``; rows are -1 (scores -inf) past N."""
@@ -654,7 +773,7 @@ def brute_force_topk(queries: torch.Tensor, vectors: torch.Tensor, k: int,
     best_s = torch.full((q.shape[0], 0), float("-inf"), dtype=q.dtype)
     best_i = torch.zeros((q.shape[0], 0), dtype=torch.long)
     for start in range(0, vectors.shape[0], chunk):
-        s = q @ vectors[start:start + chunk].T
+        s = q @ vectors[start : start + chunk].T
         top_s, top_i = s.topk(min(k, s.shape[1]), dim=1)
         best_s, order = torch.cat([best_s, top_s], 1).topk(min(k, best_s.shape[1] + top_s.shape[1]), dim=1)
         best_i = torch.cat([best_i, top_i + start], 1).gather(1, order)

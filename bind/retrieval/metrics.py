@@ -23,8 +23,9 @@ def _check(scores: torch.Tensor, positives: torch.Tensor) -> None:
         raise ValueError(f"scores {tuple(scores.shape)} and positives {tuple(positives.shape)} must be equal [Q, G]")
     no_pos = ~positives.any(1)
     if no_pos.any():
-        raise ValueError(f"{int(no_pos.sum())} queries have no positive in the gallery (first: query "
-                         f"{int(no_pos.nonzero()[0])})")
+        raise ValueError(
+            f"{int(no_pos.sum())} queries have no positive in the gallery (first: query {int(no_pos.nonzero()[0])})"
+        )
 
 
 def retrieval_ranks(scores: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
@@ -59,21 +60,30 @@ def retrieval_metrics(scores: torch.Tensor, positives: torch.Tensor, ks: Sequenc
 
 def summarize(ranks: torch.Tensor, ap: torch.Tensor, ks: Sequence[int] = (1, 5, 10)) -> dict:
     out = {f"recall@{k}": float((ranks <= k).double().mean()) for k in ks}
-    out.update(median_rank=median(ranks), mean_rank=float(ranks.double().mean()), mAP=float(ap.double().mean()),
-               num_queries=int(ranks.numel()))
+    out.update(
+        median_rank=median(ranks),
+        mean_rank=float(ranks.double().mean()),
+        mAP=float(ap.double().mean()),
+        num_queries=int(ranks.numel()),
+    )
     return out
 
 
-def retrieval_metrics_from_embeddings(queries: torch.Tensor, gallery: torch.Tensor, query_groups: torch.Tensor,
-                                      gallery_groups: torch.Tensor, ks: Sequence[int] = (1, 5, 10),
-                                      chunk: int = 2048) -> dict:
+def retrieval_metrics_from_embeddings(
+    queries: torch.Tensor,
+    gallery: torch.Tensor,
+    query_groups: torch.Tensor,
+    gallery_groups: torch.Tensor,
+    ks: Sequence[int] = (1, 5, 10),
+    chunk: int = 2048,
+) -> dict:
     """Retrieval metrics of ``queries [Q, D]`` against ``gallery [G, D]`` by inner product; query ``i`` and gallery
     item ``j`` match when ``query_groups[i] == gallery_groups[j]`` (e.g. both belong to the same manifest item).
     Computed in chunks of queries, so ``[Q, G]`` is never held whole."""
     ranks, aps = [], []
     for start in range(0, queries.shape[0], chunk):
-        s = queries[start:start + chunk].float() @ gallery.float().T
-        pos = query_groups[start:start + chunk, None] == gallery_groups[None, :]
+        s = queries[start : start + chunk].float() @ gallery.float().T
+        pos = query_groups[start : start + chunk, None] == gallery_groups[None, :]
         ranks.append(retrieval_ranks(s, pos))
         aps.append(average_precision(s, pos))
     out = summarize(torch.cat(ranks), torch.cat(aps), ks)

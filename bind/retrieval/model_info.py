@@ -67,9 +67,13 @@ class ModelInfo:
     def check_compatible(self, other: ModelInfo, what: str = "embeddings") -> None:
         """Raise :class:`ModelMismatchError` unless ``other`` is the same model (same weights, same dimension)."""
         if other.embed_dim != self.embed_dim:
-            raise ModelMismatchError(f"{what} have dimension {other.embed_dim} (model {other.describe()}) but the "
-                                     f"index holds dimension {self.embed_dim} (model {self.describe()})")
+            raise ModelMismatchError(
+                f"{what} have dimension {other.embed_dim} (model {other.describe()}) but the "
+                f"index holds dimension {self.embed_dim} (model {self.describe()})"
+            )
         if other.fingerprint != self.fingerprint:
-            raise ModelMismatchError(f"{what} come from model {other.describe()}, but the index was built with model "
-                                     f"{self.describe()}: embeddings of different models live in different spaces "
-                                     "and cannot be mixed; rebuild the index or use the model it was built with")
+            raise ModelMismatchError(
+                f"{what} come from model {other.describe()}, but the index was built with model "
+                f"{self.describe()}: embeddings of different models live in different spaces "
+                "and cannot be mixed; rebuild the index or use the model it was built with"
+            )

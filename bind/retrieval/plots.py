@@ -19,8 +19,12 @@ def _pyplot():
     return plt
 
 
-def plot_pair_matrix(values: dict[tuple[str, str], float], modalities: Sequence[str], path: str | Path,
-                     title: str = "recall@1 (query rows, gallery columns)") -> Path:
+def plot_pair_matrix(
+    values: dict[tuple[str, str], float],
+    modalities: Sequence[str],
+    path: str | Path,
+    title: str = "recall@1 (query rows, gallery columns)",
+) -> Path:
     """Heatmap of ``values[(query_modality, gallery_modality)]``; missing pairs are left blank."""
     plt = _pyplot()
     n = len(modalities)
@@ -37,17 +41,30 @@ def plot_pair_matrix(values: dict[tuple[str, str], float], modalities: Sequence[
     for i in range(n):
         for j in range(n):
             if not torch.isnan(grid[i, j]):
-                ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center",
-                        color="white" if grid[i, j] < 0.6 else "black", fontsize=9)
+                ax.text(
+                    j,
+                    i,
+                    f"{grid[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    color="white" if grid[i, j] < 0.6 else "black",
+                    fontsize=9,
+                )
     ax.set_title(title)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
     return _save(fig, plt, path)
 
 
-def plot_similarity(scores: torch.Tensor, path: str | Path, query_labels: Sequence[str] | None = None,
-                    gallery_labels: Sequence[str] | None = None, title: str = "similarity",
-                    xlabel: str = "gallery", ylabel: str = "query") -> Path:
+def plot_similarity(
+    scores: torch.Tensor,
+    path: str | Path,
+    query_labels: Sequence[str] | None = None,
+    gallery_labels: Sequence[str] | None = None,
+    title: str = "similarity",
+    xlabel: str = "gallery",
+    ylabel: str = "query",
+) -> Path:
     """Heatmap of a ``[Q, G]`` similarity matrix (tick labels shown when there are at most 40 per axis)."""
     plt = _pyplot()
     q, g = scores.shape

@@ -36,8 +36,9 @@ def embed_query(model, queries: Sequence[Query], weights: Sequence[float] | None
     return F.normalize(total, dim=-1)
 
 
-def search(model, index: Index, queries: Sequence[Query], k: int = 10, *,
-           model_info: ModelInfo | None = None) -> list[Hit]:
+def search(
+    model, index: Index, queries: Sequence[Query], k: int = 10, *, model_info: ModelInfo | None = None
+) -> list[Hit]:
     """Embed ``queries`` (combined by embedding arithmetic) with ``model`` and return the top-``k`` hits of
     ``index``. The model must be the one the index was built with."""
     index.model.check_compatible(model_info or ModelInfo.of(model), what="queries")
@@ -51,8 +52,10 @@ def load_index_model(index: Index, model: str | Path | None = None, map_location
 
     ref = model if model is not None else index.model.path
     if model is None and not Path(ref).exists() and ref == index.model.name:
-        hint = (f" (the index was built from the named config {ref!r} with freshly initialised, seeded weights; use "
-                "the same --seed, or pass --model with the saved model directory it was built with)")
+        hint = (
+            f" (the index was built from the named config {ref!r} with freshly initialised, seeded weights; use "
+            "the same --seed, or pass --model with the saved model directory it was built with)"
+        )
     else:
         hint = ""
     loaded = bind.load_model(ref, map_location=map_location)

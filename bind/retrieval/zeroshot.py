@@ -45,15 +45,20 @@ class ZeroShotClassifier:
 
 
 @torch.no_grad()
-def build_classifier(model, classnames: Sequence[str], templates: Sequence[str], modality: str = "text",
-                     batch_size: int = 256) -> ZeroShotClassifier:
+def build_classifier(
+    model, classnames: Sequence[str], templates: Sequence[str], modality: str = "text", batch_size: int = 256
+) -> ZeroShotClassifier:
     """Class weights from ``len(classnames) x len(templates)`` prompts, ensembled per class (mean of unit-norm
     embeddings, re-normalised)."""
     if not classnames or not templates:
         raise ValueError("zero-shot classification needs at least one class name and one template")
     prompts = [fill_template(t, c) for c in classnames for t in templates]
-    emb = torch.cat([model.embed_sources(modality, prompts[i:i + batch_size]).float().cpu()
-                     for i in range(0, len(prompts), batch_size)])
+    emb = torch.cat(
+        [
+            model.embed_sources(modality, prompts[i : i + batch_size]).float().cpu()
+            for i in range(0, len(prompts), batch_size)
+        ]
+    )
     emb = F.normalize(emb, dim=-1).reshape(len(classnames), len(templates), -1).mean(1)
     return ZeroShotClassifier(F.normalize(emb, dim=-1), list(classnames))
 

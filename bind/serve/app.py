@@ -57,9 +57,12 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 MAX_UPLOAD_BYTES = 64 * 1024 * 1024
 _SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,10}$")
-_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
-            "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; media-src 'self'; "
-                                       "object-src 'none'; frame-ancestors 'none'"}
+_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; media-src 'self'; "
+    "object-src 'none'; frame-ancestors 'none'",
+}
 
 
 class Refused(BindError):
@@ -126,9 +129,16 @@ class SearchRequest(BaseModel):
 class Gallery:
     """Indexes of one model, the model, uploaded query embeddings and a preview cache; thread-safe."""
 
-    def __init__(self, indexes: list[tuple[str | Path, Index]], model, model_ref: str | Path | None = None, *,
-                 max_upload_bytes: int = MAX_UPLOAD_BYTES, info: ModelInfo | None = None,
-                 media_roots: list[str | Path] = ()) -> None:
+    def __init__(
+        self,
+        indexes: list[tuple[str | Path, Index]],
+        model,
+        model_ref: str | Path | None = None,
+        *,
+        max_upload_bytes: int = MAX_UPLOAD_BYTES,
+        info: ModelInfo | None = None,
+        media_roots: list[str | Path] = (),
+    ) -> None:
         if not indexes:
             raise BindError("no index to serve: give --index DIR")
         self.model = model.eval()
@@ -137,8 +147,15 @@ class Gallery:
         names = [Path(p).name or str(p) for p, _ in indexes]
         for (path, index), name in zip(indexes, names):
             index.model.check_compatible(self.info, what=f"queries (for index {path})")
-            self.served.append(Served(name if names.count(name) == 1 else str(path), Path(path), index,
-                                      _media_root(index), _captions(index)))
+            self.served.append(
+                Served(
+                    name if names.count(name) == 1 else str(path),
+                    Path(path),
+                    index,
+                    _media_root(index),
+                    _captions(index),
+                )
+            )
         self.max_upload_bytes = max_upload_bytes
         #: further directories media may resolve into (e.g. the blob store a directory of symlinks points at)
         self.media_roots = [Path(os.path.realpath(r)) for r in media_roots]
@@ -155,12 +172,23 @@ class Gallery:
 
     # --- description ------------------------------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
-        return {"model": self.info.to_dict(), "query_modalities": list(self.model.modalities),
-                "indexes": [{"index": n, "name": s.name, "path": str(s.path), "size": len(s.index),
-                             "kind": f"{s.index.spec.backend}/{s.index.spec.kind}",
-                             "modalities": s.index.modality_counts()} for n, s in enumerate(self.served)],
-                "gallery_modalities": sorted({m for s in self.served for m in s.index.modality_counts()}),
-                "max_upload_bytes": self.max_upload_bytes}
+        return {
+            "model": self.info.to_dict(),
+            "query_modalities": list(self.model.modalities),
+            "indexes": [
+                {
+                    "index": n,
+                    "name": s.name,
+                    "path": str(s.path),
+                    "size": len(s.index),
+                    "kind": f"{s.index.spec.backend}/{s.index.spec.kind}",
+                    "modalities": s.index.modality_counts(),
+                }
+                for n, s in enumerate(self.served)
+            ],
+            "gallery_modalities": sorted({m for s in self.served for m in s.index.modality_counts()}),
+            "max_upload_bytes": self.max_upload_bytes,
+        }
 
     def _served(self, n: int, row: int | None = None) -> Served:
         if not 0 <= n < len(self.served):
@@ -175,8 +203,13 @@ class Gallery:
         e = s.index.entry(row)
         is_file = os.path.isfile(e["source"])
         caption = s.captions.get(e["id"]) if is_file else None
-        return {**e, "index": n, "row": row, "file": os.path.basename(e["source"]) if is_file else None,
-                "caption": caption}
+        return {
+            **e,
+            "index": n,
+            "row": row,
+            "file": os.path.basename(e["source"]) if is_file else None,
+            "caption": caption,
+        }
 
     # --- files ------------------------------------------------------------------------------------------------------
     def file(self, n: int, row: int) -> Path | None:
@@ -189,8 +222,10 @@ class Gallery:
         real = Path(os.path.realpath(source))
         roots = ([s.media_root] if s.media_root is not None else []) + self.media_roots
         if not any(real.is_relative_to(r) for r in roots) or not real.is_file():
-            raise Refused(f"refused: item {n}/{row} ({s.index.ids[row]}) resolves outside the media directory of "
-                          f"index {s.name} (bindspace serve --media-root DIR allows another directory)")
+            raise Refused(
+                f"refused: item {n}/{row} ({s.index.ids[row]}) resolves outside the media directory of "
+                f"index {s.name} (bindspace serve --media-root DIR allows another directory)"
+            )
         return real
 
     def preview(self, n: int, row: int) -> dict[str, Any]:
@@ -204,8 +239,11 @@ class Gallery:
             try:
                 path = self.file(n, row)
                 plugin = get_modality(modality)
-                cfg = (self.model.preprocess_config(modality) if modality in self.model.modalities
-                       else plugin.preprocess_config())
+                cfg = (
+                    self.model.preprocess_config(modality)
+                    if modality in self.model.modalities
+                    else plugin.preprocess_config()
+                )
                 result = plugin.preview(path if path is not None else s.index.sources[row], cfg) or {}
             except (Refused, MediaError) as e:
                 result = {"error": str(e)}
@@ -222,8 +260,13 @@ class Gallery:
     def preview_description(self, n: int, row: int) -> dict[str, Any]:
         p = self.preview(n, row)
         base = f"/api/items/{n}/{row}"
-        return {"image": f"{base}/preview" if p.get("image") else None, "play": p.get("play"),
-                "media": f"{base}/media" if p.get("play") else None, "text": p.get("text"), "error": p.get("error")}
+        return {
+            "image": f"{base}/preview" if p.get("image") else None,
+            "play": p.get("play"),
+            "media": f"{base}/media" if p.get("play") else None,
+            "text": p.get("text"),
+            "error": p.get("error"),
+        }
 
     # --- queries ----------------------------------------------------------------------------------------------------
     def add_upload(self, data_path: Path, name: str, modality: str) -> dict[str, Any]:
@@ -240,8 +283,12 @@ class Gallery:
             self.uploads[token] = (modality, name, emb)
             while len(self.uploads) > 256:
                 self.uploads.popitem(last=False)
-        return {"upload": token, "modality": modality, "name": name,
-                "embed_ms": round((time.perf_counter() - start) * 1000, 2)}
+        return {
+            "upload": token,
+            "modality": modality,
+            "name": name,
+            "embed_ms": round((time.perf_counter() - start) * 1000, 2),
+        }
 
     def stored_vector(self, n: int, row: int) -> torch.Tensor:
         """The embedding of a row as stored in its index (exact indexes); approximate ones are re-embedded."""
@@ -259,7 +306,7 @@ class Gallery:
         for p in parts:
             given = [x for x in (p.text, p.upload, p.item) if x is not None]
             if len(given) != 1:
-                raise BindError("each query part needs exactly one of \"text\", \"upload\" or \"item\"")
+                raise BindError('each query part needs exactly one of "text", "upload" or "item"')
             if not (p.weight == p.weight and abs(p.weight) < 1e6):
                 raise BindError(f"query weight {p.weight} is not a finite number")
             if p.text is not None:
@@ -287,8 +334,10 @@ class Gallery:
             if not wanted:
                 raise BindError("no gallery modality chosen: tick at least one of " + ", ".join(sorted(known)))
             if wanted - known:
-                raise BindError(f"no {', '.join(sorted(wanted - known))} items in the served indexes; they hold "
-                                + ", ".join(sorted(known)))
+                raise BindError(
+                    f"no {', '.join(sorted(wanted - known))} items in the served indexes; they hold "
+                    + ", ".join(sorted(known))
+                )
         with self.lock:
             t0 = time.perf_counter()
             q = self.query_embedding(req.queries)
@@ -299,10 +348,15 @@ class Gallery:
             t2 = time.perf_counter()
         found.sort(key=lambda nh: -nh[1].score)
         hits = []
-        for rank, (n, h) in enumerate(found[:req.k], 1):
+        for rank, (n, h) in enumerate(found[: req.k], 1):
             hits.append({**self.item(n, h.row), "rank": rank, "score": h.score})
-        return {"hits": hits, "k": req.k, "embed_ms": round((t1 - t0) * 1000, 2),
-                "search_ms": round((t2 - t1) * 1000, 2), "query_ms": round((t2 - t0) * 1000, 2)}
+        return {
+            "hits": hits,
+            "k": req.k,
+            "embed_ms": round((t1 - t0) * 1000, 2),
+            "search_ms": round((t2 - t1) * 1000, 2),
+            "query_ms": round((t2 - t0) * 1000, 2),
+        }
 
 
 def _search_index(index: Index, q: torch.Tensor, k: int, wanted: set[str] | None) -> list[Hit]:
@@ -326,8 +380,9 @@ def _error(status: int, message: str) -> JSONResponse:
 def create_app(gallery: Gallery, allowed_hosts: list[str] | None = None) -> FastAPI:
     """The FastAPI application over ``gallery``. ``allowed_hosts`` (Host header names) guards a loopback server
     against DNS rebinding; None accepts any."""
-    app = FastAPI(title="bind", summary="search indexes of any modality by text or by file", docs_url=None,
-                  redoc_url=None)
+    app = FastAPI(
+        title="bind", summary="search indexes of any modality by text or by file", docs_url=None, redoc_url=None
+    )
     app.state.gallery = gallery
     if allowed_hosts:
         from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -341,8 +396,11 @@ def create_app(gallery: Gallery, allowed_hosts: list[str] | None = None) -> Fast
             if length is None or not length.isdigit():
                 return _error(411, "uploads need a Content-Length")
             if int(length) > gallery.max_upload_bytes + 64 * 1024:
-                return _error(413, f"upload of {int(length)} bytes is over the limit of {gallery.max_upload_bytes} "
-                                   "bytes (bindspace serve --max-upload-mb)")
+                return _error(
+                    413,
+                    f"upload of {int(length)} bytes is over the limit of {gallery.max_upload_bytes} "
+                    "bytes (bindspace serve --max-upload-mb)",
+                )
         response = await call_next(request)
         for k, v in _HEADERS.items():
             response.headers.setdefault(k, v)
@@ -391,8 +449,9 @@ def create_app(gallery: Gallery, allowed_hosts: list[str] | None = None) -> Fast
         name = os.path.basename(file.filename or "upload")[:200] or "upload"
         modality = modality or guess_modality(name, list(gallery.model.modalities))
         if modality is None:
-            raise BindError(f"{name}: cannot tell its modality from the name; choose one of "
-                            f"{list(gallery.model.modalities)}")
+            raise BindError(
+                f"{name}: cannot tell its modality from the name; choose one of {list(gallery.model.modalities)}"
+            )
         suffix = Path(name).suffix if _SUFFIX.match(Path(name).suffix) else ""
         with tempfile.TemporaryDirectory(prefix="bind-upload-") as tmp:
             path = Path(tmp) / f"upload{suffix}"
@@ -422,8 +481,9 @@ def create_app(gallery: Gallery, allowed_hosts: list[str] | None = None) -> Fast
             raise Refused(p["error"])
         if not p.get("image"):
             raise HTTPException(404, p.get("error") or f"item {n}/{row} has no preview image")
-        return Response(p["image"], media_type=p.get("image_mime", "image/png"),
-                        headers={"Cache-Control": "private, max-age=3600"})
+        return Response(
+            p["image"], media_type=p.get("image_mime", "image/png"), headers={"Cache-Control": "private, max-age=3600"}
+        )
 
     @app.get("/api/items/{n}/{row}/media")
     def media(n: int, row: int) -> FileResponse:

@@ -36,12 +36,18 @@ def _check_port(host: str, port: int) -> None:
         try:
             s.bind(address)
         except OSError as e:
-            raise ValueError(f"--port {port}: cannot listen on {host}:{port} ({e.strerror}); choose another "
-                             "--port") from None
+            raise ValueError(
+                f"--port {port}: cannot listen on {host}:{port} ({e.strerror}); choose another --port"
+            ) from None
 
 
-def load_gallery(index_dirs: list[str], model_ref: str | None = None, seed: int = 0,
-                 max_upload_bytes: int | None = None, media_roots: list[str] = ()):
+def load_gallery(
+    index_dirs: list[str],
+    model_ref: str | None = None,
+    seed: int = 0,
+    max_upload_bytes: int | None = None,
+    media_roots: list[str] = (),
+):
     """Load the indexes and their model (``model_ref`` or the one recorded in the first index; every index must
     come from the same weights)."""
     import torch
@@ -58,8 +64,9 @@ def load_gallery(index_dirs: list[str], model_ref: str | None = None, seed: int 
     for root in media_roots:
         if not os.path.isdir(root):
             raise FileNotFoundError(f"--media-root {root}: not a directory")
-    return Gallery(indexes, model, info=info, max_upload_bytes=max_upload_bytes or MAX_UPLOAD_BYTES,
-                   media_roots=media_roots)
+    return Gallery(
+        indexes, model, info=info, max_upload_bytes=max_upload_bytes or MAX_UPLOAD_BYTES, media_roots=media_roots
+    )
 
 
 def _serve_cmd(args: argparse.Namespace) -> int:
@@ -72,35 +79,57 @@ def _serve_cmd(args: argparse.Namespace) -> int:
     if args.max_upload_mb <= 0:
         raise ValueError(f"--max-upload-mb {args.max_upload_mb}: expected a positive size")
     _check_port(args.host, args.port)  # before the minutes of loading, not after
-    gallery = load_gallery(args.index, args.model, args.seed, int(args.max_upload_mb * 1024 * 1024),
-                           args.media_root or [])
+    gallery = load_gallery(
+        args.index, args.model, args.seed, int(args.max_upload_mb * 1024 * 1024), args.media_root or []
+    )
     loopback = _is_loopback(args.host)
     if not loopback:
-        log.warning("listening on %s: anyone who can reach this address can search these indexes and read the "
-                    "media they refer to (there is no authentication)", args.host)
+        log.warning(
+            "listening on %s: anyone who can reach this address can search these indexes and read the "
+            "media they refer to (there is no authentication)",
+            args.host,
+        )
     gallery.warm()
     app = create_app(gallery, allowed_hosts=LOOPBACK_NAMES + [args.host] if loopback else None)
     sizes = ", ".join(f"{s.name} ({len(s.index)} rows)" for s in gallery.served)
     host = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"serving {sizes} with model {gallery.info.name} ({gallery.info.fingerprint}) on "
-          f"http://{host}:{args.port}/  (Ctrl-C stops)", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="debug" if args.debug else "warning",
-                access_log=args.debug)
+    print(
+        f"serving {sizes} with model {gallery.info.name} ({gallery.info.fingerprint}) on "
+        f"http://{host}:{args.port}/  (Ctrl-C stops)",
+        flush=True,
+    )
+    uvicorn.run(
+        app, host=args.host, port=args.port, log_level="debug" if args.debug else "warning", access_log=args.debug
+    )
     return 0
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="a local web page + JSON API to search indexes by text or by file")
-    p.add_argument("--index", action="append", required=True, metavar="DIR",
-                   help="an index directory (repeatable; every index must come from the same model)")
+    p.add_argument(
+        "--index",
+        action="append",
+        required=True,
+        metavar="DIR",
+        help="an index directory (repeatable; every index must come from the same model)",
+    )
     p.add_argument("--model", default=None, help="default: the model recorded in the (first) index")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback by default; anything else "
-                   "exposes the indexed media without authentication)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (loopback by default; anything else "
+        "exposes the indexed media without authentication)",
+    )
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--max-upload-mb", type=float, default=64.0, help="largest query file accepted")
-    p.add_argument("--media-root", action="append", metavar="DIR", help="serve media whose real path lies in DIR "
-                   "too (default: only inside the deepest directory holding an index's files; symlinks pointing out "
-                   "of it are refused)")
+    p.add_argument(
+        "--media-root",
+        action="append",
+        metavar="DIR",
+        help="serve media whose real path lies in DIR "
+        "too (default: only inside the deepest directory holding an index's files; symlinks pointing out "
+        "of it are refused)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed for the random weights of a named config")
     p.add_argument("--debug", action="store_true", help="uvicorn debug logging and access log")
     p.set_defaults(func=_serve_cmd)

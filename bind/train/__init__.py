@@ -13,9 +13,13 @@ from __future__ import annotations
 from typing import Any
 
 _LAZY = {
-    "BindTrainModule": "bind.train.module", "BindDataModule": "bind.train.datamodule", "fit": "bind.train.run",
-    "FitResult": "bind.train.run", "build_train_model": "bind.train.model_builder",
-    "AtomicCheckpointIO": "bind.train.checkpoint", "export_checkpoint": "bind.train.module",
+    "BindTrainModule": "bind.train.module",
+    "BindDataModule": "bind.train.datamodule",
+    "fit": "bind.train.run",
+    "FitResult": "bind.train.run",
+    "build_train_model": "bind.train.model_builder",
+    "AtomicCheckpointIO": "bind.train.checkpoint",
+    "export_checkpoint": "bind.train.module",
 }
 
 __all__ = sorted(_LAZY)

@@ -76,10 +76,15 @@ class LineProgress(ProgressBar):
             return
         elapsed = time.perf_counter() - self._t0
         total, step = trainer.estimated_stepping_batches, trainer.global_step
-        parts = [f"epoch {trainer.current_epoch + 1}/{_count(trainer.max_epochs)} {where}",
-                 f"step {step}/{_count(total)}"]
-        parts += [f"{k} {_fmt(v)}" for k, v in self.get_metrics(trainer, pl_module).items()
-                  if k != "v_num" and isinstance(v, (int, float))]
+        parts = [
+            f"epoch {trainer.current_epoch + 1}/{_count(trainer.max_epochs)} {where}",
+            f"step {step}/{_count(total)}",
+        ]
+        parts += [
+            f"{k} {_fmt(v)}"
+            for k, v in self.get_metrics(trainer, pl_module).items()
+            if k != "v_num" and isinstance(v, (int, float))
+        ]
         eta = ""
         if math.isfinite(total) and step > self._step0:
             eta = f", ETA {_duration(elapsed / (step - self._step0) * max(0, total - step))}"

@@ -34,8 +34,13 @@ def register_strategies() -> None:
     from bind.nn.transformer import Block, DividedSpaceTimeBlock
 
     if "bind_fsdp" not in StrategyRegistry:
-        StrategyRegistry.register("bind_fsdp", FSDPStrategy, description="FSDP, one unit per bind transformer block",
-                                  auto_wrap_policy={Block, DividedSpaceTimeBlock}, use_orig_params=True)
+        StrategyRegistry.register(
+            "bind_fsdp",
+            FSDPStrategy,
+            description="FSDP, one unit per bind transformer block",
+            auto_wrap_policy={Block, DividedSpaceTimeBlock},
+            use_orig_params=True,
+        )
 
 
 OUTPUT_KEYS = "logger save_dir, ModelCheckpoint dirpath, model.export_dir, data.bad_samples_file"
@@ -98,8 +103,11 @@ def _resolve_outputs(cfg, root: str | None) -> None:
         return
 
     def under(value):
-        return value if value is None or os.path.isabs(str(value)) or "://" in str(value) else \
-            os.path.join(root, str(value))
+        return (
+            value
+            if value is None or os.path.isabs(str(value)) or "://" in str(value)
+            else os.path.join(root, str(value))
+        )
 
     trainer = cfg.get("trainer")
     loggers = trainer.get("logger") if trainer is not None else None
@@ -138,8 +146,9 @@ def _cli_class():
             trainer_cfg = self._get(self.config_init, "trainer", default={})
             callbacks = trainer_cfg.get("callbacks") or []
             callbacks = [*(callbacks if isinstance(callbacks, list) else [callbacks]), LogEveryEpoch()]
-            if trainer_cfg.get("enable_progress_bar") is not False and \
-                    not any(isinstance(c, ProgressBar) for c in callbacks):
+            if trainer_cfg.get("enable_progress_bar") is not False and not any(
+                isinstance(c, ProgressBar) for c in callbacks
+            ):
                 callbacks.append(TQDMProgressBar(leave=True) if sys.stderr.isatty() else LineProgress())
             return super().instantiate_trainer(**{**kwargs, "callbacks": callbacks})
 
@@ -167,8 +176,10 @@ def describe_error(e: BaseException, args: list[str]) -> str:
 
     ckpt = _arg_value(args, "--ckpt_path")
     if isinstance(e, pickle.UnpicklingError) and ckpt:
-        return (f"--ckpt_path {ckpt}: refused: the file holds pickled objects other than tensors and plain values, "
-                "which could run code (it was not written by `bindspace train`); pass a checkpoint of a bind run")
+        return (
+            f"--ckpt_path {ckpt}: refused: the file holds pickled objects other than tensors and plain values, "
+            "which could run code (it was not written by `bindspace train`); pass a checkpoint of a bind run"
+        )
     if ckpt and isinstance(e, FileNotFoundError) and "heckpoint" in str(e):
         return f"--ckpt_path {ckpt}: no such checkpoint; pass a .ckpt file, or `last` to resume the run directory's"
     msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -186,17 +197,27 @@ def _run_cli(args: list[str], verbose: bool) -> int:
     defaults = {"precision": default_precision(), "enable_model_summary": verbose}
     with warnings.catch_warnings():  # sys.argv stays as launched (DDP re-runs it in the workers), so LightningCLI
         warnings.filterwarnings("ignore", message=".*args parameter is intended.*")  # sees both it and `args`
-        _cli_class()(BindTrainModule, BindDataModule, args=args, trainer_defaults=defaults,
-                     seed_everything_default=0, save_config_kwargs={"overwrite": True})
+        _cli_class()(
+            BindTrainModule,
+            BindDataModule,
+            args=args,
+            trainer_defaults=defaults,
+            seed_everything_default=0,
+            save_config_kwargs={"overwrite": True},
+        )
     return 0
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     from bind.data.validate import add_validate_command
 
-    p = sub.add_parser("train", add_help=False, help="train encoders against frozen towers (LightningCLI): "
-                       "bindspace train fit --config configs/train/NAME.yaml [-v: library output] "
-                       "[--debug: tracebacks]")
+    p = sub.add_parser(
+        "train",
+        add_help=False,
+        help="train encoders against frozen towers (LightningCLI): "
+        "bindspace train fit --config configs/train/NAME.yaml [-v: library output] "
+        "[--debug: tracebacks]",
+    )
     p.add_argument("args", nargs=argparse.REMAINDER)
     p.set_defaults(func=lambda a: train_main(a.args, verbose=a.verbose))
     add_validate_command(sub)

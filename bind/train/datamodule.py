@@ -31,12 +31,16 @@ def read_training_manifest(path: str | Path, key: str) -> list[ManifestRecord]:
     """Every record of a manifest, or a one-line error naming the config key, the file and the fix."""
     path = Path(path)
     if not path.is_file():
-        raise ManifestError(f"{key}: {path} not found; give --{key} PATH of a JSONL manifest (one JSON object per "
-                            "line; `bindspace world generate --out DIR` writes an example)")
+        raise ManifestError(
+            f"{key}: {path} not found; give --{key} PATH of a JSONL manifest (one JSON object per "
+            "line; `bindspace world generate --out DIR` writes an example)"
+        )
     records = read_manifest(path)
     if not records:
-        raise ManifestError(f"{key}: {path} is empty; it needs one JSON object per line, e.g. "
-                            '{"id": "s1", "split": "train", "text": "a caption", "image": "media/s1.png"}')
+        raise ManifestError(
+            f"{key}: {path} is empty; it needs one JSON object per line, e.g. "
+            '{"id": "s1", "split": "train", "text": "a caption", "image": "media/s1.png"}'
+        )
     return records
 
 
@@ -73,12 +77,26 @@ class BindDataModule(L.LightningDataModule):
             ``sample_cache`` on the instance to start from a pre-filled cache.
     """
 
-    def __init__(self, manifest: str | None = None, val_manifest: str | None = None, train_split: str = "train",
-                 val_split: str | None = "val", shards: str | list[str] | None = None,
-                 val_shards: str | list[str] | None = None, epoch_size: int | None = None,
-                 shuffle_buffer: int = 1000, batch_size: int = 32, val_batch_size: int | None = None,
-                 num_workers: int = 0, caption_source: str = "modality", bad_samples: str = "skip", seed: int = 0,
-                 pin_memory: bool = False, bad_samples_file: str | None = None, cache_samples: bool = False) -> None:
+    def __init__(
+        self,
+        manifest: str | None = None,
+        val_manifest: str | None = None,
+        train_split: str = "train",
+        val_split: str | None = "val",
+        shards: str | list[str] | None = None,
+        val_shards: str | list[str] | None = None,
+        epoch_size: int | None = None,
+        shuffle_buffer: int = 1000,
+        batch_size: int = 32,
+        val_batch_size: int | None = None,
+        num_workers: int = 0,
+        caption_source: str = "modality",
+        bad_samples: str = "skip",
+        seed: int = 0,
+        pin_memory: bool = False,
+        bad_samples_file: str | None = None,
+        cache_samples: bool = False,
+    ) -> None:
         super().__init__()
         if manifest is None and shards is None:
             raise ValueError("data: give a manifest or webdataset shards")
@@ -101,30 +119,42 @@ class BindDataModule(L.LightningDataModule):
         """Build the datasets for ``spec`` (what :meth:`setup` does from the attached module)."""
         hp = self.hparams
         self.spec = spec
-        self.bad = BadSampleLog(Path(hp.bad_samples_file) if hp.bad_samples_file else Path(run_dir) / BAD_SAMPLES_FILE,
-                                hp.bad_samples)
+        self.bad = BadSampleLog(
+            Path(hp.bad_samples_file) if hp.bad_samples_file else Path(run_dir) / BAD_SAMPLES_FILE, hp.bad_samples
+        )
         if hp.cache_samples and self.sample_cache is None:
             self.sample_cache = SampleCache()
         if hp.manifest is not None:
             records = read_training_manifest(hp.manifest, "data.manifest")
-            self.train_set = PairedDataset([r for r in records if r.split == hp.train_split], spec, train=True,
-                                           bad=self.bad, seed=hp.seed, cache=self.sample_cache)
+            self.train_set = PairedDataset(
+                [r for r in records if r.split == hp.train_split],
+                spec,
+                train=True,
+                bad=self.bad,
+                seed=hp.seed,
+                cache=self.sample_cache,
+            )
             if len(self.train_set) == 0:
-                raise ValueError(f"data.manifest {hp.manifest}: no {hp.train_split!r} sample has any of "
-                                 f"{spec.modalities} (splits found: {_splits(records)}); set --data.train_split, or "
-                                 f"add {spec.modalities[0]} paths to the {hp.train_split!r} lines")
+                raise ValueError(
+                    f"data.manifest {hp.manifest}: no {hp.train_split!r} sample has any of "
+                    f"{spec.modalities} (splits found: {_splits(records)}); set --data.train_split, or "
+                    f"add {spec.modalities[0]} paths to the {hp.train_split!r} lines"
+                )
         if hp.val_manifest is not None and hp.val_shards is None:
             records = read_training_manifest(hp.val_manifest, "data.val_manifest")
             chosen = [r for r in records if r.split == hp.val_split]  # its val_split lines if any, else all
-            val = PairedDataset(chosen or records, spec, train=False, bad=self.bad, seed=hp.seed,
-                                cache=self.sample_cache)
+            val = PairedDataset(
+                chosen or records, spec, train=False, bad=self.bad, seed=hp.seed, cache=self.sample_cache
+            )
             self.val_set = val if len(val) else None
         elif hp.manifest is not None and hp.val_split and hp.val_shards is None:
             val_records = [r for r in records if r.split == hp.val_split]
             if not val_records:  # never train silently without validation
-                raise ValueError(f"data.manifest {hp.manifest}: no {hp.val_split!r} split to validate on (splits "
-                                 f"found: {_splits(records)}); set --data.val_split NAME to validate on one of them, "
-                                 "--data.val_manifest FILE, or --data.val_split null to train without validation")
+                raise ValueError(
+                    f"data.manifest {hp.manifest}: no {hp.val_split!r} split to validate on (splits "
+                    f"found: {_splits(records)}); set --data.val_split NAME to validate on one of them, "
+                    "--data.val_manifest FILE, or --data.val_split null to train without validation"
+                )
             val = PairedDataset(val_records, spec, train=False, bad=self.bad, seed=hp.seed, cache=self.sample_cache)
             self.val_set = val if len(val) else None
         if self.val_set is None and (hp.val_manifest or hp.val_split) and hp.val_shards is None:
@@ -147,9 +177,16 @@ class BindDataModule(L.LightningDataModule):
     # --- loaders -----------------------------------------------------------------------------------------------------
     def _loader(self, dataset, batch_size: int, sampler=None) -> DataLoader:
         hp = self.hparams
-        return ResumableDataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=hp.num_workers,
-                          collate_fn=PairCollator(self.spec.modalities, self.spec.anchor), pin_memory=hp.pin_memory,
-                          persistent_workers=False, drop_last=sampler is not None and sampler.drop_last)
+        return ResumableDataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            num_workers=hp.num_workers,
+            collate_fn=PairCollator(self.spec.modalities, self.spec.anchor),
+            pin_memory=hp.pin_memory,
+            persistent_workers=False,
+            drop_last=sampler is not None and sampler.drop_last,
+        )
 
     def train_dataloader(self) -> DataLoader:
         hp = self.hparams
@@ -157,13 +194,34 @@ class BindDataModule(L.LightningDataModule):
         if hp.shards is not None:
             from bind.data.webdataset import webdataset_pairs
 
-            ds = webdataset_pairs(hp.shards, self.spec, train=True, bad=self.bad, seed=hp.seed,
-                                  shuffle_buffer=hp.shuffle_buffer, epoch_size=hp.epoch_size, world_size=world,
-                                  num_workers=hp.num_workers)
-            return DataLoader(ds, batch_size=hp.batch_size, num_workers=hp.num_workers,
-                              collate_fn=PairCollator(self.spec.modalities, self.spec.anchor), drop_last=True)
-        self._sampler = ResumableSampler(len(self.train_set), batch_size=hp.batch_size, shuffle=True, seed=hp.seed,
-                                         rank=rank, world_size=world, drop_last=True, position_fn=self._position)
+            ds = webdataset_pairs(
+                hp.shards,
+                self.spec,
+                train=True,
+                bad=self.bad,
+                seed=hp.seed,
+                shuffle_buffer=hp.shuffle_buffer,
+                epoch_size=hp.epoch_size,
+                world_size=world,
+                num_workers=hp.num_workers,
+            )
+            return DataLoader(
+                ds,
+                batch_size=hp.batch_size,
+                num_workers=hp.num_workers,
+                collate_fn=PairCollator(self.spec.modalities, self.spec.anchor),
+                drop_last=True,
+            )
+        self._sampler = ResumableSampler(
+            len(self.train_set),
+            batch_size=hp.batch_size,
+            shuffle=True,
+            seed=hp.seed,
+            rank=rank,
+            world_size=world,
+            drop_last=True,
+            position_fn=self._position,
+        )
         return self._loader(self.train_set, hp.batch_size, self._sampler)
 
     def val_dataloader(self) -> DataLoader | list:
@@ -174,12 +232,17 @@ class BindDataModule(L.LightningDataModule):
             from bind.data.webdataset import webdataset_pairs
 
             ds = webdataset_pairs(hp.val_shards, self.spec, train=False, bad=self.bad, world_size=world)
-            return DataLoader(ds, batch_size=bs, num_workers=hp.num_workers,
-                              collate_fn=PairCollator(self.spec.modalities, self.spec.anchor))
+            return DataLoader(
+                ds,
+                batch_size=bs,
+                num_workers=hp.num_workers,
+                collate_fn=PairCollator(self.spec.modalities, self.spec.anchor),
+            )
         if self.val_set is None:
             return []
-        sampler = ResumableSampler(len(self.val_set), batch_size=bs, shuffle=False, rank=rank, world_size=world,
-                                   drop_last=False)
+        sampler = ResumableSampler(
+            len(self.val_set), batch_size=bs, shuffle=False, rank=rank, world_size=world, drop_last=False
+        )
         return self._loader(self.val_set, bs, sampler)
 
     def teardown(self, stage: str | None = None) -> None:

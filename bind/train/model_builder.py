@@ -31,8 +31,10 @@ def tower_entry(modality: str, tower: str) -> tuple[dict[str, Any], int]:
     path = resolve_tower(tower)
     cfg_file = Path(path) / "config.json"
     if not cfg_file.is_file():
-        raise FileNotFoundError(f"{modality} tower {tower!r}: no transformers config.json in {path} (towers load "
-                                "offline from model directories)")
+        raise FileNotFoundError(
+            f"{modality} tower {tower!r}: no transformers config.json in {path} (towers load "
+            "offline from model directories)"
+        )
     hf = json.loads(cfg_file.read_text())
     is_clip = hf.get("model_type") in ("clip", "clip_text_model", "clip_vision_model")
     sub = hf.get("text_config" if modality == "text" else "vision_config", {}) if hf.get("model_type") == "clip" else hf
@@ -40,8 +42,10 @@ def tower_entry(modality: str, tower: str) -> tuple[dict[str, Any], int]:
         dim = int(hf.get("projection_dim") or sub.get("projection_dim") or 512)
     else:
         dim = int(sub.get("hidden_size") or hf.get("hidden_size"))
-    entry: dict[str, Any] = {"tower": tower, "tower_pooling": "pooler" if is_clip else ("mean" if modality == "text"
-                                                                                            else "cls")}
+    entry: dict[str, Any] = {
+        "tower": tower,
+        "tower_pooling": "pooler" if is_clip else ("mean" if modality == "text" else "cls"),
+    }
     if modality == "text":
         ctx = int(sub.get("max_position_embeddings") or 77)
         entry["preprocess"] = {"tokenizer": tower, "context_length": min(ctx, 77)}
@@ -65,12 +69,20 @@ def check_modality_names(modalities: list[str], anchor: str, *named: dict[str, A
                 raise ValueError(f"{key}: unknown modality {m!r}; {hint}known modalities: {', '.join(known)}")
 
 
-def build_train_model(model: str = "bind-minilm-tiny", modalities: list[str] | None = None, anchor: str = "text",
-                      towers: dict[str, str] | None = None, encoders: dict[str, dict[str, Any]] | None = None,
-                      init_from: dict[str, str] | None = None, init_channels: str = "mean",
-                      init_temporal: str = "average", init_heads: int | None = None,
-                      lora: dict[str, dict[str, Any] | None] | None = None, logit_scale_init: float | None = None,
-                      grad_checkpointing: bool = False) -> BindModel:
+def build_train_model(
+    model: str = "bind-minilm-tiny",
+    modalities: list[str] | None = None,
+    anchor: str = "text",
+    towers: dict[str, str] | None = None,
+    encoders: dict[str, dict[str, Any]] | None = None,
+    init_from: dict[str, str] | None = None,
+    init_channels: str = "mean",
+    init_temporal: str = "average",
+    init_heads: int | None = None,
+    lora: dict[str, dict[str, Any] | None] | None = None,
+    logit_scale_init: float | None = None,
+    grad_checkpointing: bool = False,
+) -> BindModel:
     """A :class:`~bind.model.BindModel` with a frozen ``anchor`` (and any other ``towers``) and trainable
     ``modalities``.
 
@@ -124,10 +136,17 @@ def build_train_model(model: str = "bind-minilm-tiny", modalities: list[str] | N
         cfg.frozen = []
         bind_model = BindModel(copy.deepcopy(cfg))
         for m, w in weights.items():
-            report = init_encoder_from_vit(bind_model.encoder(m), w, channel_init=init_channels,
-                                           temporal_init=init_temporal)
-            log.info("%s initialised from %s: %d tensors loaded; adapted: %s; skipped: %s", m, w.source,
-                     report.loaded, report.adapted or "-", report.skipped or "-")
+            report = init_encoder_from_vit(
+                bind_model.encoder(m), w, channel_init=init_channels, temporal_init=init_temporal
+            )
+            log.info(
+                "%s initialised from %s: %d tensors loaded; adapted: %s; skipped: %s",
+                m,
+                w.source,
+                report.loaded,
+                report.adapted or "-",
+                report.skipped or "-",
+            )
     bind_model.freeze(frozen)
     bind_model.freeze(modalities, frozen=False)
     for m, spec in (lora or {}).items():

@@ -88,25 +88,56 @@ class BindTrainModule(L.LightningModule):
             that first held it and a resumed run (whose cache starts empty) is bitwise the uninterrupted one.
     """
 
-    def __init__(self, model: str = "bind-minilm-tiny", modalities: list[str] | None = None, anchor: str = "text",
-                 towers: dict[str, str] | None = None, encoders: dict[str, dict[str, Any]] | None = None,
-                 init_from: dict[str, str] | None = None, init_channels: str = "mean",
-                 init_temporal: str = "average", init_heads: int | None = None,
-                 lora: dict[str, dict[str, Any] | None] | None = None, loss: str = "infonce", lr: float = 1e-3,
-                 weight_decay: float = 0.2, betas: tuple[float, float] = (0.9, 0.98), eps: float = 1e-6,
-                 warmup_steps: int = 0, min_lr_ratio: float = 0.0, grad_checkpointing: bool = False, seed: int = 0,
-                 export_dir: str | None = None, cache_anchors: bool = False,
-                 anchor_cache_size: int = 100_000) -> None:
+    def __init__(
+        self,
+        model: str = "bind-minilm-tiny",
+        modalities: list[str] | None = None,
+        anchor: str = "text",
+        towers: dict[str, str] | None = None,
+        encoders: dict[str, dict[str, Any]] | None = None,
+        init_from: dict[str, str] | None = None,
+        init_channels: str = "mean",
+        init_temporal: str = "average",
+        init_heads: int | None = None,
+        lora: dict[str, dict[str, Any] | None] | None = None,
+        loss: str = "infonce",
+        lr: float = 1e-3,
+        weight_decay: float = 0.2,
+        betas: tuple[float, float] = (0.9, 0.98),
+        eps: float = 1e-6,
+        warmup_steps: int = 0,
+        min_lr_ratio: float = 0.0,
+        grad_checkpointing: bool = False,
+        seed: int = 0,
+        export_dir: str | None = None,
+        cache_anchors: bool = False,
+        anchor_cache_size: int = 100_000,
+    ) -> None:
         super().__init__()
         if loss not in LOSSES:
             raise ValueError(f"loss {loss!r}; expected one of {LOSSES}")
         self.save_hyperparameters()
-        self.model = build_train_model(model, modalities, anchor, towers, encoders, init_from, init_channels,
-                                       init_temporal, init_heads, lora, default_logit_scale(loss), grad_checkpointing)
+        self.model = build_train_model(
+            model,
+            modalities,
+            anchor,
+            towers,
+            encoders,
+            init_from,
+            init_channels,
+            init_temporal,
+            init_heads,
+            lora,
+            default_logit_scale(loss),
+            grad_checkpointing,
+        )
         self.model.precision = "fp32"  # no autocast of bind's own: the Trainer's precision plugin decides
         self.trained, self.anchor, self.loss_kind = list(modalities or []), anchor, loss
-        self.logit_bias = nn.ParameterDict(
-            {m: nn.Parameter(torch.tensor(SIGLIP_BIAS_INIT)) for m in self.trained}) if loss == "siglip" else None
+        self.logit_bias = (
+            nn.ParameterDict({m: nn.Parameter(torch.tensor(SIGLIP_BIAS_INIT)) for m in self.trained})
+            if loss == "siglip"
+            else None
+        )
         self._examples: dict[str, torch.Tensor] = {}
         self._val: dict[str, list[tuple[torch.Tensor, torch.Tensor, list[str]]]] = {}
         self._anchor_cache: dict[str, torch.Tensor] = {}
@@ -146,8 +177,11 @@ class BindTrainModule(L.LightningModule):
                 out.append(e)
             return torch.stack(out).to(self.device)
         if self.anchor == "text":
-            x = trim_padding(x, self.model.encoder("text").cfg.stem.get("pad_token_id"),
-                             self.model.encoder("text").cfg.stem.get("eot_token_id"))
+            x = trim_padding(
+                x,
+                self.model.encoder("text").cfg.stem.get("pad_token_id"),
+                self.model.encoder("text").cfg.stem.get("eot_token_id"),
+            )
         with torch.no_grad():
             return self.model.encode(self.anchor, x).detach()
 
@@ -175,8 +209,15 @@ class BindTrainModule(L.LightningModule):
             else:
                 continue
             bias = self.logit_bias[m] if self.logit_bias is not None else None
-            out[m] = contrastive_loss(emb, anc.to(emb.dtype), self.model.logit_scale(m), kind=self.loss_kind,
-                                      logit_bias=bias, gather=gather, gather_y_grad=False)
+            out[m] = contrastive_loss(
+                emb,
+                anc.to(emb.dtype),
+                self.model.logit_scale(m),
+                kind=self.loss_kind,
+                logit_bias=bias,
+                gather=gather,
+                gather_y_grad=False,
+            )
         return out
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
@@ -201,8 +242,10 @@ class BindTrainModule(L.LightningModule):
             data = getattr(self.trainer, "datamodule", None)
             path = getattr(getattr(data, "bad", None), "path", None)
             where = f"see {path}" if path is not None and Path(path).is_file() else "none could be decoded"
-            raise RuntimeError(f"no usable training sample in a whole epoch: every sample was skipped as unreadable "
-                               f"({where}); check the data with `bindspace validate --manifest ...`")
+            raise RuntimeError(
+                f"no usable training sample in a whole epoch: every sample was skipped as unreadable "
+                f"({where}); check the data with `bindspace validate --manifest ...`"
+            )
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         torch.manual_seed(sample_seed(self.hparams.seed, self.global_step, self.global_rank))
@@ -223,8 +266,9 @@ class BindTrainModule(L.LightningModule):
             emb = self.model.encode(m, x)
             anc = self._anchor_embed(batch["anchors"][m], batch["anchor_keys"][m])
             bias = self.logit_bias[m] if self.logit_bias is not None else None
-            loss, _ = contrastive_loss(emb, anc.to(emb.dtype), self.model.logit_scale(m), kind=self.loss_kind,
-                                       logit_bias=bias, gather=False)
+            loss, _ = contrastive_loss(
+                emb, anc.to(emb.dtype), self.model.logit_scale(m), kind=self.loss_kind, logit_bias=bias, gather=False
+            )
             losses.append(loss)
             self._val.setdefault(m, []).append((emb.float().cpu(), anc.float().cpu(), batch["anchor_keys"][m]))
         if losses:
@@ -281,9 +325,12 @@ class BindTrainModule(L.LightningModule):
             if p.requires_grad:
                 (no_decay if _no_decay(name, p) else decay).append(p)
         hp = self.hparams
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": hp.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}], lr=hp.lr, betas=tuple(hp.betas),
-                                eps=hp.eps)
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=hp.lr,
+            betas=tuple(hp.betas),
+            eps=hp.eps,
+        )
         total = max(1, int(self.trainer.estimated_stepping_batches))
         sched = warmup_cosine_schedule(opt, hp.warmup_steps, total, hp.min_lr_ratio)
         return {"optimizer": opt, "lr_scheduler": sched}
@@ -320,8 +367,7 @@ class BindTrainModule(L.LightningModule):
         if self._tower_ids is None:
             sources = self.rebuildable_towers()
             states = self._tower_states(self.state_dict())
-            self._tower_ids = {m: {"name": sources[m], "fingerprint": weights_fingerprint(states[m])}
-                               for m in sources}
+            self._tower_ids = {m: {"name": sources[m], "fingerprint": weights_fingerprint(states[m])} for m in sources}
         return self._tower_ids
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -342,13 +388,16 @@ class BindTrainModule(L.LightningModule):
         now = self.tower_identities()
         for m, ident in saved.items():
             if m not in now:
-                raise ValueError(f"checkpoint: its frozen {m} tower {ident.get('name')!r} is not part of this "
-                                 f"model (towers now: {sorted(now) or 'none'}); resume with the run's own config")
+                raise ValueError(
+                    f"checkpoint: its frozen {m} tower {ident.get('name')!r} is not part of this "
+                    f"model (towers now: {sorted(now) or 'none'}); resume with the run's own config"
+                )
             if ident.get("fingerprint") != now[m]["fingerprint"]:
                 raise ValueError(
                     f"checkpoint: the frozen {m} tower {ident.get('name')!r} it was trained with (weights "
                     f"{str(ident.get('fingerprint'))[:12]}) differs from the one built now from {now[m]['name']!r} "
-                    f"(weights {now[m]['fingerprint'][:12]}); point model.towers.{m} at the tower the run used")
+                    f"(weights {now[m]['fingerprint'][:12]}); point model.towers.{m} at the tower the run used"
+                )
         state = checkpoint.get("state_dict")
         if state is not None:  # Lightning loads the state strictly: put the (verified) tower weights back
             for m, tower in self._tower_states(self.state_dict()).items():
@@ -367,8 +416,12 @@ class BindTrainModule(L.LightningModule):
         if self.trainer.is_global_zero:
             report = trainable_report(self.model)
             log.debug("trainable parameters:\n%s", format_trainable_report(report))
-            log.info("training %s: %s trainable parameters (%s)", ", ".join(self.trained),
-                     f"{sum(int(r['trainable']) for r in report.values()):,}", run_dir / "trainable_parameters.json")
+            log.info(
+                "training %s: %s trainable parameters (%s)",
+                ", ".join(self.trained),
+                f"{sum(int(r['trainable']) for r in report.values()):,}",
+                run_dir / "trainable_parameters.json",
+            )
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "trainable_parameters.json").write_text(json.dumps(report, indent=2))
 

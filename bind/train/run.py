@@ -26,15 +26,36 @@ class FitResult:
     bad_samples: int = 0
 
 
-def fit(manifest: str | Path, *, modalities: list[str], model: str = "bind-minilm-tiny", anchor: str = "text",
-        run_dir: str | Path = "runs/bind", max_epochs: int = 10, max_steps: int = -1, batch_size: int = 32,
-        num_workers: int = 0, val_manifest: str | None = None, val_split: str | None = "val",
-        accelerator: str = "auto", devices: int | str = 1,
-        strategy: str = "auto", precision: str | None = None, seed: int = 0, ckpt_path: str | None = None,
-        validate_before: bool = False, export: bool = True, progress_bar: bool = True,
-        log_every_n_steps: int = 10, every_n_train_steps: int | None = None, caption_source: str = "modality",
-        sample_cache: Any = None, verbose: bool = False, callbacks: Sequence[Any] = (),
-        **module_kwargs: Any) -> FitResult:
+def fit(
+    manifest: str | Path,
+    *,
+    modalities: list[str],
+    model: str = "bind-minilm-tiny",
+    anchor: str = "text",
+    run_dir: str | Path = "runs/bind",
+    max_epochs: int = 10,
+    max_steps: int = -1,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    val_manifest: str | None = None,
+    val_split: str | None = "val",
+    accelerator: str = "auto",
+    devices: int | str = 1,
+    strategy: str = "auto",
+    precision: str | None = None,
+    seed: int = 0,
+    ckpt_path: str | None = None,
+    validate_before: bool = False,
+    export: bool = True,
+    progress_bar: bool = True,
+    log_every_n_steps: int = 10,
+    every_n_train_steps: int | None = None,
+    caption_source: str = "modality",
+    sample_cache: Any = None,
+    verbose: bool = False,
+    callbacks: Sequence[Any] = (),
+    **module_kwargs: Any,
+) -> FitResult:
     """Train ``modalities`` against a frozen ``anchor`` on a JSONL manifest (see
     :class:`~bind.train.module.BindTrainModule` for ``module_kwargs``: towers, lora, init_from, lr, loss, ...).
 
@@ -64,21 +85,43 @@ def fit(manifest: str | Path, *, modalities: list[str], model: str = "bind-minil
     L.seed_everything(seed, verbose=False)
     run_dir = Path(run_dir)
     export_dir = run_dir / "export" if export else None
-    module = BindTrainModule(model=model, modalities=list(modalities), anchor=anchor, seed=seed,
-                             export_dir=str(export_dir) if export_dir else None, **module_kwargs)
-    data = BindDataModule(manifest=str(manifest), val_manifest=val_manifest, val_split=val_split,
-                          batch_size=batch_size, num_workers=num_workers, seed=seed, caption_source=caption_source,
-                          cache_samples=sample_cache is not None)
+    module = BindTrainModule(
+        model=model,
+        modalities=list(modalities),
+        anchor=anchor,
+        seed=seed,
+        export_dir=str(export_dir) if export_dir else None,
+        **module_kwargs,
+    )
+    data = BindDataModule(
+        manifest=str(manifest),
+        val_manifest=val_manifest,
+        val_split=val_split,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        seed=seed,
+        caption_source=caption_source,
+        cache_samples=sample_cache is not None,
+    )
     data.sample_cache = sample_cache
-    ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=1,
-                           every_n_train_steps=every_n_train_steps)
+    ckpt = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints", save_last=True, save_top_k=1, every_n_train_steps=every_n_train_steps
+    )
     loggers = [CSVLogger(run_dir, name="logs", version=""), TensorBoardLogger(run_dir, name="tb", version="")]
-    trainer = L.Trainer(default_root_dir=run_dir, max_epochs=max_epochs, max_steps=max_steps, accelerator=accelerator,
-                        devices=devices, strategy=strategy,
-                        precision=lightning_precision(precision) if precision else default_precision(),
-                        callbacks=[ckpt, LogEveryEpoch(), *([LineProgress()] if progress_bar else []), *callbacks],
-                        logger=loggers, enable_progress_bar=progress_bar, log_every_n_steps=log_every_n_steps,
-                        enable_model_summary=verbose)
+    trainer = L.Trainer(
+        default_root_dir=run_dir,
+        max_epochs=max_epochs,
+        max_steps=max_steps,
+        accelerator=accelerator,
+        devices=devices,
+        strategy=strategy,
+        precision=lightning_precision(precision) if precision else default_precision(),
+        callbacks=[ckpt, LogEveryEpoch(), *([LineProgress()] if progress_bar else []), *callbacks],
+        logger=loggers,
+        enable_progress_bar=progress_bar,
+        log_every_n_steps=log_every_n_steps,
+        enable_model_summary=verbose,
+    )
     before: dict[str, float] = {}
     with warnings.catch_warnings():
         if not verbose:
@@ -89,6 +132,13 @@ def fit(manifest: str | Path, *, modalities: list[str], model: str = "bind-minil
         trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
         after = trainer.validate(module, datamodule=data, verbose=False)
     bad = summarize(data.bad.path).count if data.bad is not None and data.bad.path else 0
-    return FitResult(model=module.model, module=module, trainer=trainer, run_dir=run_dir,
-                     metrics={k: float(v) for k, v in (after[0] if after else {}).items()}, metrics_before=before,
-                     export_dir=export_dir, bad_samples=bad)
+    return FitResult(
+        model=module.model,
+        module=module,
+        trainer=trainer,
+        run_dir=run_dir,
+        metrics={k: float(v) for k, v in (after[0] if after else {}).items()},
+        metrics_before=before,
+        export_dir=export_dir,
+        bad_samples=bad,
+    )

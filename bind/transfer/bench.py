@@ -34,11 +34,19 @@ SHOTS = (1, 2, 4, 8, 16)
 BASE_TO_NEW_METHODS = ("zeroshot", "coop", "cocoop", "clip-adapter")
 
 
-def _heads(task: TransferTask, text: TextSide, methods: Sequence[str], seed: int, zs_weights: torch.Tensor,
-           options: dict[str, dict[str, Any]]) -> dict[str, TransferHead]:
+def _heads(
+    task: TransferTask,
+    text: TextSide,
+    methods: Sequence[str],
+    seed: int,
+    zs_weights: torch.Tensor,
+    options: dict[str, dict[str, Any]],
+) -> dict[str, TransferHead]:
     dim = task.train.features.shape[1]
-    return {m: make_head(m, text, task.classnames, dim, seed=seed, zeroshot_weights=zs_weights,
-                         **options.get(m, {})) for m in methods}
+    return {
+        m: make_head(m, text, task.classnames, dim, seed=seed, zeroshot_weights=zs_weights, **options.get(m, {}))
+        for m in methods
+    }
 
 
 def validation_shots(task: TransferTask, k: int, seed: int):
@@ -48,9 +56,15 @@ def validation_shots(task: TransferTask, k: int, seed: int):
     return task.few_shot(min(k, 4), seed=seed, pool="val", strict=False)
 
 
-def shots_curve(task: TransferTask, text: TextSide, methods: Sequence[str] = METHODS, shots: Sequence[int] = SHOTS,
-                seeds: Sequence[int] = (0,), options: dict[str, dict[str, Any]] | None = None,
-                log: Callable[[str], Any] | None = None) -> dict[str, Any]:
+def shots_curve(
+    task: TransferTask,
+    text: TextSide,
+    methods: Sequence[str] = METHODS,
+    shots: Sequence[int] = SHOTS,
+    seeds: Sequence[int] = (0,),
+    options: dict[str, dict[str, Any]] | None = None,
+    log: Callable[[str], Any] | None = None,
+) -> dict[str, Any]:
     """Test accuracy of every method at every shot count (mean over ``seeds``), with chance and named skips."""
     options = options or {}
     unknown = sorted(set(methods) - set(METHODS))
@@ -62,17 +76,33 @@ def shots_curve(task: TransferTask, text: TextSide, methods: Sequence[str] = MET
     zs_weights = text.zeroshot_weights(task.classnames, templates)
     counts = task.test.counts(task.num_classes)
     out: dict[str, Any] = {
-        "modality": task.modality, "label_field": task.label_field, "classes": task.labels,
-        "classnames": task.classnames, "chance": 1 / task.num_classes, "majority": max(counts) / sum(counts),
-        "test_items": len(task.test), "train_pool": task.train.counts(task.num_classes),
-        "val_pool": task.val.counts(task.num_classes), "seeds": list(seeds), "shots": [], "methods": {},
-        "seconds": {}, "skipped": [], "skipped_items": task.skipped}
+        "modality": task.modality,
+        "label_field": task.label_field,
+        "classes": task.labels,
+        "classnames": task.classnames,
+        "chance": 1 / task.num_classes,
+        "majority": max(counts) / sum(counts),
+        "test_items": len(task.test),
+        "train_pool": task.train.counts(task.num_classes),
+        "val_pool": task.val.counts(task.num_classes),
+        "seeds": list(seeds),
+        "shots": [],
+        "methods": {},
+        "seconds": {},
+        "skipped": [],
+        "skipped_items": task.skipped,
+    }
     usable = task.max_shots("train")
     for k in shots:
         if k > usable:
             low = [(task.labels[c], n) for c, n in enumerate(task.train.counts(task.num_classes)) if n < k]
-            out["skipped"].append({"shots": k, "reason": f"classes with fewer than {k} training examples: "
-                                   + ", ".join(f"{c!r} ({n})" for c, n in low)})
+            out["skipped"].append(
+                {
+                    "shots": k,
+                    "reason": f"classes with fewer than {k} training examples: "
+                    + ", ".join(f"{c!r} ({n})" for c, n in low),
+                }
+            )
             if log:
                 log(f"  {task.modality} {k}-shot: skipped ({out['skipped'][-1]['reason']})")
             continue
@@ -90,23 +120,33 @@ def shots_curve(task: TransferTask, text: TextSide, methods: Sequence[str] = MET
             e = out["methods"][name][str(k)]
             e["acc"] = sum(e["per_seed"]) / len(e["per_seed"])
         if log:
-            log(f"  {task.modality} {k}-shot: " + ", ".join(f"{m} {out['methods'][m][str(k)]['acc']:.3f}"
-                                                           for m in methods))
+            log(
+                f"  {task.modality} {k}-shot: "
+                + ", ".join(f"{m} {out['methods'][m][str(k)]['acc']:.3f}" for m in methods)
+            )
     return out
 
 
-def base_to_new(task: TransferTask, text: TextSide, methods: Sequence[str] = BASE_TO_NEW_METHODS, shots: int = 16,
-                seeds: Sequence[int] = (0,), options: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+def base_to_new(
+    task: TransferTask,
+    text: TextSide,
+    methods: Sequence[str] = BASE_TO_NEW_METHODS,
+    shots: int = 16,
+    seeds: Sequence[int] = (0,),
+    options: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """CoCoOp's protocol on ``task``: base = first half of the classes (rounded up), new = the rest."""
     options = options or {}
     c = task.num_classes
     n_base = math.ceil(c / 2)
     base_ids, new_ids = list(range(n_base)), list(range(n_base, c))
-    out: dict[str, Any] = {"base": [task.labels[i] for i in base_ids], "new": [task.labels[i] for i in new_ids],
-                           "methods": {}}
+    out: dict[str, Any] = {
+        "base": [task.labels[i] for i in base_ids],
+        "new": [task.labels[i] for i in new_ids],
+        "methods": {},
+    }
     if len(base_ids) < 2 or len(new_ids) < 2:
-        out["skipped"] = (f"{c} classes: base-to-new needs two classes on each side (a one-class side is "
-                          "trivially 100%)")
+        out["skipped"] = f"{c} classes: base-to-new needs two classes on each side (a one-class side is trivially 100%)"
         return out
     base, new = task.restrict(base_ids), task.restrict(new_ids)
     k = min(shots, base.max_shots("train"))
@@ -115,8 +155,9 @@ def base_to_new(task: TransferTask, text: TextSide, methods: Sequence[str] = BAS
     for seed in seeds:
         train, val = base.few_shot(k, seed=seed), validation_shots(base, k, seed)
         for name in methods:
-            head = make_head(name, text, base.classnames, task.train.features.shape[1], seed=seed,
-                             **options.get(name, {}))
+            head = make_head(
+                name, text, base.classnames, task.train.features.shape[1], seed=seed, **options.get(name, {})
+            )
             if not head.open_vocabulary:
                 raise TransferError(f"{name} cannot score new classes; base-to-new takes open-vocabulary methods")
             head.fit(train, val)
@@ -142,8 +183,13 @@ def plot_curve(result: dict[str, Any], path: str | Path, title: str | None = Non
     fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
     shots = result["shots"]
     for name, by_k in result["methods"].items():
-        ax.plot(shots, [by_k[str(k)]["acc"] for k in shots], marker="o", label=name,
-                linestyle="--" if name == "zeroshot" else "-")
+        ax.plot(
+            shots,
+            [by_k[str(k)]["acc"] for k in shots],
+            marker="o",
+            label=name,
+            linestyle="--" if name == "zeroshot" else "-",
+        )
     ax.axhline(result["chance"], color="grey", linestyle=":", label=f"chance {result['chance']:.2f}")
     ax.set_xscale("log", base=2)
     ax.set_xticks(shots, [str(k) for k in shots])
@@ -165,8 +211,10 @@ def plot_curve(result: dict[str, Any], path: str | Path, title: str | None = Non
 def format_table(result: dict[str, Any]) -> str:
     """A plain-text table: one row per method, one column per shot count, chance in the header."""
     shots = result["shots"]
-    head = f"{result['modality']} -> {result['label_field']} ({len(result['classes'])} classes, " \
-           f"{result['test_items']} test items, chance {result['chance']:.3f}, majority {result['majority']:.3f})"
+    head = (
+        f"{result['modality']} -> {result['label_field']} ({len(result['classes'])} classes, "
+        f"{result['test_items']} test items, chance {result['chance']:.3f}, majority {result['majority']:.3f})"
+    )
     lines = [head, f"{'method':<15}" + "".join(f"{k:>8}" for k in shots)]
     for name, by_k in result["methods"].items():
         lines.append(f"{name:<15}" + "".join(f"{by_k[str(k)]['acc']:>8.3f}" for k in shots))

@@ -38,8 +38,9 @@ def _model(ref: str, seed: int):
 def _task(args: argparse.Namespace, model):
     from bind.transfer import load_task
 
-    task = load_task(model, args.modality, args.manifest, args.label_field, _classnames(args.classnames),
-                     seed=args.seed)
+    task = load_task(
+        model, args.modality, args.manifest, args.label_field, _classnames(args.classnames), seed=args.seed
+    )
     for s in task.skipped:
         print(f"skipped {s['id']}: {s['reason']}", file=sys.stderr)
     return task
@@ -48,8 +49,12 @@ def _task(args: argparse.Namespace, model):
 def _method_options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     prompt = {"n_ctx": args.n_ctx, "ctx_init": args.ctx_init}
     steps = {} if args.steps is None else {"steps": args.steps}
-    return {"coop": {**prompt, "class_specific": args.class_specific, **steps}, "cocoop": {**prompt, **steps},
-            "clip-adapter": steps, "tip-adapter-f": steps}
+    return {
+        "coop": {**prompt, "class_specific": args.class_specific, **steps},
+        "cocoop": {**prompt, **steps},
+        "clip-adapter": steps,
+        "tip-adapter-f": steps,
+    }
 
 
 def _bench_cmd(args: argparse.Namespace) -> int:
@@ -64,8 +69,11 @@ def _bench_cmd(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if not result["shots"]:
-        raise ValueError(f"--shots {args.shots}: every shot count was skipped ("
-                         + "; ".join(s["reason"] for s in result["skipped"]) + ")")
+        raise ValueError(
+            f"--shots {args.shots}: every shot count was skipped ("
+            + "; ".join(s["reason"] for s in result["skipped"])
+            + ")"
+        )
     report: dict[str, Any] = {"model": str(args.model), "manifest": str(args.manifest), "shots_curve": result}
     if not args.no_base_to_new:
         methods = [m for m in ("zeroshot", "coop", "cocoop", "clip-adapter") if m in args.methods]
@@ -93,14 +101,27 @@ def _fit_cmd(args: argparse.Namespace) -> int:
     task = _task(args, model)
     train = task.few_shot(args.shots, seed=args.seed)
     opts = _method_options(args).get(args.method, {})
-    head = make_head(args.method, TextSide(model, args.modality), task.classnames, task.train.features.shape[1],
-                     seed=args.seed, **opts)
+    head = make_head(
+        args.method,
+        TextSide(model, args.modality),
+        task.classnames,
+        task.train.features.shape[1],
+        seed=args.seed,
+        **opts,
+    )
     head.fit(train, validation_shots(task, args.shots, args.seed))
-    save_head(head, args.out, model, labels=task.labels,
-              extra={"label_field": task.label_field, "shots": args.shots, "manifest": str(args.manifest)})
+    save_head(
+        head,
+        args.out,
+        model,
+        labels=task.labels,
+        extra={"label_field": task.label_field, "shots": args.shots, "manifest": str(args.manifest)},
+    )
     metrics = classification_metrics(head.predict_logits(task.test.features), task.test.labels)
-    print(f"{args.method} on {args.shots} shots x {task.num_classes} classes: test acc1 {metrics['acc1']:.3f} "
-          f"({len(task.test)} items, chance {1 / task.num_classes:.3f}) -> {args.out}")
+    print(
+        f"{args.method} on {args.shots} shots x {task.num_classes} classes: test acc1 {metrics['acc1']:.3f} "
+        f"({len(task.test)} items, chance {1 / task.num_classes:.3f}) -> {args.out}"
+    )
     return 0
 
 
@@ -119,13 +140,18 @@ def _eval_cmd(args: argparse.Namespace) -> int:
     label_field = args.label_field or meta.get("label_field", "label")
     records = [r for r in read_manifest(args.manifest, args.split, label_field=label_field) if r.has(head.modality)]
     index = {c: i for i, c in enumerate(meta["labels"])}
-    skipped = [{"id": r.id, "reason": f"label {r.label!r} not among the head's classes"} for r in records
-               if r.label is not None and r.label not in index]
+    skipped = [
+        {"id": r.id, "reason": f"label {r.label!r} not among the head's classes"}
+        for r in records
+        if r.label is not None and r.label not in index
+    ]
     skipped += [{"id": r.id, "reason": f"no label in field {label_field!r}"} for r in records if r.label is None]
     keep = {r.id: r for r in records if r.label in index}
     if not keep:
-        raise TransferError(f"{args.manifest}: no labelled {head.modality} items of the head's classes "
-                            f"{meta['labels']}" + (f" in split {args.split!r}" if args.split else ""))
+        raise TransferError(
+            f"{args.manifest}: no labelled {head.modality} items of the head's classes "
+            f"{meta['labels']}" + (f" in split {args.split!r}" if args.split else "")
+        )
     ids, emb, bad = default_embed(model, head.modality, [(i, r.source(head.modality)) for i, r in keep.items()])
     skipped += bad
     target = torch.tensor([index[keep[i].label] for i in ids], dtype=torch.long)
@@ -133,13 +159,22 @@ def _eval_cmd(args: argparse.Namespace) -> int:
     metrics = {**classification_metrics(logits, target), "num_samples": len(target), "num_classes": len(index)}
     for s in skipped:
         print(f"skipped {s['id']}: {s['reason']}", file=sys.stderr)
-    result = {"head": str(args.head), "method": head.method, "modality": head.modality, "split": args.split,
-              "metrics": metrics, "chance": 1 / len(index), "skipped": skipped}
+    result = {
+        "head": str(args.head),
+        "method": head.method,
+        "modality": head.modality,
+        "split": args.split,
+        "metrics": metrics,
+        "chance": 1 / len(index),
+        "skipped": skipped,
+    }
     if args.out:
         write_text(args.out, json.dumps(result, indent=1) + "\n")
-    print(f"{head.method} ({head.modality}, {len(index)} classes) on {metrics['num_samples']} items: "
-          f"acc1 {metrics['acc1']:.3f}, mean per-class recall {metrics['mean_per_class_recall']:.3f} "
-          f"(chance {1 / len(index):.3f}); skipped {len(skipped)}")
+    print(
+        f"{head.method} ({head.modality}, {len(index)} classes) on {metrics['num_samples']} items: "
+        f"acc1 {metrics['acc1']:.3f}, mean per-class recall {metrics['mean_per_class_recall']:.3f} "
+        f"(chance {1 / len(index):.3f}); skipped {len(skipped)}"
+    )
     return 0
 
 
@@ -158,8 +193,9 @@ def _search_cmd(args: argparse.Namespace) -> int:
     query = head.class_embeddings()[names[args.class_name]]
     hits = index.search(query.float(), args.k).hits[0]
     if args.json:
-        print(json.dumps({"class": args.class_name, "method": head.method, "hits": [h.to_dict() for h in hits]},
-                         indent=2))
+        print(
+            json.dumps({"class": args.class_name, "method": head.method, "hits": [h.to_dict() for h in hits]}, indent=2)
+        )
         return 0
     print(f"{head.method} prompt for {args.class_name!r} -> {args.index} ({len(index)} rows)")
     for h in hits:
@@ -171,8 +207,7 @@ def _add_task_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="saved model directory or named config")
     p.add_argument("--modality", required=True, help="modality of the inputs to classify")
     p.add_argument("--manifest", required=True, help="JSONL manifest with train / val / test splits")
-    p.add_argument("--label-field", default="label", help="class label key, dotted for nested keys "
-                   "(factors.activity)")
+    p.add_argument("--label-field", default="label", help="class label key, dotted for nested keys (factors.activity)")
     p.add_argument("--classnames", default=None, help="JSON object: label -> its wording in prompts")
     p.add_argument("--seed", type=int, default=0)
     g = p.add_argument_group("prompt learning / adapters")

@@ -69,8 +69,10 @@ class TransferTask:
         for c, name in enumerate(self.labels):
             idx = (data.labels == c).nonzero().flatten()
             if len(idx) < k and strict:
-                raise TransferError(f"{self.modality}: class {name!r} has {len(idx)} {pool} examples, fewer than "
-                                    f"{k} shots (label field {self.label_field!r}); use fewer shots or more data")
+                raise TransferError(
+                    f"{self.modality}: class {name!r} has {len(idx)} {pool} examples, fewer than "
+                    f"{k} shots (label field {self.label_field!r}); use fewer shots or more data"
+                )
             picked.append(idx[torch.randperm(len(idx), generator=g)[:k]])
         return data.subset(torch.cat(picked))
 
@@ -88,9 +90,14 @@ class TransferTask:
             s = d.subset(remap[d.labels] >= 0)
             return replace(s, labels=remap[s.labels])
 
-        return replace(self, labels=[self.labels[c] for c in classes],
-                       classnames=[self.classnames[c] for c in classes], train=sub(self.train), val=sub(self.val),
-                       test=sub(self.test))
+        return replace(
+            self,
+            labels=[self.labels[c] for c in classes],
+            classnames=[self.classnames[c] for c in classes],
+            train=sub(self.train),
+            val=sub(self.val),
+            test=sub(self.test),
+        )
 
 
 def _split_pools(records: list, seed: int) -> tuple[list, list, list]:
@@ -98,10 +105,11 @@ def _split_pools(records: list, seed: int) -> tuple[list, list, list]:
     val = [r for r in records if r.split in VAL_SPLITS]
     test = [r for r in records if r.split == "test"]
     if not test:
-        raise TransferError("the manifest has no 'test' split: transfer is evaluated on held-out items "
-                            "(give records \"split\": \"test\")")
+        raise TransferError(
+            'the manifest has no \'test\' split: transfer is evaluated on held-out items (give records "split": "test")'
+        )
     if not train:
-        raise TransferError("the manifest has no 'train' split to draw the shots from (\"split\": \"train\")")
+        raise TransferError('the manifest has no \'train\' split to draw the shots from ("split": "train")')
     if not val:  # no validation split: hold out a fifth of the training pool for hyper-parameters
         g = torch.Generator().manual_seed(seed)
         order = torch.randperm(len(train), generator=g).tolist()
@@ -118,9 +126,16 @@ def default_embed(model, modality: str, items: list[tuple[str, Any]], batch_size
     return es.ids, es.embeddings, [{"id": s["id"], "reason": s["reason"]} for s in es.skipped]
 
 
-def load_task(model, modality: str, manifest: str | Path, label_field: str = "label",
-              classnames: Mapping[str, str] | None = None, *, seed: int = 0,
-              embed: Callable[[Any, str, list[tuple[str, Any]]], tuple] | None = None) -> TransferTask:
+def load_task(
+    model,
+    modality: str,
+    manifest: str | Path,
+    label_field: str = "label",
+    classnames: Mapping[str, str] | None = None,
+    *,
+    seed: int = 0,
+    embed: Callable[[Any, str, list[tuple[str, Any]]], tuple] | None = None,
+) -> TransferTask:
     """Read ``manifest`` (JSONL), embed every ``modality`` item with ``model`` (frozen) and build the task.
 
     Labels come from ``label_field`` (dotted for nested keys: ``factors.activity``). Items without a label and
@@ -136,29 +151,38 @@ def load_task(model, modality: str, manifest: str | Path, label_field: str = "la
     skipped = [{"id": r.id, "reason": f"no label in field {label_field!r}"} for r in holding if r.label is None]
     labelled = [r for r in holding if r.label is not None]
     if not labelled:
-        raise TransferError(f"{manifest}: none of the {len(holding)} {modality} items has a label in field "
-                            f"{label_field!r} (use --label-field, e.g. factors.activity)")
+        raise TransferError(
+            f"{manifest}: none of the {len(holding)} {modality} items has a label in field "
+            f"{label_field!r} (use --label-field, e.g. factors.activity)"
+        )
     train, val, test = _split_pools(labelled, seed)
     labels = sorted({r.label for r in train})
     if len(labels) < 2:
-        raise TransferError(f"{manifest}: the training pool of {modality} has {len(labels)} class ({labels}) in field "
-                            f"{label_field!r}; classification needs at least two")
+        raise TransferError(
+            f"{manifest}: the training pool of {modality} has {len(labels)} class ({labels}) in field "
+            f"{label_field!r}; classification needs at least two"
+        )
     names = dict(classnames or {})
     unknown = sorted(set(names) - set(labels))
     if unknown:
-        raise TransferError(f"class names given for labels {unknown} that the training pool does not have "
-                            f"(its labels: {labels})")
+        raise TransferError(
+            f"class names given for labels {unknown} that the training pool does not have (its labels: {labels})"
+        )
     index = {c: i for i, c in enumerate(labels)}
     embed = embed or default_embed
     pools = []
     for split, recs in (("train", train), ("val", val), ("test", test)):
         keep = [r for r in recs if r.label in index]
-        skipped += [{"id": r.id, "reason": f"{split} label {r.label!r} not among the training classes"}
-                    for r in recs if r.label not in index]
+        skipped += [
+            {"id": r.id, "reason": f"{split} label {r.label!r} not among the training classes"}
+            for r in recs
+            if r.label not in index
+        ]
         by_id = {r.id: r for r in keep}
         ids, emb, bad = embed(model, modality, [(r.id, r.source(modality)) for r in keep])
         skipped += list(bad)
         y = torch.tensor([index[by_id[i].label] for i in ids], dtype=torch.long)
         pools.append(LabelledFeatures(F.normalize(emb.float(), dim=-1), y, list(ids)))
-    return TransferTask(modality, labels, [names.get(c, c) for c in labels], *pools, skipped=skipped,
-                        label_field=label_field)
+    return TransferTask(
+        modality, labels, [names.get(c, c) for c in labels], *pools, skipped=skipped, label_field=label_field
+    )

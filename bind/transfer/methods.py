@@ -60,15 +60,17 @@ class TextSide:
 
     def prompt_tokens(self, texts: Sequence[str], n_slots: int):
         if not hasattr(self.plugin, "prompt_tokens") or not hasattr(self.encoder, "encode_text_embeddings"):
-            raise TransferError(f"the {self.text_modality!r} plugin/encoder takes no input embeddings "
-                                "(prompt_tokens / encode_text_embeddings): prompt learning is not available")
+            raise TransferError(
+                f"the {self.text_modality!r} plugin/encoder takes no input embeddings "
+                "(prompt_tokens / encode_text_embeddings): prompt learning is not available"
+            )
         return self.plugin.prompt_tokens(list(texts), self.preprocess, n_slots)
 
     def phrase_embeddings(self, phrase: str) -> torch.Tensor:
         """Token embeddings ``[M, W]`` of ``phrase`` (its tokens between the special tokens): CoOp's phrase init."""
         pt = self.prompt_tokens([phrase], 0)
         n = int(pt.attention_mask[0].sum()) - pt.start - 1  # minus the end-of-text token
-        ids = pt.ids[0, pt.start:pt.start + n]
+        ids = pt.ids[0, pt.start : pt.start + n]
         with torch.no_grad():
             return self.encoder.input_embeddings()(ids).float().clone()
 
@@ -149,12 +151,14 @@ class TransferHead(nn.Module):
         if not len(x):
             return torch.zeros(0, len(self.classnames))
         with _Frozen(self.text.encoder) if self.needs_text_tower else contextlib.nullcontext():
-            return torch.cat([self.logits(x[i:i + batch_size].float()) for i in range(0, len(x), batch_size)])
+            return torch.cat([self.logits(x[i : i + batch_size].float()) for i in range(0, len(x), batch_size)])
 
     def class_embeddings(self) -> torch.Tensor:
         """Unit-norm ``[C, D]`` class vectors usable as query embeddings (search) or zero-shot classifier weights."""
-        raise TransferError(f"{self.method} adapts the input embeddings; it has no class query embeddings "
-                            "(use zeroshot, linear-probe, coop or cocoop)")
+        raise TransferError(
+            f"{self.method} adapts the input embeddings; it has no class query embeddings "
+            "(use zeroshot, linear-probe, coop or cocoop)"
+        )
 
     def zeroshot_classifier(self):
         """The class embeddings as a :class:`bind.retrieval.zeroshot.ZeroShotClassifier` (learned prompts in place of
@@ -180,8 +184,14 @@ class ZeroShot(TransferHead):
     method = "zeroshot"
     open_vocabulary = True
 
-    def __init__(self, text: TextSide | None, classnames: Sequence[str], templates: Sequence[str] | None = None,
-                 weights: torch.Tensor | None = None, scale: float | None = None) -> None:
+    def __init__(
+        self,
+        text: TextSide | None,
+        classnames: Sequence[str],
+        templates: Sequence[str] | None = None,
+        weights: torch.Tensor | None = None,
+        scale: float | None = None,
+    ) -> None:
         super().__init__(text, classnames, scale)
         self.templates = list(templates or zeroshot_templates(text.modality))
         if weights is None:
@@ -213,8 +223,14 @@ class LinearProbe(TransferHead):
     method = "linear-probe"
     open_vocabulary = False
 
-    def __init__(self, text: TextSide | None, classnames: Sequence[str], dim: int,
-                 c_grid: Sequence[float] = tuple(10.0 ** e for e in range(-2, 5)), max_iter: int = 1000) -> None:
+    def __init__(
+        self,
+        text: TextSide | None,
+        classnames: Sequence[str],
+        dim: int,
+        c_grid: Sequence[float] = tuple(10.0**e for e in range(-2, 5)),
+        max_iter: int = 1000,
+    ) -> None:
         super().__init__(text, classnames, scale=1.0)
         self.c_grid, self.max_iter, self.C = list(c_grid), max_iter, None
         self.linear = nn.Linear(dim, len(self.classnames))
@@ -225,8 +241,7 @@ class LinearProbe(TransferHead):
     def _sklearn(self, data: LabelledFeatures, c: float):
         from sklearn.linear_model import LogisticRegression
 
-        return LogisticRegression(C=c, max_iter=self.max_iter).fit(data.features.double().numpy(),
-                                                                   data.labels.numpy())
+        return LogisticRegression(C=c, max_iter=self.max_iter).fit(data.features.double().numpy(), data.labels.numpy())
 
     def fit(self, train: LabelledFeatures, val: LabelledFeatures | None = None) -> LinearProbe:
         self._check(train)
@@ -271,8 +286,17 @@ class CoOp(TransferHead):
     needs_text_tower = True
     open_vocabulary = True
 
-    def __init__(self, text: TextSide, classnames: Sequence[str], n_ctx: int = 4, ctx_init: str | None = None,
-                 class_specific: bool = False, steps: int = 100, lr: float = 2e-3, seed: int = 0) -> None:
+    def __init__(
+        self,
+        text: TextSide,
+        classnames: Sequence[str],
+        n_ctx: int = 4,
+        ctx_init: str | None = None,
+        class_specific: bool = False,
+        steps: int = 100,
+        lr: float = 2e-3,
+        seed: int = 0,
+    ) -> None:
         super().__init__(text, classnames)
         width = text.encoder.input_embeddings().embedding_dim
         g = torch.Generator().manual_seed(seed)
@@ -299,13 +323,19 @@ class CoOp(TransferHead):
         with torch.no_grad():
             emb = self.text.encoder.input_embeddings()(pt.ids).float()
         self.start = pt.start
-        self.register_buffer("prefix", emb[:, :pt.start].clone(), persistent=False)
-        self.register_buffer("suffix", emb[:, pt.start + self.n_ctx:].clone(), persistent=False)
+        self.register_buffer("prefix", emb[:, : pt.start].clone(), persistent=False)
+        self.register_buffer("suffix", emb[:, pt.start + self.n_ctx :].clone(), persistent=False)
         self.register_buffer("mask", pt.attention_mask.clone(), persistent=False)
 
     def config(self) -> dict[str, Any]:
-        return {"n_ctx": self.n_ctx, "ctx_init": self.ctx_init, "class_specific": self.class_specific,
-                "steps": self.steps, "lr": self.lr, "seed": self.seed}
+        return {
+            "n_ctx": self.n_ctx,
+            "ctx_init": self.ctx_init,
+            "class_specific": self.class_specific,
+            "steps": self.steps,
+            "lr": self.lr,
+            "seed": self.seed,
+        }
 
     def _encode(self, ctx: torch.Tensor) -> torch.Tensor:
         """Class embeddings from context ``[..., C, M, W]`` -> ``[..., C, D]``."""
@@ -334,8 +364,9 @@ class CoOp(TransferHead):
         torch.manual_seed(self.seed)
         with _Frozen(self.text.encoder):
             self.train()
-            _optimise([self.ctx], lambda _: F.cross_entropy(self.logits(train.features), train.labels),
-                      self.steps, self.lr)
+            _optimise(
+                [self.ctx], lambda _: F.cross_entropy(self.logits(train.features), train.labels), self.steps, self.lr
+            )
         return self.eval()
 
     def with_classes(self, classnames: Sequence[str]) -> CoOp:
@@ -352,11 +383,21 @@ class CoCoOp(CoOp):
 
     method = "cocoop"
 
-    def __init__(self, text: TextSide, classnames: Sequence[str], dim: int, n_ctx: int = 4,
-                 ctx_init: str | None = None, steps: int = 40, lr: float = 2e-3, batch_size: int = 8,
-                 seed: int = 0) -> None:
-        super().__init__(text, classnames, n_ctx=n_ctx, ctx_init=ctx_init, class_specific=False, steps=steps,
-                         lr=lr, seed=seed)
+    def __init__(
+        self,
+        text: TextSide,
+        classnames: Sequence[str],
+        dim: int,
+        n_ctx: int = 4,
+        ctx_init: str | None = None,
+        steps: int = 40,
+        lr: float = 2e-3,
+        batch_size: int = 8,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(
+            text, classnames, n_ctx=n_ctx, ctx_init=ctx_init, class_specific=False, steps=steps, lr=lr, seed=seed
+        )
         width = self.ctx.shape[-1]
         hidden = max(1, dim // 16)
         torch.manual_seed(seed)
@@ -396,19 +437,39 @@ class CLIPAdapter(ZeroShot):
     method = "clip-adapter"
     open_vocabulary = True
 
-    def __init__(self, text: TextSide | None, classnames: Sequence[str], dim: int, reduction: int = 4,
-                 alpha_grid: Sequence[float] = (0.2, 0.5, 0.8), steps: int = 200, lr: float = 1e-3,
-                 weight_decay: float = 1e-2, seed: int = 0, **zs: Any) -> None:
+    def __init__(
+        self,
+        text: TextSide | None,
+        classnames: Sequence[str],
+        dim: int,
+        reduction: int = 4,
+        alpha_grid: Sequence[float] = (0.2, 0.5, 0.8),
+        steps: int = 200,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-2,
+        seed: int = 0,
+        **zs: Any,
+    ) -> None:
         super().__init__(text, classnames, **zs)
         torch.manual_seed(seed)
-        self.adapter = nn.Sequential(nn.Linear(dim, dim // reduction, bias=False), nn.ReLU(inplace=True),
-                                     nn.Linear(dim // reduction, dim, bias=False), nn.ReLU(inplace=True))
+        self.adapter = nn.Sequential(
+            nn.Linear(dim, dim // reduction, bias=False),
+            nn.ReLU(inplace=True),
+            nn.Linear(dim // reduction, dim, bias=False),
+            nn.ReLU(inplace=True),
+        )
         self.alpha_grid, self.alpha = list(alpha_grid), float(alpha_grid[0])
         self.steps, self.lr, self.weight_decay, self.seed, self.reduction = steps, lr, weight_decay, seed, reduction
 
     def config(self) -> dict[str, Any]:
-        return {**super().config(), "alpha": self.alpha, "reduction": self.reduction, "steps": self.steps,
-                "lr": self.lr, "seed": self.seed}
+        return {
+            **super().config(),
+            "alpha": self.alpha,
+            "reduction": self.reduction,
+            "steps": self.steps,
+            "lr": self.lr,
+            "seed": self.seed,
+        }
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         f = F.normalize(self.alpha * self.adapter(x) + (1 - self.alpha) * x, dim=-1)
@@ -425,9 +486,13 @@ class CLIPAdapter(ZeroShot):
                     m.reset_parameters()
             self.alpha = float(alpha)
             self.train()
-            _optimise(list(self.adapter.parameters()),
-                      lambda _: F.cross_entropy(self.logits(train.features), train.labels),
-                      self.steps, self.lr, self.weight_decay)
+            _optimise(
+                list(self.adapter.parameters()),
+                lambda _: F.cross_entropy(self.logits(train.features), train.labels),
+                self.steps,
+                self.lr,
+                self.weight_decay,
+            )
             acc = accuracy(self.predict_logits(val.features), val.labels) if val is not None and len(val) else 0.0
             if best is None or acc > best[0] + 1e-9:
                 best = (acc, self.alpha, {k: v.clone() for k, v in self.adapter.state_dict().items()})
@@ -446,9 +511,20 @@ class TipAdapter(ZeroShot):
     alpha_grid: ClassVar[tuple[float, ...]] = (0.1, 0.3, 1.0, 3.0, 10.0)
     beta_grid: ClassVar[tuple[float, ...]] = (1.0, 3.0, 5.5, 10.0, 20.0)
 
-    def __init__(self, text: TextSide | None, classnames: Sequence[str], dim: int, alpha: float = 1.0,
-                 beta: float = 5.5, finetune: bool = False, steps: int = 200, lr: float = 1e-3, seed: int = 0,
-                 search: bool = True, **zs: Any) -> None:
+    def __init__(
+        self,
+        text: TextSide | None,
+        classnames: Sequence[str],
+        dim: int,
+        alpha: float = 1.0,
+        beta: float = 5.5,
+        finetune: bool = False,
+        steps: int = 200,
+        lr: float = 1e-3,
+        seed: int = 0,
+        search: bool = True,
+        **zs: Any,
+    ) -> None:
         super().__init__(text, classnames, **zs)
         self.alpha, self.beta, self.finetune, self.search = float(alpha), float(beta), finetune, search
         self.steps, self.lr, self.seed = steps, lr, seed
@@ -458,8 +534,15 @@ class TipAdapter(ZeroShot):
             self.method = "tip-adapter-f"
 
     def config(self) -> dict[str, Any]:
-        return {**super().config(), "alpha": self.alpha, "beta": self.beta, "finetune": self.finetune,
-                "steps": self.steps, "lr": self.lr, "seed": self.seed}
+        return {
+            **super().config(),
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "finetune": self.finetune,
+            "steps": self.steps,
+            "lr": self.lr,
+            "seed": self.seed,
+        }
 
     def _cache_logits(self, x: torch.Tensor) -> torch.Tensor:
         if not len(self.keys):
@@ -479,8 +562,9 @@ class TipAdapter(ZeroShot):
         if self.finetune:
             torch.manual_seed(self.seed)
             self.train()
-            _optimise([self.keys], lambda _: F.cross_entropy(self.logits(train.features), train.labels),
-                      self.steps, self.lr)
+            _optimise(
+                [self.keys], lambda _: F.cross_entropy(self.logits(train.features), train.labels), self.steps, self.lr
+            )
         if self.search and val is not None and len(val):
             best = None
             with torch.no_grad():
@@ -497,9 +581,16 @@ class TipAdapter(ZeroShot):
 METHODS = ("zeroshot", "linear-probe", "coop", "cocoop", "clip-adapter", "tip-adapter", "tip-adapter-f")
 
 
-def make_head(method: str, text: TextSide, classnames: Sequence[str], dim: int, seed: int = 0,
-              templates: Sequence[str] | None = None, zeroshot_weights: torch.Tensor | None = None,
-              **options: Any) -> TransferHead:
+def make_head(
+    method: str,
+    text: TextSide,
+    classnames: Sequence[str],
+    dim: int,
+    seed: int = 0,
+    templates: Sequence[str] | None = None,
+    zeroshot_weights: torch.Tensor | None = None,
+    **options: Any,
+) -> TransferHead:
     """A head by name (:data:`METHODS`). ``options`` go to its constructor (``n_ctx``, ``ctx_init``,
     ``class_specific``, ``steps``, ``lr``...); ``zeroshot_weights`` reuses already computed template ensembles."""
     zs = {"templates": templates, "weights": zeroshot_weights}

@@ -44,6 +44,18 @@ from bind.world.generator import MANIFEST_KEYS, WORLD_VERSION, generate, read_ma
 from bind.world.scene import FACTORS, MODALITIES, REVEALS, Scene, SceneFactors, WorldConfig, sample_scene
 
 __all__ = [
-    "FACTORS", "MANIFEST_KEYS", "MODALITIES", "REVEALS", "WORLD_VERSION", "Scene", "SceneFactors", "WorldConfig",
-    "caption", "generate", "paraphrase", "read_manifest", "render_scene", "sample_scene",
+    "FACTORS",
+    "MANIFEST_KEYS",
+    "MODALITIES",
+    "REVEALS",
+    "WORLD_VERSION",
+    "Scene",
+    "SceneFactors",
+    "WorldConfig",
+    "caption",
+    "generate",
+    "paraphrase",
+    "read_manifest",
+    "render_scene",
+    "sample_scene",
 ]

@@ -18,8 +18,14 @@ def _generate_cmd(args: argparse.Namespace) -> int:
     from bind.world.generator import generate
     from bind.world.scene import WorldConfig
 
-    config = WorldConfig(size=args.size, frames=args.frames, fps=args.fps, sample_rate=args.sample_rate,
-                         imu_rate=args.imu_rate, video_codec=args.video_codec)
+    config = WorldConfig(
+        size=args.size,
+        frames=args.frames,
+        fps=args.fps,
+        sample_rate=args.sample_rate,
+        imu_rate=args.imu_rate,
+        video_codec=args.video_codec,
+    )
     start = time.perf_counter()
     manifest = generate(args.out, args.n, seed=args.seed, workers=args.workers, config=config, splits=args.splits)
     print(f"wrote {args.n} scenes to {manifest} in {time.perf_counter() - start:.1f}s")
@@ -29,8 +35,11 @@ def _generate_cmd(args: argparse.Namespace) -> int:
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("world", help="the procedural multimodal world (generate)")
     world = p.add_subparsers(dest="world_command", metavar="WORLD_COMMAND")
-    g = world.add_parser("generate", help="render N scenes into image/video/audio/depth/thermal/IMU/points + manifest",
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = world.add_parser(
+        "generate",
+        help="render N scenes into image/video/audio/depth/thermal/IMU/points + manifest",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     g.add_argument("--out", required=True, help="output directory (manifest.jsonl, world.json, media/)")
     g.add_argument("--n", type=int, required=True, help="number of scenes")
     g.add_argument("--seed", type=int, default=0, help="world seed (same seed, same bytes)")
@@ -47,6 +56,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     from bind.world.demo import add_demo_arguments
 
-    add_demo_arguments(sub.add_parser("demo", help="generate a world, train six modalities against MiniLM, evaluate "
-                                      "every pair (see bind.world.demo)",
-                                      formatter_class=argparse.RawTextHelpFormatter))
+    add_demo_arguments(
+        sub.add_parser(
+            "demo",
+            help="generate a world, train six modalities against MiniLM, evaluate every pair (see bind.world.demo)",
+            formatter_class=argparse.RawTextHelpFormatter,
+        )
+    )

@@ -84,22 +84,30 @@ def evaluate_pairs(model, records: Sequence[Any], run: WorldExperiment, seed: in
     factors = [r.factors for r in records]
     emb = {m: run.embed(model, m, records) for m in MODALITIES}
     rng = np.random.default_rng([seed, 0xDE70])
-    captions = {m: {"templated": [r.captions[m][0] for r in records],
-                    "paraphrased": [paraphrase(f, m, rng) for f in factors]} for m in MODALITIES}
-    text_emb = {m: {kind: run.embed_texts(model, caps) for kind, caps in by_kind.items()}
-                for m, by_kind in captions.items()}
+    captions = {
+        m: {"templated": [r.captions[m][0] for r in records], "paraphrased": [paraphrase(f, m, rng) for f in factors]}
+        for m in MODALITIES
+    }
+    text_emb = {
+        m: {kind: run.embed_texts(model, caps) for kind, caps in by_kind.items()} for m, by_kind in captions.items()
+    }
     pairs: dict[str, dict[str, Any]] = {}
     for a in ALL_MODALITIES:
         for b in ALL_MODALITIES:
             if a == b:
                 continue
             shared = shared_factors(a, b)
-            entry: dict[str, Any] = {"query": a, "gallery": b, "shared_factors": list(shared),
-                                     "trained_together": "text" in (a, b),
-                                     "relation": "trained" if "text" in (a, b) else "emergent"}
+            entry: dict[str, Any] = {
+                "query": a,
+                "gallery": b,
+                "shared_factors": list(shared),
+                "trained_together": "text" in (a, b),
+                "relation": "trained" if "text" in (a, b) else "emergent",
+            }
             if not shared:
-                entry.update(relation="n/a", note="no shared factor", r1=None, r5=None, map=None, chance=None,
-                             ratio=None)
+                entry.update(
+                    relation="n/a", note="no shared factor", r1=None, r5=None, map=None, chance=None, ratio=None
+                )
             else:
                 other = b if a == "text" else a
                 qa = text_emb[other]["templated"] if a == "text" else emb[a]
@@ -109,13 +117,16 @@ def evaluate_pairs(model, records: Sequence[Any], run: WorldExperiment, seed: in
     text_queries = {}
     for m in MODALITIES:
         pos = factor_positives(factors, REVEALS[m])
-        text_queries[m] = {kind: {**pair_metrics(text_emb[m][kind], emb[m], pos), "example": captions[m][kind][0]}
-                           for kind in ("templated", "paraphrased")}
+        text_queries[m] = {
+            kind: {**pair_metrics(text_emb[m][kind], emb[m], pos), "example": captions[m][kind][0]}
+            for kind in ("templated", "paraphrased")
+        }
     return {"pairs": pairs, "text_queries": text_queries, "embeddings": emb, "factors": factors}
 
 
 def summarize(pairs: dict[str, dict[str, Any]], text_queries: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The headline numbers: modality -> text, text -> modality (templated vs paraphrased), emergent pairs."""
+
     def brief(e: dict[str, Any]) -> dict[str, float]:
         return {k: e[k] for k in ("r1", "chance", "ratio")}
 
@@ -141,28 +152,40 @@ def format_report(results: dict[str, Any]) -> str:
     """The R@1 tables printed at the end of the demo."""
     pairs, tq = results["pairs"], results["text_queries"]
     head = f"{'R@1':>6} {'chance':>7} {'ratio':>7} {'R@5':>6} {'mAP':>6}"
-    lines = [f"held-out test scenes: {results['test_scenes']}; positives = scenes agreeing on the shared factors; "
-             "chance = mean fraction of positives", "",
-             "modality -> text (trained pairs; each modality's own caption)",
-             f"  {'query':<8} {'gallery':<8} {'shared factors':<26} {head}"]
+    lines = [
+        f"held-out test scenes: {results['test_scenes']}; positives = scenes agreeing on the shared factors; "
+        "chance = mean fraction of positives",
+        "",
+        "modality -> text (trained pairs; each modality's own caption)",
+        f"  {'query':<8} {'gallery':<8} {'shared factors':<26} {head}",
+    ]
     for m in MODALITIES:
         e = pairs[f"{m}->text"]
         lines.append(f"  {m:<8} {'text':<8} {','.join(e['shared_factors']):<26} {_fmt(e)}")
-    lines += ["", "text -> modality: training templates vs held-out paraphrases (wording never seen in training)",
-              f"  {'gallery':<8} {'queries':<12} {head}"]
+    lines += [
+        "",
+        "text -> modality: training templates vs held-out paraphrases (wording never seen in training)",
+        f"  {'gallery':<8} {'queries':<12} {head}",
+    ]
     for m in MODALITIES:
         for kind in ("templated", "paraphrased"):
             lines.append(f"  {m:<8} {kind:<12} {_fmt(tq[m][kind])}")
-    lines += ["", "emergent pairs (never trained together; aligned only through the text anchor)",
-              f"  {'query':<8} {'gallery':<8} {'shared factors':<26} {head}"]
+    lines += [
+        "",
+        "emergent pairs (never trained together; aligned only through the text anchor)",
+        f"  {'query':<8} {'gallery':<8} {'shared factors':<26} {head}",
+    ]
     for e in pairs.values():
         if e["relation"] == "emergent":
             lines.append(f"  {e['query']:<8} {e['gallery']:<8} {','.join(e['shared_factors']):<26} {_fmt(e)}")
     na = sorted({" <-> ".join(sorted((e["query"], e["gallery"]))) for e in pairs.values() if e["relation"] == "n/a"})
     lines.append(f"  n/a (no shared factor): {', '.join(na)}")
     s = results["summary"]
-    lines += ["", f"emergent pairs above chance: {s['emergent_above_chance']}/{s['emergent_pairs']} "
-              f"(lowest ratio {s['emergent_min_ratio']:.1f}x)"]
+    lines += [
+        "",
+        f"emergent pairs above chance: {s['emergent_above_chance']}/{s['emergent_pairs']} "
+        f"(lowest ratio {s['emergent_min_ratio']:.1f}x)",
+    ]
     return "\n".join(lines)
 
 
@@ -174,8 +197,14 @@ def plot_outputs(out: Path, evaluation: dict[str, Any], max_items: int = 40) -> 
     """``r1_matrix.png`` (any-pair R@1) and ``similarity_<a>_<b>.png`` (test items sorted by their shared factors)."""
     from bind.retrieval.plots import plot_pair_matrix, plot_similarity
 
-    paths = [plot_pair_matrix(r1_matrix(evaluation["pairs"]), list(ALL_MODALITIES), out / "r1_matrix.png",
-                              title="R@1 on held-out scenes (query rows, gallery columns; blank = no shared factor)")]
+    paths = [
+        plot_pair_matrix(
+            r1_matrix(evaluation["pairs"]),
+            list(ALL_MODALITIES),
+            out / "r1_matrix.png",
+            title="R@1 on held-out scenes (query rows, gallery columns; blank = no shared factor)",
+        )
+    ]
     a, b = SIMILARITY_PAIR
     shared = shared_factors(a, b)
     factors = evaluation["factors"]
@@ -184,14 +213,23 @@ def plot_outputs(out: Path, evaluation: dict[str, Any], max_items: int = 40) -> 
     emb = evaluation["embeddings"]
     scores = emb[a][order] @ emb[b][order].T
     labels = ["/".join(factors[i][f] for f in shared) for i in order]
-    paths.append(plot_similarity(scores, out / f"similarity_{a}_{b}.png", labels, labels,
-                                 title=f"{a} -> {b} cosine similarity (emergent: never trained together)",
-                                 xlabel=f"{b} (test scenes)", ylabel=f"{a} (test scenes)"))
+    paths.append(
+        plot_similarity(
+            scores,
+            out / f"similarity_{a}_{b}.png",
+            labels,
+            labels,
+            title=f"{a} -> {b} cosine similarity (emergent: never trained together)",
+            xlabel=f"{b} (test scenes)",
+            ylabel=f"{a} (test scenes)",
+        )
+    )
     return paths
 
 
-def build_video_index(model, model_dir: Path, records: Sequence[Any], video_embeddings: torch.Tensor,
-                      out: Path) -> Path:
+def build_video_index(
+    model, model_dir: Path, records: Sequence[Any], video_embeddings: torch.Tensor, out: Path
+) -> Path:
     """A flat FAISS index of the test videos (``bindspace search --index OUT/index --text ...``)."""
     from bind.retrieval.index import Index
     from bind.retrieval.model_info import ModelInfo
@@ -202,8 +240,9 @@ def build_video_index(model, model_dir: Path, records: Sequence[Any], video_embe
 
 
 # --- the run ---------------------------------------------------------------------------------------------------------
-def run_demo(out: str | Path, config: ExperimentConfig | None = None, echo=print,
-             verbose: bool = False) -> dict[str, Any]:
+def run_demo(
+    out: str | Path, config: ExperimentConfig | None = None, echo=print, verbose: bool = False
+) -> dict[str, Any]:
     """Run every stage (see the module docstring) and return the results written to ``OUT/results.json``."""
     import bind
 
@@ -217,8 +256,12 @@ def run_demo(out: str | Path, config: ExperimentConfig | None = None, echo=print
         result = run.train(out / "train")
         model_dir = result.model.eval().save_pretrained(out / "model")
         val = {k.split("/", 2)[2]: round(v, 3) for k, v in result.metrics.items() if k.startswith("val/R@1/")}
-        stage("train", t0, "validation R@1 m->text (exact caption): "
-              + " ".join(f"{k.split('->')[0]} {v:.2f}" for k, v in val.items() if k.endswith("->" + ANCHOR)))
+        stage(
+            "train",
+            t0,
+            "validation R@1 m->text (exact caption): "
+            + " ".join(f"{k.split('->')[0]} {v:.2f}" for k, v in val.items() if k.endswith("->" + ANCHOR)),
+        )
 
         t0 = time.perf_counter()
         model = bind.load_model(model_dir).eval()  # the numbers below are those of the saved model
@@ -231,21 +274,41 @@ def run_demo(out: str | Path, config: ExperimentConfig | None = None, echo=print
     timings = stage.total()
     example_query = evaluation["text_queries"]["video"]["paraphrased"]["example"]
     results = {
-        "world": {"scenes": config.n, "seed": config.seed, "splits": list(config.splits), "counts": world["counts"],
-                  "sha256": world["sha256"], "manifest": world["manifest"]},
-        "model": {"name": MODEL_NAME, "directory": str(model_dir), "anchor": "text (frozen all-MiniLM-L6-v2)",
-                  "trained": list(config.modalities), "encoders": config.encoders},
-        "training": {"epochs": config.epochs, "batch_size": config.batch_size, "lr": config.lr,
-                     "validation_r1_exact_caption": val, "loss": "per-modality InfoNCE against captions[m]"},
+        "world": {
+            "scenes": config.n,
+            "seed": config.seed,
+            "splits": list(config.splits),
+            "counts": world["counts"],
+            "sha256": world["sha256"],
+            "manifest": world["manifest"],
+        },
+        "model": {
+            "name": MODEL_NAME,
+            "directory": str(model_dir),
+            "anchor": "text (frozen all-MiniLM-L6-v2)",
+            "trained": list(config.modalities),
+            "encoders": config.encoders,
+        },
+        "training": {
+            "epochs": config.epochs,
+            "batch_size": config.batch_size,
+            "lr": config.lr,
+            "validation_r1_exact_caption": val,
+            "loss": "per-modality InfoNCE against captions[m]",
+        },
         "test_scenes": len(test),
         "relevance": "factor-level: positives agree on every factor both sides reveal (REVEALS); "
-                     "chance = mean over queries of #positives / gallery size",
+        "chance = mean over queries of #positives / gallery size",
         "pairs": evaluation["pairs"],
         "text_queries": evaluation["text_queries"],
         "timings_s": timings,
         "config": {k: v for k, v in asdict(config).items() if k != "encoders"},
-        "files": {"r1_matrix": str(plots[0]), "similarity": str(plots[1]), "index": str(index_dir),
-                  "model": str(model_dir)},
+        "files": {
+            "r1_matrix": str(plots[0]),
+            "similarity": str(plots[1]),
+            "index": str(index_dir),
+            "model": str(model_dir),
+        },
         "example_search": f'bindspace search --index {index_dir} --text "{example_query}" -k 5',
         "browse": f"bindspace serve --index {index_dir}",
     }
@@ -263,8 +326,11 @@ def run_demo(out: str | Path, config: ExperimentConfig | None = None, echo=print
 
 def demo_command(args: argparse.Namespace) -> int:
     """``bindspace demo`` (registered by :mod:`bind.world.cli`)."""
-    overrides = {k: v for k, v in (("n", args.n), ("seed", args.seed), ("epochs", args.epochs),
-                                   ("workers", args.workers)) if v is not None}
+    overrides = {
+        k: v
+        for k, v in (("n", args.n), ("seed", args.seed), ("epochs", args.epochs), ("workers", args.workers))
+        if v is not None
+    }
     config = ExperimentConfig().shrunk(**overrides) if args.quick else ExperimentConfig(**overrides)
     verbose = args.show_libraries or getattr(args, "verbose", False)  # bindspace -v: debug logging as well
     run_demo(args.out, config, echo=lambda line: print(line, flush=True), verbose=verbose)
@@ -278,7 +344,10 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=None, help=f"training epochs (default {ExperimentConfig.epochs})")
     p.add_argument("--workers", type=int, default=None, help="processes for rendering and decoding (default 2)")
     p.add_argument("--quick", action="store_true", help="a tiny world and one epoch: a smoke test in seconds")
-    p.add_argument("--verbose", action="store_true", dest="show_libraries",
-                   help="also show the training libraries' messages, warnings and model summary (bindspace -v: and "
-                   "debug logging)")
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        dest="show_libraries",
+        help="also show the training libraries' messages, warnings and model summary (bindspace -v: and debug logging)",
+    )
     p.set_defaults(func=demo_command)

@@ -109,8 +109,15 @@ def pair_metrics(queries: torch.Tensor, gallery: torch.Tensor, positives: torch.
 
     m = retrieval_metrics(queries.float() @ gallery.float().T, positives, ks=(1, 5))
     chance = float(positives.double().mean(1).mean())
-    return {"r1": m["recall@1"], "r5": m["recall@5"], "map": m["mAP"], "chance": chance,
-            "ratio": m["recall@1"] / chance, "num_queries": m["num_queries"], "gallery_size": int(gallery.shape[0])}
+    return {
+        "r1": m["recall@1"],
+        "r5": m["recall@5"],
+        "map": m["mAP"],
+        "chance": chance,
+        "ratio": m["recall@1"] / chance,
+        "num_queries": m["num_queries"],
+        "gallery_size": int(gallery.shape[0]),
+    }
 
 
 # --- world -----------------------------------------------------------------------------------------------------------
@@ -133,8 +140,9 @@ def preprocess_configs(encoders: dict[str, dict[str, Any]], modalities: Sequence
     return {m: get_modality(m).preprocess_config(e.preprocess) for m, e in cfg.encoders.items()}
 
 
-def find_or_generate_world(out: Path, config: ExperimentConfig, world: str | Path | None = None,
-                           echo: Callable[[str], Any] = print) -> tuple[Path, bool]:
+def find_or_generate_world(
+    out: Path, config: ExperimentConfig, world: str | Path | None = None, echo: Callable[[str], Any] = print
+) -> tuple[Path, bool]:
     """The manifest to use and whether it existed: ``world`` (a directory or manifest) when given, else ``out/world``
     (reused when its ``world.json`` matches ``n``, ``seed``, the split fractions and the generator's version,
     generated otherwise)."""
@@ -153,8 +161,12 @@ def find_or_generate_world(out: Path, config: ExperimentConfig, world: str | Pat
         total = float(sum(config.splits))
         wanted = [f / total for f in config.splits]
         have = [float(spec["splits"][s]) / sum(spec["splits"].values()) for s in ("train", "val", "test")]
-        if (spec.get("n") == config.n and spec.get("seed") == config.seed and np.allclose(have, wanted)
-                and spec.get("version", WORLD_VERSION) == WORLD_VERSION):
+        if (
+            spec.get("n") == config.n
+            and spec.get("seed") == config.seed
+            and np.allclose(have, wanted)
+            and spec.get("version", WORLD_VERSION) == WORLD_VERSION
+        ):
             echo(f"  reusing the world at {root} ({config.n} scenes, seed {config.seed})")
             return root / "manifest.jsonl", True
     return generate(root, config.n, seed=config.seed, workers=config.workers, splits=config.splits), False
@@ -193,8 +205,9 @@ class EpochLines(L.Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self.loss, self.batches = 0.0, 0
 
-    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if isinstance(loss, torch.Tensor):
             self.loss, self.batches = self.loss + float(loss.detach()), self.batches + 1
@@ -245,8 +258,15 @@ class WorldExperiment:
     variants on it and embed its scenes from the decoded cache. Use as a context manager: it quiets the libraries
     (unless ``verbose``) and restores torch's thread count at the end."""
 
-    def __init__(self, out: str | Path, config: ExperimentConfig, *, world: str | Path | None = None,
-                 echo: Callable[[str], Any] = print, verbose: bool = False) -> None:
+    def __init__(
+        self,
+        out: str | Path,
+        config: ExperimentConfig,
+        *,
+        world: str | Path | None = None,
+        echo: Callable[[str], Any] = print,
+        verbose: bool = False,
+    ) -> None:
         self.out, self.config, self.world, self.echo, self.verbose = Path(out), config, world, echo, verbose
         self.stage = StageTimer(echo)
         self.manifest: Path | None = None
@@ -291,8 +311,9 @@ class WorldExperiment:
         if not self.split("test") or not self.split("train"):
             raise ValueError(f"{self.manifest}: needs train and test scenes with {', '.join(c.modalities)}")
         self.cache = SampleCache()
-        decoded = self.cache.fill([(m, r.media[m]) for r in self.records for m in c.modalities], self.preprocess,
-                                  workers=c.workers)
+        decoded = self.cache.fill(
+            [(m, r.media[m]) for r in self.records for m in c.modalities], self.preprocess, workers=c.workers
+        )
         self.stage("decode", t0, f"{decoded} media of {len(self.records)} scenes, decoded once for every epoch")
 
     def split(self, name: str) -> list[Any]:
@@ -303,9 +324,14 @@ class WorldExperiment:
         ``world.json``)."""
         root = self.manifest.parent
         spec = json.loads((root / "world.json").read_text()) if (root / "world.json").is_file() else {}
-        return {"manifest": str(self.manifest), "reused": self.reused, "scenes": len(self.records),
-                "counts": {s: len(self.split(s)) for s in ("train", "val", "test")}, "seed": spec.get("seed"),
-                "sha256": world_digest(root) if spec else None}
+        return {
+            "manifest": str(self.manifest),
+            "reused": self.reused,
+            "scenes": len(self.records),
+            "counts": {s: len(self.split(s)) for s in ("train", "val", "test")},
+            "seed": spec.get("seed"),
+            "sha256": world_digest(root) if spec else None,
+        }
 
     # --- training --------------------------------------------------------------------------------------------------
     def train(self, run_dir: Path, label: str = "train", encoders: dict[str, dict[str, Any]] | None = None) -> Any:
@@ -319,12 +345,28 @@ class WorldExperiment:
         level = untrained.level
         untrained.setLevel(level if self.verbose else logging.ERROR)
         try:
-            return fit(self.manifest, modalities=list(c.modalities), model=MODEL_NAME, run_dir=run_dir,
-                       max_epochs=c.epochs, batch_size=c.batch_size, num_workers=0, seed=c.seed, export=False,
-                       progress_bar=False, log_every_n_steps=5, sample_cache=self.cache,
-                       encoders=c.encoders_with(encoders), cache_anchors=True, lr=c.lr,
-                       warmup_steps=c.warmup_steps, weight_decay=c.weight_decay, accelerator="cpu",
-                       verbose=self.verbose, callbacks=[EpochLines(label, self.echo)])
+            return fit(
+                self.manifest,
+                modalities=list(c.modalities),
+                model=MODEL_NAME,
+                run_dir=run_dir,
+                max_epochs=c.epochs,
+                batch_size=c.batch_size,
+                num_workers=0,
+                seed=c.seed,
+                export=False,
+                progress_bar=False,
+                log_every_n_steps=5,
+                sample_cache=self.cache,
+                encoders=c.encoders_with(encoders),
+                cache_anchors=True,
+                lr=c.lr,
+                warmup_steps=c.warmup_steps,
+                weight_decay=c.weight_decay,
+                accelerator="cpu",
+                verbose=self.verbose,
+                callbacks=[EpochLines(label, self.echo)],
+            )
         finally:
             untrained.setLevel(level)
 

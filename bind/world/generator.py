@@ -36,8 +36,21 @@ from bind.world.scene import (
 
 WORLD_VERSION = "1.0"
 SPLITS = ("train", "val", "test")
-MANIFEST_KEYS = ("id", "split", "text", "captions", "factors", "image", "video", "audio", "depth", "thermal", "imu",
-                 "imu_csv", "pointcloud")
+MANIFEST_KEYS = (
+    "id",
+    "split",
+    "text",
+    "captions",
+    "factors",
+    "image",
+    "video",
+    "audio",
+    "depth",
+    "thermal",
+    "imu",
+    "imu_csv",
+    "pointcloud",
+)
 log = logging.getLogger(__name__)
 
 
@@ -47,9 +60,16 @@ def scene_id(index: int) -> str:
 
 def media_paths(sid: str) -> dict[str, str]:
     """Manifest paths (relative to the manifest directory) of scene ``sid``'s files."""
-    return {"image": f"media/{sid}.png", "video": f"media/{sid}.mp4", "audio": f"media/{sid}.wav",
-            "depth": f"media/{sid}_depth.png", "thermal": f"media/{sid}_thermal.png", "imu": f"media/{sid}_imu.npy",
-            "imu_csv": f"media/{sid}_imu.csv", "pointcloud": f"media/{sid}_points.npy"}
+    return {
+        "image": f"media/{sid}.png",
+        "video": f"media/{sid}.mp4",
+        "audio": f"media/{sid}.wav",
+        "depth": f"media/{sid}_depth.png",
+        "thermal": f"media/{sid}_thermal.png",
+        "imu": f"media/{sid}_imu.npy",
+        "imu_csv": f"media/{sid}_imu.csv",
+        "pointcloud": f"media/{sid}_points.npy",
+    }
 
 
 def render_scene(scene: Scene, config: WorldConfig) -> dict[str, np.ndarray]:
@@ -77,19 +97,28 @@ def _write_scene(task: tuple[Path, int, int, str, WorldConfig]) -> dict:
     media = render_scene(scene, config)
     sid = scene_id(index)
     paths = media_paths(sid)
-    files = {"image": png_bytes(media["image"]), "depth": png_bytes(media["depth"]),
-             "thermal": png_bytes(media["thermal"]), "audio": wav_bytes(media["audio"], config.sample_rate),
-             "imu": npy_bytes(media["imu"]), "imu_csv": imu_csv_bytes(media["imu"], config.imu_rate),
-             "pointcloud": npy_bytes(media["pointcloud"])}
+    files = {
+        "image": png_bytes(media["image"]),
+        "depth": png_bytes(media["depth"]),
+        "thermal": png_bytes(media["thermal"]),
+        "audio": wav_bytes(media["audio"], config.sample_rate),
+        "imu": npy_bytes(media["imu"]),
+        "imu_csv": imu_csv_bytes(media["imu"], config.imu_rate),
+        "pointcloud": npy_bytes(media["pointcloud"]),
+    }
     for name, data in files.items():
         (out / paths[name]).write_bytes(data)
-    write_mp4(out / paths["video"], media["video"], config.fps, media["audio"], config.sample_rate,
-              config.video_codec)
+    write_mp4(out / paths["video"], media["video"], config.fps, media["audio"], config.sample_rate, config.video_codec)
     rng = scene_rng(seed, index, "captions")
     factors = scene.factors
-    return {"id": sid, "split": split, "text": caption(factors, "text", rng),
-            "captions": {m: caption(factors, m, rng) for m in (*MODALITIES, *DERIVED_MODALITIES)},
-            "factors": factors.as_dict(), **paths}
+    return {
+        "id": sid,
+        "split": split,
+        "text": caption(factors, "text", rng),
+        "captions": {m: caption(factors, m, rng) for m in (*MODALITIES, *DERIVED_MODALITIES)},
+        "factors": factors.as_dict(),
+        **paths,
+    }
 
 
 def assign_splits(n: int, seed: int, fractions: Sequence[float]) -> list[str]:
@@ -107,9 +136,13 @@ def assign_splits(n: int, seed: int, fractions: Sequence[float]) -> list[str]:
 def world_spec(seed: int, n: int, config: WorldConfig, fractions: Sequence[float], counts: dict[str, int]) -> dict:
     """The content of ``world.json``."""
     return {
-        "generator": "bind.world", "version": WORLD_VERSION, "seed": seed, "n": n,
+        "generator": "bind.world",
+        "version": WORLD_VERSION,
+        "seed": seed,
+        "n": n,
         "config": {**asdict(config), "duration": config.duration},
-        "splits": dict(zip(SPLITS, (float(f) for f in fractions))), "counts": counts,
+        "splits": dict(zip(SPLITS, (float(f) for f in fractions))),
+        "counts": counts,
         "factors": {k: list(v) for k, v in FACTORS.items()},
         "reveals": {k: list(v) for k, v in REVEALS.items()},
         "captions": caption_spec(),
@@ -119,13 +152,13 @@ def world_spec(seed: int, n: int, config: WorldConfig, fractions: Sequence[float
             "audio": f"WAV PCM 16-bit mono {config.sample_rate} Hz",
             "depth": "PNG uint16 (I;16), millimetres, 0 = invalid, aligned with the image",
             "thermal": f"PNG uint8, linear in temperature: value = (T_celsius - {THERMAL_RANGE_C[0]}) / "
-                       f"{THERMAL_RANGE_C[1] - THERMAL_RANGE_C[0]} * 255, aligned with the image",
+            f"{THERMAL_RANGE_C[1] - THERMAL_RANGE_C[0]} * 255, aligned with the image",
             "imu": f"NPY float32 [6, {int(round(config.duration * config.imu_rate))}]: acc xyz m/s^2 (specific "
-                   f"force, +9.81 on z at rest), gyro xyz rad/s, {config.imu_rate} Hz, device frame x forward y left "
-                   "z up",
+            f"force, +9.81 on z at rest), gyro xyz rad/s, {config.imu_rate} Hz, device frame x forward y left "
+            "z up",
             "imu_csv": "CSV timestamp,acc_x,acc_y,acc_z,gyro_x,gyro_y,gyro_z (seconds, m/s^2, rad/s)",
             "pointcloud": "NPY float32 [N, 6]: the object's valid depth pixels back-projected through the camera "
-                          "(x right, y forward, z up, metres) + the image's rgb in [0, 1] (bind.world.pointcloud)",
+            "(x right, y forward, z up, metres) + the image's rgb in [0, 1] (bind.world.pointcloud)",
         },
     }
 
@@ -135,8 +168,14 @@ def _tasks(out: Path, seed: int, splits: list[str], config: WorldConfig) -> Iter
         yield out, seed, i, split, config
 
 
-def generate(out: str | os.PathLike, n: int, seed: int = 0, workers: int | None = None,
-             config: WorldConfig | None = None, splits: Sequence[float] = (0.8, 0.1, 0.1)) -> Path:
+def generate(
+    out: str | os.PathLike,
+    n: int,
+    seed: int = 0,
+    workers: int | None = None,
+    config: WorldConfig | None = None,
+    splits: Sequence[float] = (0.8, 0.1, 0.1),
+) -> Path:
     """Generate ``n`` scenes of world ``seed`` under ``out``; returns the path of ``manifest.jsonl``.
 
     ``workers`` processes render in parallel (default: all CPUs; 1 renders in this process); the output is

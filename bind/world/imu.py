@@ -39,8 +39,9 @@ def render_imu(scene: Scene, duration: float, rate: int, rng: np.random.Generato
     else:
         vertical = np.sin(phase) + 0.35 * np.sin(2 * phase + 0.5)
     up = np.stack([-np.sin(pitch) * np.cos(roll), np.sin(roll), np.cos(pitch) * np.cos(roll)])
-    acc = GRAVITY * up + np.stack([acc_f * np.sin(phase + np.pi / 2),
-                                   acc_l * np.sin(0.5 * w * t + scene.phases[2]), acc_v * vertical])
+    acc = GRAVITY * up + np.stack(
+        [acc_f * np.sin(phase + np.pi / 2), acc_l * np.sin(0.5 * w * t + scene.phases[2]), acc_v * vertical]
+    )
     gyro = np.stack([droll, dpitch, dyaw])
     mount = _rotation(*np.deg2rad(rng.uniform(-10, 10, 2)))
     acc = mount @ acc + rng.normal(0, 0.05, (3, 1)) + rng.normal(0, rng.uniform(0.03, 0.08), (3, n))

@@ -79,8 +79,14 @@ def rgb_to_yuv420p(frame: np.ndarray) -> np.ndarray:
     return np.concatenate([y.ravel(), u.ravel(), v.ravel()]).astype(np.uint8).reshape(h * 3 // 2, w)
 
 
-def write_mp4(path: str | Path, frames: np.ndarray, fps: int, waveform: np.ndarray | None = None,
-              sample_rate: int = 16000, codec: str = "libx264") -> None:
+def write_mp4(
+    path: str | Path,
+    frames: np.ndarray,
+    fps: int,
+    waveform: np.ndarray | None = None,
+    sample_rate: int = 16000,
+    codec: str = "libx264",
+) -> None:
     """Encode uint8 RGB frames [T, H, W, 3] (H, W even) and an optional mono waveform as MP4 (H.264/MPEG-4 + AAC)."""
     frames = np.ascontiguousarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:

@@ -143,8 +143,9 @@ def render_depth(scene: Scene, geo: dict[str, np.ndarray], size: int, rng: np.ra
     x, y = geo["x"], geo["y"]
     horizon = scene.horizon * size
     below = np.maximum(y - horizon, 1e-3)
-    depth = np.where(y < horizon, scene.wall_depth_m,
-                     np.minimum(scene.camera_height_m * size / below, scene.wall_depth_m))
+    depth = np.where(
+        y < horizon, scene.wall_depth_m, np.minimum(scene.camera_height_m * size / below, scene.wall_depth_m)
+    )
     for mask, p in _panel_masks(scene, x, y):
         depth = np.where(mask, p[7], depth)
     alpha = geo["alpha"]
@@ -160,8 +161,8 @@ def _blur(a: np.ndarray, sigma: float) -> np.ndarray:
     k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
     k /= k.sum()
     pad = np.pad(a, [(0, 0), (r, r), (r, r)], mode="edge")
-    h = sum(k[i] * pad[:, :, i:i + a.shape[2]] for i in range(2 * r + 1))
-    return sum(k[i] * h[:, i:i + a.shape[1], :] for i in range(2 * r + 1))
+    h = sum(k[i] * pad[:, :, i : i + a.shape[2]] for i in range(2 * r + 1))
+    return sum(k[i] * h[:, i : i + a.shape[1], :] for i in range(2 * r + 1))
 
 
 def thermal_celsius(scene: Scene, geo: dict[str, np.ndarray], size: int, rng: np.random.Generator) -> np.ndarray:

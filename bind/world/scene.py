@@ -26,7 +26,11 @@ DISTANCES = ("near", "mid", "far")
 ACTIVITIES = ("still", "walking", "running", "turning")
 
 FACTORS: dict[str, tuple[str, ...]] = {
-    "shape": SHAPES, "colour": COLOURS, "motion": MOTIONS, "temperature": TEMPERATURES, "distance": DISTANCES,
+    "shape": SHAPES,
+    "colour": COLOURS,
+    "motion": MOTIONS,
+    "temperature": TEMPERATURES,
+    "distance": DISTANCES,
     "activity": ACTIVITIES,
 }
 """Every latent factor and its vocabulary (the order is the label index)."""
@@ -49,20 +53,54 @@ REVEALS: dict[str, tuple[str, ...]] = {
 """The factors each modality's signal determines and its caption names. (Video and thermal also show the object's
 size, audio carries a motion rhythm; their captions leave those out.)"""
 
-COLOUR_RGB = {"red": (0.85, 0.12, 0.10), "green": (0.13, 0.68, 0.20), "blue": (0.14, 0.30, 0.92),
-              "yellow": (0.95, 0.86, 0.10), "purple": (0.58, 0.18, 0.78), "orange": (0.98, 0.50, 0.05)}
+COLOUR_RGB = {
+    "red": (0.85, 0.12, 0.10),
+    "green": (0.13, 0.68, 0.20),
+    "blue": (0.14, 0.30, 0.92),
+    "yellow": (0.95, 0.86, 0.10),
+    "purple": (0.58, 0.18, 0.78),
+    "orange": (0.98, 0.50, 0.05),
+}
 DISTANCE_M = {"near": (1.1, 1.4), "mid": (2.2, 2.8), "far": (3.6, 4.4)}
 TEMPERATURE_C = {"cold": (-10.0, 4.0), "warm": (30.0, 42.0), "hot": (60.0, 95.0)}
 # step frequency (Hz), pitch bob (rad), yaw sway (rad), roll sway (rad), vertical / forward / lateral acc (m/s²)
 ACTIVITY_PARAMS = {
-    "still": dict(step_hz=(0.3, 0.9), pitch=(0.001, 0.003), yaw=(0.001, 0.002), roll=(0.001, 0.002),
-                  acc_v=(0.0, 0.05), acc_f=(0.0, 0.03), acc_l=(0.0, 0.03)),
-    "walking": dict(step_hz=(1.7, 2.2), pitch=(0.02, 0.03), yaw=(0.01, 0.02), roll=(0.01, 0.02),
-                    acc_v=(1.5, 2.5), acc_f=(0.8, 1.2), acc_l=(0.4, 0.7)),
-    "running": dict(step_hz=(2.6, 3.2), pitch=(0.05, 0.07), yaw=(0.02, 0.035), roll=(0.02, 0.04),
-                    acc_v=(5.0, 8.0), acc_f=(2.0, 3.0), acc_l=(1.0, 1.5)),
-    "turning": dict(step_hz=(1.2, 1.6), pitch=(0.004, 0.008), yaw=(0.003, 0.006), roll=(0.003, 0.006),
-                    acc_v=(0.3, 0.6), acc_f=(0.1, 0.3), acc_l=(0.2, 0.4)),
+    "still": dict(
+        step_hz=(0.3, 0.9),
+        pitch=(0.001, 0.003),
+        yaw=(0.001, 0.002),
+        roll=(0.001, 0.002),
+        acc_v=(0.0, 0.05),
+        acc_f=(0.0, 0.03),
+        acc_l=(0.0, 0.03),
+    ),
+    "walking": dict(
+        step_hz=(1.7, 2.2),
+        pitch=(0.02, 0.03),
+        yaw=(0.01, 0.02),
+        roll=(0.01, 0.02),
+        acc_v=(1.5, 2.5),
+        acc_f=(0.8, 1.2),
+        acc_l=(0.4, 0.7),
+    ),
+    "running": dict(
+        step_hz=(2.6, 3.2),
+        pitch=(0.05, 0.07),
+        yaw=(0.02, 0.035),
+        roll=(0.02, 0.04),
+        acc_v=(5.0, 8.0),
+        acc_f=(2.0, 3.0),
+        acc_l=(1.0, 1.5),
+    ),
+    "turning": dict(
+        step_hz=(1.2, 1.6),
+        pitch=(0.004, 0.008),
+        yaw=(0.003, 0.006),
+        roll=(0.003, 0.006),
+        acc_v=(0.3, 0.6),
+        acc_f=(0.1, 0.3),
+        acc_l=(0.2, 0.4),
+    ),
 }
 TURN_RATE = (0.25, 0.35)  # rad/s, either direction
 OBJECT_RADIUS_M = (0.38, 0.44)
@@ -90,8 +128,9 @@ class WorldConfig:
         if self.frames < 2 or self.fps < 1:
             raise ValueError(f"world video needs frames >= 2 and fps >= 1, got {self.frames} frames at {self.fps}")
         if self.sample_rate < 8000 or self.imu_rate < 50:
-            raise ValueError(f"sample_rate >= 8000 and imu_rate >= 50 expected, got {self.sample_rate}, "
-                             f"{self.imu_rate}")
+            raise ValueError(
+                f"sample_rate >= 8000 and imu_rate >= 50 expected, got {self.sample_rate}, {self.imu_rate}"
+            )
         if self.video_codec not in ("libx264", "mpeg4"):
             raise ValueError(f"video_codec must be 'libx264' or 'mpeg4', got {self.video_codec!r}")
 
@@ -171,8 +210,11 @@ class Scene:
     def object_state(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Object centre x, y (pixels from the image centre, before the camera moves) and angle at times ``t``."""
         tc = t - self.mid_time
-        return (self.center[0] + self.velocity[0] * tc, self.center[1] + self.velocity[1] * tc,
-                self.angle + self.spin * tc)
+        return (
+            self.center[0] + self.velocity[0] * tc,
+            self.center[1] + self.velocity[1] * tc,
+            self.angle + self.spin * tc,
+        )
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -194,8 +236,9 @@ def sample_factors(rng: np.random.Generator) -> SceneFactors:
     return SceneFactors(**{name: vocab[int(rng.integers(len(vocab)))] for name, vocab in FACTORS.items()})
 
 
-def sample_scene(seed: int, index: int, config: WorldConfig = WorldConfig(),
-                 factors: SceneFactors | None = None) -> Scene:
+def sample_scene(
+    seed: int, index: int, config: WorldConfig = WorldConfig(), factors: SceneFactors | None = None
+) -> Scene:
     """Draw scene ``index`` of world ``seed`` (pass ``factors`` to fix them and draw only the nuisances)."""
     rng = scene_rng(seed, index)
     drawn = sample_factors(rng)
@@ -208,8 +251,14 @@ def sample_scene(seed: int, index: int, config: WorldConfig = WorldConfig(),
     radius_px = size * radius_m / distance_m
     # translation covers 25-37% of the frame over the clip; spin 1.2-2 rad/s either way
     speed = rng.uniform(0.25, 0.375) * size / duration
-    velocity = {"static": (0.0, 0.0), "rotating": (0.0, 0.0), "left": (-speed, 0.0), "right": (speed, 0.0),
-                "up": (0.0, -speed), "down": (0.0, speed)}[f.motion]
+    velocity = {
+        "static": (0.0, 0.0),
+        "rotating": (0.0, 0.0),
+        "left": (-speed, 0.0),
+        "right": (speed, 0.0),
+        "up": (0.0, -speed),
+        "down": (0.0, speed),
+    }[f.motion]
     spin = float(rng.uniform(1.2, 2.0) * rng.choice([-1.0, 1.0])) if f.motion == "rotating" else 0.0
     room = max(0.0, min(0.12 * size, size / 2 - 1.05 * radius_px))
     center = (float(rng.uniform(-room, room)), float(rng.uniform(-room, room)))
@@ -226,22 +275,44 @@ def sample_scene(seed: int, index: int, config: WorldConfig = WorldConfig(),
         x0 = rng.uniform(-1.2, 1.0) * size
         y0 = rng.uniform(-0.7, horizon) * size
         grey = rng.uniform(0.25, 0.8)
-        panels.append((float(x0), float(x0 + rng.uniform(0.15, 0.5) * size), float(y0),
-                       float(y0 + rng.uniform(0.1, 0.4) * size),
-                       *[float(v) for v in np.clip(grey + rng.normal(0, 0.05, 3), 0, 1)],
-                       float(rng.uniform(3.0, wall_depth - 0.5)), float(rng.normal(0, 1.5))))
+        panels.append(
+            (
+                float(x0),
+                float(x0 + rng.uniform(0.15, 0.5) * size),
+                float(y0),
+                float(y0 + rng.uniform(0.1, 0.4) * size),
+                *[float(v) for v in np.clip(grey + rng.normal(0, 0.05, 3), 0, 1)],
+                float(rng.uniform(3.0, wall_depth - 0.5)),
+                float(rng.normal(0, 1.5)),
+            )
+        )
     return Scene(
-        index=index, seed=seed, factors=f,
-        colour_rgb=tuple(float(c) for c in colour), radius_m=radius_m, distance_m=distance_m,
-        temperature_c=_u(rng, TEMPERATURE_C[f.temperature]), center=center, velocity=velocity,
-        angle=float(rng.uniform(-0.35, 0.35)), spin=spin,
-        step_hz=_u(rng, act["step_hz"]), pitch_amp=_u(rng, act["pitch"]), yaw_amp=_u(rng, act["yaw"]),
-        roll_amp=_u(rng, act["roll"]), turn_rate=turn,
+        index=index,
+        seed=seed,
+        factors=f,
+        colour_rgb=tuple(float(c) for c in colour),
+        radius_m=radius_m,
+        distance_m=distance_m,
+        temperature_c=_u(rng, TEMPERATURE_C[f.temperature]),
+        center=center,
+        velocity=velocity,
+        angle=float(rng.uniform(-0.35, 0.35)),
+        spin=spin,
+        step_hz=_u(rng, act["step_hz"]),
+        pitch_amp=_u(rng, act["pitch"]),
+        yaw_amp=_u(rng, act["yaw"]),
+        roll_amp=_u(rng, act["roll"]),
+        turn_rate=turn,
         phases=tuple(float(p) for p in rng.uniform(0, 2 * np.pi, 3)),
         acc_amp=(_u(rng, act["acc_v"]), _u(rng, act["acc_f"]), _u(rng, act["acc_l"])),
-        light=tuple(float(v) for v in light), ambient=_u(rng, (0.3, 0.45)), horizon=horizon,
-        camera_height_m=_u(rng, (1.2, 1.6)), wall_depth_m=wall_depth,
+        light=tuple(float(v) for v in light),
+        ambient=_u(rng, (0.3, 0.45)),
+        horizon=horizon,
+        camera_height_m=_u(rng, (1.2, 1.6)),
+        wall_depth_m=wall_depth,
         wall_rgb=tuple(float(v) for v in np.clip(grey_wall + rng.normal(0, 0.05, 3), 0, 1)),
         floor_rgb=tuple(float(v) for v in np.clip(grey_floor + rng.normal(0, 0.05, 3), 0, 1)),
-        ambient_c=ambient_c, panels=tuple(panels), mid_time=duration / 2,
+        ambient_c=ambient_c,
+        panels=tuple(panels),
+        mid_time=duration / 2,
     )

@@ -52,9 +52,10 @@ TRAINED = ("pointcloud", "depth", "audio", "image")
 #: encoder entries: pointcloud from the plugin's named config plus these overrides; the others from bind-minilm-tiny
 ENCODERS: dict[str, dict[str, Any]] = {
     # metric camera-frame coordinates (no centring / unit sphere: how far the object is must survive), 2.5 m per unit
-    "pointcloud": {"preprocess": {"num_points": 256, "colour": True, "centre": False, "unit_sphere": False,
-                                  "scale": 2.5},
-                   "stem": {"num_groups": 32, "group_size": 16, "hidden": 32}},
+    "pointcloud": {
+        "preprocess": {"num_points": 256, "colour": True, "centre": False, "unit_sphere": False, "scale": 2.5},
+        "stem": {"num_groups": 32, "group_size": 16, "hidden": 32},
+    },
     "depth": {"width": 96, "depth": 2},
     "audio": {"width": 96, "depth": 2},
     "image": {"width": 96, "depth": 2},
@@ -87,8 +88,10 @@ def training_manifest(manifest: Path, per_scene: int, seed: int) -> Path:
     for line in manifest.read_text().splitlines():
         row = json.loads(line)
         rng = np.random.default_rng([seed, int(row["id"]), 0xC0DE])
-        row["captions"] = {m: list(dict.fromkeys([c, *(caption(row["factors"], m, rng) for _ in range(4 * per_scene))]))
-                           [:per_scene] for m, c in row["captions"].items()}
+        row["captions"] = {
+            m: list(dict.fromkeys([c, *(caption(row["factors"], m, rng) for _ in range(4 * per_scene))]))[:per_scene]
+            for m, c in row["captions"].items()
+        }
         rows.append(row)
     path = manifest.with_name("train_captions.jsonl")
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -108,8 +111,13 @@ def metrics(q, g, factors: list[dict[str, str]], shared: tuple[str, ...]) -> dic
         pos &= codes[:, None] == codes[None, :]
     m = retrieval_metrics(q.float() @ g.float().T, pos, ks=(1, 5))
     chance = float(pos.double().mean(1).mean())
-    return {"r1": round(m["recall@1"], 4), "chance": round(chance, 4), "ratio": round(m["recall@1"] / chance, 2),
-            "r5": round(m["recall@5"], 4), "map": round(m["mAP"], 4)}
+    return {
+        "r1": round(m["recall@1"], 4),
+        "chance": round(chance, 4),
+        "ratio": round(m["recall@1"] / chance, 2),
+        "r5": round(m["recall@5"], 4),
+        "map": round(m["mAP"], 4),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -153,10 +161,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     torch.set_num_threads(max(1, args.workers))
-    result = fit(train_manifest, modalities=list(TRAINED), model=MODEL, run_dir=out / "train", max_epochs=args.epochs,
-                 batch_size=args.batch_size, seed=args.seed, export=False, progress_bar=False, log_every_n_steps=5,
-                 sample_cache=cache, encoders=encoders, cache_anchors=True, lr=args.lr, warmup_steps=6,
-                 weight_decay=0.05, accelerator="cpu")
+    result = fit(
+        train_manifest,
+        modalities=list(TRAINED),
+        model=MODEL,
+        run_dir=out / "train",
+        max_epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        export=False,
+        progress_bar=False,
+        log_every_n_steps=5,
+        sample_cache=cache,
+        encoders=encoders,
+        cache_anchors=True,
+        lr=args.lr,
+        warmup_steps=6,
+        weight_decay=0.05,
+        accelerator="cpu",
+    )
     model_dir = result.model.eval().save_pretrained(out / "model")
     timings["train"] = time.perf_counter() - t0
 
@@ -165,26 +188,49 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     test = [r for r in records if r.split == "test"]
     factors = [r.factors for r in test]
     with torch.no_grad():
-        emb = {m: torch.cat([model.encode(m, torch.stack([cache.process(m, r.media[m], preprocess[m])
-                                                          for r in test[i:i + 64]])) for i in range(0, len(test), 64)])
-               for m in TRAINED}
-        text = torch.cat([model.embed_sources("text", [r.captions["pointcloud"][0] for r in test[i:i + 64]])
-                          for i in range(0, len(test), 64)])
-    pairs = {"pointcloud->text": metrics(emb["pointcloud"], text, factors, REVEALS["pointcloud"]),
-             "text->pointcloud": metrics(text, emb["pointcloud"], factors, REVEALS["pointcloud"])}
+        emb = {
+            m: torch.cat(
+                [
+                    model.encode(
+                        m, torch.stack([cache.process(m, r.media[m], preprocess[m]) for r in test[i : i + 64]])
+                    )
+                    for i in range(0, len(test), 64)
+                ]
+            )
+            for m in TRAINED
+        }
+        text = torch.cat(
+            [
+                model.embed_sources("text", [r.captions["pointcloud"][0] for r in test[i : i + 64]])
+                for i in range(0, len(test), 64)
+            ]
+        )
+    pairs = {
+        "pointcloud->text": metrics(emb["pointcloud"], text, factors, REVEALS["pointcloud"]),
+        "text->pointcloud": metrics(text, emb["pointcloud"], factors, REVEALS["pointcloud"]),
+    }
     for other in ("depth", "audio", "image"):
         shared = tuple(f for f in REVEALS["pointcloud"] if f in REVEALS[other])
-        pairs[f"pointcloud->{other}"] = {**metrics(emb["pointcloud"], emb[other], factors, shared),
-                                         "shared": list(shared), "relation": "emergent"}
-        pairs[f"{other}->pointcloud"] = {**metrics(emb[other], emb["pointcloud"], factors, shared),
-                                         "shared": list(shared), "relation": "emergent"}
+        pairs[f"pointcloud->{other}"] = {
+            **metrics(emb["pointcloud"], emb[other], factors, shared),
+            "shared": list(shared),
+            "relation": "emergent",
+        }
+        pairs[f"{other}->pointcloud"] = {
+            **metrics(emb[other], emb["pointcloud"], factors, shared),
+            "shared": list(shared),
+            "relation": "emergent",
+        }
     timings["eval"] = time.perf_counter() - t0
     given = sys.argv[1:] if argv is None else argv
-    results = {"command": " ".join(["python examples/pointcloud_plugin/world_experiment.py", *given]),
-               "world": {"scenes": args.n, "seed": args.seed, "test_scenes": len(test)},
-               "model": {"name": MODEL, "encoders": encoders, "directory": str(model_dir)},
-               "training": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr},
-               "pairs": pairs, "timings_s": {k: round(v, 1) for k, v in timings.items()}}
+    results = {
+        "command": " ".join(["python examples/pointcloud_plugin/world_experiment.py", *given]),
+        "world": {"scenes": args.n, "seed": args.seed, "test_scenes": len(test)},
+        "model": {"name": MODEL, "encoders": encoders, "directory": str(model_dir)},
+        "training": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr},
+        "pairs": pairs,
+        "timings_s": {k: round(v, 1) for k, v in timings.items()},
+    }
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(f"held-out test scenes: {len(test)}; positives agree on the factors both sides reveal")
     print(f"  {'pair':<22} {'shared factors':<22} {'R@1':>6} {'chance':>7} {'ratio':>7} {'R@5':>6}")

@@ -48,26 +48,42 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--manifest", default="runs/demo/world/manifest.jsonl", help="world manifest (train + test)")
     p.add_argument("--out", default="runs/video_qa", help="output directory (lm/, qa/, results.json)")
     p.add_argument("--lm", default=None, help="transformers causal LM directory or hub id (default: train one)")
-    p.add_argument("--audio", action=argparse.BooleanOptionalAction, default=True,
-                   help="also the audio encoder's tokens of the video's sound track, and the sound questions")
+    p.add_argument(
+        "--audio",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also the audio encoder's tokens of the video's sound track, and the sound questions",
+    )
     p.add_argument("--tokens", type=int, default=None, help="video: pool to K tokens (default: one per time step)")
     p.add_argument("--audio-tokens", type=int, default=8, help="audio: pool the spectrogram patches to K tokens")
     p.add_argument("--pooling", default="time", choices=["time", "sequence"], help="video token pooling")
-    p.add_argument("--cls", action=argparse.BooleanOptionalAction, default=True,
-                   help="prepend the encoder's CLS token to the pooled video tokens")
+    p.add_argument(
+        "--cls",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="prepend the encoder's CLS token to the pooled video tokens",
+    )
     p.add_argument("--epochs", type=int, default=10, help="stage 1 epochs (projector)")
     p.add_argument("--lr", type=float, default=2e-3, help="stage 1 learning rate")
     p.add_argument("--lora-rank", type=int, default=0, help="stage 2: LoRA rank on the LM (0: no stage 2)")
     p.add_argument("--lora-epochs", type=int, default=6)
     p.add_argument("--lora-lr", type=float, default=1e-3)
-    p.add_argument("--lm-epochs", type=int, default=16,
-                   help="stage 0: at most this many epochs (it stops once the LM reads 95%% of answers from captions)")
+    p.add_argument(
+        "--lm-epochs",
+        type=int,
+        default=16,
+        help="stage 0: at most this many epochs (it stops once the LM reads 95%% of answers from captions)",
+    )
     p.add_argument("--lm-layers", type=int, default=2)
     p.add_argument("--lm-width", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--limit", type=int, default=None, help="at most this many videos per split")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (1 suits the tiny default models on a shared CPU; raise for a real LM)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (1 suits the tiny default models on a shared CPU; raise for a real LM)",
+    )
     p.add_argument("--video", default=None, help="after training, answer --question about this video")
     p.add_argument("--question", default=None, help="with --video: the question")
     p.add_argument("--seed", type=int, default=0)
@@ -108,8 +124,10 @@ def run(args: argparse.Namespace) -> dict:
     from bind.world.qa import caption_qa_accuracy, train_word_lm, world_lm_corpus, world_questions
 
     if not Path(args.model).is_dir() or not Path(args.manifest).is_file():
-        sys.exit(f"need a trained model and a world: run `bindspace demo --out runs/demo` first "
-                 f"(looked for {args.model} and {args.manifest})")
+        sys.exit(
+            f"need a trained model and a world: run `bindspace demo --out runs/demo` first "
+            f"(looked for {args.model} and {args.manifest})"
+        )
     if args.video is not None or args.question is not None:
         if args.video is None:
             sys.exit("--question needs --video")
@@ -126,10 +144,13 @@ def run(args: argparse.Namespace) -> dict:
     model = bind.load_model(args.model).eval()
     modalities = ["video", "audio"] if args.audio else ["video"]
     types = [*VIDEO_TYPES, *(AUDIO_TYPES if args.audio else ())]
-    splits = {s: [r for r in read_manifest(args.manifest, split=s) if r.has("video")][: args.limit]
-              for s in ("train", "test")}
-    questions = {"train": world_questions(splits["train"], types, PHRASES, all_questions=True),
-                 "test": world_questions(splits["test"], types, PHRASES)}
+    splits = {
+        s: [r for r in read_manifest(args.manifest, split=s) if r.has("video")][: args.limit] for s in ("train", "test")
+    }
+    questions = {
+        "train": world_questions(splits["train"], types, PHRASES, all_questions=True),
+        "test": world_questions(splits["test"], types, PHRASES),
+    }
     for s, qs in questions.items():
         if not qs:
             sys.exit(f"no {s} questions: {args.manifest} has no {s} videos with world factors")
@@ -140,7 +161,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.video is not None:
         videos.insert(0, ("<asked>", args.video))  # decoded first: an unreadable file fails before training
     for i in range(0, len(videos), 32):
-        chunk = videos[i:i + 32]
+        chunk = videos[i : i + 32]
         for m in modalities:
             pooling = (args.tokens, args.pooling, args.cls) if m == "video" else (args.audio_tokens, "time", False)
             tokens = encode_tokens(model, m, model.prepare(m, [v for _, v in chunk]), *pooling)
@@ -161,10 +182,19 @@ def run(args: argparse.Namespace) -> dict:
             print("  answers read from captions: " + ", ".join(f"{t} {a:.0%}" for t, a in reading.items()))
             return min(reading.values()) >= 0.95
 
-        print(f"stage 0: GPT-2 ({args.lm_layers} layers, width {args.lm_width}) on {len(corpus)} world texts, "
-              f"at most {args.lm_epochs} epochs")
-        train_word_lm(corpus, out / "lm", n_layer=args.lm_layers, n_embd=args.lm_width, epochs=args.lm_epochs,
-                      seed=args.seed, stop=reads_context)
+        print(
+            f"stage 0: GPT-2 ({args.lm_layers} layers, width {args.lm_width}) on {len(corpus)} world texts, "
+            f"at most {args.lm_epochs} epochs"
+        )
+        train_word_lm(
+            corpus,
+            out / "lm",
+            n_layer=args.lm_layers,
+            n_embd=args.lm_width,
+            epochs=args.lm_epochs,
+            seed=args.seed,
+            stop=reads_context,
+        )
         lm, tokenizer = load_causal_lm(out / "lm")
         print(f"  {time.perf_counter() - t_cache:.0f} s")
     lm.eval()
@@ -183,14 +213,16 @@ def run(args: argparse.Namespace) -> dict:
         test = questions["test"]
         preds = []
         for i in range(0, len(test), 64):
-            chunk = test[i:i + 64]
+            chunk = test[i : i + 64]
             preds += qa.generate(batch_tokens(chunk), [q.question for q in chunk])
         correct = [normalize_answer(p) == normalize_answer(q.answer) for p, q in zip(preds, test)]
         chance = {q.qtype: 1 / len(q.choices) for q in test}
         examples = {}
         for q, p in zip(test, preds):
-            examples.setdefault(q.qtype, {"question": q.question, "answer": q.answer, "generated": p,
-                                          "example": f"{p!r} for {q.answer!r}"})
+            examples.setdefault(
+                q.qtype,
+                {"question": q.question, "answer": q.answer, "generated": p, "example": f"{p!r} for {q.answer!r}"},
+            )
         return accuracy_by_type([q.qtype for q in test], correct, chance, examples)
 
     stages, timings = {}, {"cache_s": t_cache - t0}
@@ -202,27 +234,56 @@ def run(args: argparse.Namespace) -> dict:
         if name == "stage2":
             qa.use_lora(args.lora_rank)
         print(f"{name}: {what}, {epochs} epochs on {len(questions['train'])} questions")
-        fit(qa, loss_fn, questions["train"], epochs=epochs, lr=lr, batch_size=args.batch_size, collate=collate,
-            seed=args.seed)
+        fit(
+            qa,
+            loss_fn,
+            questions["train"],
+            epochs=epochs,
+            lr=lr,
+            batch_size=args.batch_size,
+            collate=collate,
+            seed=args.seed,
+        )
         stages[name] = evaluate()
         timings[f"{name}_s"] = time.perf_counter() - t
-        print(f"exact match on {len(splits['test'])} held-out videos after {name} (greedy generation), "
-              f"{timings[f'{name}_s']:.0f} s:")
+        print(
+            f"exact match on {len(splits['test'])} held-out videos after {name} (greedy generation), "
+            f"{timings[f'{name}_s']:.0f} s:"
+        )
         print(format_accuracy_table(stages[name], columns=("example",)))
     final = stages[plan[-1][0]]
-    qa.save(out / "qa", bind_model=str(args.model), lm=str(args.lm or out / "lm"), modalities=modalities,
-            tokens=args.tokens, audio_tokens=args.audio_tokens, pooling=args.pooling, keep_cls=args.cls)
+    qa.save(
+        out / "qa",
+        bind_model=str(args.model),
+        lm=str(args.lm or out / "lm"),
+        modalities=modalities,
+        tokens=args.tokens,
+        audio_tokens=args.audio_tokens,
+        pooling=args.pooling,
+        keep_cls=args.cls,
+    )
     wall = time.perf_counter() - t0
     print(f"saved the projector{' and LoRA adapter' if args.lora_rank else ''} in {out / 'qa'}; {wall:.0f} s in all")
     asked = None
     if args.video is not None:
-        asked = {"video": str(args.video), "question": args.question,
-                 "answer": qa.generate({m: cache[m]["<asked>"][None] for m in modalities}, [args.question])[0]}
+        asked = {
+            "video": str(args.video),
+            "question": args.question,
+            "answer": qa.generate({m: cache[m]["<asked>"][None] for m in modalities}, [args.question])[0],
+        }
         print(f"{args.video}: {args.question}  ->  {asked['answer']}")
-    results = {"results": final, "stages": stages, "asked": asked, "n_train_questions": len(questions["train"]),
-               "n_test_questions": len(questions["test"]), "tokens": n_tokens, "wall_s": wall, **timings,
-               "lm_reads_captions": reading,
-               "lm": str(args.lm or out / "lm")}
+    results = {
+        "results": final,
+        "stages": stages,
+        "asked": asked,
+        "n_train_questions": len(questions["train"]),
+        "n_test_questions": len(questions["test"]),
+        "tokens": n_tokens,
+        "wall_s": wall,
+        **timings,
+        "lm_reads_captions": reading,
+        "lm": str(args.lm or out / "lm"),
+    }
     for path in {out / "results.json", *([Path(args.json)] if args.json else [])}:
         path.write_text(json.dumps(results, indent=2))
     return results

@@ -41,12 +41,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--split", default="test")
     p.add_argument("--limit", type=int, default=None, help="at most this many videos")
     p.add_argument("--types", default=",".join(QUESTION_TYPES), help="question types, comma separated")
-    p.add_argument("--template", default="statement", choices=["statement", "question"],
-                   help="candidate text: the question type's statement, or '{question} {choice}'")
-    p.add_argument("--fuse-audio", type=float, default=0.0, metavar="W",
-                   help="audio weight in the fused embedding for questions video and sound both answer (0: off)")
-    p.add_argument("--audio-from", default="track", choices=["track", "file"],
-                   help="the video's sound track, or the record's audio file")
+    p.add_argument(
+        "--template",
+        default="statement",
+        choices=["statement", "question"],
+        help="candidate text: the question type's statement, or '{question} {choice}'",
+    )
+    p.add_argument(
+        "--fuse-audio",
+        type=float,
+        default=0.0,
+        metavar="W",
+        help="audio weight in the fused embedding for questions video and sound both answer (0: off)",
+    )
+    p.add_argument(
+        "--audio-from",
+        default="track",
+        choices=["track", "file"],
+        help="the video's sound track, or the record's audio file",
+    )
     p.add_argument("--video", default=None, help="answer --question about this video instead of the world's")
     p.add_argument("--question", default=None, help="with --video: the question")
     p.add_argument("--choices", default=None, help="with --video: candidate answers separated by |")
@@ -71,8 +84,10 @@ def main(argv: list[str] | None = None) -> dict:
     if args.video is not None:
         return ask(args)
     if not Path(args.model).is_dir() or not Path(args.manifest).is_file():
-        sys.exit(f"need a trained model and a world: run `bindspace demo --out runs/demo` first "
-                 f"(looked for {args.model} and {args.manifest})")
+        sys.exit(
+            f"need a trained model and a world: run `bindspace demo --out runs/demo` first "
+            f"(looked for {args.model} and {args.manifest})"
+        )
     model = bind.load_model(args.model).eval()
     records = [r for r in read_manifest(args.manifest, split=args.split) if r.has("video")][: args.limit]
     questions = world_questions(records, args.types.split(","), audio_from=args.audio_from)
@@ -90,26 +105,38 @@ def main(argv: list[str] | None = None) -> dict:
     for m in sorted(needed):
         items = {q.id: q.sources[m] for q in questions}
         emb[m] = dict(zip(items, model.embed_sources(m, list(items.values()), batch_size=args.batch).cpu()))
-    media_emb = torch.stack([fuse_embeddings({m: emb[m][q.id] for m in medium(q.qtype)}, medium(q.qtype))
-                             for q in questions])
+    media_emb = torch.stack(
+        [fuse_embeddings({m: emb[m][q.id] for m in medium(q.qtype)}, medium(q.qtype)) for q in questions]
+    )
     templates = [q.statement if args.template == "statement" else "{question} {choice}" for q in questions]
-    pred, _ = multiple_choice_embeddings(model, media_emb, [q.question for q in questions],
-                                         [q.choices for q in questions], templates)
+    pred, _ = multiple_choice_embeddings(
+        model, media_emb, [q.question for q in questions], [q.choices for q in questions], templates
+    )
     correct = [int(p) == q.label for p, q in zip(pred.tolist(), questions)]
     info = {}
     for q in questions:
         w = medium(q.qtype)
-        info.setdefault(q.qtype, {"medium": "+".join(f"{m}{'' if len(w) == 1 else f'({v:g})'}" for m, v in w.items()),
-                                  "question": q.question, "choices": list(q.choices)})
-    results = accuracy_by_type([q.qtype for q in questions], correct, {q.qtype: 1 / len(q.choices) for q in questions},
-                               info)
+        info.setdefault(
+            q.qtype,
+            {
+                "medium": "+".join(f"{m}{'' if len(w) == 1 else f'({v:g})'}" for m, v in w.items()),
+                "question": q.question,
+                "choices": list(q.choices),
+            },
+        )
+    results = accuracy_by_type(
+        [q.qtype for q in questions], correct, {q.qtype: 1 / len(q.choices) for q in questions}, info
+    )
     wall = time.perf_counter() - t0
     print(f"zero-shot multiple choice on {len(records)} {args.split} videos (answers in unseen paraphrase wording):")
     print(format_accuracy_table(results, columns=("medium",)))
     print(f"{wall:.0f} s")
     if args.json:
-        Path(args.json).write_text(json.dumps({"results": results, "wall_s": wall, "template": args.template,
-                                               "fuse_audio": args.fuse_audio}, indent=2))
+        Path(args.json).write_text(
+            json.dumps(
+                {"results": results, "wall_s": wall, "template": args.template, "fuse_audio": args.fuse_audio}, indent=2
+            )
+        )
     return results
 
 

@@ -47,8 +47,7 @@ def _step(model: nn.Module, x, y, present, kind: str, gather: bool):
 
     emb, scale, bias = model(x[present] if present.any() else x[:1])
     emb = emb if present.any() else emb[:0]  # a rank without pairs still runs the encoder (as BindTrainModule does)
-    loss, n = contrastive_loss(emb, y[present], scale, kind=kind, logit_bias=bias,
-                               gather=gather, gather_y_grad=False)
+    loss, n = contrastive_loss(emb, y[present], scale, kind=kind, logit_bias=bias, gather=gather, gather_y_grad=False)
     loss.backward()
     return loss.detach(), n
 
@@ -76,9 +75,14 @@ def _worker(rank: int, port: int, out: str) -> None:
             loss, n = _step(ddp, x[rows], y[rows], present[rows], kind, gather=True)
             logged = loss.clone()
             dist.all_reduce(logged)
-            torch.save({"loss": logged / WORLD, "n": n,
-                        "grads": {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}},
-                       f"{out}/{name}-rank{rank}.pt")
+            torch.save(
+                {
+                    "loss": logged / WORLD,
+                    "n": n,
+                    "grads": {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None},
+                },
+                f"{out}/{name}-rank{rank}.pt",
+            )
     finally:
         dist.destroy_process_group()
 

@@ -33,8 +33,24 @@ def test_parse_variant():
 
 def test_quick_video_reduction_bench(tmp_path, capsys):
     out = tmp_path / "json" / "video-reduction.json"
-    assert main(["bench", "video-reduction", "--quick", "--n", "30", "--out", str(tmp_path / "run"),
-                 "--json", str(out), "--variants", *VARIANTS]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "video-reduction",
+                "--quick",
+                "--n",
+                "30",
+                "--out",
+                str(tmp_path / "run"),
+                "--json",
+                str(out),
+                "--variants",
+                *VARIANTS,
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     printed = captured.out
     assert "reduced - unreduced" in printed and all(v in printed for v in VARIANTS)
@@ -70,8 +86,9 @@ def test_quick_video_reduction_bench(tmp_path, capsys):
     assert rows["divided"]["tokens"]["tokens"] == base_tokens["tokens"]
     assert rows["joint+reduce_time2"]["tokens"]["tokens"] * 2 == base_tokens["tokens"]
     assert rows["divided+reduce_time2+reduce_space2"]["tokens"]["tokens"] * 8 == base_tokens["tokens"]
-    assert rows["divided+reduce_time2+reduce_space2"]["tokens"]["patches_per_step"] * 4 == \
-        base_tokens["patches_per_step"]
+    assert (
+        rows["divided+reduce_time2+reduce_space2"]["tokens"]["patches_per_step"] * 4 == base_tokens["patches_per_step"]
+    )
 
     deltas = results["deltas_vs_unreduced"]
     assert set(deltas) == {"joint+reduce_time2", "divided+reduce_time2+reduce_space2"}

@@ -20,7 +20,8 @@ def test_command_is_not_a_shell_builtin(shell):
     if exe is None:
         pytest.skip(f"{shell} is not installed")
     probe = {"fish": f"builtin -q {COMMAND}; and echo builtin; or echo external"}.get(
-        shell, f"command -V {COMMAND} 2>/dev/null | grep -q builtin && echo builtin || echo external")
+        shell, f"command -V {COMMAND} 2>/dev/null | grep -q builtin && echo builtin || echo external"
+    )
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     out = subprocess.run([exe, "-c", probe], capture_output=True, text=True, env=env, timeout=30).stdout
     assert out.strip() == "external"
@@ -28,8 +29,9 @@ def test_command_is_not_a_shell_builtin(shell):
 
 def test_interactive_bash_runs_the_project_cli():
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    proc = subprocess.run(["bash", "-ic", f"type -t {COMMAND}; {COMMAND} --help"], capture_output=True, text=True,
-                          env=env, timeout=120)
+    proc = subprocess.run(
+        ["bash", "-ic", f"type -t {COMMAND}; {COMMAND} --help"], capture_output=True, text=True, env=env, timeout=120
+    )
     lines = proc.stdout.splitlines()
     assert lines[0] == "file" and proc.returncode == 0
     assert "usage: bindspace" in proc.stdout

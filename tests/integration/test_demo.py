@@ -25,8 +25,14 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def test_quick_demo_writes_results_plots_model_and_index(tmp_path):
     out = tmp_path / "demo"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "bind", "demo", "--quick", "--out", str(out), "--n", "24"],
-                          capture_output=True, text=True, env=env, timeout=900, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bind", "demo", "--quick", "--out", str(out), "--n", "24"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     printed = proc.stdout
     assert "modality -> text" in printed and "paraphrase" in printed
@@ -36,7 +42,12 @@ def test_quick_demo_writes_results_plots_model_and_index(tmp_path):
         assert noise not in printed
     before_tables = printed.split("held-out test scenes")[0].strip().splitlines()
     assert [line.split("]")[0] + "]" for line in before_tables[1:]] == [
-        "[world]", "[decode]", "[train]", "[train]", "[eval]"]  # one line per stage, one per epoch
+        "[world]",
+        "[decode]",
+        "[train]",
+        "[train]",
+        "[eval]",
+    ]  # one line per stage, one per epoch
     epoch = before_tables[3]
     assert epoch.startswith("[train] epoch 1/1  step ") and " loss " in epoch and "ETA" in epoch
 
@@ -74,8 +85,9 @@ def test_quick_demo_writes_results_plots_model_and_index(tmp_path):
     spec = importlib.util.spec_from_file_location("video_qa_multiple_choice", path)
     video_qa = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(video_qa)
-    qa = video_qa.main(["--model", str(out / "model"), "--manifest", str(out / "world" / "manifest.jsonl"),
-                        "--limit", "4"])
+    qa = video_qa.main(
+        ["--model", str(out / "model"), "--manifest", str(out / "world" / "manifest.jsonl"), "--limit", "4"]
+    )
     assert set(qa) == set(QUESTION_TYPES)
     for r in qa.values():
         assert 0.0 <= r["accuracy"] <= 1.0 and r["chance"] == pytest.approx(1 / len(r["choices"]))

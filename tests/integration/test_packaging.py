@@ -20,10 +20,20 @@ pytestmark = pytest.mark.slow
 def wheel(tmp_path_factory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("wheel")
     src = out / "src"  # a clean copy: no build/ or egg-info left by an earlier build can leak into the wheel
-    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "runs",
-                                                             "__pycache__", ".*_cache", "lightning_logs"))
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(out),
-                           str(src)], capture_output=True, text=True, cwd=out, timeout=600)
+    shutil.copytree(
+        ROOT,
+        src,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "build", "dist", "*.egg-info", "runs", "__pycache__", ".*_cache", "lightning_logs"
+        ),
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(out), str(src)],
+        capture_output=True,
+        text=True,
+        cwd=out,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (path,) = out.glob("bind-*.whl")
     return path, proc.stdout + proc.stderr
@@ -44,8 +54,11 @@ def test_wheel_carries_configs_and_plugins(wheel):
 
 def test_installed_wheel_lists_and_builds_named_models(wheel, tmp_path):
     target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel[0])],
-                   check=True, timeout=600)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel[0])],
+        check=True,
+        timeout=600,
+    )
     probe = (
         "import sys, bind, modalities\n"
         "from pathlib import Path\n"
@@ -59,6 +72,12 @@ def test_installed_wheel_lists_and_builds_named_models(wheel, tmp_path):
         "print('ok', len(names))\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, cwd=tmp_path,
-                          env={**env, "PYTHONPATH": str(target)})
+    proc = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(target)},
+    )
     assert proc.returncode == 0 and proc.stdout.startswith("ok"), proc.stdout + proc.stderr

@@ -28,12 +28,17 @@ from bind.retrieval.index import Index
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
-BAD = {"bomb": ("image", "bomb.png"), "textpng": ("image", "notes.png"), "truncmp4": ("video", "cut.mp4"),
-       "emptywav": ("audio", "empty.wav")}
+BAD = {
+    "bomb": ("image", "bomb.png"),
+    "textpng": ("image", "notes.png"),
+    "truncmp4": ("video", "cut.mp4"),
+    "emptywav": ("audio", "empty.wav"),
+}
 
 
 def bomb_png(path: Path, width: int = 100_000, height: int = 100_000) -> Path:
     """A valid PNG header claiming ``width x height`` grey pixels over a few bytes of data (a decompression bomb)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -44,8 +49,14 @@ def bomb_png(path: Path, width: int = 100_000, height: int = 100_000) -> Path:
 
 
 def bindspace(*argv, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bind", *map(str, argv)], capture_output=True, text=True, env=ENV,
-                          cwd=REPO, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "bind", *map(str, argv)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=REPO,
+        timeout=timeout,
+    )
 
 
 def _one_line_error(r: subprocess.CompletedProcess, *needles: str) -> str:
@@ -72,8 +83,11 @@ def world(tmp_path_factory):
     media = root / "world" / "media"
     bomb_png(media / "bomb.png")
     (media / "notes.png").write_text("this is a text file, not a picture\n")
-    truncate(write_video(media / "whole.mp4", torch.randint(0, 255, (16, 32, 32, 3), dtype=torch.uint8).numpy()),
-             media / "cut.mp4", keep=0.4)
+    truncate(
+        write_video(media / "whole.mp4", torch.randint(0, 255, (16, 32, 32, 3), dtype=torch.uint8).numpy()),
+        media / "cut.mp4",
+        keep=0.4,
+    )
     (media / "whole.mp4").unlink()
     (media / "empty.wav").write_bytes(b"")
     records = [json.loads(line) for line in manifest.read_text().splitlines()]
@@ -88,8 +102,9 @@ def world(tmp_path_factory):
 
 def test_embed_and_index_build_skip_exactly_the_bad_files(world, tmp_path):
     out = tmp_path / "image.safetensors"
-    r = bindspace("embed", "--model", world["model"], "--modality", "image", "--manifest", world["manifest"],
-                  "--out", out)
+    r = bindspace(
+        "embed", "--model", world["model"], "--modality", "image", "--manifest", world["manifest"], "--out", out
+    )
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
     es = EmbeddingSet.load(out)
@@ -97,16 +112,34 @@ def test_embed_and_index_build_skip_exactly_the_bad_files(world, tmp_path):
     assert sorted(s["id"] for s in es.skipped) == ["bomb", "textpng"]
     bomb = next(s for s in es.skipped if s["id"] == "bomb")["reason"]
     assert "claims 10000000000 pixels" in bomb and "max_pixels" in bomb, bomb
-    listed = sorted(line.split()[1].rstrip(":") for line in r.stderr.splitlines()
-                    if line.startswith("skipped ") and line.split()[1].endswith(":"))
+    listed = sorted(
+        line.split()[1].rstrip(":")
+        for line in r.stderr.splitlines()
+        if line.startswith("skipped ") and line.split()[1].endswith(":")
+    )
     assert listed == ["bomb", "textpng"], r.stderr
 
     idx = tmp_path / "idx"
-    r = bindspace("index", "build", "--model", world["model"], "--modality", "image", "video", "audio",
-                  "--manifest", world["manifest"], "--out", idx)
+    r = bindspace(
+        "index",
+        "build",
+        "--model",
+        world["model"],
+        "--modality",
+        "image",
+        "video",
+        "audio",
+        "--manifest",
+        world["manifest"],
+        "--out",
+        idx,
+    )
     assert r.returncode == 0, r.stderr
-    listed = sorted(line.split()[1].rstrip(":") for line in r.stderr.splitlines()
-                    if line.startswith("skipped ") and line.split()[1].endswith(":"))
+    listed = sorted(
+        line.split()[1].rstrip(":")
+        for line in r.stderr.splitlines()
+        if line.startswith("skipped ") and line.split()[1].endswith(":")
+    )
     assert listed == ["bomb", "emptywav", "textpng", "truncmp4"], r.stderr
     index = Index.load(idx)
     assert index.modality_counts() == {"image": 2, "video": 4, "audio": 4}
@@ -119,8 +152,11 @@ def test_eval_skips_bad_files_and_empty_pairs_and_flags_one_class(world, tmp_pat
     r = bindspace("eval", "--model", world["model"], "--manifest", world["manifest"], "--out", out)
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
-    listed = sorted(line.split()[1] + line.split()[2] for line in r.stderr.splitlines()
-                    if line.startswith("skipped ") and line.split()[2].startswith("("))
+    listed = sorted(
+        line.split()[1] + line.split()[2]
+        for line in r.stderr.splitlines()
+        if line.startswith("skipped ") and line.split()[2].startswith("(")
+    )
     assert listed == ["bomb(image):", "emptywav(audio):", "textpng(image):", "truncmp4(video):"], r.stderr
     res = json.loads((out / "retrieval.json").read_text())
     assert set(res["skipped_pairs"]) == {"image:depth", "depth:image"}
@@ -136,24 +172,57 @@ def test_eval_skips_bad_files_and_empty_pairs_and_flags_one_class(world, tmp_pat
 def test_bad_command_lines_are_one_line_errors(world, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    r = bindspace("index", "build", "--model", world["model"], "--modality", "image", "--inputs", empty,
-                  "--out", tmp_path / "idx")
+    r = bindspace(
+        "index", "build", "--model", world["model"], "--modality", "image", "--inputs", empty, "--out", tmp_path / "idx"
+    )
     _one_line_error(r, "bindspace index build: error:", f"--inputs {empty}", "no image files")
     assert not (tmp_path / "idx").exists()
     idx = tmp_path / "good"
-    assert bindspace("index", "build", "--model", world["model"], "--modality", "image", "--inputs",
-                     world["media"] / "000002.png", "--out", idx, "-q").returncode == 0
+    assert (
+        bindspace(
+            "index",
+            "build",
+            "--model",
+            world["model"],
+            "--modality",
+            "image",
+            "--inputs",
+            world["media"] / "000002.png",
+            "--out",
+            idx,
+            "-q",
+        ).returncode
+        == 0
+    )
     _one_line_error(bindspace("search", "--index", idx, "--text", ""), "--text ''", "give words")
-    _one_line_error(bindspace("search", "--index", idx, "--file", "image:" + str(world["media"] / "bomb.png")),
-                    "--file", "max_pixels")
-    _one_line_error(bindspace("search", "--index", tmp_path / "nope", "--text", "a dog"), "nope",
-                    "no such index directory")
-    _one_line_error(bindspace("index", "add", "--index", idx, "--modality", "image", "--inputs",
-                              world["media"] / "notes.png"), "bindspace index add: error:", "nothing to index",
-                    "every source was skipped")
-    _one_line_error(bindspace("embed", "--model", world["model"], "--modality", "image", "--inputs",
-                              world["media"] / "bomb.png", "--out", tmp_path / "e.safetensors"),
-                    "none of the 1 image sources could be embedded")
+    _one_line_error(
+        bindspace("search", "--index", idx, "--file", "image:" + str(world["media"] / "bomb.png")),
+        "--file",
+        "max_pixels",
+    )
+    _one_line_error(
+        bindspace("search", "--index", tmp_path / "nope", "--text", "a dog"), "nope", "no such index directory"
+    )
+    _one_line_error(
+        bindspace("index", "add", "--index", idx, "--modality", "image", "--inputs", world["media"] / "notes.png"),
+        "bindspace index add: error:",
+        "nothing to index",
+        "every source was skipped",
+    )
+    _one_line_error(
+        bindspace(
+            "embed",
+            "--model",
+            world["model"],
+            "--modality",
+            "image",
+            "--inputs",
+            world["media"] / "bomb.png",
+            "--out",
+            tmp_path / "e.safetensors",
+        ),
+        "none of the 1 image sources could be embedded",
+    )
     assert not (tmp_path / "e.safetensors").exists()
 
 
@@ -169,8 +238,9 @@ def test_concurrent_index_add_never_loses_rows(tmp_path):
     files = {}
     for name in ("base", "a", "b"):
         x = F.normalize(torch.randn(n, 16, generator=torch.Generator().manual_seed(len(files))), dim=1)
-        files[name] = EmbeddingSet(x, [f"{name}{i}" for i in range(n)], [f"/data/{name}{i}.png" for i in range(n)],
-                                   "image", info).save(tmp_path / f"{name}.safetensors")
+        files[name] = EmbeddingSet(
+            x, [f"{name}{i}" for i in range(n)], [f"/data/{name}{i}.png" for i in range(n)], "image", info
+        ).save(tmp_path / f"{name}.safetensors")
     base = tmp_path / "base"
     index = Index(info)
     index.add_embeddings(EmbeddingSet.load(files["base"]))
@@ -181,10 +251,27 @@ def test_concurrent_index_add_never_loses_rows(tmp_path):
         procs = {}
         for trial in batch:
             shutil.copytree(base, tmp_path / f"idx{trial}")
-            procs[trial] = [subprocess.Popen([sys.executable, "-m", "bind", "index", "add", "--index",
-                                              str(tmp_path / f"idx{trial}"), "--embeddings", str(files[w])],
-                                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
-                                             cwd=REPO) for w in ("a", "b")]
+            procs[trial] = [
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "bind",
+                        "index",
+                        "add",
+                        "--index",
+                        str(tmp_path / f"idx{trial}"),
+                        "--embeddings",
+                        str(files[w]),
+                    ],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    env=ENV,
+                    cwd=REPO,
+                )
+                for w in ("a", "b")
+            ]
         for trial, ps in procs.items():
             for p in ps:
                 out, err = p.communicate(timeout=600)

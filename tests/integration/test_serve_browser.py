@@ -20,21 +20,35 @@ import pytest
 
 pytestmark = pytest.mark.integration
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 MODALITIES = ["text", "image", "video", "audio", "depth", "thermal", "imu"]
 K = 7
 
 
 def _env() -> dict[str, str]:
     root = str(Path(__file__).resolve().parents[2])
-    return {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1",
-            "BIND_PRECISION": "fp32", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    return {
+        **os.environ,
+        "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        "OMP_NUM_THREADS": "1",
+        "BIND_PRECISION": "fp32",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+    }
 
 
 def _bind(*argv: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bind", *argv], capture_output=True, text=True, env=_env(),
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "bind", *argv], capture_output=True, text=True, env=_env(), timeout=timeout
+    )
 
 
 def _free_port() -> int:
@@ -55,13 +69,28 @@ def server(tmp_path_factory):
     assert r.returncode == 0, r.stderr
     torch.manual_seed(0)
     bind.create_model("bind-tiny").save_pretrained(root / "model")
-    r = _bind("index", "build", "--model", str(root / "model"), "--modality", *MODALITIES, "--manifest",
-              str(root / "world" / "manifest.jsonl"), "--out", str(root / "idx"), "-q")
+    r = _bind(
+        "index",
+        "build",
+        "--model",
+        str(root / "model"),
+        "--modality",
+        *MODALITIES,
+        "--manifest",
+        str(root / "world" / "manifest.jsonl"),
+        "--out",
+        str(root / "idx"),
+        "-q",
+    )
     assert r.returncode == 0, r.stderr
     port = _free_port()
     log = open(root / "serve.log", "w+")
-    proc = subprocess.Popen([sys.executable, "-m", "bind", "serve", "--index", str(root / "idx"), "--port", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT, env=_env())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bind", "serve", "--index", str(root / "idx"), "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=_env(),
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -100,11 +129,15 @@ def browser():
 
 def _wait_cards(page, count: int) -> None:
     """Wait until ``count`` result cards have their previews and every image / audio / video element has loaded."""
-    page.wait_for_function(f"() => document.querySelectorAll('#results .card').length === {count} && "
-                           "[...document.querySelectorAll('#results .card')].every(c => c.dataset.preview)")
-    page.wait_for_function("""() => [...document.querySelectorAll('#results img')].every(i => i.complete) &&
+    page.wait_for_function(
+        f"() => document.querySelectorAll('#results .card').length === {count} && "
+        "[...document.querySelectorAll('#results .card')].every(c => c.dataset.preview)"
+    )
+    page.wait_for_function(
+        """() => [...document.querySelectorAll('#results img')].every(i => i.complete) &&
         [...document.querySelectorAll('#results audio, #results video')].every(m => m.readyState >= 1 || m.error)""",
-                           timeout=30_000)
+        timeout=30_000,
+    )
 
 
 def _media_state(page) -> dict:
@@ -146,9 +179,11 @@ def test_page_search_upload_more_like_this_and_errors(server, browser, tmp_path)
         for box in page.locator("input[name=gallery]").all():
             box.set_checked(box.get_attribute("value") == only)
         page.click("#go")
-        page.wait_for_function(f"() => document.querySelectorAll('#results .card').length === {K} && "
-                               f"[...document.querySelectorAll('#results .card')].every(c => c.dataset.modality "
-                               f"=== '{only}')")
+        page.wait_for_function(
+            f"() => document.querySelectorAll('#results .card').length === {K} && "
+            f"[...document.querySelectorAll('#results .card')].every(c => c.dataset.modality "
+            f"=== '{only}')"
+        )
         _wait_cards(page, K)
         s = _media_state(page)
         assert all(c["preview"] == "ready" for c in s["cards"]), s
@@ -179,17 +214,21 @@ def test_page_search_upload_more_like_this_and_errors(server, browser, tmp_path)
     # 3. "more like this" on the third card: that item comes back first, by its stored embedding
     third = s["cards"][2]
     page.locator("#results .card button.more").nth(2).click()
-    page.wait_for_function(f"() => document.querySelector('#results .card') && "
-                           f"document.querySelector('#results .card').dataset.row === '{third['row']}' && "
-                           f"document.querySelector('#parts').textContent.includes('like')")
+    page.wait_for_function(
+        f"() => document.querySelector('#results .card') && "
+        f"document.querySelector('#results .card').dataset.row === '{third['row']}' && "
+        f"document.querySelector('#parts').textContent.includes('like')"
+    )
     _wait_cards(page, K)
     s = _media_state(page)
     assert s["cards"][0]["row"] == third["row"] and s["cards"][0]["modality"] == third["modality"]
     assert page.locator("#results .card .score").first.inner_text() == "1.0000"
 
     # 4. a corrupt upload: the MediaError text on the page, no traceback, and the server keeps answering
-    page.set_input_files("#files", files=[{"name": "broken.wav", "mimeType": "audio/wav",
-                                           "buffer": b"RIFF\x24\x00\x00\x00WAVEfmt garbage"}])
+    page.set_input_files(
+        "#files",
+        files=[{"name": "broken.wav", "mimeType": "audio/wav", "buffer": b"RIFF\x24\x00\x00\x00WAVEfmt garbage"}],
+    )
     page.wait_for_selector("#error:not([hidden])")
     error = page.inner_text("#error")
     assert "audio: cannot use 'broken.wav'" in error and "Traceback" not in error, error

@@ -22,14 +22,27 @@ from bind.data.shapes import write_shapes_dataset
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-       "OMP_NUM_THREADS": "2", "PYTHONPATH": str(REPO)}
+ENV = {
+    **os.environ,
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "OMP_NUM_THREADS": "2",
+    "PYTHONPATH": str(REPO),
+}
 IMAGE = {"preprocess": {"size": 32, "crop_size": 32}, "stem": {"patch_size": 8}}
 
 
 def _bind(*args: str, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "bind", *args], cwd=REPO, env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "bind", *args],
+        cwd=REPO,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kw,
+    )
 
 
 def _run(*args: str) -> None:
@@ -61,8 +74,12 @@ def dataset(tmp_path_factory):
     good = (media / "s00000.png").read_bytes()
     (media / "truncated.png").write_bytes(good[: len(good) // 2])
     (media / "empty.png").write_bytes(b"")
-    bad = {"bad-corrupt": "media/corrupt.png", "bad-truncated": "media/truncated.png", "bad-empty": "media/empty.png",
-           "bad-missing": "media/does-not-exist.png"}
+    bad = {
+        "bad-corrupt": "media/corrupt.png",
+        "bad-truncated": "media/truncated.png",
+        "bad-empty": "media/empty.png",
+        "bad-missing": "media/does-not-exist.png",
+    }
     rows = [json.loads(line) for line in manifest.read_text().splitlines()]
     rows += [{"id": k, "split": "train", "text": "a red circle", "image": p} for k, p in bad.items()]
     return write_manifest(root / "with-bad.jsonl", rows), bad
@@ -108,16 +125,39 @@ def _resume_config(tmp_path: Path, manifest: Path, run: str, epochs: int) -> Pat
     run_dir = tmp_path / run
     cfg = {
         "seed_everything": 0,
-        "trainer": {"max_epochs": epochs, "default_root_dir": str(run_dir), "enable_progress_bar": False,
-                    "log_every_n_steps": 1, "num_sanity_val_steps": 0,
-                    "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
-                               "init_args": {"save_dir": str(run_dir), "name": "logs"}},
-                    "callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-                                   "init_args": {"dirpath": str(run_dir / "ckpt"), "filename": "{step}",
-                                                 "save_last": True, "save_top_k": 1, "every_n_train_steps": 1}}]},
-        "model": {"model": "bind-tiny", "modalities": ["image"], "lr": 2e-3, "warmup_steps": 2,
-                  "encoders": {"image": {**IMAGE, "patch_dropout": 0.25, "drop_path": 0.1},
-                               "text": {"preprocess": {"context_length": 16}}}},
+        "trainer": {
+            "max_epochs": epochs,
+            "default_root_dir": str(run_dir),
+            "enable_progress_bar": False,
+            "log_every_n_steps": 1,
+            "num_sanity_val_steps": 0,
+            "logger": {
+                "class_path": "lightning.pytorch.loggers.CSVLogger",
+                "init_args": {"save_dir": str(run_dir), "name": "logs"},
+            },
+            "callbacks": [
+                {
+                    "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                    "init_args": {
+                        "dirpath": str(run_dir / "ckpt"),
+                        "filename": "{step}",
+                        "save_last": True,
+                        "save_top_k": 1,
+                        "every_n_train_steps": 1,
+                    },
+                }
+            ],
+        },
+        "model": {
+            "model": "bind-tiny",
+            "modalities": ["image"],
+            "lr": 2e-3,
+            "warmup_steps": 2,
+            "encoders": {
+                "image": {**IMAGE, "patch_dropout": 0.25, "drop_path": 0.1},
+                "text": {"preprocess": {"context_length": 16}},
+            },
+        },
         "data": {"manifest": str(manifest), "batch_size": 16, "val_split": None},  # train lines only
     }
     path = tmp_path / f"{run}.yaml"
@@ -127,9 +167,14 @@ def _resume_config(tmp_path: Path, manifest: Path, run: str, epochs: int) -> Pat
 
 def test_sigkill_then_resume_from_last_matches_uninterrupted_run(dataset, tmp_path):
     """Every tensor bitwise equal (CPU, every run in a subprocess with the same thread count)."""
-    manifest = write_manifest(dataset[0].parent / "small.jsonl", [
-        json.loads(line) for line in (dataset[0].parent / "manifest.jsonl").read_text().splitlines()
-        if '"split": "train"' in line][:64])
+    manifest = write_manifest(
+        dataset[0].parent / "small.jsonl",
+        [
+            json.loads(line)
+            for line in (dataset[0].parent / "manifest.jsonl").read_text().splitlines()
+            if '"split": "train"' in line
+        ][:64],
+    )
     epochs, steps_per_epoch = 4, 4
     _finish(_bind("train", "fit", "--config", str(_resume_config(tmp_path, manifest, "a", epochs))))
 
@@ -174,8 +219,9 @@ def test_kill_during_checkpoint_write_keeps_previous_checkpoint(tmp_path):
         torch.save = dying_save
         io.save_checkpoint({{"global_step": 2, "w": torch.arange(10_000)}}, {str(target)!r})
     """)
-    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=ENV, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     partial = [p for p in target.parent.iterdir() if p.name != "last.ckpt"]
     assert partial and partial[0].stat().st_size >= 20_000  # the kill really hit a write in progress
@@ -197,11 +243,28 @@ def clip_dir(tmp_path_factory):
 
     torch.manual_seed(0)
     tok = load_tokenizer("minilm")
-    cfg = CLIPConfig(text_config=dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                      num_attention_heads=2, max_position_embeddings=32, pad_token_id=tok.pad_token_id,
-                                      eos_token_id=tok.sep_token_id, bos_token_id=tok.cls_token_id),
-                     vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                        num_attention_heads=2, image_size=32, patch_size=8), projection_dim=24)
+    cfg = CLIPConfig(
+        text_config=dict(
+            vocab_size=len(tok),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=32,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.sep_token_id,
+            bos_token_id=tok.cls_token_id,
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        ),
+        projection_dim=24,
+    )
     d = tmp_path_factory.mktemp("clip")
     CLIPModel(cfg).save_pretrained(d)
     tok.save_pretrained(d)
@@ -221,19 +284,31 @@ def test_image_anchored_depth_from_clip_with_lora(dataset, clip_dir, tmp_path):
     pytest.importorskip("modalities.depth")
     root = dataset[0].parent
     rows = []
-    for line in (root / "manifest.jsonl").read_text().splitlines()[:48] + \
-            (root / "manifest.jsonl").read_text().splitlines()[96:112]:
+    for line in (root / "manifest.jsonl").read_text().splitlines()[:48] + (
+        root / "manifest.jsonl"
+    ).read_text().splitlines()[96:112]:
         row = json.loads(line)
         rgb = np.asarray(Image.open(root / row["image"]).convert("RGB")).astype(int)
         near = np.abs(rgb - rgb.mean((0, 1))).sum(-1) > 60  # the shape is nearer than the background
         Image.fromarray(np.where(near, 1000, 3000).astype(np.uint16)).save(root / f"media/{row['id']}.depth.png")
         rows.append({**row, "depth": f"media/{row['id']}.depth.png"})
     manifest = write_manifest(root / "depth.jsonl", rows)
-    result = fit(manifest, modalities=["depth"], anchor="image", towers={"image": str(clip_dir), "text": str(clip_dir)},
-                 init_from={"depth": str(clip_dir)}, init_channels="sum", lora={"depth": {"r": 4}},
-                 encoders={"depth": {"preprocess": {"size": 32, "crop_size": 32}, "stem": {"patch_size": 8}}},
-                 run_dir=tmp_path / "run", max_epochs=3, batch_size=16, lr=3e-3, progress_bar=False,
-                 log_every_n_steps=1)
+    result = fit(
+        manifest,
+        modalities=["depth"],
+        anchor="image",
+        towers={"image": str(clip_dir), "text": str(clip_dir)},
+        init_from={"depth": str(clip_dir)},
+        init_channels="sum",
+        lora={"depth": {"r": 4}},
+        encoders={"depth": {"preprocess": {"size": 32, "crop_size": 32}, "stem": {"patch_size": 8}}},
+        run_dir=tmp_path / "run",
+        max_epochs=3,
+        batch_size=16,
+        lr=3e-3,
+        progress_bar=False,
+        log_every_n_steps=1,
+    )
     model = result.model
     assert model.embed_dim == 24 and model.config.frozen == ["image", "text"]
     assert lora_specs(model)["depth"].r == 4
@@ -283,10 +358,23 @@ def multimodal(tmp_path_factory):
 
 TINY = {  # per trained modality: the tiny-model overrides that keep a shipped config fast on a CPU
     "image": {"model": "bind-minilm-tiny", "encoders": {"image": {**IMAGE, "patch_dropout": 0.25}}},
-    "audio": {"model": "bind-tiny",
-              "encoders": {"audio": {"patch_dropout": 0.1, "drop_path": 0.1, "stem": {"patch_size": 16, "stride": 16},
-                                     "preprocess": {"preset": "imagebind", "clips": 1, "clip_seconds": 1.0,
-                                                    "num_mel_bins": 32, "target_length": 48}}}},
+    "audio": {
+        "model": "bind-tiny",
+        "encoders": {
+            "audio": {
+                "patch_dropout": 0.1,
+                "drop_path": 0.1,
+                "stem": {"patch_size": 16, "stride": 16},
+                "preprocess": {
+                    "preset": "imagebind",
+                    "clips": 1,
+                    "clip_seconds": 1.0,
+                    "num_mel_bins": 32,
+                    "target_length": 48,
+                },
+            }
+        },
+    },
     "depth": {"model": "bind-tiny", "encoders": {"depth": {**IMAGE, "patch_dropout": 0.5}}},
 }
 
@@ -295,15 +383,29 @@ def _shipped_config(name: str, tmp_path: Path, run: str, manifest: Path, clip_di
     """A shipped config as a user would run it, with tiny models, a CPU and a checkpoint after every step."""
     cfg = yaml.safe_load((REPO / "configs/train" / name).read_text().replace("CLIP_DIR", str(clip_dir)))
     t, m = cfg["trainer"], cfg["model"]
-    t.update(default_root_dir=str(tmp_path / run), max_epochs=2, log_every_n_steps=1, num_sanity_val_steps=0,
-             precision="32-true")
+    t.update(
+        default_root_dir=str(tmp_path / run),
+        max_epochs=2,
+        log_every_n_steps=1,
+        num_sanity_val_steps=0,
+        precision="32-true",
+    )
     if t.get("accelerator") == "gpu" and not torch.cuda.is_available():
         t.update(accelerator="cpu", devices=1)
         if t.get("strategy") == "bind_fsdp":  # FSDP needs CUDA
             t["strategy"] = "auto"
-    t["callbacks"].append({"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-                           "init_args": {"dirpath": "every-step", "filename": "{step}", "save_last": True,
-                                         "save_top_k": -1, "every_n_train_steps": 1}})
+    t["callbacks"].append(
+        {
+            "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+            "init_args": {
+                "dirpath": "every-step",
+                "filename": "{step}",
+                "save_last": True,
+                "save_top_k": -1,
+                "every_n_train_steps": 1,
+            },
+        }
+    )
     tiny = TINY[m["modalities"][0]]
     m["model"] = tiny["model"]
     m["encoders"] = {**(m.get("encoders") or {}), **tiny["encoders"]}

@@ -23,14 +23,27 @@ from bind.data.shapes import write_shapes_dataset
 
 pytestmark = [pytest.mark.integration]
 REPO = Path(__file__).resolve().parents[2]
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-       "OMP_NUM_THREADS": "2", "PYTHONPATH": str(REPO), "BIND_PRECISION": "fp32"}
+ENV = {
+    **os.environ,
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "OMP_NUM_THREADS": "2",
+    "PYTHONPATH": str(REPO),
+    "BIND_PRECISION": "fp32",
+}
 SHIPPED = REPO / "configs/train/shapes-image-minilm.yaml"
 
 
 def train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bind", "train", "fit", *args], cwd=cwd, env=ENV,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "bind", "train", "fit", *args],
+        cwd=cwd,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +56,9 @@ class _Evil:
         return os.system, ("touch PWNED",)
 
 
-@pytest.mark.parametrize("case", ["missing", "empty", "invalid-json", "misspelt-modality", "evil-ckpt",
-                                  "missing-ckpt", "no-val-split"])
+@pytest.mark.parametrize(
+    "case", ["missing", "empty", "invalid-json", "misspelt-modality", "evil-ckpt", "missing-ckpt", "no-val-split"]
+)
 def test_bad_input_is_one_line_naming_it(case, shapes, tmp_path):
     args = ["--config", str(SHIPPED), "--data.manifest", str(shapes), "--trainer.default_root_dir", "run"]
     expect: tuple[str, ...]
@@ -69,10 +83,13 @@ def test_bad_input_is_one_line_naming_it(case, shapes, tmp_path):
         expect = ("--ckpt_path gone.ckpt",)
     else:
         rows = [json.loads(line) for line in shapes.read_text().splitlines()]
-        write_manifest(tmp_path / "test-split.jsonl", [{**r, "split": "test" if r["split"] == "val" else "train"}
-                                                       for r in rows])
-        args[3], expect = str(tmp_path / "test-split.jsonl"), ("no 'val' split", "splits found: test, train",
-                                                               "--data.val_split")
+        write_manifest(
+            tmp_path / "test-split.jsonl", [{**r, "split": "test" if r["split"] == "val" else "train"} for r in rows]
+        )
+        args[3], expect = (
+            str(tmp_path / "test-split.jsonl"),
+            ("no 'val' split", "splits found: test, train", "--data.val_split"),
+        )
     done = train(*args, cwd=tmp_path)
     err = done.stderr.strip().splitlines()
     assert done.returncode != 0
@@ -88,8 +105,17 @@ def test_bad_input_is_one_line_naming_it(case, shapes, tmp_path):
 @pytest.mark.slow
 def test_default_run_is_quiet_logs_metrics_and_keeps_everything_in_one_run_directory(shapes, tmp_path):
     """The shipped config (``log_every_n_steps: 20``) on 40 samples: one step per epoch."""
-    done = train("--config", str(SHIPPED), "--data.manifest", str(shapes), "--trainer.max_epochs", "2",
-                 "--trainer.default_root_dir", "elsewhere/run", cwd=tmp_path)
+    done = train(
+        "--config",
+        str(SHIPPED),
+        "--data.manifest",
+        str(shapes),
+        "--trainer.max_epochs",
+        "2",
+        "--trainer.default_root_dir",
+        "elsewhere/run",
+        cwd=tmp_path,
+    )
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-3000:]
     progress = [line for line in out.splitlines() if line.startswith("epoch ")]
@@ -123,20 +149,33 @@ def test_default_run_is_quiet_logs_metrics_and_keeps_everything_in_one_run_direc
 
     ckpt["bind_frozen_towers"]["text"]["fingerprint"] = "0" * 64
     torch.save(ckpt, tmp_path / "other-tower.ckpt")
-    done = train("--config", str(SHIPPED), "--data.manifest", str(shapes), "--trainer.max_epochs", "3",
-                 "--trainer.default_root_dir", "elsewhere/run", "--ckpt_path", "other-tower.ckpt", cwd=tmp_path)
+    done = train(
+        "--config",
+        str(SHIPPED),
+        "--data.manifest",
+        str(shapes),
+        "--trainer.max_epochs",
+        "3",
+        "--trainer.default_root_dir",
+        "elsewhere/run",
+        "--ckpt_path",
+        "other-tower.ckpt",
+        cwd=tmp_path,
+    )
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "frozen text tower 'minilm'" in done.stderr and "differs" in done.stderr, done.stderr[-2000:]
 
 
 def _bomb_png(path: Path, side: int = 100_000) -> Path:
     """A valid PNG header claiming ``side`` x ``side`` pixels (and a few bytes of data)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -158,15 +197,23 @@ def test_corrupt_media_is_skipped_and_listed(shapes, tmp_path):
     truncate(media / "s00000.mp4", media / "truncated.mp4", keep=0.3)
     (media / "empty.wav").write_bytes(b"")
     (media / "text.png").write_text("this is not an image\n")
-    bad = {"bad-bomb": ("image", str(_bomb_png(media / "bomb.png"))), "bad-text": ("image", str(media / "text.png")),
-           "bad-mp4": ("video", str(media / "truncated.mp4")), "bad-wav": ("audio", str(media / "empty.wav"))}
+    bad = {
+        "bad-bomb": ("image", str(_bomb_png(media / "bomb.png"))),
+        "bad-text": ("image", str(media / "text.png")),
+        "bad-mp4": ("video", str(media / "truncated.mp4")),
+        "bad-wav": ("audio", str(media / "empty.wav")),
+    }
     rows += [{"id": k, "split": "train", "text": "a red circle", m: p} for k, (m, p) in bad.items()]
     manifest = write_manifest(tmp_path / "mixed.jsonl", rows)
     cfg = yaml.safe_load(SHIPPED.read_text())
-    cfg["model"].update(modalities=["image", "video", "audio"], encoders={
-        "image": cfg["model"]["encoders"]["image"],
-        "video": {"preprocess": {"frames_per_clip": 2, "size": 32, "crop_size": 32}, "stem": {"patch_size": 8}},
-        "audio": {"preprocess": {"clips": 1, "clip_seconds": 1.0, "num_mel_bins": 32, "target_length": 48}}})
+    cfg["model"].update(
+        modalities=["image", "video", "audio"],
+        encoders={
+            "image": cfg["model"]["encoders"]["image"],
+            "video": {"preprocess": {"frames_per_clip": 2, "size": 32, "crop_size": 32}, "stem": {"patch_size": 8}},
+            "audio": {"preprocess": {"clips": 1, "clip_seconds": 1.0, "num_mel_bins": 32, "target_length": 48}},
+        },
+    )
     cfg["trainer"].update(max_epochs=1, default_root_dir="run")
     cfg["trainer"]["callbacks"][0]["init_args"]["monitor"] = "val/R@1/image->text"
     cfg["data"].update(manifest=str(manifest), batch_size=4)  # 28 train samples: every one is read (drop_last)

@@ -66,8 +66,9 @@ def test_multiple_choice_example(world, tmp_path, capsys):
 
     # one question about one video: the answer is the best-scoring choice
     video = root / "world" / _test_videos(manifest)[0]["video"]
-    asked = mc.main([*base, "--video", str(video), "--question", "what colour is the object?",
-                     "--choices", "crimson|azure|golden"])
+    asked = mc.main(
+        [*base, "--video", str(video), "--question", "what colour is the object?", "--choices", "crimson|azure|golden"]
+    )
     assert asked["answer"] == max(asked["scores"], key=asked["scores"].get)
 
     # bad inputs fail with errors that say what is wrong
@@ -106,8 +107,25 @@ def test_generative_example(world, tmp_path, capsys):
     assert time.perf_counter() - t < 60 and not (tmp_path / "x" / "lm").exists()
 
     out = tmp_path / "gen"
-    results = gen.main([*base, "--out", str(out), "--epochs", "2", "--lm-epochs", "2", "--lora-rank", "2",
-                        "--lora-epochs", "1", "--video", str(video), "--question", "what colour is the object?"])
+    results = gen.main(
+        [
+            *base,
+            "--out",
+            str(out),
+            "--epochs",
+            "2",
+            "--lm-epochs",
+            "2",
+            "--lora-rank",
+            "2",
+            "--lora-epochs",
+            "1",
+            "--video",
+            str(video),
+            "--question",
+            "what colour is the object?",
+        ]
+    )
     n = len(_test_videos(manifest))
     _check_table(results["results"], QUESTION_TYPES, n)
     assert set(results["stages"]) == {"stage1", "stage2"}
@@ -126,7 +144,20 @@ def test_generative_example(world, tmp_path, capsys):
     assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
 
     # any LM by path (here the stage-0 one), video tokens only, pooled to K
-    again = gen.main([*base, "--out", str(tmp_path / "gen2"), "--lm", str(out / "lm"), "--no-audio", "--tokens", "1",
-                      "--no-cls", "--epochs", "1"])
+    again = gen.main(
+        [
+            *base,
+            "--out",
+            str(tmp_path / "gen2"),
+            "--lm",
+            str(out / "lm"),
+            "--no-audio",
+            "--tokens",
+            "1",
+            "--no-cls",
+            "--epochs",
+            "1",
+        ]
+    )
     _check_table(again["results"], ("colour", "motion", "activity", "shape"), n)
     assert again["tokens"] == {"video": 1} and not (tmp_path / "gen2" / "lm").exists()

@@ -115,8 +115,9 @@ def test_xformers_matches_sdpa_on_cuda(causal, padding, kv):
     if padding:
         pad = torch.zeros(2, 37, dtype=torch.bool, device="cuda")
         pad[1, 20:] = True
-    torch.testing.assert_close(a(x, causal=causal, key_padding_mask=pad), b(x, causal=causal, key_padding_mask=pad),
-                               atol=2e-5, rtol=0)
+    torch.testing.assert_close(
+        a(x, causal=causal, key_padding_mask=pad), b(x, causal=causal, key_padding_mask=pad), atol=2e-5, rtol=0
+    )
     with torch.autocast("cuda", dtype=torch.bfloat16):
         ya, yb = a(x, causal=causal, key_padding_mask=pad), b(x, causal=causal, key_padding_mask=pad)
     torch.testing.assert_close(ya.float(), yb.float(), atol=2e-2, rtol=0)

@@ -41,7 +41,8 @@ def model():
 def _noise(seconds: float, sr: int = SR, channels: int = 1, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return 0.1 * torch.randn(channels, int(seconds * sr), generator=g) + torch.from_numpy(
-        tone(seconds, sr, 300.0, channels=channels).reshape(-1, channels).T.copy())
+        tone(seconds, sr, 300.0, channels=channels).reshape(-1, channels).T.copy()
+    )
 
 
 def _dominant_hz(w: torch.Tensor, sr: int = SR) -> float:
@@ -53,8 +54,17 @@ def _dominant_hz(w: torch.Tensor, sr: int = SR) -> float:
 def test_fbank_equals_direct_kaldi_call(plugin):
     cfg = plugin.preprocess_config({"preset": "imagebind"})
     w = _noise(1.3)[0]
-    direct = kaldi.fbank((w - w.mean())[None], htk_compat=True, sample_frequency=16000, use_energy=False,
-                         window_type="hanning", num_mel_bins=128, dither=0.0, frame_length=25, frame_shift=10)
+    direct = kaldi.fbank(
+        (w - w.mean())[None],
+        htk_compat=True,
+        sample_frequency=16000,
+        use_energy=False,
+        window_type="hanning",
+        num_mel_bins=128,
+        dither=0.0,
+        frame_length=25,
+        frame_shift=10,
+    )
     ours = waveform_to_fbank(w, cfg)
     assert ours.shape == (1 + (w.numel() - 400) // 160, 128) and torch.equal(ours, direct)
     assert waveform_to_fbank(w[:100], cfg).shape == (1, 128)  # shorter than one window: padded, not an error
@@ -69,10 +79,19 @@ def _imagebind_reference(waveform: torch.Tensor, sr: int) -> torch.Tensor:
     clips = []
     for k in range(3):
         start, end = step * k, step * k + 2
-        clip = waveform[:, int(start * 16000):int(end * 16000)].clone()
+        clip = waveform[:, int(start * 16000) : int(end * 16000)].clone()
         clip -= clip.mean()
-        fb = kaldi.fbank(clip, htk_compat=True, sample_frequency=16000, use_energy=False, window_type="hanning",
-                         num_mel_bins=128, dither=0.0, frame_length=25, frame_shift=10).transpose(0, 1)
+        fb = kaldi.fbank(
+            clip,
+            htk_compat=True,
+            sample_frequency=16000,
+            use_energy=False,
+            window_type="hanning",
+            num_mel_bins=128,
+            dither=0.0,
+            frame_length=25,
+            frame_shift=10,
+        ).transpose(0, 1)
         p = 204 - fb.size(1)
         fb = torch.nn.functional.pad(fb, (0, p)) if p > 0 else fb[:, :204]
         clips.append(((fb.unsqueeze(0)) - (-4.268)) / 9.138)
@@ -95,13 +114,22 @@ def _languagebind_reference(waveform: torch.Tensor) -> torch.Tensor:
 
     def mel(a):
         a = a - a.mean()
-        return kaldi.fbank(a.unsqueeze(0), htk_compat=True, sample_frequency=16000, use_energy=False,
-                           window_type="hanning", num_mel_bins=112, dither=0.0, frame_length=25, frame_shift=10)
+        return kaldi.fbank(
+            a.unsqueeze(0),
+            htk_compat=True,
+            sample_frequency=16000,
+            use_energy=False,
+            window_type="hanning",
+            num_mel_bins=112,
+            dither=0.0,
+            frame_length=25,
+            frame_shift=10,
+        )
 
     if audio.shape[-1] > max_len:
         m = mel(audio)
         ranges = np.array_split(list(range(0, m.shape[0] - target + 1)), 3)
-        fused = torch.stack([m[r[0]:r[0] + target] for r in ranges])
+        fused = torch.stack([m[r[0] : r[0] + target] for r in ranges])
     else:
         if audio.shape[-1] < max_len:
             audio = audio.repeat(int(max_len / len(audio)))
@@ -176,9 +204,11 @@ def test_audio_track_of_a_video(plugin, media_dir, model, suffix):
 
 
 def test_end_to_end_files_to_embeddings(plugin, media_dir, model):
-    paths = [write_audio(media_dir / "a.wav", tone(1.0, 16000, 300.0), 16000),
-             write_audio(media_dir / "b.flac", tone(0.3, 48000, 900.0, channels=2), 48000),
-             write_video(media_dir / "c.mp4", indexed_frames(8), fps=8.0, audio=tone(3.0, 22050, 500.0), sr=22050)]
+    paths = [
+        write_audio(media_dir / "a.wav", tone(1.0, 16000, 300.0), 16000),
+        write_audio(media_dir / "b.flac", tone(0.3, 48000, 900.0, channels=2), 48000),
+        write_video(media_dir / "c.mp4", indexed_frames(8), fps=8.0, audio=tone(3.0, 22050, 500.0), sr=22050),
+    ]
     batch = model.prepare("audio", paths)
     cfg = model.preprocess_config("audio")
     assert batch.shape == (3, cfg.clips, 1, cfg.num_mel_bins, cfg.target_length)
@@ -223,9 +253,15 @@ def test_stems_and_channels(plugin, model):
         assert enc(longer).shape == (1, model.embed_dim)
     with pytest.raises(InputError, match="audio"):
         enc(torch.randn(1, 3, 128, 48))
-    lb = EncoderConfig(modality="audio", width=32, depth=1, heads=2, embed_dim=model.embed_dim,
-                       stem={"patch_size": 14, "stride": 14, "norm": False},
-                       preprocess={"preset": "languagebind", "target_length": 64})
+    lb = EncoderConfig(
+        modality="audio",
+        width=32,
+        depth=1,
+        heads=2,
+        embed_dim=model.embed_dim,
+        stem={"patch_size": 14, "stride": 14, "norm": False},
+        preprocess={"preset": "languagebind", "target_length": 64},
+    )
     lb_model = bind.BindModel(BindConfig("lb-audio", model.embed_dim, {"audio": lb})).eval()
     lb_enc = lb_model.encoder("audio")
     assert lb_enc.cfg.stem["in_chans"] == 3 and lb_enc.stem.grid == (8, 4)

@@ -15,9 +15,33 @@ def test_compare_parity_video_variants_and_readme(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\n{README_START}\nold\n{README_END}\n\nafter\n")
     out = tmp_path / "compare.json"
-    assert main(["bench", "compare", "--timm-model", "vit_tiny_patch16_224", "--batch", "1", "--iters", "1",
-                 "--frames", "2", "5", "--image-size", "32", "--variants", "joint", "divided+r2",
-                 "--json", str(out), "--readme", str(readme)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "compare",
+                "--timm-model",
+                "vit_tiny_patch16_224",
+                "--batch",
+                "1",
+                "--iters",
+                "1",
+                "--frames",
+                "2",
+                "5",
+                "--image-size",
+                "32",
+                "--variants",
+                "joint",
+                "divided+r2",
+                "--json",
+                str(out),
+                "--readme",
+                str(readme),
+            ]
+        )
+        == 0
+    )
     result = json.loads(out.read_text())
     img = result["image"]
     assert img["init_report"]["skipped"] == []  # every timm tensor found its place in bind

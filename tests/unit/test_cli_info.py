@@ -18,8 +18,25 @@ def test_bind_info_json(capsys):
 
 def test_bench_encoders_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert main(["bench", "encoders", "--model", "bind-tiny", "--modality", "image", "--batch", "2", "--iters", "1",
-                 "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "encoders",
+                "--model",
+                "bind-tiny",
+                "--modality",
+                "image",
+                "--batch",
+                "2",
+                "--iters",
+                "1",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     res = json.loads(out.read_text())["result"]
     assert res["samples_per_s"] > 0 and res["gflops_per_sample"] > 0
     assert 0 < res["mfu"] < 1.5 and res["peak_matmul_gflops_per_s"] > 0

@@ -163,39 +163,81 @@ class LearnableLogitScaling(nn.Module):
 
 
 # tiny dimensions, one distinct shape per modality; real ImageBind-Huge layout otherwise
-DIMS = {"vision": (32, 2, 4), "text": (24, 2, 2), "audio": (16, 2, 2), "depth": (24, 1, 3), "thermal": (16, 2, 4),
-        "imu": (16, 2, 2)}
+DIMS = {
+    "vision": (32, 2, 4),
+    "text": (24, 2, 2),
+    "audio": (16, 2, 2),
+    "depth": (24, 1, 3),
+    "thermal": (16, 2, 4),
+    "imu": (16, 2, 2),
+}
 OUT, VOCAB_MERGES, CONTEXT = 20, ["c a", "ca t</w>", "d o", "do g</w>"], 16
 IMG, MAP, MEL, AUDIO_LEN, IMU_LEN = 28, 32, 36, 46, 64
 
 
 class ImageBindReference(nn.Module):
-    def __init__(self, vocab, dims=DIMS, out=OUT, img=IMG, map_size=MAP, mel=MEL, audio_len=AUDIO_LEN,
-                 imu_len=IMU_LEN, context=CONTEXT):
+    def __init__(
+        self,
+        vocab,
+        dims=DIMS,
+        out=OUT,
+        img=IMG,
+        map_size=MAP,
+        mel=MEL,
+        audio_len=AUDIO_LEN,
+        imu_len=IMU_LEN,
+        context=CONTEXT,
+    ):
         super().__init__()
         dv, da, dd, dt, di = (dims[m][0] for m in ("vision", "audio", "depth", "thermal", "imu"))
         grid_audio = ((mel - 16) // 10 + 1) * ((audio_len - 16) // 10 + 1)
-        self.modality_preprocessors = nn.ModuleDict({
-            "vision": RGBDTPreprocessor("rgbt_stem", PatchEmbedGeneric(
-                [PadIm2Video(), nn.Conv3d(3, dv, (2, 14, 14), (2, 14, 14), bias=False)]), (img // 14) ** 2, dv),
-            "text": TextPreprocessor(vocab, context, dims["text"][0]),
-            "audio": RGBDTPreprocessor("rgbt_stem", PatchEmbedGeneric(
-                [nn.Conv2d(1, da, 16, 10, bias=False)], nn.LayerNorm(da)), grid_audio, da),
-            "depth": RGBDTPreprocessor("depth_stem", PatchEmbedGeneric(
-                [nn.Conv2d(1, dd, 16, 16, bias=False)], nn.LayerNorm(dd)), (map_size // 16) ** 2, dd),
-            "thermal": RGBDTPreprocessor("rgbt_stem", PatchEmbedGeneric(
-                [nn.Conv2d(1, dt, 16, 16, bias=False)], nn.LayerNorm(dt)), (map_size // 16) ** 2, dt),
-            "imu": IMUPreprocessor(imu_len, 8, di),
-        })
-        self.modality_trunks = nn.ModuleDict({
-            m: SimpleTransformer(d, depth, heads, pre_ln=m == "vision", add_bias_kv=m not in ("vision", "text"))
-            for m, (d, depth, heads) in dims.items()})
-        heads = {m: nn.Sequential(nn.LayerNorm(d, eps=1e-6), SelectElement(), nn.Linear(d, out, bias=False))
-                 for m, (d, _, _) in dims.items() if m not in ("text", "imu")}
-        heads["text"] = SelectEOSAndProject(nn.Sequential(nn.LayerNorm(dims["text"][0], eps=1e-6),
-                                                          nn.Linear(dims["text"][0], out, bias=False)))
-        heads["imu"] = nn.Sequential(nn.LayerNorm(di, eps=1e-6), SelectElement(), nn.Dropout(0.5),
-                                     nn.Linear(di, out, bias=False))
+        self.modality_preprocessors = nn.ModuleDict(
+            {
+                "vision": RGBDTPreprocessor(
+                    "rgbt_stem",
+                    PatchEmbedGeneric([PadIm2Video(), nn.Conv3d(3, dv, (2, 14, 14), (2, 14, 14), bias=False)]),
+                    (img // 14) ** 2,
+                    dv,
+                ),
+                "text": TextPreprocessor(vocab, context, dims["text"][0]),
+                "audio": RGBDTPreprocessor(
+                    "rgbt_stem",
+                    PatchEmbedGeneric([nn.Conv2d(1, da, 16, 10, bias=False)], nn.LayerNorm(da)),
+                    grid_audio,
+                    da,
+                ),
+                "depth": RGBDTPreprocessor(
+                    "depth_stem",
+                    PatchEmbedGeneric([nn.Conv2d(1, dd, 16, 16, bias=False)], nn.LayerNorm(dd)),
+                    (map_size // 16) ** 2,
+                    dd,
+                ),
+                "thermal": RGBDTPreprocessor(
+                    "rgbt_stem",
+                    PatchEmbedGeneric([nn.Conv2d(1, dt, 16, 16, bias=False)], nn.LayerNorm(dt)),
+                    (map_size // 16) ** 2,
+                    dt,
+                ),
+                "imu": IMUPreprocessor(imu_len, 8, di),
+            }
+        )
+        self.modality_trunks = nn.ModuleDict(
+            {
+                m: SimpleTransformer(d, depth, heads, pre_ln=m == "vision", add_bias_kv=m not in ("vision", "text"))
+                for m, (d, depth, heads) in dims.items()
+            }
+        )
+        heads = {
+            m: nn.Sequential(nn.LayerNorm(d, eps=1e-6), SelectElement(), nn.Linear(d, out, bias=False))
+            for m, (d, _, _) in dims.items()
+            if m not in ("text", "imu")
+        }
+        heads["text"] = SelectEOSAndProject(
+            nn.Sequential(nn.LayerNorm(dims["text"][0], eps=1e-6), nn.Linear(dims["text"][0], out, bias=False))
+        )
+        heads["imu"] = nn.Sequential(
+            nn.LayerNorm(di, eps=1e-6), SelectElement(), nn.Dropout(0.5), nn.Linear(di, out, bias=False)
+        )
         self.modality_heads = nn.ModuleDict(heads)
         post = {"vision": Normalize(), "text": nn.Sequential(Normalize(), LearnableLogitScaling(1 / 0.07, True))}
         for m, s in (("audio", 20.0), ("depth", 5.0), ("thermal", 10.0), ("imu", 5.0)):
@@ -233,6 +275,7 @@ def make_reference(vocab: int) -> ImageBindReference:
 
 # --- bind side ---------------------------------------------------------------------------------------------------
 
+
 def tiny_config(vocab: int, modalities: tuple[str, ...] | None = None) -> dict:
     """The imagebind-huge named config with tiny dimensions (the only change)."""
     raw = model_config_dict("imagebind-huge")
@@ -268,7 +311,7 @@ def example_inputs(vocab: int, batch: int = 3) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(1, vocab - 2, (batch, CONTEXT), generator=g)
     for i, n in enumerate((5, CONTEXT - 1, 9)[:batch]):  # EOT (the largest id) then padding with 0
-        ids[i, n], ids[i, n + 1:] = vocab - 1, 0
+        ids[i, n], ids[i, n + 1 :] = vocab - 1, 0
     return {
         "vision": torch.randn(batch, 3, IMG, IMG, generator=g),
         "text": ids,
@@ -389,8 +432,11 @@ def test_unknown_missing_and_misshaped_keys_are_named(converted):
 
     broken = dict(sd)
     broken["modality_trunks.vision.blocks.0.attn.extra_thing"] = torch.zeros(3)
-    with pytest.raises(CheckpointError, match=r"unknown checkpoint keys.*modality_trunks\.vision\.blocks\.0\.attn"
-                                              r"\.extra_thing"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"unknown checkpoint keys.*modality_trunks\.vision\.blocks\.0\.attn"
+        r"\.extra_thing",
+    ):
         convert_imagebind_state_dict(broken, model)
 
     broken = dict(sd)
@@ -400,8 +446,11 @@ def test_unknown_missing_and_misshaped_keys_are_named(converted):
 
     broken = dict(sd)
     broken["modality_trunks.imu.blocks.1.mlp.fc1.weight"] = torch.zeros(5, 5)
-    with pytest.raises(CheckpointError, match=r"misshaped.*modality_trunks\.imu\.blocks\.1\.mlp\.fc1\.weight \[5, 5\]"
-                                              r" -> encoders\.imu\.trunk\.blocks\.1\.mlp\.fc1\.weight"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"misshaped.*modality_trunks\.imu\.blocks\.1\.mlp\.fc1\.weight \[5, 5\]"
+        r" -> encoders\.imu\.trunk\.blocks\.1\.mlp\.fc1\.weight",
+    ):
         convert_imagebind_state_dict(broken, model)
 
     broken = {k: v for k, v in sd.items() if not k.startswith("modality_trunks.text.blocks.1.")}
@@ -448,10 +497,16 @@ def test_video_through_imagebind_vision_weights(converted):
     raw = tiny_config(VOCAB, ("image",))
     d, depth, heads = DIMS["vision"]
     raw["encoders"]["video"] = {
-        "width": d, "depth": depth, "heads": heads, "ln_pre": True, "attention": "joint",
-        "logit_scale_init": 0.0, "logit_scale_learnable": False,
+        "width": d,
+        "depth": depth,
+        "heads": heads,
+        "ln_pre": True,
+        "attention": "joint",
+        "logit_scale_init": 0.0,
+        "logit_scale_learnable": False,
         "stem": {"patch_size": 14, "temporal_patch": 2, "num_frames": 2, "in_chans": 3},
-        "preprocess": {"preset": "imagebind", "size": IMG, "crop_size": IMG}}
+        "preprocess": {"preset": "imagebind", "size": IMG, "crop_size": IMG},
+    }
     model = BindModel(expand_config(raw))
     convert_imagebind_state_dict(torch.load(ckpt, weights_only=True), model)
     clips = torch.randn(2, 3, 3, 2, IMG, IMG)  # [B, clips, C, T=2, H, W]
@@ -459,8 +514,12 @@ def test_video_through_imagebind_vision_weights(converted):
         expected = ref({"vision": clips})["vision"]
         got = model.encode("video", clips)
         still = torch.randn(2, 3, IMG, IMG)  # an image is the 2-frame clip of itself in both encoders
-        torch.testing.assert_close(model.encode("image", still), model.encode("video", still[:, :, None].repeat(
-            1, 1, 2, 1, 1)), atol=1e-6, rtol=0)
+        torch.testing.assert_close(
+            model.encode("image", still),
+            model.encode("video", still[:, :, None].repeat(1, 1, 2, 1, 1)),
+            atol=1e-6,
+            rtol=0,
+        )
     assert (got - F.normalize(expected, dim=-1)).abs().max().item() <= 1e-5
 
 
@@ -476,23 +535,58 @@ def test_cli_convert_imagebind(converted, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("BIND_MODEL_CONFIGS", str(tmp_path))
     bpe = tmp_path / "bpe.txt.gz"
     write_bpe(bpe)
-    assert main(["convert", "imagebind", "--checkpoint", str(ckpt), "--out", str(tmp_path / "out"),
-                 "--config", "imagebind-tiny-cli", "--tokenizer", str(bpe)]) == 0
+    assert (
+        main(
+            [
+                "convert",
+                "imagebind",
+                "--checkpoint",
+                str(ckpt),
+                "--out",
+                str(tmp_path / "out"),
+                "--config",
+                "imagebind-tiny-cli",
+                "--tokenizer",
+                str(bpe),
+            ]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["out"] == str(tmp_path / "out")
     assert bind.load_model(tmp_path / "out").modalities == ["depth", "imu"]
-    assert main(["convert", "imagebind", "--checkpoint", str(tmp_path / "missing.pth"), "--out",
-                 str(tmp_path / "out2"), "--config", "imagebind-tiny-cli"]) == 1
+    assert (
+        main(
+            [
+                "convert",
+                "imagebind",
+                "--checkpoint",
+                str(tmp_path / "missing.pth"),
+                "--out",
+                str(tmp_path / "out2"),
+                "--config",
+                "imagebind-tiny-cli",
+            ]
+        )
+        == 1
+    )
     assert "missing.pth" in capsys.readouterr().err
 
 
 def test_imagebind_huge_config_takes_the_full_size_published_layout():
     """The named config is ImageBind-Huge exactly: a full-size state dict in the published layout (shapes only, on
     the meta device) converts with no unknown, missing or misshaped key."""
-    huge = {"vision": (1280, 32, 16), "text": (1024, 24, 16), "audio": (768, 12, 12), "depth": (384, 12, 8),
-            "thermal": (768, 12, 12), "imu": (512, 6, 8)}
+    huge = {
+        "vision": (1280, 32, 16),
+        "text": (1024, 24, 16),
+        "audio": (768, 12, 12),
+        "depth": (384, 12, 8),
+        "thermal": (768, 12, 12),
+        "imu": (512, 6, 8),
+    }
     with torch.device("meta"):
-        ref = ImageBindReference(49408, huge, out=1024, img=224, map_size=224, mel=128, audio_len=204, imu_len=2000,
-                                 context=77)
+        ref = ImageBindReference(
+            49408, huge, out=1024, img=224, map_size=224, mel=128, audio_len=204, imu_len=2000, context=77
+        )
         model = BindModel(expand_config(model_config_dict("imagebind-huge")))
     sd = ref.state_dict()
     assert "modality_trunks.audio.blocks.11.attn.bias_k" in sd and "modality_preprocessors.text.mask" in sd

@@ -27,13 +27,37 @@ from bind.checkpoints import CheckpointError, convert_languagebind
 from bind.checkpoints.languagebind import merge_lora
 
 VOCAB, CONTEXT, PROJ, IMG, FRAMES, MEL, TARGET = 40, 12, 16, 28, 4, 28, 70
-TEXT = dict(vocab_size=VOCAB, hidden_size=24, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2,
-            max_position_embeddings=CONTEXT, hidden_act="gelu", eos_token_id=VOCAB - 1, bos_token_id=VOCAB - 2,
-            pad_token_id=VOCAB - 1)
-VISION = dict(hidden_size=32, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, image_size=IMG,
-              patch_size=14, hidden_act="gelu")
-LB_EXTRAS = dict(add_time_attn=False, num_frames=1, lora_r=0, lora_alpha=16, lora_dropout=0.0, num_mel_bins=0,
-                 target_length=0, force_patch_dropout=0.0)
+TEXT = dict(
+    vocab_size=VOCAB,
+    hidden_size=24,
+    intermediate_size=48,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    max_position_embeddings=CONTEXT,
+    hidden_act="gelu",
+    eos_token_id=VOCAB - 1,
+    bos_token_id=VOCAB - 2,
+    pad_token_id=VOCAB - 1,
+)
+VISION = dict(
+    hidden_size=32,
+    intermediate_size=96,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    image_size=IMG,
+    patch_size=14,
+    hidden_act="gelu",
+)
+LB_EXTRAS = dict(
+    add_time_attn=False,
+    num_frames=1,
+    lora_r=0,
+    lora_alpha=16,
+    lora_dropout=0.0,
+    num_mel_bins=0,
+    target_length=0,
+    force_patch_dropout=0.0,
+)
 
 
 def randomize(module: nn.Module, seed: int) -> None:
@@ -131,8 +155,9 @@ class RefVision(nn.Module):
         d = vision["hidden_size"]
         self.embeddings = RefEmbeddings(d, vision["patch_size"], grid)
         self.pre_layrnorm, self.post_layernorm = nn.LayerNorm(d, eps=1e-5), nn.LayerNorm(d, eps=1e-5)
-        self.encoder = RefEncoder(vision["num_hidden_layers"], d, vision["num_attention_heads"],
-                                  vision["intermediate_size"], frames)
+        self.encoder = RefEncoder(
+            vision["num_hidden_layers"], d, vision["num_attention_heads"], vision["intermediate_size"], frames
+        )
 
     def forward(self, pixel_values):
         if pixel_values.ndim == 5:  # b c t h w -> (b t) c h w
@@ -183,11 +208,22 @@ def write_tokenizer(d) -> None:
 
 def write_dir(d, state: dict, modality: str, vision_extra: dict | None = None, vision: dict | None = None):
     d.mkdir(parents=True, exist_ok=True)
-    name = {"video": "LanguageBindVideo", "audio": "LanguageBindAudio", "depth": "LanguageBindDepth",
-            "thermal": "LanguageBindThermal", "image": "LanguageBindImage"}[modality]
+    name = {
+        "video": "LanguageBindVideo",
+        "audio": "LanguageBindAudio",
+        "depth": "LanguageBindDepth",
+        "thermal": "LanguageBindThermal",
+        "image": "LanguageBindImage",
+    }[modality]
     vc = {**VISION, **(vision or {}), **LB_EXTRAS, **(vision_extra or {})}
-    cfg = {"architectures": [name], "model_type": name, "projection_dim": PROJ, "logit_scale_init_value": 2.6592,
-           "text_config": dict(TEXT), "vision_config": vc}
+    cfg = {
+        "architectures": [name],
+        "model_type": name,
+        "projection_dim": PROJ,
+        "logit_scale_init_value": 2.6592,
+        "text_config": dict(TEXT),
+        "vision_config": vc,
+    }
     (d / "config.json").write_text(json.dumps(cfg))
     # checkpoints saved by older transformers also hold the position_ids buffers
     state = dict(state)
@@ -221,8 +257,9 @@ def hf_dirs(tmp_path_factory):
     for m, model in models.items():
         sd = model.state_dict()
         sd["vision_model.embeddings.position_ids"] = torch.arange((IMG // 14) ** 2 + 1)[None]
-        dirs[m] = write_dir(root / f"LanguageBind_{m.capitalize()}", sd, m,
-                            vision={"hidden_act": model.config.vision_config.hidden_act})
+        dirs[m] = write_dir(
+            root / f"LanguageBind_{m.capitalize()}", sd, m, vision={"hidden_act": model.config.vision_config.hidden_act}
+        )
     return models, dirs
 
 
@@ -250,8 +287,9 @@ def test_hand_written_reference_agrees_with_transformers():
     hf = CLIPVisionModel(CLIPVisionConfig(**VISION))
     randomize(hf, 7)
     ref = RefVision()
-    missing, unexpected = ref.load_state_dict({k.removeprefix("vision_model."): v for k, v in hf.state_dict().items()},
-                                              strict=False)
+    missing, unexpected = ref.load_state_dict(
+        {k.removeprefix("vision_model."): v for k, v in hf.state_dict().items()}, strict=False
+    )
     assert not missing and not unexpected
     x = torch.randn(2, 3, IMG, IMG)
     with torch.no_grad():
@@ -266,8 +304,9 @@ def video_reference(seed: int) -> RefLanguageBind:
 
 def test_video_ft_divided_space_time_matches_reference(tmp_path):
     ref = video_reference(11)
-    d = write_dir(tmp_path / "LanguageBind_Video_FT", ref.state_dict(), "video",
-                  {"add_time_attn": True, "num_frames": FRAMES})
+    d = write_dir(
+        tmp_path / "LanguageBind_Video_FT", ref.state_dict(), "video", {"add_time_attn": True, "num_frames": FRAMES}
+    )
     model = bind.load_model(convert_languagebind(d, tmp_path / "out"))
     enc = model.encoder("video")
     assert enc.cfg.attention == "divided" and enc.cfg.stem["num_frames"] == FRAMES
@@ -285,8 +324,9 @@ def test_video_lora_checkpoint_is_merged(tmp_path, peft_style):
 
     ref = video_reference(12)
     targets = ["temporal_attn.q_proj", "temporal_attn.k_proj", "temporal_attn.v_proj", "temporal_attn.out_proj"]
-    lora = get_peft_model(ref.vision_model.encoder, LoraConfig(r=4, lora_alpha=8, target_modules=targets,
-                                                               lora_dropout=0.0, bias="none"))
+    lora = get_peft_model(
+        ref.vision_model.encoder, LoraConfig(r=4, lora_alpha=8, target_modules=targets, lora_dropout=0.0, bias="none")
+    )
     ref.vision_model.encoder = lora  # LanguageBind's convert_to_lora
     with torch.no_grad():
         for name, p in lora.named_parameters():
@@ -297,8 +337,12 @@ def test_video_lora_checkpoint_is_merged(tmp_path, peft_style):
     assert keys and all(k.startswith("vision_model.encoder.base_model.model.layers.") for k in keys)
     if peft_style == "legacy":  # peft < 0.7 / single-adapter layout: no base_layer, no adapter name
         sd = {k.replace(".base_layer.", ".").replace(".default.", "."): v for k, v in sd.items()}
-    d = write_dir(tmp_path / "LanguageBind_Video", sd, "video",
-                  {"add_time_attn": True, "num_frames": FRAMES, "lora_r": 4, "lora_alpha": 8})
+    d = write_dir(
+        tmp_path / "LanguageBind_Video",
+        sd,
+        "video",
+        {"add_time_attn": True, "num_frames": FRAMES, "lora_r": 4, "lora_alpha": 8},
+    )
     model = bind.load_model(convert_languagebind(d, tmp_path / "out"))
     x = torch.randn(2, 3, FRAMES, IMG, IMG)
     with torch.no_grad():
@@ -310,8 +354,12 @@ def test_video_lora_checkpoint_is_merged(tmp_path, peft_style):
 def test_audio_non_square_grid_matches_reference(tmp_path):
     ref = RefLanguageBind(RefVision(grid=(MEL // 14, TARGET // 14)))
     randomize(ref, 13)
-    d = write_dir(tmp_path / "LanguageBind_Audio_FT", ref.eval().state_dict(), "audio",
-                  {"num_mel_bins": MEL, "target_length": TARGET})
+    d = write_dir(
+        tmp_path / "LanguageBind_Audio_FT",
+        ref.eval().state_dict(),
+        "audio",
+        {"num_mel_bins": MEL, "target_length": TARGET},
+    )
     model = bind.load_model(convert_languagebind(d, tmp_path / "out"))
     assert model.encoder("audio").cfg.preprocess["num_mel_bins"] == MEL
     x = torch.randn(2, 3, MEL, TARGET)  # [B, 3 windows, mel, frames]
@@ -328,8 +376,9 @@ def test_several_checkpoints_make_one_model_with_the_last_text_tower(hf_dirs, tm
     ids = text_ids()
     with torch.no_grad():
         want = F.normalize(models["thermal"].get_text_features(input_ids=ids).pooler_output, dim=-1)
-        want_d = F.normalize(models["depth"].get_image_features(pixel_values=torch.ones(1, 3, IMG, IMG))
-                             .pooler_output, dim=-1)
+        want_d = F.normalize(
+            models["depth"].get_image_features(pixel_values=torch.ones(1, 3, IMG, IMG)).pooler_output, dim=-1
+        )
         assert (model.encode("text", ids) - want).abs().max() <= 1e-5
         assert (model.encode("depth", torch.ones(1, 3, IMG, IMG)) - want_d).abs().max() <= 1e-5
 
@@ -387,8 +436,10 @@ def test_bad_checkpoints_fail_naming_the_keys(hf_dirs, tmp_path):
     msg = convert({**sd, "visual_projection.weight": torch.zeros(PROJ, 7)}, "misshaped")
     assert "misshaped" in msg
     assert "visual_projection.weight [16, 7] -> encoders.thermal.head.proj.weight [16, 32]" in msg
-    lora_a = {**sd, "vision_model.encoder.base_model.model.layers.0.self_attn.q_proj.lora_A.default.weight":
-              torch.zeros(2, 32)}
+    lora_a = {
+        **sd,
+        "vision_model.encoder.base_model.model.layers.0.self_attn.q_proj.lora_A.default.weight": torch.zeros(2, 32),
+    }
     assert "lora_A without its pair" in convert(lora_a, "half-lora")
 
 
@@ -408,8 +459,16 @@ def test_pickled_code_in_pytorch_model_bin_is_refused(hf_dirs, tmp_path):
 
 def test_merge_lora_formula():
     w, a, b = torch.randn(6, 5), torch.randn(2, 5), torch.randn(6, 2)
-    merged = merge_lora({"m.base_model.model.fc.base_layer.weight": w, "m.base_model.model.fc.lora_A.default.weight": a,
-                         "m.base_model.model.fc.lora_B.default.weight": b}, alpha=16, rank=2, origin="t")
+    merged = merge_lora(
+        {
+            "m.base_model.model.fc.base_layer.weight": w,
+            "m.base_model.model.fc.lora_A.default.weight": a,
+            "m.base_model.model.fc.lora_B.default.weight": b,
+        },
+        alpha=16,
+        rank=2,
+        origin="t",
+    )
     assert merged.keys() == {"m.fc.weight"}
     torch.testing.assert_close(merged["m.fc.weight"], w + 8 * b @ a)
 
@@ -437,10 +496,26 @@ def test_named_configs_take_full_size_languagebind_layout(modality):
     from bind.factory import expand_config
     from bind.model import BindModel
 
-    text = dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                num_attention_heads=12, max_position_embeddings=77, hidden_act="gelu", eos_token_id=2)
-    vision = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-                  image_size=224, patch_size=14, hidden_act="gelu", **LB_EXTRAS)
+    text = dict(
+        vocab_size=49408,
+        hidden_size=768,
+        intermediate_size=3072,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        max_position_embeddings=77,
+        hidden_act="gelu",
+        eos_token_id=2,
+    )
+    vision = dict(
+        hidden_size=1024,
+        intermediate_size=4096,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        image_size=224,
+        patch_size=14,
+        hidden_act="gelu",
+        **LB_EXTRAS,
+    )
     if modality == "video":
         vision.update(add_time_attn=True, num_frames=8, lora_r=16)
         grid = (16, 16)

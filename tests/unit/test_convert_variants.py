@@ -58,12 +58,18 @@ from transformers import CLIPConfig
 import bind
 from bind.checkpoints import CheckpointError, convert_imagebind, convert_languagebind
 
-LB_NAMES = {"video": "LanguageBindVideo", "audio": "LanguageBindAudio", "depth": "LanguageBindDepth",
-            "thermal": "LanguageBindThermal", "image": "LanguageBindImage"}
+LB_NAMES = {
+    "video": "LanguageBindVideo",
+    "audio": "LanguageBindAudio",
+    "depth": "LanguageBindDepth",
+    "thermal": "LanguageBindThermal",
+    "image": "LanguageBindImage",
+}
 
 
-def save_like_languagebind(d, state: dict, modality: str, vision_extra: dict | None = None,
-                           image_size: list[int] | None = None):
+def save_like_languagebind(
+    d, state: dict, modality: str, vision_extra: dict | None = None, image_size: list[int] | None = None
+):
     """A directory as ``LanguageBind<Modality>.save_pretrained`` + its tokenizer's ``save_pretrained`` write it:
     the whole serialised HF config (every default included) whose ``vision_config.image_size`` their ``__init__``
     rewrote in place to ``[H, W]``, ``pytorch_model.bin`` (transformers 4.31, LanguageBind's pin), tokenizer files."""
@@ -71,13 +77,19 @@ def save_like_languagebind(d, state: dict, modality: str, vision_extra: dict | N
     hf = CLIPConfig(text_config=TEXT, vision_config=VISION, projection_dim=PROJ).to_dict()
     hf["vision_config"].update({**LB_EXTRAS, **(vision_extra or {})})
     hf["vision_config"]["image_size"] = image_size or [IMG, IMG]
-    hf.update(architectures=[LB_NAMES[modality]], model_type=LB_NAMES[modality], torch_dtype="float32",
-              transformers_version="4.31.0", _name_or_path=f"LanguageBind/{LB_NAMES[modality]}")
+    hf.update(
+        architectures=[LB_NAMES[modality]],
+        model_type=LB_NAMES[modality],
+        torch_dtype="float32",
+        transformers_version="4.31.0",
+        _name_or_path=f"LanguageBind/{LB_NAMES[modality]}",
+    )
     (d / "config.json").write_text(json.dumps(hf, indent=2))
     torch.save(dict(state), d / "pytorch_model.bin")
     write_tokenizer(d)
-    (d / "special_tokens_map.json").write_text(json.dumps({"bos_token": "<|startoftext|>",
-                                                            "eos_token": "<|endoftext|>"}))
+    (d / "special_tokens_map.json").write_text(
+        json.dumps({"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>"})
+    )
     return d
 
 
@@ -95,8 +107,13 @@ def test_languagebind_saved_depth_dir_with_list_image_size(tmp_path):
 def test_languagebind_saved_audio_dir_with_mel_by_frames_image_size(tmp_path):
     ref = RefLanguageBind(RefVision(grid=(LB_MEL // 14, TARGET // 14)))
     randomize(ref, 22)
-    d = save_like_languagebind(tmp_path / "LanguageBind_Audio_FT", ref.eval().state_dict(), "audio",
-                               {"num_mel_bins": LB_MEL, "target_length": TARGET}, image_size=[LB_MEL, TARGET])
+    d = save_like_languagebind(
+        tmp_path / "LanguageBind_Audio_FT",
+        ref.eval().state_dict(),
+        "audio",
+        {"num_mel_bins": LB_MEL, "target_length": TARGET},
+        image_size=[LB_MEL, TARGET],
+    )
     model = bind.load_model(convert_languagebind(d, tmp_path / "out"))
     x = torch.randn(2, 3, LB_MEL, TARGET)
     with torch.no_grad():
@@ -105,8 +122,9 @@ def test_languagebind_saved_audio_dir_with_mel_by_frames_image_size(tmp_path):
 
 
 def test_non_square_image_size_is_one_clear_error(tmp_path):
-    d = save_like_languagebind(tmp_path / "LanguageBind_Depth", hf_clip(23).state_dict(), "depth",
-                               image_size=[IMG, 2 * IMG])
+    d = save_like_languagebind(
+        tmp_path / "LanguageBind_Depth", hf_clip(23).state_dict(), "depth", image_size=[IMG, 2 * IMG]
+    )
     with pytest.raises(CheckpointError, match=r"image_size \[28, 56\] is not square"):
         convert_languagebind(d, tmp_path / "out")
 
@@ -117,8 +135,9 @@ def _lora_video(seed: int, peft_style: str):
     ref = RefLanguageBind(RefVision(frames=FRAMES))
     randomize(ref, seed)
     targets = ["temporal_attn.q_proj", "temporal_attn.v_proj", "self_attn.k_proj", "self_attn.out_proj"]
-    ref.vision_model.encoder = get_peft_model(ref.vision_model.encoder, LoraConfig(
-        r=4, lora_alpha=8, target_modules=targets, lora_dropout=0.0, bias="none"))
+    ref.vision_model.encoder = get_peft_model(
+        ref.vision_model.encoder, LoraConfig(r=4, lora_alpha=8, target_modules=targets, lora_dropout=0.0, bias="none")
+    )
     with torch.no_grad():
         for name, p in ref.named_parameters():
             if "lora_" in name:
@@ -146,8 +165,12 @@ def _reference_frames(ref: RefLanguageBind, frames: int) -> RefLanguageBind:
 @pytest.mark.parametrize("peft_style", ["base_layer", "legacy"])
 def test_languagebind_saved_video_lora_dir_and_fewer_frames_slice(tmp_path, peft_style):
     ref, sd = _lora_video(31, peft_style)
-    d = save_like_languagebind(tmp_path / "LanguageBind_Video", sd, "video",
-                               {"add_time_attn": True, "num_frames": FRAMES, "lora_r": 4, "lora_alpha": 8})
+    d = save_like_languagebind(
+        tmp_path / "LanguageBind_Video",
+        sd,
+        "video",
+        {"add_time_attn": True, "num_frames": FRAMES, "lora_r": 4, "lora_alpha": 8},
+    )
     model = bind.load_model(convert_languagebind(d, tmp_path / "out"))
     for frames in (FRAMES, 2, 3, 1):
         x = torch.randn(2, 3, frames, IMG, IMG, generator=torch.Generator().manual_seed(frames))
@@ -212,8 +235,9 @@ def test_imagebind_of_another_size_converts_with_sizes_inferred_and_heads_given(
 
 def test_imagebind_text_scale_is_clipped_to_exactly_100(small_imagebind, tmp_path):
     _, ckpt, bpe = small_imagebind
-    model = bind.load_model(convert_imagebind(ckpt, tmp_path / "out", tokenizer=bpe, heads=HEADS,
-                                              overrides=AUDIO_SET, modalities=["text"]))
+    model = bind.load_model(
+        convert_imagebind(ckpt, tmp_path / "out", tokenizer=bpe, heads=HEADS, overrides=AUDIO_SET, modalities=["text"])
+    )
     assert float(model.logit_scale("text")) == 100.0  # torch.clip(exp(log 200), max=100)
 
 
@@ -242,8 +266,9 @@ def _cli(args: list[str], env: dict | None = None, timeout: float = 600) -> subp
     """)
     full = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), **(env or {})}
     full = {k: v for k, v in full.items() if v is not None}
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=full,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=full, timeout=timeout
+    )
 
 
 def _elapsed(r: subprocess.CompletedProcess) -> float:
@@ -262,36 +287,102 @@ def test_cli_convert_config_yaml_heads_and_set(small_imagebind, tmp_path):
     ref, ckpt, bpe = small_imagebind
     cfg = tmp_path / "my-imagebind.yaml"
     cfg.write_text(yaml.safe_dump(tiny_config(VOCAB)))
-    r = _cli(["convert", "imagebind", "--checkpoint", str(ckpt), "--out", str(tmp_path / "a"), "--config", str(cfg),
-              "--tokenizer", str(bpe)])
+    r = _cli(
+        [
+            "convert",
+            "imagebind",
+            "--checkpoint",
+            str(ckpt),
+            "--out",
+            str(tmp_path / "a"),
+            "--config",
+            str(cfg),
+            "--tokenizer",
+            str(bpe),
+        ]
+    )
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout.strip().splitlines()[-1])["precision"] == "fp32"
     model = bind.load_model(tmp_path / "a")
     assert model.config.name == "imagebind-tiny-test" and model.precision == "fp32"
     heads = [f"{m}={h}" for m, h in HEADS.items()]
-    r = _cli(["convert", "imagebind", "--checkpoint", str(ckpt), "--out", str(tmp_path / "b"), "--tokenizer", str(bpe),
-              "--modalities", "image", "audio", "--heads", *heads, "--precision", "auto",
-              "--set", f"audio.preprocess.num_mel_bins={MEL}", f"audio.preprocess.target_length={IB_AUDIO_LEN}"])
+    r = _cli(
+        [
+            "convert",
+            "imagebind",
+            "--checkpoint",
+            str(ckpt),
+            "--out",
+            str(tmp_path / "b"),
+            "--tokenizer",
+            str(bpe),
+            "--modalities",
+            "image",
+            "audio",
+            "--heads",
+            *heads,
+            "--precision",
+            "auto",
+            "--set",
+            f"audio.preprocess.num_mel_bins={MEL}",
+            f"audio.preprocess.target_length={IB_AUDIO_LEN}",
+        ]
+    )
     assert r.returncode == 0, r.stderr
     model = bind.load_model(tmp_path / "b")
     assert model.modalities == ["image", "audio"] and model.precision == "auto"
     x = example_inputs(VOCAB)["audio"]
     with torch.no_grad():
         assert (model.encode("audio", x) * 20.0 - ref({"audio": x})["audio"]).abs().max() <= 2e-4
-    r = _cli(["convert", "imagebind", "--checkpoint", str(ckpt), "--out", str(tmp_path / "c"), "--tokenizer", str(bpe),
-              "--modalities", "image", "--heads", "image=4", "--set", "image.preprocess.crop_size=56"])
+    r = _cli(
+        [
+            "convert",
+            "imagebind",
+            "--checkpoint",
+            str(ckpt),
+            "--out",
+            str(tmp_path / "c"),
+            "--tokenizer",
+            str(bpe),
+            "--modalities",
+            "image",
+            "--heads",
+            "image=4",
+            "--set",
+            "image.preprocess.crop_size=56",
+        ]
+    )
     line = _error(r)
     assert "misshaped" in line and "--config PATH.yaml" in line and not (tmp_path / "c").exists()
-    line = _error(_cli(["convert", "imagebind", "--checkpoint", str(ckpt), "--out", str(tmp_path / "d"),
-                        "--config", str(tmp_path / "nope.yaml")]))
+    line = _error(
+        _cli(
+            [
+                "convert",
+                "imagebind",
+                "--checkpoint",
+                str(ckpt),
+                "--out",
+                str(tmp_path / "d"),
+                "--config",
+                str(tmp_path / "nope.yaml"),
+            ]
+        )
+    )
     assert "nope.yaml: model config file not found" in line
 
 
 @pytest.mark.parametrize("hub", ["offline", "unreachable"])
 def test_missing_checkpoint_and_tokenizer_fail_in_seconds(hf_style_dir, tmp_path, hub):
-    env = ({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"} if hub == "offline" else
-           {"HF_HUB_OFFLINE": None, "TRANSFORMERS_OFFLINE": None, "HF_ENDPOINT": "http://127.0.0.1:9",
-            "HF_HOME": str(tmp_path / "hf")})
+    env = (
+        {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        if hub == "offline"
+        else {
+            "HF_HUB_OFFLINE": None,
+            "TRANSFORMERS_OFFLINE": None,
+            "HF_ENDPOINT": "http://127.0.0.1:9",
+            "HF_HOME": str(tmp_path / "hf"),
+        }
+    )
     r = _cli(["convert", "imagebind", "--checkpoint", str(tmp_path / "nope.pth"), "--out", str(tmp_path / "o")], env)
     assert "nope.pth: checkpoint file not found" in _error(r) and _elapsed(r) <= 5.0
     r = _cli(["convert", "languagebind", "--checkpoint", str(hf_style_dir), "--out", str(tmp_path / "o")], env)
@@ -326,8 +417,9 @@ def test_bpe_inside_an_installed_imagebind_package_is_used(small_imagebind, tmp_
     from bind.checkpoints.common import imagebind_bpe
 
     assert imagebind_bpe() == pkg / "bpe" / "bpe_simple_vocab_16e6.txt.gz"
-    model = bind.load_model(convert_imagebind(ckpt, tmp_path / "out", heads=HEADS, overrides=AUDIO_SET,
-                                              modalities=["text"]))
+    model = bind.load_model(
+        convert_imagebind(ckpt, tmp_path / "out", heads=HEADS, overrides=AUDIO_SET, modalities=["text"])
+    )
     ids = model.prepare("text", ["a cat", "dog"])
     with gzip.open(bpe, "rt") as f:
         assert "ca t</w>" in f.read()
@@ -336,8 +428,9 @@ def test_bpe_inside_an_installed_imagebind_package_is_used(small_imagebind, tmp_
 
 def test_converted_models_default_to_fp32_where_parity_holds(small_imagebind, tmp_path):
     _, ckpt, bpe = small_imagebind
-    out = convert_imagebind(ckpt, tmp_path / "out", tokenizer=bpe, heads=HEADS, overrides=AUDIO_SET,
-                            modalities=["image"])
+    out = convert_imagebind(
+        ckpt, tmp_path / "out", tokenizer=bpe, heads=HEADS, overrides=AUDIO_SET, modalities=["image"]
+    )
     assert json.loads((out / "config.json").read_text())["extra"]["precision"] == "fp32"
     assert bind.load_model(out).precision == "fp32" and bind.load_model(out, precision="bf16").precision == "bf16"
     assert not bind.load_model(out).untrained_modalities
@@ -346,8 +439,9 @@ def test_converted_models_default_to_fp32_where_parity_holds(small_imagebind, tm
         assert text_ids is not None and bind.load_model(out).encode("image", x).dtype == torch.float32
 
 
-@pytest.mark.parametrize("tower, cause", [("/no/such/tower", "no such file or directory"),
-                                          ("someorg/not-cached-model", "HF_HUB_OFFLINE")])
+@pytest.mark.parametrize(
+    "tower, cause", [("/no/such/tower", "no such file or directory"), ("someorg/not-cached-model", "HF_HUB_OFFLINE")]
+)
 def test_towers_look_locally_first_and_fail_in_seconds(tower, cause, monkeypatch):
     import time
 
@@ -370,10 +464,17 @@ def test_full_size_huge_state_dict_infers_exactly_the_named_config():
     from bind.factory import expand_config
     from bind.registry import model_config_dict
 
-    huge = {"vision": (1280, 32, 16), "text": (1024, 24, 16), "audio": (768, 12, 12), "depth": (384, 12, 8),
-            "thermal": (768, 12, 12), "imu": (512, 6, 8)}
+    huge = {
+        "vision": (1280, 32, 16),
+        "text": (1024, 24, 16),
+        "audio": (768, 12, 12),
+        "depth": (384, 12, 8),
+        "thermal": (768, 12, 12),
+        "imu": (512, 6, 8),
+    }
     with torch.device("meta"):
-        ref = ImageBindReference(49408, huge, out=1024, img=224, map_size=224, mel=128, audio_len=204, imu_len=2000,
-                                 context=77)
+        ref = ImageBindReference(
+            49408, huge, out=1024, img=224, map_size=224, mel=128, audio_len=204, imu_len=2000, context=77
+        )
     inferred = expand_config(imagebind_config(ref.state_dict(), "imagebind-huge"))
     assert inferred.to_dict() == expand_config(model_config_dict("imagebind-huge")).to_dict()

@@ -30,8 +30,10 @@ IMAGE_PRE = {"size": 32, "crop_size": 32}
 def _spec(modalities=("image",), anchor="text", caption_source="modality") -> PairSpec:
     import bind
 
-    pre = {"image": bind.get_modality("image").preprocess_config(IMAGE_PRE),
-           "text": bind.get_modality("text").preprocess_config({"tokenizer": "minilm", "context_length": 16})}
+    pre = {
+        "image": bind.get_modality("image").preprocess_config(IMAGE_PRE),
+        "text": bind.get_modality("text").preprocess_config({"tokenizer": "minilm", "context_length": 16}),
+    }
     if "depth" in modalities:
         pre["depth"] = bind.get_modality("depth").preprocess_config(IMAGE_PRE)
     return PairSpec(list(modalities), anchor, pre, caption_source)
@@ -45,8 +47,12 @@ def _write_bad_files(root):
     good = (media / "s00000.png").read_bytes()
     (media / "truncated.png").write_bytes(good[: len(good) // 2])
     (media / "empty.png").write_bytes(b"")
-    return {"corrupt": "media/corrupt.png", "truncated": "media/truncated.png", "empty": "media/empty.png",
-            "missing": "media/nope.png"}
+    return {
+        "corrupt": "media/corrupt.png",
+        "truncated": "media/truncated.png",
+        "empty": "media/empty.png",
+        "missing": "media/nope.png",
+    }
 
 
 @pytest.fixture
@@ -55,11 +61,21 @@ def shapes(tmp_path):
 
 
 def test_manifest_records_and_errors(tmp_path):
-    m = write_manifest(tmp_path / "m.jsonl", [
-        {"id": "a", "split": "train", "text": ["one", "two"], "image": "x/a.png", "captions": {"image": "pic"},
-         "video": "", "source": "generated"},
-        {"id": "b", "split": "val", "text": "three", "depth": "/abs/b.png"},
-    ])
+    m = write_manifest(
+        tmp_path / "m.jsonl",
+        [
+            {
+                "id": "a",
+                "split": "train",
+                "text": ["one", "two"],
+                "image": "x/a.png",
+                "captions": {"image": "pic"},
+                "video": "",
+                "source": "generated",
+            },
+            {"id": "b", "split": "val", "text": "three", "depth": "/abs/b.png"},
+        ],
+    )
     recs = read_manifest(m)
     assert [r.id for r in recs] == ["a", "b"]
     a, b = recs
@@ -123,11 +139,16 @@ def test_collate_mixes_modality_subsets():
     tok = torch.arange(16)
 
     def sample(i, mods):
-        return {"id": str(i), "inputs": {m: torch.full((1 if m == "depth" else 3, 8, 8), float(i)) for m in mods},
-                "anchors": {m: tok + i for m in mods}, "anchor_keys": {m: f"cap{i}" for m in mods}}
+        return {
+            "id": str(i),
+            "inputs": {m: torch.full((1 if m == "depth" else 3, 8, 8), float(i)) for m in mods},
+            "anchors": {m: tok + i for m in mods},
+            "anchor_keys": {m: f"cap{i}" for m in mods},
+        }
 
     batch = PairCollator(["image", "depth"], "text")(
-        [sample(0, ["image"]), None, sample(1, ["image", "depth"]), sample(2, ["depth"]), sample(3, ["image"])])
+        [sample(0, ["image"]), None, sample(1, ["image", "depth"]), sample(2, ["depth"]), sample(3, ["image"])]
+    )
     assert batch["ids"] == ["0", "1", "2", "3"]
     assert batch["present"]["image"].tolist() == [True, True, False, True]
     assert batch["present"]["depth"].tolist() == [False, True, True, False]

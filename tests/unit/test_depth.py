@@ -87,8 +87,15 @@ def test_npy_npz_and_arrays_are_metres_and_agree_with_png(tmp_path, model):
     np.save(tmp_path / "d.npy", metres)
     np.savez(tmp_path / "d.npz", depth=metres, rgb=np.zeros((60, 90, 3)))
     np.savez_compressed(tmp_path / "single.npz", anything=metres)
-    sources = [write_png_mm(tmp_path / "d.png", mm), tmp_path / "d.npy", tmp_path / "d.npz", tmp_path / "single.npz",
-               metres, torch.from_numpy(metres), (tmp_path / "d.npy").read_bytes()]
+    sources = [
+        write_png_mm(tmp_path / "d.png", mm),
+        tmp_path / "d.npy",
+        tmp_path / "d.npz",
+        tmp_path / "single.npz",
+        metres,
+        torch.from_numpy(metres),
+        (tmp_path / "d.npy").read_bytes(),
+    ]
     outs = [DEPTH.process(s, cfg) for s in sources]
     for x in outs[1:]:
         torch.testing.assert_close(x, outs[0], rtol=1e-5, atol=1e-6)
@@ -125,8 +132,12 @@ def test_encode_files_on_bind_tiny(tmp_path, model):
     mm = rng.integers(400, 9000, size=(50, 70))
     np.save(tmp_path / "d.npy", mm / 1000.0)
     np.savez(tmp_path / "d.npz", depth=mm / 1000.0)
-    sources = [write_png_mm(tmp_path / "d.png", mm), tmp_path / "d.npy", tmp_path / "d.npz",
-               write_png_mm(tmp_path / "other.png", constant_mm(1200))]
+    sources = [
+        write_png_mm(tmp_path / "d.png", mm),
+        tmp_path / "d.npy",
+        tmp_path / "d.npz",
+        write_png_mm(tmp_path / "other.png", constant_mm(1200)),
+    ]
     emb = model.embed_sources("depth", sources)
     assert emb.shape == (4, model.embed_dim) and torch.isfinite(emb).all()
     torch.testing.assert_close(emb.norm(dim=-1), torch.ones(4))
@@ -136,8 +147,9 @@ def test_encode_files_on_bind_tiny(tmp_path, model):
 
 def test_languagebind_preset_builds_a_three_channel_stem(tmp_path):
     raw = model_config_dict("bind-tiny")
-    raw["encoders"] = {"depth": {**raw["encoders"]["depth"], "preprocess": {"preset": "languagebind", "size": 32,
-                                                                            "crop_size": 32}}}
+    raw["encoders"] = {
+        "depth": {**raw["encoders"]["depth"], "preprocess": {"preset": "languagebind", "size": 32, "crop_size": 32}}
+    }
     m = BindModel(expand_config(raw)).eval()
     assert m.encoder("depth").cfg.stem["in_chans"] == 3
     emb = m.embed_sources("depth", [write_png_mm(tmp_path / "d.png", constant_mm(1500))])
@@ -160,8 +172,9 @@ def test_preprocess_fields_are_validated():
 def test_bench_data_suite_measures_every_format(tmp_path):
     from bind.bench.data import SAMPLE_WRITERS, run_data_bench
 
-    result = run_data_bench("bind-tiny", ["depth", "thermal", "imu"], items=2, files=1, loader_workers=[],
-                            directory=tmp_path)
+    result = run_data_bench(
+        "bind-tiny", ["depth", "thermal", "imu"], items=2, files=1, loader_workers=[], directory=tmp_path
+    )
     rows = {(r["modality"], r["format"]): r for r in result["results"]}
     assert set(rows) == {(m, f) for m in ("depth", "thermal", "imu") for f in SAMPLE_WRITERS[m]}, result["skipped"]
     assert rows[("depth", "png16")]["sample_shape"] == [1, 64, 64]

@@ -55,16 +55,24 @@ def test_saved_files_follow_the_umask(mask, tmp_path):
     index.add(vectors, ids, sources, "image", info)
     index_dir = index.save(tmp_path / "index")
 
-    embeddings = [EmbeddingSet(vectors, ids, sources, "image", info, rows=list(range(20))).save(tmp_path / f"emb{s}")
-                  for s in (".safetensors", ".npz")]
+    embeddings = [
+        EmbeddingSet(vectors, ids, sources, "image", info, rows=list(range(20))).save(tmp_path / f"emb{s}")
+        for s in (".safetensors", ".npz")
+    ]
 
     apply_lora(model, "image", {"r": 2})
     adapters = save_adapters(model, tmp_path / "adapters")
 
     checkpoint = atomic_torch_save({"state_dict": model.state_dict(), "epoch": 1}, tmp_path / "ckpt" / "last.ckpt")
 
-    saved = [Path(model_dir), Path(index_dir), *embeddings, *[EmbeddingSet.sidecar(e) for e in embeddings],
-             Path(adapters), checkpoint.parent]
+    saved = [
+        Path(model_dir),
+        Path(index_dir),
+        *embeddings,
+        *[EmbeddingSet.sidecar(e) for e in embeddings],
+        Path(adapters),
+        checkpoint.parent,
+    ]
     _assert_follow_umask(saved, mask)
     assert not [p for p in tmp_path.rglob("*") if ".tmp-" in p.name]  # no temporaries left behind
 

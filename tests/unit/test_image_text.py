@@ -63,11 +63,14 @@ def test_image_eval_is_deterministic_train_is_random(image_files):
     assert a.shape == b.shape == (3, 64, 64) and not torch.equal(a, b)
 
 
-@pytest.mark.parametrize("make,reason", [
-    (lambda p: p / "missing.png", "file not found"),
-    (lambda p: (p / "empty.png").write_bytes(b"") and p / "empty.png" or p / "empty.png", "empty"),
-    (lambda p: (p / "bad.jpg").write_bytes(b"\xff\xd8garbage" * 10) and p / "bad.jpg", "not a decodable image"),
-])
+@pytest.mark.parametrize(
+    "make,reason",
+    [
+        (lambda p: p / "missing.png", "file not found"),
+        (lambda p: (p / "empty.png").write_bytes(b"") and p / "empty.png" or p / "empty.png", "empty"),
+        (lambda p: (p / "bad.jpg").write_bytes(b"\xff\xd8garbage" * 10) and p / "bad.jpg", "not a decodable image"),
+    ],
+)
 def test_bad_image_files_raise_media_error_naming_path(tmp_path, make, reason):
     path = make(tmp_path)
     plugin = bind.get_modality("image")
@@ -118,15 +121,16 @@ def test_clip_bpe_77_tokens_keeps_eot_when_truncating(clip_tokenizer_dir):
 
 def test_clip_tokenizer_model_pools_eot(clip_tokenizer_dir):
     torch.manual_seed(0)
-    model = bind.create_model("bind-tiny", modalities=["text"],
-                              preprocess={"tokenizer": str(clip_tokenizer_dir), "context_length": 77})
+    model = bind.create_model(
+        "bind-tiny", modalities=["text"], preprocess={"tokenizer": str(clip_tokenizer_dir), "context_length": 77}
+    )
     ids = model.prepare("text", ["a red cube", "abc " * 200])
     enc = model.encoder("text")
     _, _, pool_index = enc.forward_tokens(ids)
     assert pool_index.tolist() == [int((ids[0] == enc.cfg.stem["eot_token_id"]).int().argmax()), 76]
     # causal + EOT pooling: tokens after the EOT (padding) cannot change the embedding
     ids2 = ids.clone()
-    ids2[0, pool_index[0] + 1:] = 3
+    ids2[0, pool_index[0] + 1 :] = 3
     torch.testing.assert_close(model.encode("text", ids[:1]), model.encode("text", ids2[:1]))
 
 

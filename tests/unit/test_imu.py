@@ -44,10 +44,12 @@ def test_csv_with_ms_timestamps_is_resampled_to_200hz_and_scaled(tmp_path, model
     n = 300  # 100 Hz for 2.99 s -> 599 samples at 200 Hz -> centre window starts at 199 (t = 0.995 s)
     t_ms = np.arange(n) * 10
     acc_x = t_ms / 1000 * G  # a ramp: 1 g per second
-    rows = np.column_stack([t_ms, acc_x, np.zeros(n), np.full(n, G), np.full(n, math.pi / 2), np.zeros(n),
-                            np.full(n, -math.pi)])
-    path = write_csv(tmp_path / "imu.csv", ["timestamp_ms", "acc_x", "acc_y", "acc_z", "gyro_x", "gyro_y", "gyro_z"],
-                     rows)
+    rows = np.column_stack(
+        [t_ms, acc_x, np.zeros(n), np.full(n, G), np.full(n, math.pi / 2), np.zeros(n), np.full(n, -math.pi)]
+    )
+    path = write_csv(
+        tmp_path / "imu.csv", ["timestamp_ms", "acc_x", "acc_y", "acc_z", "gyro_x", "gyro_y", "gyro_z"], rows
+    )
     raw = IMU.load(path, cfg)
     assert raw.samples.shape == (6, n)
     np.testing.assert_allclose(raw.timestamps_s[-1], 2.99)
@@ -79,8 +81,16 @@ def test_npy_orientation_and_npz(tmp_path, model):
     np.save(tmp_path / "rows.npy", data)  # [N, 6]
     np.save(tmp_path / "chans.npy", data.T)  # [6, N]
     np.savez(tmp_path / "rec.npz", imu=data, timestamps=np.arange(500) * 5_000_000)  # integer ns at 200 Hz
-    outs = [IMU.process(p, cfg) for p in (tmp_path / "rows.npy", tmp_path / "chans.npy", tmp_path / "rec.npz",
-                                          data, torch.from_numpy(data.T.copy()))]
+    outs = [
+        IMU.process(p, cfg)
+        for p in (
+            tmp_path / "rows.npy",
+            tmp_path / "chans.npy",
+            tmp_path / "rec.npz",
+            data,
+            torch.from_numpy(data.T.copy()),
+        )
+    ]
     for x in outs[1:]:
         torch.testing.assert_close(x, outs[0])
     square = np.arange(36, dtype=np.float32).reshape(6, 6)  # ambiguous 6x6: channels first
@@ -96,8 +106,9 @@ def test_known_rate_resampling_is_anti_aliased(tmp_path):
     assert x.shape == (6, 300)
     torch.testing.assert_close(x[0], torch.ones(300), rtol=1e-5, atol=1e-5)
     np.savez(tmp_path / "rate.npz", data=data, sample_rate=np.float64(400.0))  # the rate stored with the data
-    torch.testing.assert_close(IMU.process(tmp_path / "rate.npz", IMU.preprocess_config({"window": 300,
-                                                                                        "accel_unit": "g"})), x)
+    torch.testing.assert_close(
+        IMU.process(tmp_path / "rate.npz", IMU.preprocess_config({"window": 300, "accel_unit": "g"})), x
+    )
 
 
 def test_timestamp_unit_inference():
@@ -134,7 +145,7 @@ def test_eval_centre_window_deterministic_train_random(model):
     starts = set()
     for _ in range(5):
         w = IMU.transform(raw, cfg, train=True)
-        hits = [s for s in range(801) if torch.equal(full[:, s:s + 200], w)]
+        hits = [s for s in range(801) if torch.equal(full[:, s : s + 200], w)]
         assert len(hits) == 1
         starts.add(hits[0])
     assert len(starts) > 1
@@ -143,8 +154,11 @@ def test_eval_centre_window_deterministic_train_random(model):
 def test_encode_csv_and_npy_on_bind_tiny(tmp_path, model):
     data = motion(400, seed=5)
     times = np.arange(400) / 200.0
-    csv_path = write_csv(tmp_path / "a.csv", ["t", "acc_x", "acc_y", "acc_z", "gyro_x", "gyro_y", "gyro_z"],
-                         np.column_stack([times, data]))
+    csv_path = write_csv(
+        tmp_path / "a.csv",
+        ["t", "acc_x", "acc_y", "acc_z", "gyro_x", "gyro_y", "gyro_z"],
+        np.column_stack([times, data]),
+    )
     np.save(tmp_path / "a.npy", data.astype(np.float32))
     np.save(tmp_path / "b.npy", motion(400, seed=6).astype(np.float32))
     emb = model.embed_sources("imu", [csv_path, tmp_path / "a.npy", tmp_path / "b.npy", csv_path.read_bytes()])

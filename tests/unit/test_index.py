@@ -90,8 +90,16 @@ def test_ivf_with_few_vectors_reduces_nlist():
     assert index.search(_unit(2, 1), 3, nprobe=20).rows.shape == (2, 3)
 
 
-@pytest.mark.parametrize("spec", [IndexSpec(), IndexSpec(backend="torch"), IndexSpec(kind="ivf", nlist=8, nprobe=8),
-                                  IndexSpec(kind="hnsw", hnsw_m=8)], ids=["flat", "torch", "ivf", "hnsw"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        IndexSpec(),
+        IndexSpec(backend="torch"),
+        IndexSpec(kind="ivf", nlist=8, nprobe=8),
+        IndexSpec(kind="hnsw", hnsw_m=8),
+    ],
+    ids=["flat", "torch", "ivf", "hnsw"],
+)
 def test_incremental_add_save_load_roundtrip(tmp_path, spec):
     x = _unit(600, 0)
     once = Index(MODEL, spec)
@@ -111,8 +119,9 @@ def test_incremental_add_save_load_roundtrip(tmp_path, spec):
         assert torch.equal(loaded.search(q, 5).rows, once.search(q, 5).rows)
     meta = json.loads((tmp_path / "idx" / "metadata.json").read_text())
     assert meta["count"] == 600 and meta["model"]["fingerprint"] == "aaaa"
-    assert sorted(p.name.split("-")[0] for p in (tmp_path / "idx").iterdir()) == \
-        sorted(["metadata.json", "entries", "vectors" if spec.backend == "torch" else "index"])
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / "idx").iterdir()) == sorted(
+        ["metadata.json", "entries", "vectors" if spec.backend == "torch" else "index"]
+    )
 
 
 def test_refuses_embeddings_of_another_model_or_dimension(tmp_path):
@@ -200,8 +209,13 @@ _CHILD = textwrap.dedent("""
 def test_sigkill_during_save_leaves_a_loadable_index(tmp_path):
     directory = tmp_path / "idx"
     _filled(n=10)[0].save(directory)
-    proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(directory)], stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(directory)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        cwd=REPO,
+    )
     counts = {10}
     try:
         started = None
@@ -231,9 +245,41 @@ def test_bench_retrieval_runs_tiny(tmp_path):
     from bind.cli import main
 
     out = tmp_path / "bench.json"
-    assert main(["bench", "retrieval", "--n", "3000", "--dim", "32", "--queries", "20", "--clusters", "30",
-                 "--nlist", "16", "--nprobe", "1", "16", "--train-size", "1000", "--hnsw", "--hnsw-n", "1000",
-                 "--hnsw-m", "8", "--ef-search", "64", "--iters", "1", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "retrieval",
+                "--n",
+                "3000",
+                "--dim",
+                "32",
+                "--queries",
+                "20",
+                "--clusters",
+                "30",
+                "--nlist",
+                "16",
+                "--nprobe",
+                "1",
+                "16",
+                "--train-size",
+                "1000",
+                "--hnsw",
+                "--hnsw-n",
+                "1000",
+                "--hnsw-m",
+                "8",
+                "--ef-search",
+                "64",
+                "--iters",
+                "1",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     res = json.loads(out.read_text())["result"]
     assert res["exact"]["ids_equal_torch_fraction"] == 1.0
     assert res["exact"]["max_abs_score_diff_vs_torch"] < 1e-5

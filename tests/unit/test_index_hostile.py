@@ -92,6 +92,7 @@ def _cases(directory: Path) -> list[tuple[str, object]]:
             if drop_checksums:
                 m.pop("checksums", None)
             (d / "metadata.json").write_text(json.dumps(m))
+
         return apply
 
     def set_bytes(name: str, fn, drop_checksums: bool = False):
@@ -99,6 +100,7 @@ def _cases(directory: Path) -> list[tuple[str, object]]:
             (d / name).write_bytes(fn((d / name).read_bytes()))
             if drop_checksums:
                 set_meta(lambda m: None, True)(d)
+
         return apply
 
     for name in ["metadata.json", *data]:  # truncations and bit flips of every file, with and without checksums
@@ -107,11 +109,15 @@ def _cases(directory: Path) -> list[tuple[str, object]]:
             if 0 <= cut < size:
                 cases.append((f"truncate {name} at {cut}", set_bytes(name, lambda b, c=cut: b[:c])))
                 if name != "metadata.json":
-                    cases.append((f"truncate {name} at {cut}, no checksums",
-                                  set_bytes(name, lambda b, c=cut: b[:c], drop_checksums=True)))
+                    cases.append(
+                        (
+                            f"truncate {name} at {cut}, no checksums",
+                            set_bytes(name, lambda b, c=cut: b[:c], drop_checksums=True),
+                        )
+                    )
         for pos in sorted({0, 3, 5, 9, 13, 40, size // 3, size // 2, size - 2}):
             if 0 <= pos < size:
-                flip = (lambda b, p=pos: b[:p] + bytes([b[p] ^ 0x10]) + b[p + 1:])
+                flip = lambda b, p=pos: b[:p] + bytes([b[p] ^ 0x10]) + b[p + 1 :]
                 cases.append((f"bit flip {name} at {pos}", set_bytes(name, flip)))
                 if name != "metadata.json":
                     cases.append((f"bit flip {name} at {pos}, no checksums", set_bytes(name, flip, True)))
@@ -120,7 +126,7 @@ def _cases(directory: Path) -> list[tuple[str, object]]:
     cases.append(("metadata is deep", lambda d: (d / "metadata.json").write_text("[" * 100_000)))
     cases.append(("metadata not utf-8", lambda d: (d / "metadata.json").write_bytes(b"\xff\xfe{}")))
     for key in ["model", "spec", "files", "count", "dim", "modalities", "version", "empty_faiss", "checksums"]:
-        for value in [[], "x", None, -1, 2 ** 40, {"a": 1}, True]:
+        for value in [[], "x", None, -1, 2**40, {"a": 1}, True]:
             cases.append((f"{key} = {value!r}", set_meta(lambda m, k=key, v=value: m.__setitem__(k, v))))
         cases.append((f"no {key}", set_meta(lambda m, k=key: m.pop(k, None))))
     for key in ["name", "path", "fingerprint", "embed_dim"]:
@@ -135,49 +141,126 @@ def _cases(directory: Path) -> list[tuple[str, object]]:
     cases.append(("checksum wrong", set_meta(lambda m: m["checksums"].update({k: "0" * 32 for k in m["checksums"]}))))
     # path escapes: parent directories, absolute paths, nested paths, symlinks out of the directory
     for key in list(meta["files"]):
-        for evil in ["../../etc/passwd", "../outside/secret.txt", "/etc/passwd", "sub/../x", "..", ".",
-                     "entries-0.jsonl/../../outside/secret.txt", f"./{meta['files'][key]}", ""]:
+        for evil in [
+            "../../etc/passwd",
+            "../outside/secret.txt",
+            "/etc/passwd",
+            "sub/../x",
+            "..",
+            ".",
+            "entries-0.jsonl/../../outside/secret.txt",
+            f"./{meta['files'][key]}",
+            "",
+        ]:
             cases.append((f"files.{key} = {evil!r}", set_meta(lambda m, k=key, e=evil: m["files"].__setitem__(k, e))))
-            cases.append((f"files.{key} = {evil!r}, no checksums",
-                          set_meta(lambda m, k=key, e=evil: m["files"].__setitem__(k, e), True)))
+            cases.append(
+                (
+                    f"files.{key} = {evil!r}, no checksums",
+                    set_meta(lambda m, k=key, e=evil: m["files"].__setitem__(k, e), True),
+                )
+            )
 
         def symlink_out(d: Path, k=key) -> None:
             target = d / meta["files"][k]
             target.unlink()
             target.symlink_to(d.parent / "outside" / "secret.txt")
+
         cases.append((f"files.{key} is a symlink out", symlink_out))
         cases.append((f"files.{key} missing", lambda d, k=key: (d / meta["files"][k]).unlink()))
-        cases.append((f"files.{key} is a directory", lambda d, k=key: ((d / meta["files"][k]).unlink(),
-                                                                        (d / meta["files"][k]).mkdir())))
-    cases.append(("metadata is a symlink out", lambda d: ((d / "metadata.json").unlink(), (d / "metadata.json")
-                                                          .symlink_to(d.parent / "outside" / "metadata.json"))))
-    cases.append(("pickle as data", lambda d: [(d / n).write_bytes(pickle.dumps({"vectors": torch.zeros(6, DIM)}))
-                                               for n in data if not n.startswith("entries")]))
-    cases.append(("pickle as data, no checksums", lambda d: [
-        (d / n).write_bytes(pickle.dumps({"vectors": torch.zeros(6, DIM)})) for n in data
-        if not n.startswith("entries")] and set_meta(lambda m: None, True)(d)))
-    cases.append(("entries hold a list", set_bytes(next(n for n in data if n.startswith("entries")),
-                                                   lambda b: b"[1]\n" * 6, True)))
-    cases.append(("entries with extra key", set_bytes(next(n for n in data if n.startswith("entries")),
-                                                      lambda b: b.replace(b'"id"', b'"x": 1, "id"', 1), True)))
-    cases.append(("entries one short", set_bytes(next(n for n in data if n.startswith("entries")),
-                                                 lambda b: b"".join(b.splitlines(True)[:-1]), True)))
-    cases.append(("entries one extra", set_bytes(next(n for n in data if n.startswith("entries")),
-                                                 lambda b: b + b.splitlines(True)[0], True)))
+        cases.append(
+            (
+                f"files.{key} is a directory",
+                lambda d, k=key: ((d / meta["files"][k]).unlink(), (d / meta["files"][k]).mkdir()),
+            )
+        )
+    cases.append(
+        (
+            "metadata is a symlink out",
+            lambda d: (
+                (d / "metadata.json").unlink(),
+                (d / "metadata.json").symlink_to(d.parent / "outside" / "metadata.json"),
+            ),
+        )
+    )
+    cases.append(
+        (
+            "pickle as data",
+            lambda d: [
+                (d / n).write_bytes(pickle.dumps({"vectors": torch.zeros(6, DIM)}))
+                for n in data
+                if not n.startswith("entries")
+            ],
+        )
+    )
+    cases.append(
+        (
+            "pickle as data, no checksums",
+            lambda d: (
+                [
+                    (d / n).write_bytes(pickle.dumps({"vectors": torch.zeros(6, DIM)}))
+                    for n in data
+                    if not n.startswith("entries")
+                ]
+                and set_meta(lambda m: None, True)(d)
+            ),
+        )
+    )
+    cases.append(
+        (
+            "entries hold a list",
+            set_bytes(next(n for n in data if n.startswith("entries")), lambda b: b"[1]\n" * 6, True),
+        )
+    )
+    cases.append(
+        (
+            "entries with extra key",
+            set_bytes(
+                next(n for n in data if n.startswith("entries")), lambda b: b.replace(b'"id"', b'"x": 1, "id"', 1), True
+            ),
+        )
+    )
+    cases.append(
+        (
+            "entries one short",
+            set_bytes(
+                next(n for n in data if n.startswith("entries")), lambda b: b"".join(b.splitlines(True)[:-1]), True
+            ),
+        )
+    )
+    cases.append(
+        (
+            "entries one extra",
+            set_bytes(next(n for n in data if n.startswith("entries")), lambda b: b + b.splitlines(True)[0], True),
+        )
+    )
     faiss_file = next((n for n in data if n.endswith(".faiss")), None)
     if faiss_file:
-        def ntotal(b: bytes, value: int = 2 ** 40) -> bytes:
+
+        def ntotal(b: bytes, value: int = 2**40) -> bytes:
             return b[:8] + struct.pack("<q", value) + b[16:]
+
         cases.append(("faiss ntotal 2^40, no checksums", set_bytes(faiss_file, ntotal, True)))
-        cases.append(("faiss ntotal 2^40 + metadata count 2^40", lambda d: (
-            set_bytes(faiss_file, ntotal)(d), set_meta(lambda m: m.update(count=2 ** 40, modalities={"x": 2 ** 40}),
-                                                       True)(d))))
-        cases.append(("faiss code size 2^40", set_bytes(faiss_file, lambda b: b[:37] + struct.pack("<Q", 2 ** 40)
-                                                        + b[45:], True)))
-        cases.append(("faiss d = 2^31-1", set_bytes(faiss_file, lambda b: b[:4] + struct.pack("<i", 2 ** 31 - 1)
-                                                    + b[8:], True)))
-        cases.append(("faiss NaN vectors", set_bytes(faiss_file, lambda b: b[:45] + struct.pack("<f", float("nan"))
-                                                     + b[49:], True)))
+        cases.append(
+            (
+                "faiss ntotal 2^40 + metadata count 2^40",
+                lambda d: (
+                    set_bytes(faiss_file, ntotal)(d),
+                    set_meta(lambda m: m.update(count=2**40, modalities={"x": 2**40}), True)(d),
+                ),
+            )
+        )
+        cases.append(
+            ("faiss code size 2^40", set_bytes(faiss_file, lambda b: b[:37] + struct.pack("<Q", 2**40) + b[45:], True))
+        )
+        cases.append(
+            ("faiss d = 2^31-1", set_bytes(faiss_file, lambda b: b[:4] + struct.pack("<i", 2**31 - 1) + b[8:], True))
+        )
+        cases.append(
+            (
+                "faiss NaN vectors",
+                set_bytes(faiss_file, lambda b: b[:45] + struct.pack("<f", float("nan")) + b[49:], True),
+            )
+        )
     return cases
 
 
@@ -244,14 +327,28 @@ def test_search_on_a_tampered_index_is_one_line(tmp_path):
     meta["spec"]["evil"] = 1
     (directory / "metadata.json").write_text(json.dumps(meta))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    r = subprocess.run([sys.executable, "-m", "bind", "search", "--index", str(directory), "--text", "a dog"],
-                       capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "bind", "search", "--index", str(directory), "--text", "a dog"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=120,
+    )
     assert r.returncode == 1
-    assert r.stderr.strip().splitlines() == [f"bindspace search: error: {directory}/metadata.json: unknown 'spec' "
-                                             "keys ['evil']; known: ['backend', 'ef_construction', 'ef_search', "
-                                             "'hnsw_m', 'kind', 'nlist', 'nprobe', 'train_size']"]
-    r = subprocess.run([sys.executable, "-m", "bind", "search", "--index", str(directory), "--text", "a dog",
-                        "--debug"], capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    assert r.stderr.strip().splitlines() == [
+        f"bindspace search: error: {directory}/metadata.json: unknown 'spec' "
+        "keys ['evil']; known: ['backend', 'ef_construction', 'ef_search', "
+        "'hnsw_m', 'kind', 'nlist', 'nprobe', 'train_size']"
+    ]
+    r = subprocess.run(
+        [sys.executable, "-m", "bind", "search", "--index", str(directory), "--text", "a dog", "--debug"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=120,
+    )
     assert r.returncode == 1 and "Traceback" in r.stderr
 
 
@@ -268,8 +365,9 @@ def test_second_writer_waits_or_fails_fast(tmp_path):
             print("held", flush=True)
             sys.stdin.readline()
     """)
-    proc = subprocess.Popen([sys.executable, "-c", child], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                            env=env, cwd=REPO)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", child], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=REPO
+    )
     try:
         assert proc.stdout.readline().strip() == "held"
         with pytest.raises(IndexBusyError, match="another process is writing this index"):
@@ -306,8 +404,13 @@ def test_dead_writer_temporaries_are_removed_live_ones_kept(tmp_path):
             print(tmp.name, flush=True)
             time.sleep(60)
     """)
-    proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", child],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        cwd=REPO,
+    )
     name = proc.stdout.readline().strip()
     os.kill(proc.pid, signal.SIGKILL)  # like kill -9 during `index build`
     proc.wait()

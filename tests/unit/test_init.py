@@ -24,10 +24,25 @@ def clip_dir(tmp_path_factory):
     from transformers import CLIPConfig, CLIPModel
 
     torch.manual_seed(0)
-    cfg = CLIPConfig(text_config=dict(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                      num_attention_heads=2, max_position_embeddings=16),
-                     vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                        num_attention_heads=2, image_size=32, patch_size=8), projection_dim=24)
+    cfg = CLIPConfig(
+        text_config=dict(
+            vocab_size=100,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=16,
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        ),
+        projection_dim=24,
+    )
     d = tmp_path_factory.mktemp("clip")
     model = CLIPModel(cfg).eval()
     model.save_pretrained(d)
@@ -40,16 +55,29 @@ def timm_file(tmp_path_factory):
     import timm
 
     torch.manual_seed(0)
-    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, depth=2,
-                            embed_dim=32, num_heads=2, num_classes=0).eval()
+    vit = timm.create_model(
+        "vit_tiny_patch16_224",
+        pretrained=False,
+        img_size=32,
+        patch_size=8,
+        depth=2,
+        embed_dim=32,
+        num_heads=2,
+        num_classes=0,
+    ).eval()
     f = tmp_path_factory.mktemp("timm") / "vit.safetensors"
     safetensors.torch.save_file(vit.state_dict(), str(f))
     return f, vit
 
 
 def _encoder(overrides, modality="image", in_chans=3, size=32, patch=8, embed_dim=24, **extra):
-    cfg = EncoderConfig(modality=modality, embed_dim=embed_dim, stem={"patch_size": patch, "in_chans": in_chans},
-                        preprocess={"size": size, "crop_size": size}, **{**overrides, **extra})
+    cfg = EncoderConfig(
+        modality=modality,
+        embed_dim=embed_dim,
+        stem={"patch_size": patch, "in_chans": in_chans},
+        preprocess={"size": size, "crop_size": size},
+        **{**overrides, **extra},
+    )
     return ModalityEncoder(cfg).eval()
 
 

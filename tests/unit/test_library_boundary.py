@@ -25,8 +25,11 @@ def _module_name(path: Path) -> str:
 
 
 def is_application(name: str) -> bool:
-    return (name in APPLICATION_MODULES or name.endswith(".cli")
-            or any(name == p or name.startswith(p + ".") for p in APPLICATION_PACKAGES))
+    return (
+        name in APPLICATION_MODULES
+        or name.endswith(".cli")
+        or any(name == p or name.startswith(p + ".") for p in APPLICATION_PACKAGES)
+    )
 
 
 def library_modules() -> dict[str, Path]:
@@ -64,8 +67,10 @@ def test_the_boundary_classifies_the_known_applications():
 
 
 def test_no_library_module_imports_an_application():
-    offenders = {name: sorted(n for n in imported_names(path, name) if is_application(n))
-                 for name, path in library_modules().items()}
+    offenders = {
+        name: sorted(n for n in imported_names(path, name) if is_application(n))
+        for name, path in library_modules().items()
+    }
     offenders = {k: v for k, v in offenders.items() if v}
     assert not offenders, f"library modules importing applications: {offenders}"
 
@@ -78,7 +83,8 @@ def test_importing_every_library_module_loads_no_application():
         "    importlib.import_module(name)\n"
         "print(json.dumps(sorted(sys.modules)))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300, check=True
+    )
     loaded = json.loads(out.stdout.strip().splitlines()[-1])
     assert not [m for m in loaded if m.startswith("bind") and is_application(m)]

@@ -24,9 +24,13 @@ def _mask(shape: tuple[int, int], positives: dict[int, list[int]]) -> torch.Tens
 
 
 def test_single_positive_hand_computed():
-    scores = torch.tensor([[0.9, 0.1, 0.5, 0.3],   # positive g0 -> rank 1
-                           [0.8, 0.2, 0.6, 0.4],   # positive g2 -> rank 2 (g0 above)
-                           [0.7, 0.1, 0.9, 0.8]])  # positive g1 -> rank 4
+    scores = torch.tensor(
+        [
+            [0.9, 0.1, 0.5, 0.3],  # positive g0 -> rank 1
+            [0.8, 0.2, 0.6, 0.4],  # positive g2 -> rank 2 (g0 above)
+            [0.7, 0.1, 0.9, 0.8],
+        ]
+    )  # positive g1 -> rank 4
     pos = _mask((3, 4), {0: [0], 1: [2], 2: [1]})
     assert retrieval_ranks(scores, pos).tolist() == [1, 2, 4]
     assert average_precision(scores, pos).tolist() == pytest.approx([1.0, 0.5, 0.25])
@@ -41,8 +45,12 @@ def test_single_positive_hand_computed():
 
 
 def test_several_positives_hand_computed():
-    scores = torch.tensor([[0.9, 0.8, 0.7, 0.6, 0.5],   # positives g1 (rank 2), g3 (rank 4)
-                           [0.1, 0.2, 0.3, 0.4, 0.5]])  # positives g4 (rank 1), g0 (rank 5)
+    scores = torch.tensor(
+        [
+            [0.9, 0.8, 0.7, 0.6, 0.5],  # positives g1 (rank 2), g3 (rank 4)
+            [0.1, 0.2, 0.3, 0.4, 0.5],
+        ]
+    )  # positives g4 (rank 1), g0 (rank 5)
     pos = _mask((2, 5), {0: [1, 3], 1: [4, 0]})
     assert retrieval_ranks(scores, pos).tolist() == [2, 1]
     assert average_precision(scores, pos).tolist() == pytest.approx([(1 / 2 + 2 / 4) / 2, (1 / 1 + 2 / 5) / 2])
@@ -93,11 +101,15 @@ def test_chunked_from_embeddings_equals_full_matrix():
 
 
 def test_classification_hand_computed():
-    logits = torch.tensor([[0.9, 0.1, 0.0],   # label 0: correct
-                           [0.2, 0.3, 0.1],   # label 0: second
-                           [0.1, 0.2, 0.7],   # label 2: correct
-                           [0.5, 0.4, 0.6],   # label 1: third
-                           [0.9, 0.0, 0.0]])  # label 0: correct
+    logits = torch.tensor(
+        [
+            [0.9, 0.1, 0.0],  # label 0: correct
+            [0.2, 0.3, 0.1],  # label 0: second
+            [0.1, 0.2, 0.7],  # label 2: correct
+            [0.5, 0.4, 0.6],  # label 1: third
+            [0.9, 0.0, 0.0],
+        ]
+    )  # label 0: correct
     labels = torch.tensor([0, 0, 2, 1, 0])
     m = classification_metrics(logits, labels, ks=(1, 2, 5))
     assert m["acc1"] == pytest.approx(3 / 5)

@@ -32,8 +32,9 @@ def expect_media_error(modality: str, source, reason: str, **cfg) -> MediaError:
     return err
 
 
-@pytest.mark.parametrize("modality,ext", [("depth", "png"), ("depth", "npy"), ("thermal", "tif"), ("imu", "csv"),
-                                          ("imu", "npy")])
+@pytest.mark.parametrize(
+    "modality,ext", [("depth", "png"), ("depth", "npy"), ("thermal", "tif"), ("imu", "csv"), ("imu", "npy")]
+)
 def test_missing_file(tmp_path, modality, ext):
     expect_media_error(modality, tmp_path / f"nowhere.{ext}", "file not found")
 
@@ -46,16 +47,19 @@ def test_empty_file_and_empty_bytes(tmp_path, modality):
 
 
 @pytest.mark.filterwarnings("ignore:Corrupt EXIF data")
-@pytest.mark.parametrize("modality,ext,payload,reason", [
-    ("depth", "png", b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4, "not a decodable image"),
-    ("depth", "npy", b"\x93NUMPY\x01\x00garbage", "not a readable .npy/.npz"),
-    ("depth", "npz", b"PK\x03\x04" + b"\x00" * 64, "not a readable .npy/.npz"),
-    ("thermal", "tif", b"II*\x00" + bytes(range(256)) * 2, "not a decodable image"),
-    ("thermal", "png", b"\x00\x01\x02 definitely not an image", "not a decodable image"),
-    ("imu", "npy", b"\x93NUMPY\x01\x00garbage", "not a readable .npy/.npz"),
-    ("imu", "npz", b"PK\x03\x04" + b"\x00" * 64, "not a readable .npz"),
-    ("imu", "csv", bytes(range(128, 256)) * 8, "neither .npy, .npz nor UTF-8 CSV"),
-])
+@pytest.mark.parametrize(
+    "modality,ext,payload,reason",
+    [
+        ("depth", "png", b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4, "not a decodable image"),
+        ("depth", "npy", b"\x93NUMPY\x01\x00garbage", "not a readable .npy/.npz"),
+        ("depth", "npz", b"PK\x03\x04" + b"\x00" * 64, "not a readable .npy/.npz"),
+        ("thermal", "tif", b"II*\x00" + bytes(range(256)) * 2, "not a decodable image"),
+        ("thermal", "png", b"\x00\x01\x02 definitely not an image", "not a decodable image"),
+        ("imu", "npy", b"\x93NUMPY\x01\x00garbage", "not a readable .npy/.npz"),
+        ("imu", "npz", b"PK\x03\x04" + b"\x00" * 64, "not a readable .npz"),
+        ("imu", "csv", bytes(range(128, 256)) * 8, "neither .npy, .npz nor UTF-8 CSV"),
+    ],
+)
 def test_corrupt_bytes(tmp_path, modality, ext, payload, reason):
     path = tmp_path / f"corrupt.{ext}"
     path.write_bytes(payload)

@@ -106,7 +106,8 @@ def test_multiple_clips_are_averaged_and_renormalised(tiny_model):
     x = torch.randn(2, 3, 3, 64, 64)  # [B, clips, C, H, W]
     e = tiny_model.encode("image", x)
     per_clip = torch.nn.functional.normalize(
-        tiny_model.encode("image", x.flatten(0, 1)).reshape(2, 3, -1).mean(1), dim=-1)
+        tiny_model.encode("image", x.flatten(0, 1)).reshape(2, 3, -1).mean(1), dim=-1
+    )
     torch.testing.assert_close(e, per_clip, atol=1e-6, rtol=0)
 
 

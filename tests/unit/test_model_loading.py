@@ -40,14 +40,14 @@ def _copy(src, dst):
 def _header(path) -> tuple[int, dict]:
     raw = path.read_bytes()
     n = struct.unpack("<Q", raw[:8])[0]
-    return n, json.loads(raw[8:8 + n])
+    return n, json.loads(raw[8 : 8 + n])
 
 
 def _with_header(path, header: dict) -> None:
     raw = path.read_bytes()
     n = struct.unpack("<Q", raw[:8])[0]
     h = json.dumps(header).encode()
-    path.write_bytes(struct.pack("<Q", len(h)) + h + raw[8 + n:])
+    path.write_bytes(struct.pack("<Q", len(h)) + h + raw[8 + n :])
 
 
 class Payload:
@@ -69,6 +69,7 @@ def corruptions(model, tmp_path):
         def apply(d):
             cfg = json.loads((d / "config.json").read_text())
             (d / "config.json").write_text(json.dumps(fn(cfg)))
+
         return apply
 
     def set_header(fn):
@@ -76,6 +77,7 @@ def corruptions(model, tmp_path):
             _, h = _header(d / w)
             fn(h)
             _with_header(d / w, h)
+
         return apply
 
     def state_file(fn):
@@ -86,11 +88,11 @@ def corruptions(model, tmp_path):
     cases["no weights"] = lambda d: (d / w).unlink()
     for n in (1, 7, 8, 9, 100, -1, -100):
         cases[f"truncated to {n}"] = lambda d, n=n: truncate(n if n > 0 else len((d / w).read_bytes()) + n)(d)
-    cases["huge header"] = lambda d: (d / w).write_bytes(struct.pack("<Q", 2 ** 40) + (d / w).read_bytes()[8:])
-    cases["header longer than file"] = lambda d: (d / w).write_bytes(struct.pack("<Q", 10 ** 6) + b"{}")
+    cases["huge header"] = lambda d: (d / w).write_bytes(struct.pack("<Q", 2**40) + (d / w).read_bytes()[8:])
+    cases["header longer than file"] = lambda d: (d / w).write_bytes(struct.pack("<Q", 10**6) + b"{}")
     cases["header not json"] = lambda d: (d / w).write_bytes(struct.pack("<Q", 4) + b"{{{{" + b"\0" * 64)
     cases["header a list"] = lambda d: (d / w).write_bytes(struct.pack("<Q", 2) + b"[]")
-    cases["offsets past the end"] = set_header(lambda h: h[first].update(data_offsets=[0, 10 ** 9]))
+    cases["offsets past the end"] = set_header(lambda h: h[first].update(data_offsets=[0, 10**9]))
     cases["offsets reversed"] = set_header(lambda h: h[first].update(data_offsets=[8, 0]))
     cases["offsets a string"] = set_header(lambda h: h[first].update(data_offsets="0-8"))
     cases["unknown dtype"] = set_header(lambda h: h[first].update(dtype="F128"))
@@ -102,6 +104,7 @@ def corruptions(model, tmp_path):
     def code_pickle(d):
         Payload.marker = tmp_path / "executed"
         (d / w).write_bytes(pickle.dumps({"weights": Payload()}))
+
     cases["pickle with code renamed"] = code_pickle
     cases["zip renamed"] = lambda d: (d / w).write_bytes(b"PK\x03\x04" + b"\0" * 100)
     cases["wrong shape"] = state_file(lambda s: {**s, first: torch.zeros(3, 3)})
@@ -112,36 +115,60 @@ def corruptions(model, tmp_path):
     cases["inf weights"] = state_file(lambda s: {**s, first: torch.full_like(s[first], float("inf"))})
     cases["no config"] = lambda d: (d / "config.json").unlink()
     cases["empty config"] = lambda d: (d / "config.json").write_text("")
-    cases["config not json"] = lambda d: (d / "config.json").write_text("{\"name\": ")
+    cases["config not json"] = lambda d: (d / "config.json").write_text('{"name": ')
     cases["config binary"] = lambda d: (d / "config.json").write_bytes(b"\xff\xfe\x00garbage")
     cases["config a list"] = set_config(lambda c: [c])
     cases["encoders a list"] = set_config(lambda c: {**c, "encoders": list(c["encoders"])})
     cases["encoders empty"] = set_config(lambda c: {**c, "encoders": {}})
     cases["encoder a string"] = set_config(lambda c: {**c, "encoders": {**c["encoders"], "image": "vit"}})
-    cases["unknown field"] = set_config(lambda c: {**c, "encoders": {
-        **c["encoders"], "image": {**c["encoders"]["image"], "mystery": 1}}})
-    cases["unknown modality"] = set_config(lambda c: {**c, "encoders": {
-        **c["encoders"], "smell": {**c["encoders"]["imu"]}}})
-    cases["width a string"] = set_config(lambda c: {**c, "encoders": {
-        **c["encoders"], "image": {**c["encoders"]["image"], "width": "wide"}}})
-    cases["zero heads"] = set_config(lambda c: {**c, "encoders": {
-        **c["encoders"], "image": {**c["encoders"]["image"], "heads": 0}}})
-    cases["huge width"] = set_config(lambda c: {**c, "encoders": {
-        **c["encoders"], "image": {**c["encoders"]["image"], "width": 2 ** 40, "heads": 1}}})
-    cases["depth differs"] = set_config(lambda c: {**c, "encoders": {
-        **c["encoders"], "image": {**c["encoders"]["image"], "depth": c["encoders"]["image"]["depth"] + 1}}})
+    cases["unknown field"] = set_config(
+        lambda c: {**c, "encoders": {**c["encoders"], "image": {**c["encoders"]["image"], "mystery": 1}}}
+    )
+    cases["unknown modality"] = set_config(
+        lambda c: {**c, "encoders": {**c["encoders"], "smell": {**c["encoders"]["imu"]}}}
+    )
+    cases["width a string"] = set_config(
+        lambda c: {**c, "encoders": {**c["encoders"], "image": {**c["encoders"]["image"], "width": "wide"}}}
+    )
+    cases["zero heads"] = set_config(
+        lambda c: {**c, "encoders": {**c["encoders"], "image": {**c["encoders"]["image"], "heads": 0}}}
+    )
+    cases["huge width"] = set_config(
+        lambda c: {**c, "encoders": {**c["encoders"], "image": {**c["encoders"]["image"], "width": 2**40, "heads": 1}}}
+    )
+    cases["depth differs"] = set_config(
+        lambda c: {
+            **c,
+            "encoders": {
+                **c["encoders"],
+                "image": {**c["encoders"]["image"], "depth": c["encoders"]["image"]["depth"] + 1},
+            },
+        }
+    )
     cases["embed_dim null"] = set_config(lambda c: {**c, "embed_dim": None})
     cases["extra a list"] = set_config(lambda c: {**c, "extra": []})
     cases["no name"] = set_config(lambda c: {k: v for k, v in c.items() if k != "name"})
     return cases
 
 
-EXPECTED = {"empty weights": "empty file", "truncated to 100": "truncated", "huge header": "exceeds",
-            "offsets past the end": "outside", "pickle renamed": "never unpickles", "zip renamed": "never unpickles",
-            "pickle with code renamed": "never unpickles", "wrong shape": "misshaped", "extra key": "no place for",
-            "missing key": "missing 1 tensors", "nan weights": "non-finite", "inf weights": "non-finite",
-            "no config": "config.json: missing", "config not json": "not valid JSON", "width a string": "width must be",
-            "depth differs": "does not match config.json"}
+EXPECTED = {
+    "empty weights": "empty file",
+    "truncated to 100": "truncated",
+    "huge header": "exceeds",
+    "offsets past the end": "outside",
+    "pickle renamed": "never unpickles",
+    "zip renamed": "never unpickles",
+    "pickle with code renamed": "never unpickles",
+    "wrong shape": "misshaped",
+    "extra key": "no place for",
+    "missing key": "missing 1 tensors",
+    "nan weights": "non-finite",
+    "inf weights": "non-finite",
+    "no config": "config.json: missing",
+    "config not json": "not valid JSON",
+    "width a string": "width must be",
+    "depth differs": "does not match config.json",
+}
 
 
 def test_every_corrupted_directory_is_one_model_load_error(saved, tmp_path):
@@ -186,8 +213,9 @@ def test_nonfinite_weights_load_with_the_expert_override(saved, tmp_path):
     model, src = saved
     d = _copy(src, tmp_path / "nan")
     first = next(iter(model.state_dict()))
-    safetensors.torch.save_file({**model.state_dict(), first: torch.full_like(model.state_dict()[first], float("nan"))},
-                                str(d / WEIGHTS_NAME))
+    safetensors.torch.save_file(
+        {**model.state_dict(), first: torch.full_like(model.state_dict()[first], float("nan"))}, str(d / WEIGHTS_NAME)
+    )
     with pytest.raises(ModelLoadError, match=r"non-finite \(NaN / inf\) weights in 1 tensors .*allow_nonfinite"):
         bind.load_model(d)
     loaded = bind.load_model(d, allow_nonfinite=True)
@@ -206,15 +234,33 @@ def test_cli_with_corrupted_model_is_one_line_without_traceback(saved, tmp_path)
     (d / WEIGHTS_NAME).write_bytes((d / WEIGHTS_NAME).read_bytes()[:50])
     (tmp_path / "a.txt").write_text("hello")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-    r = subprocess.run([sys.executable, "-m", "bind", "embed", "--model", str(d), "--modality", "text", "--inputs",
-                        str(tmp_path / "a.txt"), "--out", str(tmp_path / "e.safetensors")],
-                       capture_output=True, text=True, env=env, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bind",
+            "embed",
+            "--model",
+            str(d),
+            "--modality",
+            "text",
+            "--inputs",
+            str(tmp_path / "a.txt"),
+            "--out",
+            str(tmp_path / "e.safetensors"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert r.returncode != 0 and "Traceback" not in r.stderr
     lines = [ln for ln in r.stderr.splitlines() if "error" in ln]
     assert len(lines) == 1 and f"{d / WEIGHTS_NAME}: truncated" in lines[0], r.stderr
 
 
 # --- untrained encoders, gradients -----------------------------------------------------------------------------------
+
 
 def get_example(model, m):
     if m == "image":
@@ -244,8 +290,7 @@ def test_trained_loaded_and_converted_models_do_not_warn(caplog, tmp_path):
     opt.step()
     model.eval()
     assert model.untrained_modalities == ["imu"]  # a training step moved the image encoder's weights
-    model.encoder("imu").load_state_dict(bind.create_model("bind-tiny", modalities=["imu"]).encoder("imu")
-                                         .state_dict())
+    model.encoder("imu").load_state_dict(bind.create_model("bind-tiny", modalities=["imu"]).encoder("imu").state_dict())
     assert model.untrained_modalities == []
     trained_dir = model.save_pretrained(tmp_path / "trained")
     assert json.loads((trained_dir / "config.json").read_text())["extra"]["untrained"] == []
@@ -279,9 +324,26 @@ def test_cli_embed_warns_once_for_a_named_config_and_not_for_a_loaded_model(tmp_
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
 
     def embed(model):
-        r = subprocess.run([sys.executable, "-m", "bind", "embed", "--model", str(model), "--modality", "text",
-                            "--inputs", *map(str, texts), "--out", str(tmp_path / "e.safetensors")],
-                           capture_output=True, text=True, env=env, timeout=300)
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bind",
+                "embed",
+                "--model",
+                str(model),
+                "--modality",
+                "text",
+                "--inputs",
+                *map(str, texts),
+                "--out",
+                str(tmp_path / "e.safetensors"),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
         assert r.returncode == 0, r.stderr
         return [ln for ln in r.stderr.splitlines() if "never trained or loaded" in ln]
 

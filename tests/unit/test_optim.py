@@ -46,7 +46,14 @@ def test_qa_fit_and_the_train_module_use_the_shared_schedule(monkeypatch):
 
     monkeypatch.setattr(bind.optim, "warmup_cosine_schedule", spy)
     layer = torch.nn.Linear(2, 1)
-    losses = fit(layer, lambda batch: layer(torch.stack(batch)).pow(2).mean(), [torch.ones(2)] * 8, epochs=2, lr=0.1,
-                 batch_size=2, log=None)
+    losses = fit(
+        layer,
+        lambda batch: layer(torch.stack(batch)).pow(2).mean(),
+        [torch.ones(2)] * 8,
+        epochs=2,
+        lr=0.1,
+        batch_size=2,
+        log=None,
+    )
     assert len(losses) == 2 and calls == [(1, 8)]  # 2 epochs x 4 batches, warmup 1/20 of them (at least 1)
     assert bind.train.module.warmup_cosine_schedule is warmup_cosine_schedule

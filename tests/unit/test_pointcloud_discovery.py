@@ -28,8 +28,14 @@ print(json.dumps({{"modalities": bind.list_modalities(), "imported": "bind_point
 
 def _discover(tmp_path: Path, hide: bool, extra_path: list[Path]) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, [REPO, *extra_path]))}
-    out = subprocess.run([sys.executable, "-c", _DISCOVER.format(hide=hide)], capture_output=True, text=True,
-                         env=env, cwd=tmp_path, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", _DISCOVER.format(hide=hide)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 

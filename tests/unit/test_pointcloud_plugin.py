@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-pc = pytest.importorskip("bind_pointcloud", reason="the point-cloud plugin is not installed "
-                                                   "(pip install -e examples/pointcloud_plugin)")
+pc = pytest.importorskip(
+    "bind_pointcloud", reason="the point-cloud plugin is not installed (pip install -e examples/pointcloud_plugin)"
+)
 plyfile = pytest.importorskip("plyfile")
 
 import bind  # noqa: E402
@@ -57,6 +58,7 @@ def _plyfile_write(path: Path, xyz, rgb=None, normals=None, text=False, byte_ord
 
 # --- loading: PLY from independent writers ------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("text,byte_order", [(False, "<"), (False, ">"), (True, "=")])
 def test_ply_from_plyfile_writer_with_colour_and_normals(plugin, tmp_path, text, byte_order):
     xyz, rgb, normals = _cloud()
@@ -77,15 +79,19 @@ def test_ply_mesh_faces_are_ignored_and_plain_xyz_has_no_colour(plugin, tmp_path
 
 
 def test_hand_made_ascii_and_binary_ply(plugin, tmp_path):
-    ascii_ply = ("ply\nformat ascii 1.0\ncomment made by hand\nelement vertex 3\nproperty float x\nproperty float y\n"
-                 "property float z\nproperty uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n"
-                 "0 0 0 255 0 0\n1 0 0 0 255 0\n0 1 0.5 0 0 255\n")
+    ascii_ply = (
+        "ply\nformat ascii 1.0\ncomment made by hand\nelement vertex 3\nproperty float x\nproperty float y\n"
+        "property float z\nproperty uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n"
+        "0 0 0 255 0 0\n1 0 0 0 255 0\n0 1 0.5 0 0 255\n"
+    )
     (tmp_path / "a.ply").write_text(ascii_ply)
     cloud = plugin.load(tmp_path / "a.ply", _cfg(plugin, colour=True))
     np.testing.assert_allclose(cloud.xyz, [[0, 0, 0], [1, 0, 0], [0, 1, 0.5]])
     np.testing.assert_allclose(cloud.rgb, np.eye(3))
-    header = (b"ply\nformat binary_big_endian 1.0\nelement vertex 2\nproperty double x\nproperty double y\n"
-              b"property double z\nproperty float r\nproperty float g\nproperty float b\nend_header\n")
+    header = (
+        b"ply\nformat binary_big_endian 1.0\nelement vertex 2\nproperty double x\nproperty double y\n"
+        b"property double z\nproperty float r\nproperty float g\nproperty float b\nend_header\n"
+    )
     body = struct.pack(">3d3f", 1.5, -2.0, 3.25, 0.1, 0.2, 0.3) + struct.pack(">3d3f", 0, 0, 1, 1, 1, 1)
     cloud = plugin.load(header + body, _cfg(plugin, colour=True))
     np.testing.assert_allclose(cloud.xyz, [[1.5, -2.0, 3.25], [0, 0, 1]])
@@ -93,6 +99,7 @@ def test_hand_made_ascii_and_binary_ply(plugin, tmp_path):
 
 
 # --- loading: arrays and text --------------------------------------------------------------------------------------
+
 
 def test_npy_npz_and_text_layouts(plugin, tmp_path):
     xyz, rgb, normals = _cloud(50)
@@ -115,32 +122,61 @@ def test_npy_npz_and_text_layouts(plugin, tmp_path):
 
 # --- bad inputs ----------------------------------------------------------------------------------------------------
 
+
 def _ply(text_body: str, elements: str) -> bytes:
     return f"ply\nformat ascii 1.0\n{elements}end_header\n{text_body}".encode()
 
 
-@pytest.mark.parametrize("make,match", [
-    (lambda d: np.save(d / "x.npy", np.zeros((0, 3))), "empty point cloud"),
-    (lambda d: (d / "x.npy").write_bytes(b""), "empty"),
-    (lambda d: (d / "x.xyz").write_text("# nothing\n\n"), "empty point cloud"),
-    (lambda d: np.save(d / "x.npy", np.array([[0, 0, 0], [np.nan, 1, 1], [np.inf, 0, 0]])), "2 of 3 points have NaN"),
-    (lambda d: np.save(d / "x.npy", np.zeros((5, 4))), "4 columns per point"),
-    (lambda d: np.save(d / "x.npy", np.zeros(12)), r"\[N, 3\+C\]"),
-    (lambda d: (d / "x.xyz").write_text("0 0 0\n1 1 1 1\n"), "different column counts"),
-    (lambda d: (d / "x.xyz").write_text("0 0 zero\n"), "non-numeric"),
-    (lambda d: (d / "x.ply").write_bytes(_ply("0 0 0\n", "element vertex 1\nproperty float x\nproperty float y\n"
-                                               "property float z\nelement camera 1\nproperty float fx\n")),
-     "unsupported PLY element"),
-    (lambda d: (d / "x.ply").write_bytes(_ply("", "element point 0\nproperty float x\n")), "unsupported PLY element"),
-    (lambda d: (d / "x.ply").write_bytes(_ply("0 0\n", "element vertex 1\nproperty float x\nproperty float y\n")),
-     "need x, y, z"),
-    (lambda d: (d / "x.ply").write_bytes(_ply("0 0 nan\n", "element vertex 1\nproperty float x\nproperty float y\n"
-                                               "property float z\n")), "NaN/inf coordinates"),
-    (lambda d: (d / "x.ply").write_bytes(b"ply\nformat ascii 1.0\nelement vertex 1\n"), "end_header"),
-    (lambda d: (d / "x.ply").write_bytes(_ply("1 2\n", "element vertex 1\nproperty float x\nproperty float y\n"
-                                               "property float z\n")), "unreadable PLY"),
-    (lambda d: (d / "x.ply").write_bytes(_ply("", "element vertex 999999999\nproperty float x\n")), "max_points"),
-])
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda d: np.save(d / "x.npy", np.zeros((0, 3))), "empty point cloud"),
+        (lambda d: (d / "x.npy").write_bytes(b""), "empty"),
+        (lambda d: (d / "x.xyz").write_text("# nothing\n\n"), "empty point cloud"),
+        (
+            lambda d: np.save(d / "x.npy", np.array([[0, 0, 0], [np.nan, 1, 1], [np.inf, 0, 0]])),
+            "2 of 3 points have NaN",
+        ),
+        (lambda d: np.save(d / "x.npy", np.zeros((5, 4))), "4 columns per point"),
+        (lambda d: np.save(d / "x.npy", np.zeros(12)), r"\[N, 3\+C\]"),
+        (lambda d: (d / "x.xyz").write_text("0 0 0\n1 1 1 1\n"), "different column counts"),
+        (lambda d: (d / "x.xyz").write_text("0 0 zero\n"), "non-numeric"),
+        (
+            lambda d: (d / "x.ply").write_bytes(
+                _ply(
+                    "0 0 0\n",
+                    "element vertex 1\nproperty float x\nproperty float y\n"
+                    "property float z\nelement camera 1\nproperty float fx\n",
+                )
+            ),
+            "unsupported PLY element",
+        ),
+        (
+            lambda d: (d / "x.ply").write_bytes(_ply("", "element point 0\nproperty float x\n")),
+            "unsupported PLY element",
+        ),
+        (
+            lambda d: (d / "x.ply").write_bytes(
+                _ply("0 0\n", "element vertex 1\nproperty float x\nproperty float y\n")
+            ),
+            "need x, y, z",
+        ),
+        (
+            lambda d: (d / "x.ply").write_bytes(
+                _ply("0 0 nan\n", "element vertex 1\nproperty float x\nproperty float y\nproperty float z\n")
+            ),
+            "NaN/inf coordinates",
+        ),
+        (lambda d: (d / "x.ply").write_bytes(b"ply\nformat ascii 1.0\nelement vertex 1\n"), "end_header"),
+        (
+            lambda d: (d / "x.ply").write_bytes(
+                _ply("1 2\n", "element vertex 1\nproperty float x\nproperty float y\nproperty float z\n")
+            ),
+            "unreadable PLY",
+        ),
+        (lambda d: (d / "x.ply").write_bytes(_ply("", "element vertex 999999999\nproperty float x\n")), "max_points"),
+    ],
+)
 def test_bad_inputs_are_one_line_media_errors(plugin, tmp_path, make, match):
     make(tmp_path)
     (path,) = list(tmp_path.iterdir())
@@ -166,6 +202,7 @@ def test_max_points_and_missing_channels(plugin, tmp_path):
 
 
 # --- preprocessing -------------------------------------------------------------------------------------------------
+
 
 def test_eval_is_deterministic_farthest_point_sampling(plugin):
     xyz, _, _ = _cloud(500)
@@ -195,10 +232,19 @@ def test_training_subsamples_and_rotates_about_the_up_axis(plugin):
 
 # --- model side ----------------------------------------------------------------------------------------------------
 
+
 def _tiny_model(tmp_path, **stem):
-    raw = {"name": "pc-test", "embed_dim": 32, "defaults": {"width": 32, "depth": 1, "heads": 2, "mlp_ratio": 2.0},
-           "encoders": {"pointcloud": {"stem": {"num_groups": 8, "group_size": 8, "hidden": 16, **stem},
-                                       "preprocess": {"num_points": 64, "colour": True, "missing_colour": "grey"}}}}
+    raw = {
+        "name": "pc-test",
+        "embed_dim": 32,
+        "defaults": {"width": 32, "depth": 1, "heads": 2, "mlp_ratio": 2.0},
+        "encoders": {
+            "pointcloud": {
+                "stem": {"num_groups": 8, "group_size": 8, "hidden": 16, **stem},
+                "preprocess": {"num_points": 64, "colour": True, "missing_colour": "grey"},
+            }
+        },
+    }
     torch.manual_seed(0)
     return bind.BindModel(bind.expand_config(raw), precision="fp32").eval()
 

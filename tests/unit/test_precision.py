@@ -55,8 +55,21 @@ def test_precision_reaches_loaded_models_and_cli(tmp_path, tiny_model):
         bind.create_model("bind-tiny", precision="fp8")
     from bind.cli import build_parser
 
-    args = build_parser().parse_args(["embed", "--model", "bind-tiny", "--modality", "text", "--inputs", "a.txt",
-                                      "--out", "e.safetensors", "--precision", "bf16"])
+    args = build_parser().parse_args(
+        [
+            "embed",
+            "--model",
+            "bind-tiny",
+            "--modality",
+            "text",
+            "--inputs",
+            "a.txt",
+            "--out",
+            "e.safetensors",
+            "--precision",
+            "bf16",
+        ]
+    )
     assert args.precision == "bf16"
 
 
@@ -85,6 +98,24 @@ def test_embed_cli_honours_precision_and_compile(monkeypatch, tmp_path):
     monkeypatch.setattr(BindModel, "encode", spy_encode)
     (tmp_path / "a.txt").write_text("a red cube")
     out = tmp_path / "e.safetensors"
-    assert main(["embed", "--model", "bind-tiny", "--modality", "text", "--inputs", str(tmp_path / "a.txt"),
-                 "--out", str(out), "--precision", "bf16", "--compile", "-q"]) == 0
+    assert (
+        main(
+            [
+                "embed",
+                "--model",
+                "bind-tiny",
+                "--modality",
+                "text",
+                "--inputs",
+                str(tmp_path / "a.txt"),
+                "--out",
+                str(out),
+                "--precision",
+                "bf16",
+                "--compile",
+                "-q",
+            ]
+        )
+        == 0
+    )
     assert out.is_file() and seen["precision"] == "bf16" and "compiled" in seen

@@ -42,6 +42,6 @@ def test_line_plot_draws_every_channel():
     assert a.shape == (160, 300, 3)
     colours = {tuple(c) for c in a.reshape(-1, 3)}
     for hex_colour in ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"):
-        assert tuple(int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)) in colours
+        assert tuple(int(hex_colour[i : i + 2], 16) for i in (1, 3, 5)) in colours
     with pytest.raises(ValueError, match="channels"):
         line_plot(np.zeros(10))

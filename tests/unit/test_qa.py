@@ -37,7 +37,7 @@ def test_pool_tokens_joint_per_time_step_and_adaptive():
     assert with_cls.shape == (b, 4, d)
     torch.testing.assert_close(with_cls[:, 0], cls[:, 0])
     seq = pool_tokens(joint, t * 2, num_cls=1, mode="sequence")  # each output: half a step's patches
-    torch.testing.assert_close(seq[:, 1], patches[:, 0, n // 2:].mean(1))
+    torch.testing.assert_close(seq[:, 1], patches[:, 0, n // 2 :].mean(1))
     with pytest.raises(ValueError, match="time_steps"):
         pool_tokens(joint, 2, num_cls=1)  # joint tokens carry no time axis by themselves
     with pytest.raises(ValueError, match="mode"):
@@ -99,14 +99,19 @@ def test_multiple_choice_scores_are_embedding_similarities(tiny_model):
 
 def test_multiple_choice_picks_the_statement_nearest_the_media(tiny_model):
     choices = ["crimson", "emerald", "azure", "golden"]
-    statements = ["a video of a crimson object.", "a video of an emerald object.", "a video of an azure object.",
-                  "a video of a golden object."]  # the template's "a" becomes "an" before a vowel
+    statements = [
+        "a video of a crimson object.",
+        "a video of an emerald object.",
+        "a video of an azure object.",
+        "a video of a golden object.",
+    ]  # the template's "a" becomes "an" before a vowel
     with torch.no_grad():
         text = tiny_model.encode("text", tiny_model.prepare("text", statements))
     truth = torch.tensor([2, 0, 3, 1])
     media = text[truth]  # media that "show" the truth: embedded exactly where its statement is
-    pred, scores = multiple_choice_embeddings(tiny_model, media, ["what colour is the object?"] * 4, [choices] * 4,
-                                              "a video of a {choice} object.")
+    pred, scores = multiple_choice_embeddings(
+        tiny_model, media, ["what colour is the object?"] * 4, [choices] * 4, "a video of a {choice} object."
+    )
     assert torch.equal(pred, truth)
     torch.testing.assert_close(scores.max(-1).values, torch.ones(4))
 
@@ -165,9 +170,19 @@ def _tiny_lm(texts: list[str], layers: int = 1):
 
     tok = word_tokenizer(texts)
     torch.manual_seed(0)
-    cfg = GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=layers, n_head=2, n_positions=64, resid_pdrop=0.0,
-                     embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                     pad_token_id=tok.pad_token_id)
+    cfg = GPT2Config(
+        vocab_size=len(tok),
+        n_embd=32,
+        n_layer=layers,
+        n_head=2,
+        n_positions=64,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     return GPT2LMHeadModel(cfg).eval(), tok
 
 
@@ -189,7 +204,7 @@ def test_prefix_lm_loss_covers_answer_tokens_only():
             x = torch.cat([embed(torch.tensor([tok.bos_token_id])), prefix[i], embed(torch.tensor(p_ids + a_ids))])
             logits = lm(inputs_embeds=x[None]).logits[0]
             start = 1 + prefix.shape[1] + len(p_ids)
-            nlls.append(F.cross_entropy(logits[start - 1:-1], torch.tensor(a_ids), reduction="none"))
+            nlls.append(F.cross_entropy(logits[start - 1 : -1], torch.tensor(a_ids), reduction="none"))
     torch.testing.assert_close(loss.detach(), torch.cat(nlls).mean(), atol=1e-5, rtol=1e-5)
     loss.backward()
     assert qa.projectors["video"][0].weight.grad.abs().sum() > 0
@@ -222,7 +237,7 @@ def test_prefix_lm_learns_to_answer_and_generates_strings(tmp_path):
     out = qa.generate(tokens, questions, max_new_tokens=4)
     assert out == ["red", "blue"]
     # left padding: answers of a batch with prompts of different lengths equal one-by-one answers
-    assert [qa.generate({m: t[i:i + 1] for m, t in tokens.items()}, questions[i:i + 1])[0] for i in range(2)] == out
+    assert [qa.generate({m: t[i : i + 1] for m, t in tokens.items()}, questions[i : i + 1])[0] for i in range(2)] == out
     # stage 2 adapters + projector round-trip through save / load (around the same base LM)
     qa.lm.save_pretrained(tmp_path / "base")
     qa.use_lora(2)

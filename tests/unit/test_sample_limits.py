@@ -62,6 +62,7 @@ def test_cli_errors_are_one_line_unless_debug(capsys):
     def boom(exc):
         def f():
             raise exc
+
         return f
 
     assert run_guarded("search", boom(KeyError("model"))) == 1
@@ -70,8 +71,9 @@ def test_cli_errors_are_one_line_unless_debug(capsys):
     assert capsys.readouterr().err == "bindspace eval: error: m.jsonl: No such file or directory\n"
     assert run_guarded("embed", boom(RuntimeError("shape mismatch\nmore"))) == 1
     err = capsys.readouterr().err
-    assert err == ("bindspace embed: error: RuntimeError: shape mismatch; more (unexpected; run with --debug for the "
-                   "traceback)\n")
+    assert err == (
+        "bindspace embed: error: RuntimeError: shape mismatch; more (unexpected; run with --debug for the traceback)\n"
+    )
     assert run_guarded("embed", boom(RuntimeError("x")), debug=True) == 1
     err = capsys.readouterr().err
     assert err.startswith("Traceback") and err.endswith("run with --debug for the traceback)\n")

@@ -40,12 +40,33 @@ def world(tmp_path_factory):
     torch.manual_seed(0)
     bind.create_model("bind-tiny").eval().save_pretrained(root / "model")
     manifest = generate(root / "world", n=N, seed=0, workers=1, config=WorldConfig(size=32, frames=8))
-    assert main(["index", "build", "--model", str(root / "model"), "--modality", *MODALITIES, "--manifest",
-                 str(manifest), "--out", str(root / "idx"), "-q"]) == 0
+    assert (
+        main(
+            [
+                "index",
+                "build",
+                "--model",
+                str(root / "model"),
+                "--modality",
+                *MODALITIES,
+                "--manifest",
+                str(manifest),
+                "--out",
+                str(root / "idx"),
+                "-q",
+            ]
+        )
+        == 0
+    )
     gallery = load_gallery([str(root / "idx")])
     records = [json.loads(line) for line in manifest.read_text().splitlines()]
-    return {"root": root, "gallery": gallery, "client": TestClient(create_app(gallery)), "records": records,
-            "media": root / "world"}
+    return {
+        "root": root,
+        "gallery": gallery,
+        "client": TestClient(create_app(gallery)),
+        "records": records,
+        "media": root / "world",
+    }
 
 
 def _search(client, queries, k=5, **extra):
@@ -67,7 +88,7 @@ def test_info_names_model_fingerprint_and_sizes(world):
     assert info["indexes"][0]["modalities"] == {m: N for m in MODALITIES}
     assert set(info["query_modalities"]) == set(MODALITIES)
     page = world["client"].get("/")
-    assert page.status_code == 200 and "<script src=\"/static/app.js\">" in page.text
+    assert page.status_code == 200 and '<script src="/static/app.js">' in page.text
     assert world["client"].get("/static/app.js").status_code == 200
 
 
@@ -75,15 +96,17 @@ def test_text_and_summed_search_give_the_cli_hits(world, capsys):
     client, idx = world["client"], world["root"] / "idx"
     audio = world["media"] / world["records"][2]["audio"]
     token = _upload(client, audio).json()["upload"]
-    for queries, argv in [([{"text": "a red cube moving left"}], ["--text", "a red cube moving left"]),
-                          ([{"text": "a hot sphere"}, {"upload": token}],
-                           ["--text", "a hot sphere", "--file", f"audio:{audio}"])]:
+    for queries, argv in [
+        ([{"text": "a red cube moving left"}], ["--text", "a red cube moving left"]),
+        ([{"text": "a hot sphere"}, {"upload": token}], ["--text", "a hot sphere", "--file", f"audio:{audio}"]),
+    ]:
         api = _search(client, queries, k=8)
         capsys.readouterr()
         assert main(["search", "--index", str(idx), "-k", "8", "--json", *argv]) == 0
         cli = json.loads(capsys.readouterr().out)["hits"]
-        assert [(h["id"], h["modality"], h["source"], h["rank"]) for h in api["hits"]] == \
-               [(h["id"], h["modality"], h["source"], h["rank"]) for h in cli]
+        assert [(h["id"], h["modality"], h["source"], h["rank"]) for h in api["hits"]] == [
+            (h["id"], h["modality"], h["source"], h["rank"]) for h in cli
+        ]
         np.testing.assert_allclose([h["score"] for h in api["hits"]], [h["score"] for h in cli], atol=1e-5)
         assert api["query_ms"] >= api["search_ms"] >= 0
 
@@ -114,8 +137,9 @@ def test_weighted_sum_is_embedding_arithmetic(world):
     image = world["media"] / world["records"][1]["image"]
     token = _upload(client, image).json()["upload"]
     got = _search(client, [{"text": "a blue cone", "weight": 2.0}, {"upload": token, "weight": 0.5}], k=6)["hits"]
-    q = F.normalize(2.0 * embed_query(g.model, [("text", "a blue cone")]) + 0.5 * embed_query(g.model, [("image",
-                                                                                                      image)]), dim=-1)
+    q = F.normalize(
+        2.0 * embed_query(g.model, [("text", "a blue cone")]) + 0.5 * embed_query(g.model, [("image", image)]), dim=-1
+    )
     want = g.served[0].index.search(q, 6).hits[0]
     assert [(h["row"], h["rank"]) for h in got] == [(h.row, h.rank) for h in want]
     np.testing.assert_allclose([h["score"] for h in got], [h.score for h in want], atol=1e-5)
@@ -176,13 +200,16 @@ def test_previews_of_every_modality(world):
             assert p["media"] is None and client.get(f"/api/items/0/{row}/media").status_code == 404
 
 
-@pytest.mark.parametrize("name, modality, data, status, words", [
-    ("broken.wav", "audio", b"RIFF\x00\x00\x00\x00WAVEjunk", 400, ["audio: cannot use 'broken.wav'"]),
-    ("broken.png", "image", b"\x89PNG\r\n\x1a\n not really", 400, ["image: cannot use 'broken.png'"]),
-    ("empty.wav", "audio", b"", 400, ["empty.wav", "empty"]),
-    ("notes.xyz", None, b"hello", 400, ["notes.xyz", "choose one of"]),
-    ("a.wav", "smell", b"RIFF", 400, ["no 'smell' encoder"]),
-])
+@pytest.mark.parametrize(
+    "name, modality, data, status, words",
+    [
+        ("broken.wav", "audio", b"RIFF\x00\x00\x00\x00WAVEjunk", 400, ["audio: cannot use 'broken.wav'"]),
+        ("broken.png", "image", b"\x89PNG\r\n\x1a\n not really", 400, ["image: cannot use 'broken.png'"]),
+        ("empty.wav", "audio", b"", 400, ["empty.wav", "empty"]),
+        ("notes.xyz", None, b"hello", 400, ["notes.xyz", "choose one of"]),
+        ("a.wav", "smell", b"RIFF", 400, ["no 'smell' encoder"]),
+    ],
+)
 def test_bad_uploads_give_one_readable_line(world, name, modality, data, status, words):
     r = _upload(world["client"], Path(name), modality=modality, data=data)
     assert r.status_code == status
@@ -194,31 +221,49 @@ def test_bad_uploads_give_one_readable_line(world, name, modality, data, status,
 
 def test_bad_searches_and_limits(world, tmp_path):
     client = world["client"]
-    cases = [({"queries": [{"text": "  "}]}, 400, "empty text query"),
-             ({"queries": []}, 422, "queries"),
-             ({"queries": [{"upload": "nope"}]}, 400, "upload the file again"),
-             ({"queries": [{"text": "a", "upload": "b"}]}, 400, "exactly one of"),
-             ({"queries": [{"text": "a", "weight": 0}]}, 400, "non-zero weight"),
-             ({"queries": [{"text": "a"}], "k": 0}, 422, "k"),
-             ({"queries": [{"item": {"index": 3, "row": 0}}]}, 404, "no index 3"),
-             ({"queries": [{"item": {"index": 0, "row": 10_000}}]}, 404, "has no row 10000"),
-             ({"queries": [{"text": "a"}], "modalities": []}, 400, "no gallery modality"),
-             ({"queries": [{"text": "a"}], "modalities": ["smell"]}, 400, "no smell items")]
+    cases = [
+        ({"queries": [{"text": "  "}]}, 400, "empty text query"),
+        ({"queries": []}, 422, "queries"),
+        ({"queries": [{"upload": "nope"}]}, 400, "upload the file again"),
+        ({"queries": [{"text": "a", "upload": "b"}]}, 400, "exactly one of"),
+        ({"queries": [{"text": "a", "weight": 0}]}, 400, "non-zero weight"),
+        ({"queries": [{"text": "a"}], "k": 0}, 422, "k"),
+        ({"queries": [{"item": {"index": 3, "row": 0}}]}, 404, "no index 3"),
+        ({"queries": [{"item": {"index": 0, "row": 10_000}}]}, 404, "has no row 10000"),
+        ({"queries": [{"text": "a"}], "modalities": []}, 400, "no gallery modality"),
+        ({"queries": [{"text": "a"}], "modalities": ["smell"]}, 400, "no smell items"),
+    ]
     for body, status, words in cases:
         r = client.post("/api/search", json=body)
         assert r.status_code == status and words in r.json()["error"], (body, r.text)
-    small = TestClient(create_app(Gallery([(world["root"] / "idx", world["gallery"].served[0].index)],
-                                          world["gallery"].model, max_upload_bytes=1000)))
+    small = TestClient(
+        create_app(
+            Gallery(
+                [(world["root"] / "idx", world["gallery"].served[0].index)],
+                world["gallery"].model,
+                max_upload_bytes=1000,
+            )
+        )
+    )
     r = _upload(small, Path("big.wav"), "audio", data=b"RIFF" + bytes(200_000))
     assert r.status_code == 413 and "limit of 1000 bytes" in r.json()["error"]
 
 
 def test_files_only_by_item_id_no_traversal(world, tmp_path):
     client = world["client"]
-    for url in ["/api/items/0/../../../etc/passwd", "/api/items/0/%2e%2e%2f%2e%2e%2fetc%2fpasswd/media",
-                "/api/items/0/%2Fetc%2Fpasswd/media", "/api/items/0//etc/passwd", "/api/items/0/-1/media",
-                "/static/..%2f..%2fapp.py", "/static/%2Fetc%2Fpasswd", "/static/../app.py", "/etc/passwd",
-                "/api/items/0/1/media?path=/etc/passwd", "/api/items/..%2F..%2Fetc/0/media"]:
+    for url in [
+        "/api/items/0/../../../etc/passwd",
+        "/api/items/0/%2e%2e%2f%2e%2e%2fetc%2fpasswd/media",
+        "/api/items/0/%2Fetc%2Fpasswd/media",
+        "/api/items/0//etc/passwd",
+        "/api/items/0/-1/media",
+        "/static/..%2f..%2fapp.py",
+        "/static/%2Fetc%2Fpasswd",
+        "/static/../app.py",
+        "/etc/passwd",
+        "/api/items/0/1/media?path=/etc/passwd",
+        "/api/items/..%2F..%2Fetc/0/media",
+    ]:
         r = client.get(url)
         assert r.status_code in (404, 405, 422), (url, r.status_code)
         assert b"root:" not in r.content
@@ -239,8 +284,12 @@ def test_symlinks_pointing_out_of_the_media_directory_are_refused(world, tmp_pat
     g = world["gallery"]
     index = Index(g.info)
     sources = [media / "real.wav", media / "escape.wav", media / "sub" / "up.wav"]
-    index.add(g.model.embed_sources("audio", [str(p) for p in sources]), ["real", "escape", "up"],
-              [str(p) for p in sources], "audio")
+    index.add(
+        g.model.embed_sources("audio", [str(p) for p in sources]),
+        ["real", "escape", "up"],
+        [str(p) for p in sources],
+        "audio",
+    )
     index.add(torch.zeros(1, g.info.embed_dim) + 0.1, ["passwd"], [str(media / "passwd.png")], "image")
     client = TestClient(create_app(Gallery([(tmp_path / "idx", index)], g.model, info=g.info)))
     assert client.get("/api/items/0/0/media").content == (media / "real.wav").read_bytes()
@@ -254,8 +303,7 @@ def test_symlinks_pointing_out_of_the_media_directory_are_refused(world, tmp_pat
     hits = _search(client, [{"text": "a sound"}], k=4)["hits"]
     assert {h["row"] for h in hits} == {0, 1, 2, 3}
     # a directory named explicitly (--media-root) is allowed
-    opened = TestClient(create_app(Gallery([(tmp_path / "idx", index)], g.model, info=g.info,
-                                           media_roots=[tmp_path])))
+    opened = TestClient(create_app(Gallery([(tmp_path / "idx", index)], g.model, info=g.info, media_roots=[tmp_path])))
     assert opened.get("/api/items/0/1/media").content == outside.read_bytes()
     assert opened.get("/api/items/0/3/media").status_code == 403  # /etc/passwd stays out
 
@@ -295,5 +343,8 @@ def test_serve_refuses_indexes_of_different_models(world, tmp_path):
     index = Index(ModelInfo.of(other))
     index.add(torch.randn(2, other.embed_dim), ["a", "b"], ["x", "y"], "image")
     with pytest.raises(BindError, match="different spaces"):
-        Gallery([(world["root"] / "idx", world["gallery"].served[0].index), (tmp_path / "other", index)],
-                world["gallery"].model, info=world["gallery"].info)
+        Gallery(
+            [(world["root"] / "idx", world["gallery"].served[0].index), (tmp_path / "other", index)],
+            world["gallery"].model,
+            info=world["gallery"].info,
+        )

@@ -92,8 +92,12 @@ def test_eval_deterministic_and_encode_every_format(tmp_path, model):
     cfg = model.preprocess_config("thermal")
     rng = np.random.default_rng(1)
     img8 = rng.integers(0, 256, (50, 70), dtype=np.uint8)
-    sources = [write(tmp_path / "a.png", img8), write(tmp_path / "a.tif", img8),
-               write(tmp_path / "b.png", radiometric(seed=2)), write(tmp_path / "b.tif", radiometric(seed=2))]
+    sources = [
+        write(tmp_path / "a.png", img8),
+        write(tmp_path / "a.tif", img8),
+        write(tmp_path / "b.png", radiometric(seed=2)),
+        write(tmp_path / "b.tif", radiometric(seed=2)),
+    ]
     raw = THERMAL.load(sources[2], cfg)
     torch.testing.assert_close(THERMAL.transform(raw, cfg), THERMAL.transform(raw, cfg), rtol=0, atol=0)
     assert THERMAL.transform(raw, cfg, train=True).shape == (1, 64, 64)

@@ -170,8 +170,12 @@ def test_bad_input_errors_and_named_skips(model, tmp_path):
     one = _manifest(tmp_path, [("train", "walking")] * 4 + [("test", "walking")] * 2)
     with pytest.raises(TransferError, match="at least two"):
         load_task(model, "imu", one, "factors.activity", embed=_fake_embed)
-    rows = [("train", "walking")] * 5 + [("train", "running")] * 2 + [("train", None)] * 2 + \
-           [("val", "walking"), ("val", "running"), ("test", "walking"), ("test", "running"), ("test", "jumping")]
+    rows = (
+        [("train", "walking")] * 5
+        + [("train", "running")] * 2
+        + [("train", None)] * 2
+        + [("val", "walking"), ("val", "running"), ("test", "walking"), ("test", "running"), ("test", "jumping")]
+    )
     task = load_task(model, "imu", _manifest(tmp_path, rows), "factors.activity", embed=_fake_embed)
     reasons = {s["id"]: s["reason"] for s in task.skipped}
     assert reasons["s7"] == reasons["s8"] == "no label in field 'factors.activity'"
@@ -199,13 +203,22 @@ def small_world(tmp_path_factory, model):
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "bind", "transfer", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "bind", "transfer", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def _task_args(manifest: Path, model_dir: Path) -> list[str]:
-    return ["--model", str(model_dir), "--modality", "imu", "--manifest", str(manifest),
-            "--label-field", "factors.activity"]
+    return [
+        "--model",
+        str(model_dir),
+        "--modality",
+        "imu",
+        "--manifest",
+        str(manifest),
+        "--label-field",
+        "factors.activity",
+    ]
 
 
 def test_cli_bench_default_flags_on_a_small_world(small_world, tmp_path):

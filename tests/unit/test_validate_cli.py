@@ -14,13 +14,15 @@ from bind.world import WorldConfig, generate
 
 @pytest.fixture(scope="session")
 def world_manifest(tmp_path_factory) -> Path:
-    return generate(tmp_path_factory.mktemp("validate_world"), 6, seed=0, workers=1,
-                    config=WorldConfig(size=32, frames=8))
+    return generate(
+        tmp_path_factory.mktemp("validate_world"), 6, seed=0, workers=1, config=WorldConfig(size=32, frames=8)
+    )
 
 
 def _validate(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bind", "validate", *args], capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "bind", "validate", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_default_workers_validate_a_clean_world(world_manifest):

@@ -68,8 +68,9 @@ def test_decord_and_pyav_backends_agree(plugin, media_dir):
 # --- load -> transform -> encode for any frame count ----------------------------------------------------------------
 @pytest.mark.parametrize("num_frames", [1, 7, 8, 37])
 def test_end_to_end_any_frame_count(plugin, media_dir, model, num_frames):
-    path = write_video(media_dir / f"n{num_frames}.mp4", indexed_frames(num_frames), fps=FPS,
-                       audio=tone(max(num_frames / FPS, 0.2)))
+    path = write_video(
+        media_dir / f"n{num_frames}.mp4", indexed_frames(num_frames), fps=FPS, audio=tone(max(num_frames / FPS, 0.2))
+    )
     batch = model.prepare("video", [path, path])
     cfg = model.preprocess_config("video")
     assert batch.shape == (2, 3, cfg.frames_per_clip, cfg.crop_size, cfg.crop_size)
@@ -167,9 +168,9 @@ def _zero_mdat(src: Path, dst: Path) -> Path:
     """An mp4 whose container is intact but whose every video packet is zeros: nothing decodes."""
     data, i = bytearray(src.read_bytes()), 0
     while i + 8 <= len(data):
-        size, kind = struct.unpack(">I4s", bytes(data[i:i + 8]))
+        size, kind = struct.unpack(">I4s", bytes(data[i : i + 8]))
         if kind == b"mdat":
-            data[i + 8:i + size] = bytes(size - 8)
+            data[i + 8 : i + size] = bytes(size - 8)
         if size < 8:
             break
         i += size
@@ -202,8 +203,9 @@ _CRASHING_SERVER = "import os, sys\nos.read(int(sys.argv[1]), 1)\nos.abort()\n"
 _HANGING_SERVER = "import os, sys, time\nos.read(int(sys.argv[1]), 1)\ntime.sleep(60)\n"
 
 
-@pytest.mark.parametrize(("server", "needle"), [(_CRASHING_SERVER, "crashed"), (_HANGING_SERVER, "did not answer")],
-                         ids=["crash", "hang"])
+@pytest.mark.parametrize(
+    ("server", "needle"), [(_CRASHING_SERVER, "crashed"), (_HANGING_SERVER, "did not answer")], ids=["crash", "hang"]
+)
 def test_decoder_crash_or_hang_falls_back_to_pyav(plugin, media_dir, monkeypatch, server, needle):
     path = write_video(media_dir / "fallback.mp4", indexed_frames(9), fps=FPS)
     monkeypatch.setattr(video_mod, "_DECODE_SERVER", server)
@@ -222,8 +224,11 @@ def test_decoder_crash_or_hang_falls_back_to_pyav(plugin, media_dir, monkeypatch
 
 # --- model side -------------------------------------------------------------------------------------------------------
 def _encoder(attention: str, temporal_patch: int):
-    cfg = bind.factory.expand_config(bind.registry.model_config_dict("bind-tiny"), ["video"],
-                                     {"attention": attention, "stem": {"temporal_patch": temporal_patch}})
+    cfg = bind.factory.expand_config(
+        bind.registry.model_config_dict("bind-tiny"),
+        ["video"],
+        {"attention": attention, "stem": {"temporal_patch": temporal_patch}},
+    )
     torch.manual_seed(0)
     m = bind.BindModel(cfg).eval()
     enc = m.encoder("video")
@@ -266,10 +271,20 @@ def test_clips_are_averaged_and_example_input(plugin):
 def test_token_reduction_merges_steps_and_patches(attention):
     from bind.nn.stems import TubeletStem
 
-    stem = TubeletStem(3, 16, patch_size=8, image_size=32, num_frames=8, temporal_patch=1,
-                       divided=attention == "divided", reduce_time=2, reduce_space=2)
-    full = TubeletStem(3, 16, patch_size=8, image_size=32, num_frames=8, temporal_patch=1,
-                       divided=attention == "divided")
+    stem = TubeletStem(
+        3,
+        16,
+        patch_size=8,
+        image_size=32,
+        num_frames=8,
+        temporal_patch=1,
+        divided=attention == "divided",
+        reduce_time=2,
+        reduce_space=2,
+    )
+    full = TubeletStem(
+        3, 16, patch_size=8, image_size=32, num_frames=8, temporal_patch=1, divided=attention == "divided"
+    )
     full.load_state_dict(stem.state_dict())
     x = torch.randn(2, 3, 7, 32, 32)  # 7 steps: the last group repeats step 6
     reduced, unreduced = stem(x), full(x)
@@ -285,8 +300,9 @@ def test_token_reduction_merges_steps_and_patches(attention):
 
 
 def test_token_reduction_is_a_per_model_switch():
-    cfg = bind.factory.expand_config(bind.registry.model_config_dict("bind-tiny"), ["video"],
-                                     {"attention": "divided", "stem": {"reduce_time": 2}})
+    cfg = bind.factory.expand_config(
+        bind.registry.model_config_dict("bind-tiny"), ["video"], {"attention": "divided", "stem": {"reduce_time": 2}}
+    )
     model = bind.BindModel(cfg).eval()
     stem = model.encoder("video").stem
     assert (stem.reduce_time, stem.reduce_space) == (2, 1)

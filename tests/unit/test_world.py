@@ -43,8 +43,11 @@ BASE = dict(shape="sphere", colour="red", motion="static", temperature="warm", d
 
 
 def _hashes(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +67,7 @@ def _object_mask(scene, threshold: float = 0.99) -> np.ndarray:
 
 
 # --- determinism ---------------------------------------------------------------------------------------------------
+
 
 def test_same_seed_same_bytes_for_any_worker_count(world, tmp_path):
     generate(tmp_path / "w2", N, seed=SEED, workers=2)
@@ -96,17 +100,30 @@ def test_world_bytes_do_not_depend_on_the_process_or_cpu_paths(tmp_path):
     import subprocess
     import sys
 
-    variants = [("default", "1", {}),
-                ("default", "2", {"OMP_NUM_THREADS": "2", "ATEN_CPU_CAPABILITY": "default", "PYTHONHASHSEED": "1",
-                                  "OPENBLAS_CORETYPE": "Prescott"}),
-                ("default", "1", {"ATEN_CPU_CAPABILITY": "avx2", "PYTHONHASHSEED": "2",
-                                  "OPENBLAS_CORETYPE": "Haswell"}),
-                ("c-only", "1", {"PYTHONHASHSEED": "3"})]
+    variants = [
+        ("default", "1", {}),
+        (
+            "default",
+            "2",
+            {
+                "OMP_NUM_THREADS": "2",
+                "ATEN_CPU_CAPABILITY": "default",
+                "PYTHONHASHSEED": "1",
+                "OPENBLAS_CORETYPE": "Prescott",
+            },
+        ),
+        ("default", "1", {"ATEN_CPU_CAPABILITY": "avx2", "PYTHONHASHSEED": "2", "OPENBLAS_CORETYPE": "Haswell"}),
+        ("c-only", "1", {"PYTHONHASHSEED": "3"}),
+    ]
     worlds = []
     for i, (ffmpeg, threads, env) in enumerate(variants):
         out = tmp_path / str(i)
-        subprocess.run([sys.executable, "-c", _GENERATE, str(out), ffmpeg, threads, str(SEED)], check=True,
-                       env={**os.environ, "OMP_NUM_THREADS": "1", **env}, timeout=300)
+        subprocess.run(
+            [sys.executable, "-c", _GENERATE, str(out), ffmpeg, threads, str(SEED)],
+            check=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1", **env},
+            timeout=300,
+        )
         worlds.append(_hashes(out))
     assert len(worlds[0]) == (7 * 2 + 2) + (7 + 2)  # 7 files per scene + manifest.jsonl + world.json
     for variant, world in zip(variants[1:], worlds[1:]):
@@ -120,11 +137,18 @@ def test_rgb_to_yuv420p_matches_bt601():
         frame = np.broadcast_to(np.array(rgb, np.uint8), (4, 6, 3))
         yuv = rgb_to_yuv420p(frame).astype(int)
         assert yuv.shape == (6, 6)
-        reference = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24").reformat(
-            format="yuv420p").to_ndarray().astype(int)  # swscale's BT.601 limited range
+        reference = (
+            av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            .reformat(format="yuv420p")
+            .to_ndarray()
+            .astype(int)
+        )  # swscale's BT.601 limited range
         assert np.abs(yuv - reference).max() <= 1, rgb
-    decoded = av.VideoFrame.from_ndarray(rgb_to_yuv420p(np.full((4, 4, 3), (40, 90, 200), np.uint8)),
-                                         format="yuv420p").to_ndarray(format="rgb24").astype(int)
+    decoded = (
+        av.VideoFrame.from_ndarray(rgb_to_yuv420p(np.full((4, 4, 3), (40, 90, 200), np.uint8)), format="yuv420p")
+        .to_ndarray(format="rgb24")
+        .astype(int)
+    )
     assert np.abs(decoded - (40, 90, 200)).max() <= 2
 
 
@@ -135,6 +159,7 @@ def test_different_seed_different_world(world, tmp_path):
 
 
 # --- manifest and world.json ---------------------------------------------------------------------------------------
+
 
 def test_manifest_schema(world):
     lines = (world / "manifest.jsonl").read_text().splitlines()
@@ -175,6 +200,7 @@ def test_splits_have_exact_counts(n, fractions):
 
 
 # --- every file decodes --------------------------------------------------------------------------------------------
+
 
 def test_every_file_decodes(world):
     size, frames = CONFIG.size, CONFIG.frames
@@ -227,6 +253,7 @@ def test_mpeg4_codec_decodes(tmp_path):
 
 # --- factors show in the right signals -----------------------------------------------------------------------------
 
+
 def test_depth_follows_distance():
     medians = {}
     for distance in FACTORS["distance"]:
@@ -269,8 +296,7 @@ def _log_bands(wave: np.ndarray, sample_rate: int) -> np.ndarray:
     power = np.abs(np.fft.rfft(wave)) ** 2
     freqs = np.fft.rfftfreq(len(wave), 1 / sample_rate)
     edges = np.geomspace(50, sample_rate / 2, 41)
-    bands = np.log(np.array([power[(freqs >= lo) & (freqs < hi)].sum() for lo, hi in itertools.pairwise(edges)])
-                   + 1e-6)
+    bands = np.log(np.array([power[(freqs >= lo) & (freqs < hi)].sum() for lo, hi in itertools.pairwise(edges)]) + 1e-6)
     return (bands - bands.mean()) / bands.std()
 
 
@@ -284,8 +310,10 @@ def test_audio_spectrum_identifies_shape_and_level_follows_distance():
     np.fill_diagonal(sim, -np.inf)
     nearest = sim.argmax(axis=1)
     assert all(labels[j] == labels[i] for i, j in enumerate(nearest))  # 1-NN over nuisances and distances
-    rms = {d: [float(np.sqrt(np.mean(_render(i, shape="cone", distance=d)[1]["audio"] ** 2))) for i in range(3)]
-           for d in FACTORS["distance"]}
+    rms = {
+        d: [float(np.sqrt(np.mean(_render(i, shape="cone", distance=d)[1]["audio"] ** 2))) for i in range(3)]
+        for d in FACTORS["distance"]
+    }
     assert np.mean(rms["near"]) > np.mean(rms["mid"]) > np.mean(rms["far"])
 
 
@@ -310,6 +338,7 @@ def test_video_shows_motion_and_camera_shake():
 
 # --- captions ------------------------------------------------------------------------------------------------------
 
+
 def _phrase_in(phrase: str, text: str) -> bool:
     return re.search(rf"\b{re.escape(phrase)}\b", text) is not None
 
@@ -320,8 +349,10 @@ def test_captions_name_exactly_the_revealed_factors(modality):
     for _ in range(20):
         factors = sample_scene(0, int(rng.integers(1000))).factors
         named = FACTORS if modality == "text" else REVEALS[modality]
-        for text, phrases in ((caption(factors, modality, rng), PHRASES),
-                              (paraphrase(factors, modality, rng), PARAPHRASE_PHRASES)):
+        for text, phrases in (
+            (caption(factors, modality, rng), PHRASES),
+            (paraphrase(factors, modality, rng), PARAPHRASE_PHRASES),
+        ):
             for name in FACTORS:
                 own = any(_phrase_in(p, text) for p in phrases[name][getattr(factors, name)])
                 assert own == (name in named), (modality, name, text)
@@ -347,6 +378,7 @@ def test_paraphrases_never_appear_in_training():
 
 # --- API and CLI errors --------------------------------------------------------------------------------------------
 
+
 def test_bad_inputs_raise_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="shape"):
         SceneFactors(**{**BASE, "shape": "banana"})
@@ -362,8 +394,29 @@ def test_cli_generate(tmp_path, capsys):
     from bind.cli import main
 
     out = tmp_path / "cli_world"
-    assert main(["world", "generate", "--out", str(out), "--n", "3", "--seed", "5", "--workers", "1",
-                 "--size", "32", "--frames", "8", "--splits", "1,1,1"]) == 0
+    assert (
+        main(
+            [
+                "world",
+                "generate",
+                "--out",
+                str(out),
+                "--n",
+                "3",
+                "--seed",
+                "5",
+                "--workers",
+                "1",
+                "--size",
+                "32",
+                "--frames",
+                "8",
+                "--splits",
+                "1,1,1",
+            ]
+        )
+        == 0
+    )
     assert "wrote 3 scenes" in capsys.readouterr().out
     spec = json.loads((out / "world.json").read_text())
     assert spec["config"]["size"] == 32 and spec["counts"] == {"train": 1, "val": 1, "test": 1}
@@ -373,6 +426,7 @@ def test_cli_generate(tmp_path, capsys):
 
 
 # --- point clouds ----------------------------------------------------------------------------------------------------
+
 
 def test_point_cloud_back_projects_depth_through_the_camera(world):
     size = 16

@@ -15,5 +15,12 @@ from bind_pointcloud.modality import PointCloudModality, PointCloudPreprocess, P
 CONFIG_DIR = Path(__file__).resolve().parent / "configs" / "models"
 add_model_config_dir(CONFIG_DIR)  # runs once: Python imports a module once
 
-__all__ = ["CONFIG_DIR", "PointCloud", "PointCloudModality", "PointCloudPreprocess", "PointCloudStemConfig",
-           "PointGroupStem", "read_point_cloud"]
+__all__ = [
+    "CONFIG_DIR",
+    "PointCloud",
+    "PointCloudModality",
+    "PointCloudPreprocess",
+    "PointCloudStemConfig",
+    "PointGroupStem",
+    "read_point_cloud",
+]

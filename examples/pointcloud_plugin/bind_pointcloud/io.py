@@ -60,12 +60,21 @@ def _open(source: Any) -> tuple[str | io.BytesIO, bytes]:
             raise MediaError(source, MODALITY, "file is empty (0 bytes)")
         with path.open("rb") as f:
             return str(path), f.read(8)
-    raise MediaError(source, MODALITY, f"unsupported source type {type(source).__name__} (expected a path, bytes, "
-                                       "an array or a tensor)")
+    raise MediaError(
+        source,
+        MODALITY,
+        f"unsupported source type {type(source).__name__} (expected a path, bytes, an array or a tensor)",
+    )
 
 
-def read_point_cloud(source: Any, *, layout: str = "auto", npz_key: str | None = None, max_points: int = 2_000_000,
-                     ignore_elements: tuple[str, ...] = ("face", "edge")) -> PointCloud:
+def read_point_cloud(
+    source: Any,
+    *,
+    layout: str = "auto",
+    npz_key: str | None = None,
+    max_points: int = 2_000_000,
+    ignore_elements: tuple[str, ...] = ("face", "edge"),
+) -> PointCloud:
     """Decode ``source`` (path, bytes, ndarray or tensor) and validate it (see the module docstring)."""
     if hasattr(source, "detach"):  # a torch tensor
         source = source.detach().cpu().numpy()
@@ -103,8 +112,12 @@ def read_ply(source: Any, fp: str | io.BytesIO, max_points: int, ignore_elements
     counts = _ply_header_counts(source, fp)
     unsupported = [e for e in counts if e != "vertex" and e not in ignore_elements]
     if unsupported:
-        raise MediaError(source, MODALITY, f"unsupported PLY element(s) {unsupported}: a point cloud is the 'vertex' "
-                                           f"element (ignored: {list(ignore_elements)}); convert the file to vertices")
+        raise MediaError(
+            source,
+            MODALITY,
+            f"unsupported PLY element(s) {unsupported}: a point cloud is the 'vertex' "
+            f"element (ignored: {list(ignore_elements)}); convert the file to vertices",
+        )
     if "vertex" not in counts:
         raise MediaError(source, MODALITY, f"PLY file has no 'vertex' element (elements: {list(counts)})")
     _check_count(source, counts["vertex"], max_points)
@@ -113,8 +126,9 @@ def read_ply(source: Any, fp: str | io.BytesIO, max_points: int, ignore_elements
     try:
         ply = PlyData.read(fp, mmap=False)
     except (PlyParseError, ValueError, EOFError, OSError, UnicodeDecodeError) as e:
-        raise MediaError(source, MODALITY, f"unreadable PLY file ({str(e).splitlines()[0] if str(e) else e!r})") \
-            from None
+        raise MediaError(
+            source, MODALITY, f"unreadable PLY file ({str(e).splitlines()[0] if str(e) else e!r})"
+        ) from None
     vertex = ply["vertex"]
     names = {p.name for p in vertex.properties}
     if not {"x", "y", "z"} <= names:
@@ -125,8 +139,9 @@ def read_ply(source: Any, fp: str | io.BytesIO, max_points: int, ignore_elements
         try:
             return np.stack([np.asarray(data[k], dtype=np.float64) for k in keys], axis=1)
         except (ValueError, TypeError):
-            raise MediaError(source, MODALITY, f"PLY vertex properties {list(keys)} must be scalars, not lists") \
-                from None
+            raise MediaError(
+                source, MODALITY, f"PLY vertex properties {list(keys)} must be scalars, not lists"
+            ) from None
 
     xyz = columns(("x", "y", "z"))
     rgb = next((columns(keys) for keys in _COLOUR_NAMES if set(keys) <= names), None)
@@ -162,8 +177,9 @@ def _read_text(source: Any, fp: str | io.BytesIO, max_points: int) -> np.ndarray
     try:
         text = fp.getvalue().decode("utf-8") if isinstance(fp, io.BytesIO) else Path(fp).read_text("utf-8")
     except UnicodeDecodeError:
-        raise MediaError(source, MODALITY, "not a point cloud: neither PLY, .npy/.npz nor UTF-8 .xyz/.txt text") \
-            from None
+        raise MediaError(
+            source, MODALITY, "not a point cloud: neither PLY, .npy/.npz nor UTF-8 .xyz/.txt text"
+        ) from None
     rows = [line.split("#", 1)[0].replace(",", " ").split() for line in text.splitlines()]
     rows = [r for r in rows if r]
     _check_count(source, len(rows), max_points)
@@ -172,8 +188,12 @@ def _read_text(source: Any, fp: str | io.BytesIO, max_points: int) -> np.ndarray
     widths = {len(r) for r in rows}
     if len(widths) > 1:
         bad = next(i for i, r in enumerate(rows) if len(r) != len(rows[0]))
-        raise MediaError(source, MODALITY, f"rows have different column counts {sorted(widths)} (row {bad + 1} has "
-                                           f"{len(rows[bad])}, the first {len(rows[0])})")
+        raise MediaError(
+            source,
+            MODALITY,
+            f"rows have different column counts {sorted(widths)} (row {bad + 1} has "
+            f"{len(rows[bad])}, the first {len(rows[0])})",
+        )
     try:
         return np.array(rows, dtype=np.float64)
     except ValueError as e:
@@ -186,8 +206,11 @@ def from_array(a: np.ndarray, source: Any, layout: str, max_points: int) -> Poin
     if a.dtype.kind not in "uif":
         raise MediaError(source, MODALITY, f"expected numeric points, got dtype {a.dtype}")
     if a.ndim != 2:
-        raise MediaError(source, MODALITY, f"expected points as [N, 3+C] (N points, columns xyz[rgb][normal]), got "
-                                           f"shape {tuple(a.shape)}")
+        raise MediaError(
+            source,
+            MODALITY,
+            f"expected points as [N, 3+C] (N points, columns xyz[rgb][normal]), got shape {tuple(a.shape)}",
+        )
     _check_count(source, a.shape[0], max_points)
     if a.shape[0] == 0:
         raise MediaError(source, MODALITY, "empty point cloud (0 points)")
@@ -195,8 +218,9 @@ def from_array(a: np.ndarray, source: Any, layout: str, max_points: int) -> Poin
     name = _AUTO.get(cols) if layout == "auto" else layout
     if name is None or LAYOUTS[name] != cols:
         want = "3 (xyz), 6 (xyz rgb) or 9 (xyz rgb normal)" if layout == "auto" else f"{LAYOUTS[layout]} ({layout})"
-        raise MediaError(source, MODALITY, f"{cols} columns per point; expected {want} (set layout for other "
-                                           "column orders)")
+        raise MediaError(
+            source, MODALITY, f"{cols} columns per point; expected {want} (set layout for other column orders)"
+        )
     a = a.astype(np.float64, copy=False)
     rgb = a[:, 3:6] if "rgb" in name else None
     normals = a[:, -3:] if "normal" in name else None
@@ -205,8 +229,11 @@ def from_array(a: np.ndarray, source: Any, layout: str, max_points: int) -> Poin
 
 def _check_count(source: Any, n: int, max_points: int) -> None:
     if n > max_points:
-        raise MediaError(source, MODALITY, f"{n} points exceed max_points={max_points} (downsample the cloud or raise "
-                                           "the preprocessing's max_points)")
+        raise MediaError(
+            source,
+            MODALITY,
+            f"{n} points exceed max_points={max_points} (downsample the cloud or raise the preprocessing's max_points)",
+        )
 
 
 def validate(source: Any, xyz: np.ndarray, rgb: np.ndarray | None, normals: np.ndarray | None) -> PointCloud:
@@ -215,15 +242,20 @@ def validate(source: Any, xyz: np.ndarray, rgb: np.ndarray | None, normals: np.n
         raise MediaError(source, MODALITY, "empty point cloud (0 points)")
     bad = ~np.isfinite(xyz).all(axis=1)
     if bad.any():
-        raise MediaError(source, MODALITY, f"{int(bad.sum())} of {len(xyz)} points have NaN/inf coordinates "
-                                           f"(first at row {int(np.argmax(bad))}); drop them before binding")
+        raise MediaError(
+            source,
+            MODALITY,
+            f"{int(bad.sum())} of {len(xyz)} points have NaN/inf coordinates "
+            f"(first at row {int(np.argmax(bad))}); drop them before binding",
+        )
     for what, v in (("colour", rgb), ("normal", normals)):
         if v is not None and not np.isfinite(v).all():
             raise MediaError(source, MODALITY, f"NaN/inf {what} values")
     if rgb is not None:
         if rgb.min() < 0:
-            raise MediaError(source, MODALITY, f"negative colour values (min {rgb.min():g}); expected [0, 1] or "
-                                               "[0, 255]")
+            raise MediaError(
+                source, MODALITY, f"negative colour values (min {rgb.min():g}); expected [0, 1] or [0, 255]"
+            )
         rgb = rgb / 255.0 if rgb.max() > 1.0 else rgb
         if rgb.max() > 1.0:
             raise MediaError(source, MODALITY, f"colour values up to {rgb.max() * 255:g}; expected [0, 1] or [0, 255]")

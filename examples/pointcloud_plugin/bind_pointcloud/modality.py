@@ -65,14 +65,18 @@ class PointCloudPreprocess:
     def __post_init__(self) -> None:
         self.train_scale = tuple(self.train_scale)
         self.ply_ignore_elements = tuple(self.ply_ignore_elements)
-        for name, value, allowed in (("missing_colour", self.missing_colour, ("error", "grey")),
-                                     ("up_axis", self.up_axis, tuple(UP_AXES)),
-                                     ("layout", self.layout, ("auto", *LAYOUTS))):
+        for name, value, allowed in (
+            ("missing_colour", self.missing_colour, ("error", "grey")),
+            ("up_axis", self.up_axis, tuple(UP_AXES)),
+            ("layout", self.layout, ("auto", *LAYOUTS)),
+        ):
             if value not in allowed:
                 raise ValueError(f"pointcloud: {name}={value!r}, expected one of {allowed}")
         if self.num_points < 1 or self.max_points < 1 or self.scale <= 0:
-            raise ValueError(f"pointcloud: need num_points >= 1, max_points >= 1, scale > 0 (got {self.num_points}, "
-                             f"{self.max_points}, {self.scale})")
+            raise ValueError(
+                f"pointcloud: need num_points >= 1, max_points >= 1, scale > 0 (got {self.num_points}, "
+                f"{self.max_points}, {self.scale})"
+            )
 
     @property
     def channels(self) -> int:
@@ -109,15 +113,18 @@ class PointGroupStem(nn.Module):
     """``[B, C, N]`` (xyz first) -> ``[B, G, width]``: FPS centres, kNN groups, a shared mini-PointNet per group and
     an MLP positional embedding of the centres (see the module docstring)."""
 
-    def __init__(self, in_chans: int, width: int, num_groups: int, group_size: int, hidden: int = 128,
-                 norm_eps: float = 1e-5) -> None:
+    def __init__(
+        self, in_chans: int, width: int, num_groups: int, group_size: int, hidden: int = 128, norm_eps: float = 1e-5
+    ) -> None:
         super().__init__()
         self.in_chans, self.num_groups, self.group_size = in_chans, num_groups, group_size
         h = hidden
-        self.first = nn.Sequential(nn.Linear(in_chans, h), nn.LayerNorm(h, eps=norm_eps), nn.GELU(),
-                                   nn.Linear(h, 2 * h))
-        self.second = nn.Sequential(nn.Linear(4 * h, 4 * h), nn.LayerNorm(4 * h, eps=norm_eps), nn.GELU(),
-                                    nn.Linear(4 * h, width))
+        self.first = nn.Sequential(
+            nn.Linear(in_chans, h), nn.LayerNorm(h, eps=norm_eps), nn.GELU(), nn.Linear(h, 2 * h)
+        )
+        self.second = nn.Sequential(
+            nn.Linear(4 * h, 4 * h), nn.LayerNorm(4 * h, eps=norm_eps), nn.GELU(), nn.Linear(4 * h, width)
+        )
         self.pos_embed = nn.Sequential(nn.Linear(3, h), nn.GELU(), nn.Linear(h, width))
 
     def group(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -159,21 +166,37 @@ class PointCloudModality(Modality):
     encoder_defaults = {"pool": "cls", "stem": {"num_groups": 64, "group_size": 32}}
     extensions: ClassVar[tuple[str, ...]] = (".ply", ".npy", ".npz", ".xyz", ".txt")
     webdataset_keys: ClassVar[tuple[str, ...]] = ("pointcloud.npy", "ply", "xyz")
-    zeroshot_templates: ClassVar[tuple[str, ...]] = ("a point cloud of a {}.", "a 3D scan of a {}.",
-                                                     "a 3D model of a {}.", "{}")
+    zeroshot_templates: ClassVar[tuple[str, ...]] = (
+        "a point cloud of a {}.",
+        "a 3D scan of a {}.",
+        "a 3D model of a {}.",
+        "{}",
+    )
     tower: ClassVar[str | None] = None
     order: ClassVar[int] = 100
 
     # --- decoding -----------------------------------------------------------------------------------------------
     def load(self, source: Any, cfg: PointCloudPreprocess) -> PointCloud:
-        cloud = read_point_cloud(source, layout=cfg.layout, npz_key=cfg.npz_key, max_points=cfg.max_points,
-                                 ignore_elements=cfg.ply_ignore_elements)
+        cloud = read_point_cloud(
+            source,
+            layout=cfg.layout,
+            npz_key=cfg.npz_key,
+            max_points=cfg.max_points,
+            ignore_elements=cfg.ply_ignore_elements,
+        )
         if cfg.colour and cloud.rgb is None and cfg.missing_colour == "error":
-            raise MediaError(source, self.name, "colour channels are enabled but the cloud has no colour (give rgb "
-                                                "columns / PLY red green blue, or set missing_colour: grey)")
+            raise MediaError(
+                source,
+                self.name,
+                "colour channels are enabled but the cloud has no colour (give rgb "
+                "columns / PLY red green blue, or set missing_colour: grey)",
+            )
         if cfg.normals and cloud.normals is None:
-            raise MediaError(source, self.name, "normal channels are enabled but the cloud has no normals (give nx ny "
-                                                "nz, or set normals: false)")
+            raise MediaError(
+                source,
+                self.name,
+                "normal channels are enabled but the cloud has no normals (give nx ny nz, or set normals: false)",
+            )
         return cloud
 
     def transform(self, raw: PointCloud, cfg: PointCloudPreprocess, train: bool = False) -> torch.Tensor:
@@ -200,8 +223,9 @@ class PointCloudModality(Modality):
             pts[:, :3] = pts[:, :3] @ r.T * s
             if cfg.normals:
                 pts[:, -3:] = pts[:, -3:] @ r.T
-            jitter = (torch.randn(pts.shape[0], 3) * cfg.train_jitter).clamp(-cfg.train_jitter_clip,
-                                                                             cfg.train_jitter_clip)
+            jitter = (torch.randn(pts.shape[0], 3) * cfg.train_jitter).clamp(
+                -cfg.train_jitter_clip, cfg.train_jitter_clip
+            )
             pts[:, :3] += jitter
         else:
             pts = pts[farthest_point_sample(pts[None, :, :3], cfg.num_points)[0]]
@@ -216,8 +240,10 @@ class PointCloudModality(Modality):
         chans = self.preprocess_config(cfg.preprocess).channels
         given = cfg.stem.setdefault("in_chans", chans)
         if int(given) != chans:
-            raise ValueError(f"pointcloud: stem.in_chans={given} but preprocessing produces {chans} channels "
-                             f"(preprocess {cfg.preprocess}); set colour / normals or stem in_chans: {chans}")
+            raise ValueError(
+                f"pointcloud: stem.in_chans={given} but preprocessing produces {chans} channels "
+                f"(preprocess {cfg.preprocess}); set colour / normals or stem in_chans: {chans}"
+            )
 
     def expected_shape(self, cfg: EncoderConfig) -> str:
         return f"[{self.channels(cfg)}, N]"
