@@ -125,7 +125,7 @@ def test_world_bytes_do_not_depend_on_the_process_or_cpu_paths(tmp_path):
             timeout=300,
         )
         worlds.append(_hashes(out))
-    assert len(worlds[0]) == (7 * 2 + 2) + (7 + 2)  # 7 files per scene + manifest.jsonl + world.json
+    assert len(worlds[0]) == (8 * 2 + 2) + (8 + 2)  # 8 files per scene (7 media + point cloud) + manifest + world.json
     for variant, world in zip(variants[1:], worlds[1:]):
         assert world == worlds[0], (variant, sorted(k for k in world if world[k] != worlds[0].get(k)))
 
