@@ -21,6 +21,7 @@ import functools
 import importlib.util
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -164,7 +165,9 @@ class _TowerEncoder(nn.Module):
         self.proj = nn.Identity() if hidden == cfg.embed_dim else nn.Linear(hidden, cfg.embed_dim, bias=False)
         add_logit_scale(self, cfg)
 
-    def _embed_output(self, out, projected: str, mean: Any, normalize: bool) -> torch.Tensor:
+    def _embed_output(
+        self, out, projected: str, mean: Callable[[torch.Tensor], torch.Tensor], normalize: bool
+    ) -> torch.Tensor:
         """The tower's output pooled as ``cfg.tower_pooling`` says (``pooler``: the model's own projection
         ``out.<projected>``, else ``pooler_output``; ``cls``: the first token; otherwise ``mean(last_hidden_state)``),
         then projected into the space."""
