@@ -7,12 +7,14 @@ printed only with ``--debug`` (anywhere on the command line, or ``BIND_DEBUG=1``
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import logging
 import os
 import sys
 import traceback
 from collections.abc import Callable
+from typing import TypeVar
 
 COMMAND_MODULES = [
     "bind.commands",  # info
@@ -25,6 +27,22 @@ COMMAND_MODULES = [
     "bind.transfer.cli",  # transfer
 ]
 GLOBAL_FLAGS = ("-v", "--verbose", "--debug")
+T = TypeVar("T")
+
+
+def add_command_group(
+    sub: argparse._SubParsersAction, name: str, help: str, dest: str, metavar: str
+) -> argparse._SubParsersAction:
+    """Add command ``name`` whose sub-commands go into the returned action (their name lands in ``args.<dest>``);
+    run without one, it prints its help and exits 2."""
+    p = sub.add_parser(name, help=help)
+    p.set_defaults(func=lambda args: p.print_help() or 2)
+    return p.add_subparsers(dest=dest, metavar=metavar)
+
+
+def dataclass_from_args(cls: type[T], args: argparse.Namespace) -> T:
+    """The dataclass ``cls`` built from the command-line options of its fields' names (each field is an option)."""
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
 
 
 def build_parser() -> argparse.ArgumentParser:

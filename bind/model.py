@@ -15,7 +15,7 @@ import copy
 import json
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +23,11 @@ import safetensors.torch
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
 from bind.config import BindConfig, EncoderConfig
 from bind.encoder import ModalityEncoder
-from bind.errors import ModelLoadError, UnknownModalityError
+from bind.errors import MediaError, ModelLoadError, UnknownModalityError
 from bind.io import atomic_directory
 from bind.precision import autocast, check_precision
 from bind.registry import get_modality
@@ -59,6 +60,61 @@ def trim_padding(ids: torch.Tensor, pad_id: int | None, eot_id: int | None = Non
     if eot_id is not None and eot_id == pad_id:
         keep += 1
     return ids[:, : min(keep, ids.shape[1])]
+
+
+class SourceDataset(Dataset):
+    """Item ``i``: ``(i, sample | None, error | None)``: source ``i`` of ``modality`` loaded and transformed (eval
+    mode) with ``preprocess``, or taken as it is when ``preprocess`` is None (already-transformed samples). With
+    ``skip_errors`` a :class:`MediaError` becomes the error string instead of propagating."""
+
+    def __init__(self, sources: Sequence[Any], modality: str, preprocess: Any, skip_errors: bool = True) -> None:
+        self.sources, self.modality, self.preprocess, self.skip_errors = (
+            list(sources),
+            modality,
+            preprocess,
+            skip_errors,
+        )
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __getitem__(self, i: int) -> tuple[int, Any, str | None]:
+        if self.preprocess is None:
+            return i, self.sources[i], None
+        try:
+            return i, get_modality(self.modality).process(self.sources[i], self.preprocess, train=False), None
+        except MediaError as e:
+            if not self.skip_errors:
+                raise
+            return i, None, str(e)
+
+
+class SourceCollate:
+    """Collates good samples with the plugin's ``collate``; returns ``(rows, batch | None, [(row, error)])``."""
+
+    def __init__(self, modality: str) -> None:
+        self.modality = modality
+
+    def __call__(self, samples: list[tuple[int, Any, str | None]]):
+        good = [(i, x) for i, x, err in samples if err is None]
+        bad = [(i, err) for i, x, err in samples if err is not None]
+        rows = torch.tensor([i for i, _ in good], dtype=torch.long)
+        batch = get_modality(self.modality).collate([x for _, x in good]) if good else None
+        return rows, batch, bad
+
+
+def source_loader(
+    modality: str,
+    sources: Sequence[Any],
+    preprocess: Any,
+    batch_size: int,
+    num_workers: int = 0,
+    skip_errors: bool = True,
+) -> DataLoader:
+    """A DataLoader of ``(rows, batch, errors)`` over ``sources`` in order (:class:`SourceDataset`), what
+    :meth:`BindModel.embed_sources` and the Lightning scale-out of :func:`bind.retrieval.embed.embed_items` embed."""
+    ds = SourceDataset(sources, modality, preprocess, skip_errors)
+    return DataLoader(ds, batch_size=batch_size, num_workers=num_workers, collate_fn=SourceCollate(modality))
 
 
 def build_encoder(cfg: EncoderConfig) -> nn.Module:
@@ -207,34 +263,80 @@ class BindModel(nn.Module):
         return plugin.collate([plugin.process(s, cfg, train=train) for s in sources])
 
     @torch.no_grad()
-    def embed_sources(self, modality: str, sources: Sequence[Any], batch_size: int = 128) -> torch.Tensor:
-        """Preprocess and embed raw sources (paths, bytes, arrays, strings) in batches: fp32 ``[len(sources), D]``."""
-        plugin, cfg = get_modality(modality), self.preprocess_config(modality)
-        return self._embed_batches(
+    def embed_sources(
+        self,
+        modality: str,
+        sources: Sequence[Any],
+        batch_size: int = 128,
+        *,
+        skipped: list[tuple[int, str]] | None = None,
+        num_workers: int = 0,
+        progress: Callable[[int], None] | None = None,
+        output_device: str | torch.device | None = None,
+    ) -> torch.Tensor:
+        """Preprocess and embed raw sources (paths, bytes, arrays, strings) in batches: fp32 ``[len(sources), D]``.
+
+        ``skipped``: when given, sources that fail to decode (:class:`~bind.errors.MediaError`) are left out of the
+        result and appended as ``(position, reason)``; otherwise the error propagates. ``num_workers`` decode in
+        worker processes (a :class:`~torch.utils.data.DataLoader`); ``progress(n)`` is called after each batch with
+        the number of sources it held; ``output_device`` gathers the embeddings there (default: the model's device).
+        """
+        loader = source_loader(
             modality,
-            [sources[i : i + batch_size] for i in range(0, len(sources), batch_size)],
-            lambda chunk: [plugin.process(s, cfg) for s in chunk],
+            sources,
+            self.preprocess_config(modality),
+            batch_size,
+            num_workers,
+            skip_errors=skipped is not None,
         )
+        return self._embed_loader(modality, loader, skipped, progress, output_device)
 
     @torch.no_grad()
-    def embed_tensors(self, modality: str, samples: Sequence[torch.Tensor], batch_size: int = 128) -> torch.Tensor:
+    def embed_tensors(
+        self,
+        modality: str,
+        samples: Sequence[torch.Tensor],
+        batch_size: int = 128,
+        *,
+        progress: Callable[[int], None] | None = None,
+        output_device: str | torch.device | None = None,
+    ) -> torch.Tensor:
         """Embed already-transformed samples (``Modality.process`` / a sample cache's output) in batches: fp32
-        ``[len(samples), D]``."""
-        return self._embed_batches(
-            modality, [samples[i : i + batch_size] for i in range(0, len(samples), batch_size)], list
-        )
+        ``[len(samples), D]`` (``progress`` and ``output_device`` as in :meth:`embed_sources`)."""
+        loader = source_loader(modality, samples, None, batch_size)
+        return self._embed_loader(modality, loader, None, progress, output_device)
 
-    def _embed_batches(self, modality: str, chunks: Sequence[Sequence[Any]], transform: Any) -> torch.Tensor:
-        """The one batched-embedding path: transform each chunk, collate, trim token padding, encode."""
-        plugin, device = get_modality(modality), next(self.parameters()).device
-        stem = self.encoder(modality).cfg.stem
+    @torch.no_grad()
+    def embed_batch(self, modality: str, batch: Any) -> torch.Tensor:
+        """Embed one collated batch (``Modality.collate``'s output) as the batched paths do: token ids lose the
+        columns that are padding in every row (:func:`trim_padding`), the batch moves to the model's device, fp32
+        ``[B, D]``."""
+        if isinstance(batch, torch.Tensor) and not batch.is_floating_point():
+            stem = self.encoder(modality).cfg.stem
+            batch = trim_padding(batch, stem.get("pad_token_id"), stem.get("eot_token_id"))
+        return self.encode(modality, batch.to(next(self.parameters()).device)).float()
+
+    def _embed_loader(
+        self,
+        modality: str,
+        loader: Iterable[tuple[torch.Tensor, Any, list[tuple[int, str]]]],
+        skipped: list[tuple[int, str]] | None,
+        progress: Callable[[int], None] | None,
+        output_device: str | torch.device | None,
+    ) -> torch.Tensor:
+        """The one batched-embedding loop over :func:`source_loader`'s ``(rows, batch, errors)``."""
         out = []
-        for chunk in chunks:
-            x = plugin.collate(transform(chunk))
-            if isinstance(x, torch.Tensor) and not x.is_floating_point():  # token ids: drop all-padding columns
-                x = trim_padding(x, stem.get("pad_token_id"), stem.get("eot_token_id"))
-            out.append(self.encode(modality, x.to(device)).float())
-        return torch.cat(out) if out else torch.empty(0, self.embed_dim, device=device)
+        for rows, batch, errors in loader:
+            if skipped is not None:
+                skipped.extend(errors)
+            if batch is not None:
+                emb = self.embed_batch(modality, batch)
+                out.append(emb if output_device is None else emb.to(output_device))
+            if progress is not None:
+                progress(len(rows) + len(errors))
+        if out:
+            return torch.cat(out)
+        return torch.empty(0, self.embed_dim, device=output_device or next(self.parameters()).device)
 
     # --- freezing ---------------------------------------------------------------------------------------------------
     def freeze(self, modalities: Iterable[str], frozen: bool = True) -> None:

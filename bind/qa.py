@@ -159,7 +159,7 @@ def multiple_choice(
             f"{len(choices)} choice lists must match"
         )
     check_questions(questions)
-    media_emb = model.encode(modality, media.to(next(model.parameters()).device))
+    media_emb = model.embed_batch(modality, media)
     return multiple_choice_embeddings(model, media_emb, questions, choices, template)
 
 

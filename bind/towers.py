@@ -21,6 +21,7 @@ import functools
 import importlib.util
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -164,6 +165,22 @@ class _TowerEncoder(nn.Module):
         self.proj = nn.Identity() if hidden == cfg.embed_dim else nn.Linear(hidden, cfg.embed_dim, bias=False)
         add_logit_scale(self, cfg)
 
+    def _embed_output(
+        self, out, projected: str, mean: Callable[[torch.Tensor], torch.Tensor], normalize: bool
+    ) -> torch.Tensor:
+        """The tower's output pooled as ``cfg.tower_pooling`` says (``pooler``: the model's own projection
+        ``out.<projected>``, else ``pooler_output``; ``cls``: the first token; otherwise ``mean(last_hidden_state)``),
+        then projected into the space."""
+        if self.cfg.tower_pooling == "pooler":
+            pooled = getattr(out, projected, None)
+            pooled = out.pooler_output if pooled is None else pooled
+        elif self.cfg.tower_pooling == "cls":
+            pooled = out.last_hidden_state[:, 0]
+        else:
+            pooled = mean(out.last_hidden_state)
+        emb = self.proj(pooled)
+        return F.normalize(emb, dim=-1) if normalize else emb
+
     @property
     def name(self) -> str:
         return self.cfg.modality
@@ -235,16 +252,11 @@ class TransformersTextEncoder(_TowerEncoder):
         return self._pool(out, attention_mask.long(), normalize)
 
     def _pool(self, out, mask: torch.Tensor, normalize: bool) -> torch.Tensor:
-        if self.cfg.tower_pooling == "pooler":
-            pooled = getattr(out, "text_embeds", None)
-            pooled = out.pooler_output if pooled is None else pooled
-        elif self.cfg.tower_pooling == "cls":
-            pooled = out.last_hidden_state[:, 0]
-        else:
-            m = mask.unsqueeze(-1).to(out.last_hidden_state.dtype)
-            pooled = (out.last_hidden_state * m).sum(1) / m.sum(1).clamp_min(1e-9)
-        emb = self.proj(pooled)
-        return F.normalize(emb, dim=-1) if normalize else emb
+        def masked_mean(hidden: torch.Tensor) -> torch.Tensor:
+            m = mask.unsqueeze(-1).to(hidden.dtype)
+            return (hidden * m).sum(1) / m.sum(1).clamp_min(1e-9)
+
+        return self._embed_output(out, "text_embeds", masked_mean, normalize)
 
 
 def load_clip_part(path: str, part: str, **hub_kwargs: Any) -> nn.Module:
@@ -300,15 +312,7 @@ class TransformersVisionEncoder(_TowerEncoder):
             got = tuple(pixels.shape) if isinstance(pixels, torch.Tensor) else type(pixels).__name__
             raise InputError(f"{self.cfg.modality}: expected float pixels [B, 3, H, W], got {got}")
         out = self.tower(pixel_values=pixels)
-        if self.cfg.tower_pooling == "pooler":
-            pooled = getattr(out, "image_embeds", None)
-            pooled = out.pooler_output if pooled is None else pooled
-        elif self.cfg.tower_pooling == "cls":
-            pooled = out.last_hidden_state[:, 0]
-        else:
-            pooled = out.last_hidden_state[:, 1:].mean(1)
-        emb = self.proj(pooled)
-        return F.normalize(emb, dim=-1) if normalize else emb
+        return self._embed_output(out, "image_embeds", lambda hidden: hidden[:, 1:].mean(1), normalize)
 
 
 def _vision_preprocess_defaults(cfg: EncoderConfig, path: str, hf_cfg: Any) -> None:

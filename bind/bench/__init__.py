@@ -22,8 +22,9 @@ SUITE_MODULES = [
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="benchmarks (JSON out)")
-    suites = p.add_subparsers(dest="suite", metavar="SUITE")
+    from bind.cli import add_command_group
+
+    suites = add_command_group(sub, "bench", "benchmarks (JSON out)", "suite", "SUITE")
     for name in SUITE_MODULES:
         try:
             module = importlib.import_module(name)
@@ -32,4 +33,3 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                 continue
             raise
         module.add_suite(suites)
-    p.set_defaults(func=lambda a: p.print_help() or 2)

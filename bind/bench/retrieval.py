@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from typing import Any
 
 import numpy as np
 import torch
@@ -82,6 +83,7 @@ def run(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     data, centres = clustered_unit_vectors(args.n, args.dim, args.clusters, args.noise, args.seed)
     queries, _ = clustered_unit_vectors(args.queries, args.dim, args.clusters, args.noise, args.seed + 1, centres)
+    timing = (queries, k, args.iters)
     result: dict = {
         "data": {
             "n": args.n,
@@ -140,20 +142,8 @@ def run(args: argparse.Namespace) -> dict:
         t0 = time.perf_counter()
         ivf.add(data)
         ivf_add_s = time.perf_counter() - t0
-        runs = []
-        for nprobe in args.nprobe:
-            faiss.extract_index_ivf(ivf).nprobe = nprobe
-            _, found = ivf.search(queries, k)
-            sec = _median_time(lambda: ivf.search(queries, k), args.iters)
-            runs.append(
-                {
-                    "nprobe": nprobe,
-                    "search_s": sec,
-                    "ms_per_query": 1000 * sec / args.queries,
-                    f"recall@{k}": recall_at_k(found, exact_i, k),
-                    "speedup_vs_exact": faiss_s / sec,
-                }
-            )
+        cells = faiss.extract_index_ivf(ivf)
+        runs = _sweep(ivf, lambda v: setattr(cells, "nprobe", v), "nprobe", args.nprobe, exact_i, faiss_s, timing)
         ivf.reset()
         result["ivf"] = {
             "nlist": nlist,
@@ -177,20 +167,8 @@ def run(args: argparse.Namespace) -> dict:
         t0 = time.perf_counter()
         hnsw.add(sub)
         build_s = time.perf_counter() - t0
-        runs = []
-        for ef in args.ef_search:
-            hnsw.hnsw.efSearch = ef
-            _, found = hnsw.search(queries, k)
-            sec = _median_time(lambda: hnsw.search(queries, k), args.iters)
-            runs.append(
-                {
-                    "ef_search": ef,
-                    "search_s": sec,
-                    "ms_per_query": 1000 * sec / args.queries,
-                    f"recall@{k}": recall_at_k(found, sub_exact.numpy(), k),
-                    "speedup_vs_exact": sub_exact_s / sec,
-                }
-            )
+        set_ef = lambda v: setattr(hnsw.hnsw, "efSearch", v)  # noqa: E731
+        runs = _sweep(hnsw, set_ef, "ef_search", args.ef_search, sub_exact.numpy(), sub_exact_s, timing)
         hnsw.reset()
         result["hnsw"] = {
             "n": n_h,
@@ -201,6 +179,27 @@ def run(args: argparse.Namespace) -> dict:
             "runs": runs,
         }
     return result
+
+
+def _sweep(index, set_value, name: str, values: list, exact_ids, exact_s: float, timing) -> list[dict[str, Any]]:
+    """Search time, recall@k and speed-up over exact search (``exact_ids`` found in ``exact_s``) of ``index`` for each
+    ``set_value(v)`` of ``values`` (recorded as ``name``); ``timing``: ``(queries, k, iters)``."""
+    queries, k, iters = timing
+    runs = []
+    for v in values:
+        set_value(v)
+        _, found = index.search(queries, k)
+        sec = _median_time(lambda: index.search(queries, k), iters)
+        runs.append(
+            {
+                name: v,
+                "search_s": sec,
+                "ms_per_query": 1000 * sec / len(queries),
+                f"recall@{k}": recall_at_k(found, exact_ids, k),
+                "speedup_vs_exact": exact_s / sec,
+            }
+        )
+    return runs
 
 
 def _run(args: argparse.Namespace) -> int:

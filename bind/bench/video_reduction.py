@@ -50,7 +50,13 @@ import numpy as np
 import torch
 
 from bind.bench.common import count_flops, environment, write_json
-from bind.world.experiment import MODEL_NAME, ExperimentConfig, WorldExperiment
+from bind.world.experiment import (
+    MODEL_NAME,
+    ExperimentConfig,
+    WorldExperiment,
+    add_experiment_arguments,
+    experiment_overrides,
+)
 
 DEFAULT_VARIANTS = ("joint", "joint+reduce_time2", "divided", "divided+reduce_time2")
 _REDUCTION = re.compile(r"^reduce_(time|space)(\d+)$")
@@ -388,19 +394,9 @@ def format_table(results: dict[str, Any]) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    overrides = {
-        k: v
-        for k, v in (
-            ("n", args.n),
-            ("seed", args.seed),
-            ("epochs", args.epochs),
-            ("frames", args.frames),
-            ("workers", args.workers),
-            ("threads", args.threads),
-            ("variants", tuple(args.variants) if args.variants else None),
-        )
-        if v is not None
-    }
+    overrides = experiment_overrides(args, "frames", "threads")
+    if args.variants:
+        overrides["variants"] = tuple(args.variants)
     config = Config.quick_config(**overrides) if args.quick else Config.from_overrides(**overrides)
     out = args.out or ("runs/bench/video-reduction-quick" if args.quick else "runs/bench/video-reduction")
     results = run(
@@ -423,24 +419,14 @@ def add_suite(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("video-reduction", help="world retrieval R@1 and embedding speed of video token reduction")
     p.add_argument("--world", default=None, help="an existing world (directory or manifest) instead of generating")
     p.add_argument("--out", default=None, help="world, logs and checkpoints (default runs/bench/video-reduction)")
-    p.add_argument("--n", type=int, default=None, help=f"scenes to generate (default {EXPERIMENT.n}; --quick: 40)")
-    p.add_argument("--seed", type=int, default=None, help="world and training seed (default 0)")
-    p.add_argument("--epochs", type=int, default=None, help=f"training epochs (default {EXPERIMENT.epochs})")
+    add_experiment_arguments(p, EXPERIMENT)
     p.add_argument("--frames", type=int, default=None, help=f"frames per clip (default {Config.frames})")
-    p.add_argument("--workers", type=int, default=None, help="processes for rendering and decoding (default 2)")
     p.add_argument("--threads", type=int, default=None, help="torch threads for training and timing (default 1)")
     p.add_argument(
         "--variants",
         nargs="+",
         default=None,
         help="joint|divided[+reduce_time<r>][+reduce_space<s>] (default: " + " ".join(DEFAULT_VARIANTS) + ")",
-    )
-    p.add_argument("--quick", action="store_true", help="a tiny world and one epoch: a smoke test")
-    p.add_argument(
-        "--verbose",
-        action="store_true",
-        dest="show_libraries",
-        help="also show the training libraries' messages, warnings and model summary (bindspace -v: and debug logging)",
     )
     p.add_argument("--json", default=None, help="write the result JSON here")
     p.set_defaults(func=_run)

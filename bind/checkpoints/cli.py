@@ -85,8 +85,10 @@ def _languagebind(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("convert", help="convert published ImageBind / LanguageBind checkpoints to bind model dirs")
-    fmt = p.add_subparsers(dest="format", metavar="FORMAT")
+    from bind.cli import add_command_group
+
+    what = "convert published ImageBind / LanguageBind checkpoints to bind model dirs"
+    fmt = add_command_group(sub, "convert", what, "format", "FORMAT")
     ib = fmt.add_parser(
         "imagebind",
         help="ImageBind .pth (e.g. imagebind_huge.pth; CC BY-NC-SA, bring your own)",
@@ -154,4 +156,3 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     lb.add_argument("--precision", default="fp32", choices=["fp32", "auto", "bf16"], help=PRECISION_HELP)
     lb.set_defaults(func=_languagebind)
-    p.set_defaults(func=lambda a: p.print_help() or 2)

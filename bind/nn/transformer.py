@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -192,33 +194,21 @@ class Transformer(nn.Module):
         depth: int,
         heads: int,
         *,
-        mlp_ratio: float = 4.0,
-        qkv_bias: bool = True,
-        fused_qkv: bool = True,
-        kv_bias_tokens: bool = False,
-        act: str = "gelu",
-        norm_eps: float = 1e-6,
         drop_path: float = 0.0,
-        backend: str = "sdpa",
         divided: bool = False,
         num_frames: int = 8,
         grad_checkpointing: bool = False,
+        **block_kwargs: Any,
     ) -> None:
+        """``drop_path``: the last block's rate (linear from 0); ``block_kwargs``: :class:`Block`'s other options
+        (``mlp_ratio``, ``qkv_bias``, ``fused_qkv``, ``kv_bias_tokens``, ``act``, ``norm_eps``, ``backend``)."""
         super().__init__()
         self.grad_checkpointing = grad_checkpointing
         rates = torch.linspace(0, drop_path, depth, device="cpu").tolist() if depth > 1 else [drop_path] * depth
-        kw = dict(mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, fused_qkv=fused_qkv, kv_bias_tokens=kv_bias_tokens, act=act)
         if divided:
-            self.blocks = nn.ModuleList(
-                DividedSpaceTimeBlock(
-                    width, heads, num_frames=num_frames, norm_eps=norm_eps, backend=backend, drop_path=r, **kw
-                )
-                for r in rates
-            )
-        else:
-            self.blocks = nn.ModuleList(
-                Block(width, heads, norm_eps=norm_eps, backend=backend, drop_path=r, **kw) for r in rates
-            )
+            block_kwargs["num_frames"] = num_frames
+        kind = DividedSpaceTimeBlock if divided else Block
+        self.blocks = nn.ModuleList(kind(width, heads, drop_path=r, **block_kwargs) for r in rates)
 
     def set_backend(self, backend: str) -> None:
         for m in self.modules():

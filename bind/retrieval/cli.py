@@ -204,18 +204,10 @@ def _embed_cmd(args: argparse.Namespace) -> int:
 
 # --- index ---------------------------------------------------------------------------------------------------------
 def _index_spec(args: argparse.Namespace):
+    from bind.cli import dataclass_from_args
     from bind.retrieval.index import IndexSpec
 
-    return IndexSpec(
-        kind=args.kind,
-        backend=args.backend,
-        nlist=args.nlist,
-        nprobe=args.nprobe,
-        train_size=args.train_size,
-        hnsw_m=args.hnsw_m,
-        ef_construction=args.ef_construction,
-        ef_search=args.ef_search,
-    )
+    return dataclass_from_args(IndexSpec, args)
 
 
 def _embedding_sets(args: argparse.Namespace, model, info, directory: Path):
@@ -503,6 +495,8 @@ def _add_index_spec_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
+    from bind.cli import add_command_group
+
     p = sub.add_parser("embed", help="embed media of one modality into a .safetensors/.npz + JSON sidecar")
     p.add_argument("--model", required=True, help="saved model directory or named config")
     p.add_argument("--modality", required=True)
@@ -511,8 +505,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _add_embed_options(p)
     p.set_defaults(func=_embed_cmd)
 
-    p = sub.add_parser("index", help="build or extend a FAISS index (directory)")
-    isub = p.add_subparsers(dest="index_command", metavar="{build,add}")
+    isub = add_command_group(sub, "index", "build or extend a FAISS index (directory)", "index_command", "{build,add}")
     b = isub.add_parser("build", help="a new index from a manifest, files or embeddings")
     b.add_argument("--model", default=None, help="saved model directory or named config")
     b.add_argument("--modality", nargs="+", default=None, help="one or more modalities to index")
@@ -539,7 +532,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--no-wait", action="store_true", help="fail at once if another process is writing the index")
     _add_embed_options(a)
     a.set_defaults(func=_index_add_cmd)
-    p.set_defaults(func=lambda args, p=p: p.print_help() or 2)  # bind p now: it names other parsers below
 
     p = sub.add_parser("search", help="query an index with text and/or files of any modality")
     p.add_argument("--index", required=True)

@@ -1,5 +1,6 @@
 """Lightning pieces of :func:`bind.retrieval.embed.embed_items`'s scale-out path: a ``LightningModule`` whose
-``predict_step`` embeds a batch, and a prediction writer that writes one shard per rank and merges them on rank 0.
+``predict_step`` embeds a batch (:meth:`bind.BindModel.embed_batch`, as the one-process path does), and a prediction
+writer that writes one shard per rank and merges them on rank 0.
 
 Imported only when ``devices`` is given (Lightning is heavy to import).
 """
@@ -30,10 +31,7 @@ class EmbedPredictModule(L.LightningModule):
 
     def predict_step(self, batch, batch_idx: int) -> dict[str, Any]:
         rows, x, errors = batch
-        if x is None:
-            emb = torch.zeros(0, self.model.embed_dim)
-        else:
-            emb = self.model.encode(self.modality, x).float().cpu()
+        emb = torch.zeros(0, self.model.embed_dim) if x is None else self.model.embed_batch(self.modality, x).cpu()
         return {"rows": rows.cpu(), "embeddings": emb, "errors": errors}
 
 

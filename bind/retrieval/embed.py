@@ -1,8 +1,8 @@
 """Batched embedding of raw sources of any modality, on one process or scaled out with Lightning.
 
-``source -plugin.load/transform-> tensor -plugin.collate-> batch -model.encode-> [B, D]``, run by a
-:class:`torch.utils.data.DataLoader` (worker processes decode media). Sources that fail to decode
-(:class:`bind.errors.MediaError`) are skipped and listed, never fatal.
+``source -plugin.load/transform-> tensor -plugin.collate-> batch -model.embed_batch-> [B, D]``, run by
+:meth:`bind.BindModel.embed_sources` over a :func:`bind.model.source_loader` (worker processes decode media).
+Sources that fail to decode (:class:`bind.errors.MediaError`) are skipped and listed, never fatal.
 
 Scale-out: with ``devices`` set, a :class:`lightning.LightningModule` wrapper runs ``trainer.predict`` (DDP over
 devices and nodes; Lightning shards the data with an unrepeated distributed sampler); each rank writes its own
@@ -24,11 +24,10 @@ from typing import Any
 import numpy as np
 import safetensors.torch
 import torch
-from torch.utils.data import DataLoader, Dataset
 
-from bind.errors import BindError, MediaError
+from bind.errors import BindError
 from bind.io import atomic_path, write_text
-from bind.registry import get_modality
+from bind.model import source_loader
 from bind.retrieval.model_info import ModelInfo
 
 #: (id, source) pairs; ``source`` is whatever the modality plugin's ``load`` accepts (path, bytes, str, array)
@@ -137,44 +136,6 @@ class EmbeddingSet:
         )
 
 
-class SourceDataset(Dataset):
-    """Loads and transforms (eval mode) source ``i`` of ``modality``; a :class:`MediaError` becomes an error string."""
-
-    def __init__(self, sources: Sequence[Any], modality: str, preprocess: Any) -> None:
-        self.sources, self.modality, self.preprocess = list(sources), modality, preprocess
-
-    def __len__(self) -> int:
-        return len(self.sources)
-
-    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str | None]:
-        try:
-            return i, get_modality(self.modality).process(self.sources[i], self.preprocess, train=False), None
-        except MediaError as e:
-            return i, None, str(e)
-
-
-class SourceCollate:
-    """Collates good samples with the plugin's ``collate``; returns ``(rows, batch | None, [(row, error)])``."""
-
-    def __init__(self, modality: str) -> None:
-        self.modality = modality
-
-    def __call__(self, samples: list[tuple[int, torch.Tensor | None, str | None]]):
-        good = [(i, x) for i, x, err in samples if err is None]
-        bad = [(i, err) for i, x, err in samples if err is not None]
-        rows = torch.tensor([i for i, _ in good], dtype=torch.long)
-        batch = get_modality(self.modality).collate([x for _, x in good]) if good else None
-        return rows, batch, bad
-
-
-def make_loader(model, modality: str, sources: Sequence[Any], batch_size: int, num_workers: int) -> DataLoader:
-    """A DataLoader of ``(rows, batch, errors)`` over ``sources``, preprocessed as ``model`` expects (eval mode)."""
-    ds = SourceDataset(sources, modality, model.preprocess_config(modality))
-    return DataLoader(
-        ds, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=SourceCollate(modality)
-    )
-
-
 def _assemble(
     items: Items, modality: str, info: ModelInfo, rows: torch.Tensor, emb: torch.Tensor, bad: list[tuple[int, str]]
 ) -> EmbeddingSet:
@@ -246,24 +207,25 @@ def embed_items(
         )
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
-    loader = make_loader(model, modality, [s for _, s in items], batch_size, num_workers)
-    all_rows, all_emb, bad = [], [], []
+    skipped: list[tuple[int, str]] = []
     bar = _progress(len(items), f"embed {modality}", progress)
-    with torch.inference_mode():
-        for rows, batch, errors in loader:
-            bad.extend(errors)
-            if batch is not None:
-                all_emb.append(model.encode(modality, batch.to(device)).float().cpu())
-                all_rows.append(rows)
-            if bar is not None:
-                bar.update(len(rows) + len(errors))
-    if bar is not None:
-        bar.close()
-    model.train(was_training)
-    rows = torch.cat(all_rows) if all_rows else torch.zeros(0, dtype=torch.long)
-    emb = torch.cat(all_emb) if all_emb else torch.zeros(0, info.embed_dim)
-    return _assemble(items, modality, info, rows, emb, bad)
+    try:
+        emb = model.embed_sources(
+            modality,
+            [s for _, s in items],
+            batch_size,
+            skipped=skipped,
+            num_workers=num_workers,
+            progress=None if bar is None else bar.update,
+            output_device="cpu",
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+        model.train(was_training)
+    bad_rows = {i for i, _ in skipped}
+    rows = torch.tensor([i for i in range(len(items)) if i not in bad_rows], dtype=torch.long)
+    return _assemble(items, modality, info, rows, emb, skipped)
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -309,7 +271,7 @@ def _embed_lightning(
         callbacks=[writer],
         default_root_dir=str(shard_dir),
     )
-    loader = make_loader(model, modality, [s for _, s in items], batch_size, num_workers)
+    loader = source_loader(modality, [s for _, s in items], model.preprocess_config(modality), batch_size, num_workers)
     trainer.predict(EmbedPredictModule(model, modality), dataloaders=loader, return_predictions=False)
     return writer.result if trainer.is_global_zero else None
 

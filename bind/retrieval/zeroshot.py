@@ -53,12 +53,7 @@ def build_classifier(
     if not classnames or not templates:
         raise ValueError("zero-shot classification needs at least one class name and one template")
     prompts = [fill_template(t, c) for c in classnames for t in templates]
-    emb = torch.cat(
-        [
-            model.embed_sources(modality, prompts[i : i + batch_size]).float().cpu()
-            for i in range(0, len(prompts), batch_size)
-        ]
-    )
+    emb = model.embed_sources(modality, prompts, batch_size=batch_size).float().cpu()
     emb = F.normalize(emb, dim=-1).reshape(len(classnames), len(templates), -1).mean(1)
     return ZeroShotClassifier(F.normalize(emb, dim=-1), list(classnames))
 

@@ -218,11 +218,12 @@ def _add_task_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
+    from bind.cli import add_command_group
     from bind.transfer.bench import SHOTS
     from bind.transfer.methods import METHODS
 
-    p = sub.add_parser("transfer", help="few-shot transfer: zero-shot, linear probe, CoOp, CoCoOp, adapters")
-    tsub = p.add_subparsers(dest="transfer_command", metavar="{bench,fit,eval,search}")
+    what = "few-shot transfer: zero-shot, linear probe, CoOp, CoCoOp, adapters"
+    tsub = add_command_group(sub, "transfer", what, "transfer_command", "{bench,fit,eval,search}")
     b = tsub.add_parser("bench", help="accuracy vs shots for every method (+ base-to-new), JSON + PNG")
     _add_task_options(b)
     b.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
@@ -254,4 +255,3 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("-k", type=int, default=10)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=_search_cmd)
-    p.set_defaults(func=lambda a: p.print_help() or 2)

@@ -125,6 +125,8 @@ class TransferHead(nn.Module):
     needs_text_tower: ClassVar[bool] = False
     #: can score classes never seen in fitting (a new class name is enough)
     open_vocabulary: ClassVar[bool] = False
+    #: the attributes :meth:`config` records (what the head's constructor takes back)
+    config_fields: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, text: TextSide | None, classnames: Sequence[str], scale: float | None = None) -> None:
         super().__init__()
@@ -136,7 +138,7 @@ class TransferHead(nn.Module):
         self.register_buffer("scale", torch.tensor(float(scale if scale is not None else text.scale)))
 
     def config(self) -> dict[str, Any]:
-        return {}
+        return {name: getattr(self, name) for name in self.config_fields}
 
     def fit(self, train: LabelledFeatures, val: LabelledFeatures | None = None) -> TransferHead:
         return self
@@ -183,6 +185,7 @@ class ZeroShot(TransferHead):
 
     method = "zeroshot"
     open_vocabulary = True
+    config_fields = ("templates",)
 
     def __init__(
         self,
@@ -197,9 +200,6 @@ class ZeroShot(TransferHead):
         if weights is None:
             weights = text.zeroshot_weights(self.classnames, self.templates)
         self.register_buffer("weights", weights.float().clone())
-
-    def config(self) -> dict[str, Any]:
-        return {"templates": self.templates}
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.scale * x @ self.weights.T
@@ -222,6 +222,7 @@ class LinearProbe(TransferHead):
 
     method = "linear-probe"
     open_vocabulary = False
+    config_fields = ("C", "c_grid")
 
     def __init__(
         self,
@@ -234,9 +235,6 @@ class LinearProbe(TransferHead):
         super().__init__(text, classnames, scale=1.0)
         self.c_grid, self.max_iter, self.C = list(c_grid), max_iter, None
         self.linear = nn.Linear(dim, len(self.classnames))
-
-    def config(self) -> dict[str, Any]:
-        return {"C": self.C, "c_grid": self.c_grid}
 
     def _sklearn(self, data: LabelledFeatures, c: float):
         from sklearn.linear_model import LogisticRegression
@@ -285,6 +283,7 @@ class CoOp(TransferHead):
     method = "coop"
     needs_text_tower = True
     open_vocabulary = True
+    config_fields = ("n_ctx", "ctx_init", "class_specific", "steps", "lr", "seed")
 
     def __init__(
         self,
@@ -326,16 +325,6 @@ class CoOp(TransferHead):
         self.register_buffer("prefix", emb[:, : pt.start].clone(), persistent=False)
         self.register_buffer("suffix", emb[:, pt.start + self.n_ctx :].clone(), persistent=False)
         self.register_buffer("mask", pt.attention_mask.clone(), persistent=False)
-
-    def config(self) -> dict[str, Any]:
-        return {
-            "n_ctx": self.n_ctx,
-            "ctx_init": self.ctx_init,
-            "class_specific": self.class_specific,
-            "steps": self.steps,
-            "lr": self.lr,
-            "seed": self.seed,
-        }
 
     def _encode(self, ctx: torch.Tensor) -> torch.Tensor:
         """Class embeddings from context ``[..., C, M, W]`` -> ``[..., C, D]``."""
@@ -382,6 +371,7 @@ class CoCoOp(CoOp):
     """CoOp plus a meta-net ``pi(x)`` (Linear-ReLU-Linear) added to every context vector, per input."""
 
     method = "cocoop"
+    config_fields = (*CoOp.config_fields, "batch_size")
 
     def __init__(
         self,
@@ -403,9 +393,6 @@ class CoCoOp(CoOp):
         torch.manual_seed(seed)
         self.meta_net = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, width))
         self.batch_size = batch_size
-
-    def config(self) -> dict[str, Any]:
-        return {**super().config(), "batch_size": self.batch_size}
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         bias = self.meta_net(x.float())  # [B, W]
@@ -436,6 +423,7 @@ class CLIPAdapter(ZeroShot):
 
     method = "clip-adapter"
     open_vocabulary = True
+    config_fields = (*ZeroShot.config_fields, "alpha", "reduction", "steps", "lr", "seed")
 
     def __init__(
         self,
@@ -460,16 +448,6 @@ class CLIPAdapter(ZeroShot):
         )
         self.alpha_grid, self.alpha = list(alpha_grid), float(alpha_grid[0])
         self.steps, self.lr, self.weight_decay, self.seed, self.reduction = steps, lr, weight_decay, seed, reduction
-
-    def config(self) -> dict[str, Any]:
-        return {
-            **super().config(),
-            "alpha": self.alpha,
-            "reduction": self.reduction,
-            "steps": self.steps,
-            "lr": self.lr,
-            "seed": self.seed,
-        }
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         f = F.normalize(self.alpha * self.adapter(x) + (1 - self.alpha) * x, dim=-1)
@@ -510,6 +488,7 @@ class TipAdapter(ZeroShot):
     with_classes = TransferHead.with_classes
     alpha_grid: ClassVar[tuple[float, ...]] = (0.1, 0.3, 1.0, 3.0, 10.0)
     beta_grid: ClassVar[tuple[float, ...]] = (1.0, 3.0, 5.5, 10.0, 20.0)
+    config_fields = (*ZeroShot.config_fields, "alpha", "beta", "finetune", "steps", "lr", "seed")
 
     def __init__(
         self,
@@ -532,17 +511,6 @@ class TipAdapter(ZeroShot):
         self.register_buffer("values", torch.zeros(0, len(self.classnames)))
         if finetune:
             self.method = "tip-adapter-f"
-
-    def config(self) -> dict[str, Any]:
-        return {
-            **super().config(),
-            "alpha": self.alpha,
-            "beta": self.beta,
-            "finetune": self.finetune,
-            "steps": self.steps,
-            "lr": self.lr,
-            "seed": self.seed,
-        }
 
     def _cache_logits(self, x: torch.Tensor) -> torch.Tensor:
         if not len(self.keys):

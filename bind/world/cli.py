@@ -15,17 +15,11 @@ def _splits(text: str) -> tuple[float, float, float]:
 
 
 def _generate_cmd(args: argparse.Namespace) -> int:
+    from bind.cli import dataclass_from_args
     from bind.world.generator import generate
     from bind.world.scene import WorldConfig
 
-    config = WorldConfig(
-        size=args.size,
-        frames=args.frames,
-        fps=args.fps,
-        sample_rate=args.sample_rate,
-        imu_rate=args.imu_rate,
-        video_codec=args.video_codec,
-    )
+    config = dataclass_from_args(WorldConfig, args)
     start = time.perf_counter()
     manifest = generate(args.out, args.n, seed=args.seed, workers=args.workers, config=config, splits=args.splits)
     print(f"wrote {args.n} scenes to {manifest} in {time.perf_counter() - start:.1f}s")
@@ -33,8 +27,11 @@ def _generate_cmd(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("world", help="the procedural multimodal world (generate)")
-    world = p.add_subparsers(dest="world_command", metavar="WORLD_COMMAND")
+    from bind.cli import add_command_group
+
+    world = add_command_group(
+        sub, "world", "the procedural multimodal world (generate)", "world_command", "WORLD_COMMAND"
+    )
     g = world.add_parser(
         "generate",
         help="render N scenes into image/video/audio/depth/thermal/IMU/points + manifest",
@@ -52,7 +49,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--video-codec", choices=("libx264", "mpeg4"), default="libx264")
     g.add_argument("--splits", type=_splits, default=(0.8, 0.1, 0.1), help="train,val,test fractions")
     g.set_defaults(func=_generate_cmd)
-    p.set_defaults(func=lambda a: p.print_help() or 2)
 
     from bind.world.demo import add_demo_arguments
 

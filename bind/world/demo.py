@@ -45,6 +45,8 @@ from bind.world.experiment import (
     MODEL_NAME,
     ExperimentConfig,
     WorldExperiment,
+    add_experiment_arguments,
+    experiment_overrides,
     factor_positives,
     pair_metrics,
     shared_factors,
@@ -326,11 +328,7 @@ def run_demo(
 
 def demo_command(args: argparse.Namespace) -> int:
     """``bindspace demo`` (registered by :mod:`bind.world.cli`)."""
-    overrides = {
-        k: v
-        for k, v in (("n", args.n), ("seed", args.seed), ("epochs", args.epochs), ("workers", args.workers))
-        if v is not None
-    }
+    overrides = experiment_overrides(args)
     config = ExperimentConfig().shrunk(**overrides) if args.quick else ExperimentConfig(**overrides)
     verbose = args.show_libraries or getattr(args, "verbose", False)  # bindspace -v: debug logging as well
     run_demo(args.out, config, echo=lambda line: print(line, flush=True), verbose=verbose)
@@ -339,15 +337,5 @@ def demo_command(args: argparse.Namespace) -> int:
 
 def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/demo", help="output directory")
-    p.add_argument("--n", type=int, default=None, help=f"scenes (default {ExperimentConfig.n}; --quick: 40)")
-    p.add_argument("--seed", type=int, default=None, help="world and training seed (default 0)")
-    p.add_argument("--epochs", type=int, default=None, help=f"training epochs (default {ExperimentConfig.epochs})")
-    p.add_argument("--workers", type=int, default=None, help="processes for rendering and decoding (default 2)")
-    p.add_argument("--quick", action="store_true", help="a tiny world and one epoch: a smoke test in seconds")
-    p.add_argument(
-        "--verbose",
-        action="store_true",
-        dest="show_libraries",
-        help="also show the training libraries' messages, warnings and model summary (bindspace -v: and debug logging)",
-    )
+    add_experiment_arguments(p, ExperimentConfig())
     p.set_defaults(func=demo_command)

@@ -15,6 +15,7 @@ messages, warnings and progress bars only with ``verbose``.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import copy
 import hashlib
@@ -79,6 +80,26 @@ class ExperimentConfig:
         for m, over in (variant or {}).items():
             out[m] = {**out.get(m, {}), **copy.deepcopy(over)}
         return out
+
+
+def add_experiment_arguments(p: argparse.ArgumentParser, defaults: ExperimentConfig) -> None:
+    """The options every world experiment command shares (read back by :func:`experiment_overrides`)."""
+    p.add_argument("--n", type=int, default=None, help=f"scenes to generate (default {defaults.n}; --quick: 40)")
+    p.add_argument("--seed", type=int, default=None, help="world and training seed (default 0)")
+    p.add_argument("--epochs", type=int, default=None, help=f"training epochs (default {defaults.epochs})")
+    p.add_argument("--workers", type=int, default=None, help="processes for rendering and decoding (default 2)")
+    p.add_argument("--quick", action="store_true", help="a tiny world and one epoch: a smoke test")
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        dest="show_libraries",
+        help="also show the training libraries' messages, warnings and model summary (bindspace -v: and debug logging)",
+    )
+
+
+def experiment_overrides(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    """The config fields given on the command line: :func:`add_experiment_arguments`' and ``names``."""
+    return {k: getattr(args, k) for k in ("n", "seed", "epochs", "workers", *names) if getattr(args, k) is not None}
 
 
 # --- relevance -------------------------------------------------------------------------------------------------------
