@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         def train() -> int:
             from bind.train.cli import train_main
 
-            return train_main(argv[lead + 1 :])
+            verbose = any(a in ("-v", "--verbose") for a in argv[:lead])
+            return train_main(argv[lead + 1 :], verbose=verbose, debug=debug)
 
         return run_guarded("train", train, debug)
     parser = build_parser()

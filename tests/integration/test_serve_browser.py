@@ -243,7 +243,7 @@ def test_page_search_upload_more_like_this_and_errors(server, browser, tmp_path)
 
 def test_serve_bad_arguments_one_line(tmp_path, server):
     r = _bind("serve", "--index", str(tmp_path / "nowhere"), "--port", "0", timeout=120)
-    assert r.returncode == 1 and "not a bind index" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert r.returncode == 1 and "nowhere" in r.stderr and "index" in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     port = server["url"].rsplit(":", 1)[1]  # taken by the running server
     r = _bind("serve", "--index", str(server["root"] / "idx"), "--port", port, timeout=120)
