@@ -129,34 +129,24 @@ def depth_to_unit_range(depth_m: np.ndarray | torch.Tensor, cfg: DepthPreprocess
     return disparity.clamp(cfg.disparity_min, cfg.disparity_max) / cfg.disparity_max
 
 
-def map_transform(
-    unit_map: torch.Tensor,
-    *,
-    size: int,
-    crop_size: int,
-    interpolation: str,
-    channels: int,
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
-    train: bool,
-    train_crop_scale: tuple[float, float] = (0.9, 1.0),
-    train_hflip: bool = False,
-) -> torch.Tensor:
+def map_transform(unit_map: torch.Tensor, cfg: Any, train: bool) -> torch.Tensor:
     """A single-channel ``[H, W]`` float map -> ``[channels, crop, crop]``: resize short side + centre crop (eval) or
-    random resized crop (train), repeat to ``channels``, ``(x - mean) / std``. Shared by depth and thermal."""
-    interp = _INTERP[interpolation]
+    random resized crop (train), repeat to ``channels``, ``(x - mean) / std``. Shared by depth and thermal: ``cfg`` is
+    their ``Preprocess`` (``size``, ``crop_size``, ``interpolation``, ``channels``, ``mean``, ``std``,
+    ``train_crop_scale``, ``train_hflip``)."""
+    interp = _INTERP[cfg.interpolation]
     x = unit_map.reshape(1, *unit_map.shape[-2:]).float()
     if train:
-        x = v2.RandomResizedCrop(crop_size, scale=train_crop_scale, interpolation=interp, antialias=True)(x)
-        if train_hflip and torch.rand(()) < 0.5:
+        x = v2.RandomResizedCrop(cfg.crop_size, scale=cfg.train_crop_scale, interpolation=interp, antialias=True)(x)
+        if cfg.train_hflip and torch.rand(()) < 0.5:
             x = x.flip(-1)
     else:
         x = v2.functional.center_crop(
-            v2.functional.resize(x, [size], interpolation=interp, antialias=True), [crop_size, crop_size]
+            v2.functional.resize(x, [cfg.size], interpolation=interp, antialias=True), [cfg.crop_size, cfg.crop_size]
         )
-    x = x.expand(channels, -1, -1)
-    m = torch.tensor(mean, dtype=x.dtype).reshape(-1, 1, 1)
-    s = torch.tensor(std, dtype=x.dtype).reshape(-1, 1, 1)
+    x = x.expand(cfg.channels, -1, -1)
+    m = torch.tensor(cfg.mean, dtype=x.dtype).reshape(-1, 1, 1)
+    s = torch.tensor(cfg.std, dtype=x.dtype).reshape(-1, 1, 1)
     return (x - m) / s
 
 
@@ -306,18 +296,7 @@ class DepthModality(MapModality):
         return d
 
     def transform(self, raw: np.ndarray, cfg: DepthPreprocess, train: bool = False) -> torch.Tensor:
-        return map_transform(
-            depth_to_unit_range(raw, cfg),
-            size=cfg.size,
-            crop_size=cfg.crop_size,
-            interpolation=cfg.interpolation,
-            channels=cfg.channels,
-            mean=cfg.mean,
-            std=cfg.std,
-            train=train,
-            train_crop_scale=cfg.train_crop_scale,
-            train_hflip=cfg.train_hflip,
-        )
+        return map_transform(depth_to_unit_range(raw, cfg), cfg, train)
 
     def preview(self, source: Any, cfg: DepthPreprocess) -> dict[str, Any]:
         """Depth colour-mapped (near = bright, missing = black)."""

@@ -135,18 +135,7 @@ class ThermalModality(MapModality):
         return scale_to_unit(a, cfg.scaling)
 
     def transform(self, raw: np.ndarray, cfg: ThermalPreprocess, train: bool = False) -> torch.Tensor:
-        return map_transform(
-            torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32)),
-            size=cfg.size,
-            crop_size=cfg.crop_size,
-            interpolation=cfg.interpolation,
-            channels=cfg.channels,
-            mean=cfg.mean,
-            std=cfg.std,
-            train=train,
-            train_crop_scale=cfg.train_crop_scale,
-            train_hflip=cfg.train_hflip,
-        )
+        return map_transform(torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32)), cfg, train)
 
     def preview(self, source: Any, cfg: ThermalPreprocess) -> dict[str, Any]:
         """Intensities colour-mapped (hot = bright)."""
