@@ -83,6 +83,8 @@ def _worker(rank: int, port: int, out: str) -> None:
                 },
                 f"{out}/{name}-rank{rank}.pt",
             )
+            del ddp, model  # the reducer holds the process group: free it before the group goes
+        dist.barrier()  # no rank tears down its connections while its peer still uses them
     finally:
         dist.destroy_process_group()
 
