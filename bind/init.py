@@ -363,6 +363,11 @@ def _init_stem(
         report.skipped.append(f"stem {type(stem or stem_root).__name__} (no patch convolution to load)")
         return
     conv = stem.proj
+    if getattr(stem, "conv", None) is not None:  # the projection reads conv features, not pixels: keep its init
+        report.skipped.append("patch embedding (the stem has conv layers; only the positions are loaded)")
+        _copy(stem.pos_embed, resize_pos_2d(weights.pos[None], weights.grid, tuple(stem.grid)), "position embedding")
+        report.loaded += 1
+        return
     w = adapt_in_channels(weights.patch_weight, conv.weight.shape[1], channel_init)
     if w.shape[1] != weights.patch_weight.shape[1]:
         report.adapted.append(

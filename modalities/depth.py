@@ -107,6 +107,7 @@ class MapStemConfig:
     norm: bool = False  #: LayerNorm after the patch projection (ImageBind)
     norm_eps: float = 1e-5
     bias: bool = False
+    conv: tuple[int, ...] = ()  #: channels of 3x3 stride-2 conv layers before the patch projection (a conv stem)
 
 
 def check_mean_std(modality: str, mean: tuple[float, ...], std: tuple[float, ...], channels: int) -> None:
@@ -326,7 +327,14 @@ def map_stem(plugin: Modality, cfg: EncoderConfig) -> PatchStem2d:
     size = plugin.preprocess_config(cfg.preprocess).crop_size
     s = plugin.stem_config(cfg)
     return PatchStem2d(
-        plugin.channels(cfg), cfg.width, s.patch_size, (size, size), bias=s.bias, norm=s.norm, norm_eps=s.norm_eps
+        plugin.channels(cfg),
+        cfg.width,
+        s.patch_size,
+        (size, size),
+        bias=s.bias,
+        norm=s.norm,
+        norm_eps=s.norm_eps,
+        conv=s.conv,
     )
 
 

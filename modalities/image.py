@@ -51,6 +51,7 @@ class ImageStemConfig:
     patch_size: int = 16
     in_chans: int = 3
     temporal_patch: int = 0  #: > 0: the image as a clip of this many frames through a Conv3d tubelet (ImageBind)
+    conv: tuple[int, ...] = ()  #: channels of 3x3 stride-2 conv layers before the patch projection (a conv stem)
 
 
 _INTERP = {
@@ -162,9 +163,10 @@ class ImageModality(Modality):
                     size,
                     num_frames=s.temporal_patch,
                     temporal_patch=s.temporal_patch,
+                    conv=s.conv,
                 )
             )
-        return PatchStem2d(s.in_chans, cfg.width, s.patch_size, (size, size))
+        return PatchStem2d(s.in_chans, cfg.width, s.patch_size, (size, size), conv=s.conv)
 
     def preview(self, source: Any, cfg: ImagePreprocess) -> dict[str, Any]:
         """A thumbnail of the decoded image."""

@@ -127,6 +127,7 @@ class VideoStemConfig:
     bias: bool = False
     reduce_time: int = 1  #: token reduction for long videos (:class:`bind.nn.stems.TubeletStem`)
     reduce_space: int = 1
+    conv: tuple[int, ...] = ()  #: channels of 3x3 stride-2 conv layers before the patch projection (a conv stem)
 
 
 @dataclass
@@ -652,6 +653,7 @@ class VideoModality(Modality):
             bias=s.bias,
             reduce_time=s.reduce_time,
             reduce_space=s.reduce_space,
+            conv=s.conv,
         )
 
     def example_input(self, cfg: EncoderConfig, batch: int) -> torch.Tensor:

@@ -39,8 +39,33 @@ def _grid(size: int, kernel: int, stride: int) -> int:
     return (size - kernel) // stride + 1
 
 
+def conv_stem(in_chans: int, channels: tuple[int, ...] | list[int]) -> nn.Sequential:
+    """3x3 stride-2 convolutions, each followed by BatchNorm and GELU: the convolutional stem of Xiao et al.
+    ("Early Convolutions Help Transformers See Better", NeurIPS 2021), which makes a ViT far more sample-efficient
+    than a single large-kernel patch projection. Each layer halves the resolution."""
+    layers: list[nn.Module] = []
+    for c in channels:
+        layers += [nn.Conv2d(in_chans, c, 3, 2, 1, bias=False), nn.BatchNorm2d(c), nn.GELU()]
+        in_chans = c
+    return nn.Sequential(*layers)
+
+
+def _conv_reduced(patch: tuple[int, int], stride: tuple[int, int], conv: tuple[int, ...], what: str) -> int:
+    """The downsampling of ``len(conv)`` stride-2 layers, checked to divide the patch size and stride."""
+    factor = 2 ** len(conv)
+    if any(v % factor for v in (*patch, *stride)):
+        raise ValueError(
+            f"{what}: patch size {patch} and stride {stride} must be multiples of {factor} "
+            f"(the {len(conv)} stride-2 layers of stem conv {list(conv)})"
+        )
+    return factor
+
+
 class PatchStem2d(nn.Module):
-    """Conv2d patchify (kernel ``patch_size``, stride ``stride``) + learned 2-D positions (ViT, AST for audio)."""
+    """Conv2d patchify (kernel ``patch_size``, stride ``stride``) + learned 2-D positions (ViT, AST for audio).
+
+    ``conv``: channels of 3x3 stride-2 layers (:func:`conv_stem`) run first; the patch projection then covers the
+    rest of ``patch_size`` (``patch_size / 2**len(conv)``), so the token grid is the same as without them."""
 
     def __init__(
         self,
@@ -52,18 +77,23 @@ class PatchStem2d(nn.Module):
         bias: bool = False,
         norm: bool = False,
         norm_eps: float = 1e-5,
+        conv: tuple[int, ...] | list[int] = (),
     ):
         super().__init__()
         self.norm = nn.LayerNorm(width, eps=norm_eps) if norm else nn.Identity()  # ImageBind: LN after the patch conv
         self.patch_size = (patch_size, patch_size) if isinstance(patch_size, int) else tuple(patch_size)
         stride = stride or self.patch_size
         self.stride = (stride, stride) if isinstance(stride, int) else tuple(stride)
-        self.proj = nn.Conv2d(in_chans, width, self.patch_size, self.stride, bias=bias)
-        self.grid = tuple(_grid(s, k, st) for s, k, st in zip(input_size, self.patch_size, self.stride))
+        conv = tuple(conv)
+        f = _conv_reduced(self.patch_size, self.stride, conv, "PatchStem2d") if conv else 1
+        self.conv = conv_stem(in_chans, conv) if conv else None
+        kernel, step = tuple(k // f for k in self.patch_size), tuple(v // f for v in self.stride)
+        self.proj = nn.Conv2d(conv[-1] if conv else in_chans, width, kernel, step, bias=bias)
+        self.grid = tuple(_grid(s // f, k, st) for s, k, st in zip(input_size, kernel, step))
         self.pos_embed = nn.Parameter(torch.randn(1, self.grid[0] * self.grid[1], width) * 0.02)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.proj(x)
+        x = self.proj(x if self.conv is None else self.conv(x))
         grid = tuple(x.shape[-2:])
         return self.norm(x.flatten(2).transpose(1, 2)) + resize_pos_2d(self.pos_embed, self.grid, grid).to(x.dtype)
 
@@ -95,19 +125,18 @@ class TubeletStem(nn.Module):
         bias: bool = False,
         reduce_time: int = 1,
         reduce_space: int = 1,
+        conv: tuple[int, ...] | list[int] = (),
     ) -> None:
         super().__init__()
         if reduce_time < 1 or reduce_space < 1:
             raise ValueError(f"token reduction factors must be >= 1, got time={reduce_time} space={reduce_space}")
         self.temporal_patch, self.divided = temporal_patch, divided
         self.reduce_time, self.reduce_space = reduce_time, reduce_space
-        self.proj = nn.Conv3d(
-            in_chans,
-            width,
-            (temporal_patch, patch_size, patch_size),
-            (temporal_patch, patch_size, patch_size),
-            bias=bias,
-        )
+        conv = tuple(conv)
+        f = _conv_reduced((patch_size,) * 2, (patch_size,) * 2, conv, "TubeletStem") if conv else 1
+        self.conv = conv_stem(in_chans, conv) if conv else None  # per frame, before the tubelets
+        kernel = (temporal_patch, patch_size // f, patch_size // f)
+        self.proj = nn.Conv3d(conv[-1] if conv else in_chans, width, kernel, kernel, bias=bias)
         self.grid = (image_size // patch_size,) * 2
         self.pos_embed = nn.Parameter(torch.randn(1, self.grid[0] * self.grid[1], width) * 0.02)
         steps = max(1, math.ceil(num_frames / temporal_patch))
@@ -118,6 +147,10 @@ class TubeletStem(nn.Module):
         if t % self.temporal_patch:
             pad = self.temporal_patch - t % self.temporal_patch
             x = torch.cat([x, x[:, :, -1:].expand(-1, -1, pad, -1, -1)], dim=2)
+        if self.conv is not None:
+            b, c, tt = x.shape[:3]
+            x = self.conv(x.transpose(1, 2).flatten(0, 1))  # frames through the 2-D stem
+            x = x.unflatten(0, (b, tt)).transpose(1, 2)
         x = self.proj(x)  # [B, D, T', H', W']
         b, d, tp, h, w = x.shape
         x = x.permute(0, 2, 3, 4, 1).reshape(b, tp, h * w, d)

@@ -135,7 +135,7 @@ def test_stem_settings_are_typed_and_checked():
     cfg = model.encoder("video").cfg
     stem = bind.get_modality("video").stem_config(cfg)
     assert (stem.patch_size, stem.temporal_patch, stem.num_frames) == (16, 2, 4)  # num_frames from preprocessing
-    with pytest.raises(ValueError, match=r"^image: unknown stem settings \['patch_sise'\]; known: \['in_chans', "):
+    with pytest.raises(ValueError, match=r"^image: unknown stem settings \['patch_sise'\]; known: \['conv', 'in_chans', "):
         bind.create_model("bind-tiny", modalities=["image"], stem={"patch_sise": 8})
 
 

@@ -1,0 +1,49 @@
+"""The convolutional stem option (``stem: {conv: [...]}``, Xiao et al. 2021) of the patch and tubelet stems."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import bind
+from bind.nn.stems import PatchStem2d, TubeletStem
+
+
+def test_patch_stem_conv_keeps_the_token_grid_and_learns_below_the_patch():
+    plain = PatchStem2d(3, 32, 8, (64, 64))
+    conv = PatchStem2d(3, 32, 8, (64, 64), conv=(8, 16))
+    x = torch.randn(2, 3, 64, 64)
+    assert plain(x).shape == conv(x).shape == (2, 64, 32)
+    assert conv.proj.kernel_size == (2, 2) and conv.proj.in_channels == 16
+    conv(x).sum().backward()
+    assert conv.conv[0].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="multiples of 8"):
+        PatchStem2d(3, 32, 4, (64, 64), conv=(8, 16, 32))
+
+
+def test_tubelet_stem_conv_runs_per_frame():
+    stem = TubeletStem(3, 32, 16, 64, num_frames=8, temporal_patch=2, conv=(8, 16))
+    x = torch.randn(2, 3, 8, 64, 64)
+    out = stem(x)
+    assert out.tokens.shape == (2, 4 * 16, 32) and out.time_steps == 4
+    # each frame goes through the 2-D stem alone: changing frame 7 leaves the first tubelet's tokens unchanged
+    stem.eval()
+    y = x.clone()
+    y[:, :, 7] += 1
+    a, b = stem(x).tokens, stem(y).tokens
+    assert torch.equal(a[:, :16], b[:, :16]) and not torch.allclose(a[:, -16:], b[:, -16:])
+
+
+@pytest.mark.parametrize("modality", ["image", "depth", "thermal", "video"])
+def test_conv_stem_is_a_config_switch_that_saves_and_loads(tmp_path, modality):
+    model = bind.create_model(
+        "bind-tiny", modalities=[modality], precision="fp32", stem={"conv": [8, 16]}, attn_backend="math"
+    )
+    enc = model.encoder(modality)
+    assert enc.stem is not None and any(isinstance(m, torch.nn.BatchNorm2d) for m in enc.modules())
+    size = model.config.encoders[modality].preprocess.get("crop_size", 224)
+    chans = 3 if modality in ("image", "video") else 1
+    x = torch.randn(2, chans, 4, size, size) if modality == "video" else torch.randn(2, chans, size, size)
+    want = enc(x)
+    again = bind.load_model(model.save_pretrained(tmp_path / "m"), precision="fp32").encoder(modality)(x)
+    torch.testing.assert_close(want, again)
