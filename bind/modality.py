@@ -67,6 +67,8 @@ class Modality:
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
     default_preset: ClassVar[str | None] = None
     encoder_defaults: ClassVar[dict[str, Any]] = {}
+    #: default LoRA rank of this modality's adapters (LanguageBind's published rank); None: ``LoraSpec``'s default
+    lora_rank: ClassVar[int | None] = None
     #: number of dims of one transformed sample (image: 3 for [C, H, W]); a batch has one more, and a batch of
     #: several clips per sample has two more ([B, clips, ...]: embeddings are averaged over clips).
     sample_ndim: ClassVar[int]
