@@ -482,20 +482,9 @@ def _print_eval(results: dict[str, Any]) -> None:
 
 
 # --- registration ----------------------------------------------------------------------------------------------------
-def _add_index_spec_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("index")
-    g.add_argument("--kind", default="flat", choices=["flat", "ivf", "hnsw"], help="exact (flat), IVF or HNSW")
-    g.add_argument("--backend", default="faiss", choices=["faiss", "torch"], help="torch = exact brute force")
-    g.add_argument("--nlist", type=int, default=1024, help="IVF cells")
-    g.add_argument("--nprobe", type=int, default=16, help="IVF cells visited per query")
-    g.add_argument("--train-size", type=int, default=100_000, help="IVF k-means training sample")
-    g.add_argument("--hnsw-m", type=int, default=32, help="HNSW links per node")
-    g.add_argument("--ef-construction", type=int, default=200)
-    g.add_argument("--ef-search", type=int, default=128)
-
-
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    from bind.cli import add_command_group
+    from bind.cli import add_command_group, add_dataclass_options
+    from bind.retrieval.index import IndexSpec
 
     p = sub.add_parser("embed", help="embed media of one modality into a .safetensors/.npz + JSON sidecar")
     p.add_argument("--model", required=True, help="saved model directory or named config")
@@ -517,7 +506,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--out", required=True, help="index directory")
     b.add_argument("--overwrite", action="store_true")
     b.add_argument("--no-wait", action="store_true", help="fail at once if another process is writing the index")
-    _add_index_spec_options(b)
+    add_dataclass_options(b, IndexSpec, "index")
     _add_embed_options(b)
     b.set_defaults(func=_index_build_cmd)
     a = isub.add_parser("add", help="add rows to an existing index (same model only)")
