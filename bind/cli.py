@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import traceback
+import typing
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -38,6 +39,14 @@ def add_command_group(
     p = sub.add_parser(name, help=help)
     p.set_defaults(func=lambda args: p.print_help() or 2)
     return p.add_subparsers(dest=dest, metavar=metavar)
+
+
+def add_dataclass_options(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
+    """One ``--field-name`` option per field of the dataclass ``cls`` in the group ``title``: type and default from
+    the field, ``choices`` / ``help`` from its metadata. :func:`dataclass_from_args` builds ``cls`` back."""
+    group, types = parser.add_argument_group(title), typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        group.add_argument("--" + f.name.replace("_", "-"), type=types[f.name], default=f.default, **f.metadata)
 
 
 def dataclass_from_args(cls: type[T], args: argparse.Namespace) -> T:

@@ -24,6 +24,10 @@ def logit_scale_value(log_scale, cfg: EncoderConfig):
     return scale if cfg.logit_scale_max is None else scale.clamp(max=cfg.logit_scale_max)
 
 
+#: field metadata of integers that must be >= 1 (checked on the raw JSON of a saved model)
+POSITIVE = {"positive": True}
+
+
 @dataclass
 class EncoderConfig:
     """Architecture of one modality encoder: stem -> [CLS] + positions -> transformer trunk -> head.
@@ -34,9 +38,9 @@ class EncoderConfig:
     """
 
     modality: str
-    width: int = 768
-    depth: int = 12
-    heads: int = 12
+    width: int = field(default=768, metadata=POSITIVE)
+    depth: int = field(default=12, metadata=POSITIVE)
+    heads: int = field(default=12, metadata=POSITIVE)
     mlp_ratio: float = 4.0
     qkv_bias: bool = True
     fused_qkv: bool = True
@@ -52,7 +56,7 @@ class EncoderConfig:
     pool: str = "cls"  # cls | mean | eot
     head_dropout: float = 0.0
     proj_bias: bool = False
-    embed_dim: int = 512
+    embed_dim: int = field(default=512, metadata=POSITIVE)
     attn_backend: str = "sdpa"
     grad_checkpointing: bool = False
     logit_scale_init: float = LOGIT_SCALE_INIT

@@ -27,10 +27,9 @@ import torch
 from torch import nn
 
 from bind.io import atomic_directory
+from bind.registry import get_modality, list_modalities
 
 ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
-#: LanguageBind's LoRA ranks by modality (alpha 16, dropout 0 for all)
-LANGUAGEBIND_RANKS = {"video": 16, "audio": 16, "depth": 2, "thermal": 2}
 #: attention projections of bind's blocks (fused ``qkv`` or separate ``q/k/v_proj``, output ``proj``)
 ATTENTION_TARGETS = ("qkv", "q_proj", "k_proj", "v_proj", "proj")
 MLP_TARGETS = ("fc1", "fc2")
@@ -75,8 +74,8 @@ class LoraSpec:
         d = dict(d or {})
         if "rank" in d:
             d["r"] = d.pop("rank")
-        if "r" not in d and modality in LANGUAGEBIND_RANKS:
-            d["r"] = LANGUAGEBIND_RANKS[modality]
+        if "r" not in d and modality in list_modalities() and get_modality(modality).lora_rank is not None:
+            d["r"] = get_modality(modality).lora_rank  # the plugin's default (LanguageBind's published rank)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:

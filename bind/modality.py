@@ -17,7 +17,7 @@ A plugin (one file in ``modalities/``) subclasses :class:`Modality` and is regis
 * ``extensions`` (file suffixes ``load`` accepts; :meth:`Modality.find_files` scans a directory with them),
   ``webdataset_keys`` (shard member keys, preferred first), ``zeroshot_templates`` (prompts with ``{}`` for the
   class name), ``tower`` (the kind of pretrained transformers tower that can serve the modality: ``"text"``,
-  ``"vision"`` or None) and ``order`` (its place in listings).
+  ``"vision"`` or None), ``lora_rank`` (default rank of LoRA adapters) and ``order`` (its place in listings).
 
 Plugins are found without being listed anywhere: every module of the top-level ``modalities`` package and every
 entry point of the group ``bind.modalities`` (see :mod:`bind.registry`).
@@ -67,6 +67,8 @@ class Modality:
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
     default_preset: ClassVar[str | None] = None
     encoder_defaults: ClassVar[dict[str, Any]] = {}
+    #: default LoRA rank of this modality's adapters (LanguageBind's published rank); None: ``LoraSpec``'s default
+    lora_rank: ClassVar[int | None] = None
     #: number of dims of one transformed sample (image: 3 for [C, H, W]); a batch has one more, and a batch of
     #: several clips per sample has two more ([B, clips, ...]: embeddings are averaged over clips).
     sample_ndim: ClassVar[int]

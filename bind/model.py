@@ -12,6 +12,7 @@ saved as ``config.extra["untrained"]``): embedding with one logs a one-line warn
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import math
@@ -429,7 +430,7 @@ def read_config(path: Path) -> BindConfig:
         if not all(isinstance(e, dict) for e in raw["encoders"].values()):
             raise ValueError("every encoder config must be an object")
         for m, e in raw["encoders"].items():
-            for k in ("width", "depth", "heads", "embed_dim"):
+            for k in (f.name for f in dataclasses.fields(EncoderConfig) if f.metadata.get("positive")):
                 if k in e and (isinstance(e[k], bool) or not isinstance(e[k], int) or e[k] < 1):
                     raise ValueError(f"encoders.{m}.{k} must be a positive integer, got {e[k]!r}")
         if isinstance(raw.get("embed_dim"), bool) or not isinstance(raw.get("embed_dim"), int) or raw["embed_dim"] < 1:

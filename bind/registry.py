@@ -14,6 +14,7 @@ import importlib.metadata
 import importlib.resources
 import os
 import pkgutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,12 @@ def list_modalities() -> list[str]:
     first), then by name."""
     _load_plugins()
     return sorted(_MODALITIES, key=lambda m: (_MODALITIES[m].order, m))
+
+
+def find_modality(test: Callable[[Any], bool]) -> str | None:
+    """The first registered modality (:func:`list_modalities` order) whose plugin passes ``test``, or None; e.g.
+    ``find_modality(lambda p: p.tower == "vision")``."""
+    return next((m for m in list_modalities() if test(_MODALITIES[m])), None)
 
 
 def add_model_config_dir(path: str | Path) -> None:

@@ -361,6 +361,7 @@ class AudioModality(Modality):
 
     name = "audio"
     order = 30
+    lora_rank = 16  # LanguageBind's LoRA rank (alpha 16, dropout 0)
     Preprocess = AudioPreprocess
     StemConfig = AudioStemConfig
     extensions = (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".opus", *CONTAINER_SUFFIXES)

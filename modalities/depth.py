@@ -223,6 +223,7 @@ class DepthModality(MapModality):
 
     name = "depth"
     order = 40
+    lora_rank = 2  # LanguageBind's LoRA rank (alpha 16, dropout 0)
     Preprocess = DepthPreprocess
     extensions = (".png", ".npy", ".npz", ".tif", ".tiff")
     webdataset_keys = ("depth.png", "depth.npy", "depth.npz", "depth.tif", "depth.tiff")

@@ -88,6 +88,7 @@ class ThermalModality(MapModality):
 
     name = "thermal"
     order = 50
+    lora_rank = 2  # LanguageBind's LoRA rank (alpha 16, dropout 0)
     Preprocess = ThermalPreprocess
     extensions = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".npy")
     webdataset_keys = ("thermal.png", "thermal.jpg", "thermal.npy")

@@ -579,6 +579,7 @@ class VideoModality(Modality):
 
     name = "video"
     order = 20
+    lora_rank = 16  # LanguageBind's LoRA rank (alpha 16, dropout 0)
     Preprocess = VideoPreprocess
     StemConfig = VideoStemConfig
     extensions = VIDEO_SUFFIXES

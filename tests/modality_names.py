@@ -18,6 +18,8 @@ from pathlib import Path
 NAMES = re.compile(r"\b(image|video|audio|depth|thermal|imu)\b")
 #: string literals (and f-string parts): where code names a modality; identifiers such as a trunk's ``depth`` are not
 STRINGS = {tokenize.STRING, getattr(tokenize, "FSTRING_MIDDLE", tokenize.STRING)}
+FIELDS = re.compile(r"\{[^{}]*\}")  # an f-string's replacement field (no nesting inside)
+QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 SKIP = ("bind/checkpoints/", "bind/bench/video_reduction.py", "bind/world/")
 
 
@@ -36,6 +38,16 @@ def docstring_lines(tree: ast.AST) -> set[int]:
     return lines
 
 
+def literal_text(tok: tokenize.TokenInfo) -> str:
+    """The literal parts of a string token: before Python 3.12 an f-string is one token, whose replacement fields
+    (``{depth}``, an identifier) are code, not text; string literals inside them are kept."""
+    prefix = re.match(r"[A-Za-z]*", tok.string).group(0).lower()
+    if tok.type != tokenize.STRING or "f" not in prefix:
+        return tok.string
+    text = tok.string.replace("{{", "").replace("}}", "")
+    return FIELDS.sub(lambda m: " ".join(QUOTED.findall(m.group(0))), text)
+
+
 def hits(path: Path) -> list[tuple[int, str]]:
     text = path.read_text()
     docs = docstring_lines(ast.parse(text))
@@ -43,7 +55,7 @@ def hits(path: Path) -> list[tuple[int, str]]:
     for tok in tokenize.generate_tokens(io.StringIO(text).readline):
         if tok.type not in STRINGS or tok.start[0] in docs:
             continue
-        for m in NAMES.finditer(tok.string):
+        for m in NAMES.finditer(literal_text(tok)):
             found.append((tok.start[0], m.group(0)))
     return found
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -119,3 +120,25 @@ class PeakMemory:
     @property
     def peak_mib(self) -> float:
         return self.peak_bytes / 2**20
+
+
+def _installed(test: Callable[[Any], bool], what: str) -> str:
+    from bind.registry import find_modality
+
+    name = find_modality(test)
+    if name is None:
+        raise ValueError(f"no installed modality plugin {what}")
+    return name
+
+
+def vision_modality() -> str:
+    """The modality a pretrained ViT serves: the first plugin whose ``tower`` is ``"vision"``."""
+    return _installed(lambda p: p.tower == "vision", "is served by a vision tower (tower = 'vision')")
+
+
+def temporal_modality() -> str:
+    """The first modality whose stem has positions over time (its ``StemConfig`` has ``num_frames``): video."""
+    return _installed(
+        lambda p: "num_frames" in {f.name for f in dataclasses.fields(p.StemConfig)},
+        "with positions over time (StemConfig.num_frames)",
+    )

@@ -28,7 +28,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from bind.bench.common import PeakMemory, environment, peak_matmul_flops, sync, write_json
+from bind.bench.common import (
+    PeakMemory,
+    environment,
+    peak_matmul_flops,
+    sync,
+    temporal_modality,
+    vision_modality,
+    write_json,
+)
 
 VIDEO_VARIANTS = {
     "joint": {"attention": "joint"},
@@ -75,9 +83,10 @@ def bind_image_from_timm(timm_model: torch.nn.Module, workdir: Path, backend: st
         "stem": {"patch_size": timm_model.patch_embed.patch_size[0]},
         "preprocess": {"crop_size": size, "size": size},
     }
-    model = bind.BindModel(expand_config(model_config_dict("bind-base"), ["image"], overrides), precision="fp32")
+    m = vision_modality()
+    model = bind.BindModel(expand_config(model_config_dict("bind-base"), [m], overrides), precision="fp32")
     model.eval()  # BindModel.encode applies its precision in eval mode only
-    encoder = model.encoder("image")
+    encoder = model.encoder(m)
     with torch.no_grad():
         report = init_encoder_from_vit(encoder, weights)
     return model, encoder, report
@@ -107,6 +116,7 @@ def compare_image(
 
     from bind.precision import bf16_fast, resolve_precision
 
+    m = vision_modality()
     torch.manual_seed(0)
     timm_model = timm.create_model(timm_name, pretrained=False, num_classes=0).eval().to(device)
     with tempfile.TemporaryDirectory() as tmp:
@@ -125,7 +135,7 @@ def compare_image(
         ref, ours = timm_model(x), bind_pooled(encoder, x)
         out["fp32_max_abs_diff"] = (ref - ours).abs().max().item()
         out["fp32_feature_max_abs"] = ref.abs().max().item()
-        t = interleaved_times({"timm": lambda: timm_model(x), "bind": lambda: model.encode("image", x)}, device, iters)
+        t = interleaved_times({"timm": lambda: timm_model(x), "bind": lambda: model.encode(m, x)}, device, iters)
     out["fp32"] = {
         "timm_s": t["timm"],
         "bind_s": t["bind"],
@@ -143,12 +153,12 @@ def compare_image(
                 return timm_model(x)
 
         with torch.inference_mode():
-            emb32 = model.encode("image", x, precision="fp32")
-            emb16 = model.encode("image", x, precision="bf16")
+            emb32 = model.encode(m, x, precision="fp32")
+            emb16 = model.encode(m, x, precision="bf16")
             t = interleaved_times(
                 {
-                    "bind_fp32": lambda: model.encode("image", x, precision="fp32"),
-                    "bind_bf16": lambda: model.encode("image", x, precision="bf16"),
+                    "bind_fp32": lambda: model.encode(m, x, precision="fp32"),
+                    "bind_bf16": lambda: model.encode(m, x, precision="bf16"),
                     "timm_fp32": lambda: timm_model(x),
                     "timm_bf16": timm_bf16,
                 },
@@ -172,7 +182,7 @@ def compare_image(
             "GFLOP/s, so precision='auto' stays fp32 (--force-bf16 measures it anyway)"
         }
     if use_compile:
-        eager = lambda: model.encode("image", x, precision="fp32")  # noqa: E731
+        eager = lambda: model.encode(m, x, precision="fp32")  # noqa: E731
         compiled = torch.compile(encoder)
         t0 = time.perf_counter()
         with torch.inference_mode():
@@ -202,7 +212,7 @@ def video_encoder(
     from bind.factory import expand_config
     from bind.registry import model_config_dict
 
-    v = VIDEO_VARIANTS[variant]
+    v, m = VIDEO_VARIANTS[variant], temporal_modality()
     stem = {"temporal_patch": temporal_patch, **v.get("stem", {})}
     overrides = {
         "attention": v["attention"],
@@ -211,7 +221,7 @@ def video_encoder(
         "preprocess": {"crop_size": image_size, "size": image_size},
     }
     torch.manual_seed(0)
-    model = bind.BindModel(expand_config(model_config_dict(model_name), ["video"], overrides), precision="fp32")
+    model = bind.BindModel(expand_config(model_config_dict(model_name), [m], overrides), precision="fp32")
     return model.eval().to(device)
 
 
@@ -228,13 +238,12 @@ def compare_video(
 ) -> dict[str, Any]:
     """Seconds per video for every variant and frame count; at each frame count the variants take turns
     (``iters`` rounds, median), so a load change on a shared machine hits every variant alike."""
+    m = temporal_modality()
     models = {v: video_encoder(v, image_size, temporal_patch, backend, device, model_name) for v in variants}
     rows = []
     with torch.inference_mode():
         for model in models.values():  # warm-up
-            model.encode(
-                "video", torch.randn(1, 3, frames[0], image_size, image_size, device=device), precision=precision
-            )
+            model.encode(m, torch.randn(1, 3, frames[0], image_size, image_size, device=device), precision=precision)
         for t in frames:
             x = torch.randn(1, 3, t, image_size, image_size, device=device)
             times: dict[str, list[float]] = {v: [] for v in variants}
@@ -244,12 +253,12 @@ def compare_video(
                     with PeakMemory(device) as mem:
                         sync(device)
                         t0 = time.perf_counter()
-                        model.encode("video", x, precision=precision)
+                        model.encode(m, x, precision=precision)
                         sync(device)
                         times[v].append(time.perf_counter() - t0)
                     peaks[v] = max(peaks.get(v, 0.0), mem.peak_mib)
             for v, model in models.items():
-                shape = model.encoder("video").forward_tokens(x)[0].shape
+                shape = model.encoder(m).forward_tokens(x)[0].shape
                 rows.append(
                     {
                         "variant": v,
@@ -291,7 +300,8 @@ def long_video_cuda(iters: int) -> dict[str, Any]:
 
 def format_markdown(result: dict[str, Any]) -> str:
     """The README's Performance table from a ``bindspace bench compare`` JSON."""
-    env, img = result["env"], result.get("image")
+    vision = vision_modality()
+    env, img = result["env"], result.get(vision)
     lines = [
         f"Measured by `{result['command']}` on {env['device_name']} ({env['threads']} threads, torch "
         f"{env['torch']}), one run, {env['time'][:10]}.",
@@ -300,7 +310,7 @@ def format_markdown(result: dict[str, Any]) -> str:
     if img:
         fp = img["fp32"]
         lines += [
-            "| image encoder, same weights | timm | bind | bind / timm |",
+            f"| {vision} encoder, same weights | timm | bind | bind / timm |",
             "|---|---|---|---|",
             f"| fp32 images/s (batch {img['batch']}) | {fp['timm_samples_per_s']:.2f} | "
             f"{fp['bind_samples_per_s']:.2f} | {fp['bind_over_timm_throughput']:.2f}x |",
@@ -328,7 +338,7 @@ def format_markdown(result: dict[str, Any]) -> str:
             f"{img['matmul']['fp32_gflops']:.0f} GFLOP/s, bf16 {img['matmul']['bf16_gflops']:.2f} GFLOP/s).",
             "",
         ]
-    vid = result.get("video")
+    vid = result.get(temporal_modality())
     if vid:
         frames = sorted({r["frames"] for r in vid["rows"]})
         variants = list(dict.fromkeys(r["variant"] for r in vid["rows"]))
@@ -368,9 +378,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     command = "bindspace " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else "bindspace bench compare"
     result: dict[str, Any] = {"suite": "compare", "command": command, "env": environment()}
     if not args.skip_image:
-        result["image"] = compare_image(args.batch, args.iters, device, args.timm_model, args.force_bf16, args.compile)
+        result[vision_modality()] = compare_image(
+            args.batch, args.iters, device, args.timm_model, args.force_bf16, args.compile
+        )
     if args.frames:
-        result["video"] = compare_video(
+        result[temporal_modality()] = compare_video(
             args.frames, args.variants, args.image_size, args.temporal_patch, args.video_iters, device
         )
     if args.long_video_cuda and device.type == "cuda":

@@ -10,7 +10,15 @@ import argparse
 
 import torch
 
-from bind.bench.common import PeakMemory, count_flops, environment, peak_matmul_flops, time_fn, write_json
+from bind.bench.common import (
+    PeakMemory,
+    count_flops,
+    environment,
+    peak_matmul_flops,
+    time_fn,
+    vision_modality,
+    write_json,
+)
 
 
 def example_batch(model, modality: str, batch: int) -> torch.Tensor:
@@ -67,6 +75,7 @@ def _run(args: argparse.Namespace) -> int:
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    args.modality = args.modality or vision_modality()
     model = (
         bind.load_model(args.model, modalities=[args.modality], attn_backend=args.backend)
         if not args.model_dir
@@ -94,7 +103,7 @@ def add_suite(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("encoders", help="encoder forward throughput, FLOPs, MFU, peak memory")
     p.add_argument("--model", default="bind-base", help="named model config")
     p.add_argument("--model-dir", default=None, help="a saved / converted model directory instead of --model")
-    p.add_argument("--modality", default="image")
+    p.add_argument("--modality", default=None, help="default: the modality of the plugin whose tower is 'vision'")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--backend", default="sdpa", choices=["sdpa", "math", "xformers"])

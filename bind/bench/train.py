@@ -94,7 +94,10 @@ def _variants(args: argparse.Namespace) -> list[str]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from bind.lora import LoraSpec
+
     overrides = json.loads(args.overrides) if args.overrides else {}
+    args.rank = args.rank or LoraSpec.from_dict({}, args.modality).r
     if args.worker:  # one variant, result as JSON on the last stdout line
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         res = run_variant(
@@ -165,7 +168,7 @@ def add_suite(sub: argparse._SubParsersAction) -> None:
         help="JSON EncoderConfig overrides for the encoder (e.g. depth/width for a quick run)",
     )
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--rank", type=int, default=16, help="LoRA rank (LanguageBind audio: 16)")
+    p.add_argument("--rank", type=int, default=None, help="LoRA rank (default: the plugin's, LanguageBind's rank)")
     p.add_argument("--iters", type=int, default=2)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--grad-checkpointing", action="store_true", help="also measure both with checkpointing")

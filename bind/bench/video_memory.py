@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from bind.bench.common import PeakMemory, environment, time_fn, write_json
+from bind.bench.common import PeakMemory, environment, temporal_modality, time_fn, write_json
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -55,8 +55,9 @@ def build_video_encoder(
         "stem": stem,
         "preprocess": {"size": image_size, "crop_size": image_size, "frames_per_clip": frames},
     }
-    cfg = expand_config(model_config_dict(model), ["video"], overrides).encoders["video"]
-    get_modality("video").prepare_encoder_config(cfg)
+    m = temporal_modality()
+    cfg = expand_config(model_config_dict(model), [m], overrides).encoders[m]
+    get_modality(m).prepare_encoder_config(cfg)
     torch.manual_seed(0)
     return ModalityEncoder(cfg).eval()
 

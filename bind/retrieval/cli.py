@@ -165,12 +165,14 @@ def _add_embed_options(p: argparse.ArgumentParser, distributed: bool = True) -> 
     g.add_argument("--num-nodes", type=int, default=1)
 
 
-def _add_source_options(p: argparse.ArgumentParser, required: bool = True) -> None:
+def _add_source_options(p: argparse.ArgumentParser, required: bool = True, embeddings: bool = False) -> None:
     src = p.add_mutually_exclusive_group(required=required)
     src.add_argument(
         "--inputs", nargs="+", metavar="FILE", help="media files or directories of them (for text: UTF-8 .txt files)"
     )
     src.add_argument("--manifest", help="JSONL manifest (paths relative to its directory)")
+    if embeddings:
+        src.add_argument("--embeddings", nargs="+", metavar="FILE", help="outputs of `bindspace embed`")
     p.add_argument("--split", default=None, help="only manifest records of this split")
 
 
@@ -482,20 +484,9 @@ def _print_eval(results: dict[str, Any]) -> None:
 
 
 # --- registration ----------------------------------------------------------------------------------------------------
-def _add_index_spec_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("index")
-    g.add_argument("--kind", default="flat", choices=["flat", "ivf", "hnsw"], help="exact (flat), IVF or HNSW")
-    g.add_argument("--backend", default="faiss", choices=["faiss", "torch"], help="torch = exact brute force")
-    g.add_argument("--nlist", type=int, default=1024, help="IVF cells")
-    g.add_argument("--nprobe", type=int, default=16, help="IVF cells visited per query")
-    g.add_argument("--train-size", type=int, default=100_000, help="IVF k-means training sample")
-    g.add_argument("--hnsw-m", type=int, default=32, help="HNSW links per node")
-    g.add_argument("--ef-construction", type=int, default=200)
-    g.add_argument("--ef-search", type=int, default=128)
-
-
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    from bind.cli import add_command_group
+    from bind.cli import add_command_group, add_dataclass_options
+    from bind.retrieval.index import IndexSpec
 
     p = sub.add_parser("embed", help="embed media of one modality into a .safetensors/.npz + JSON sidecar")
     p.add_argument("--model", required=True, help="saved model directory or named config")
@@ -509,26 +500,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     b = isub.add_parser("build", help="a new index from a manifest, files or embeddings")
     b.add_argument("--model", default=None, help="saved model directory or named config")
     b.add_argument("--modality", nargs="+", default=None, help="one or more modalities to index")
-    src = b.add_mutually_exclusive_group(required=True)
-    src.add_argument("--inputs", nargs="+", metavar="FILE")
-    src.add_argument("--manifest")
-    src.add_argument("--embeddings", nargs="+", metavar="FILE", help="outputs of `bindspace embed`")
-    b.add_argument("--split", default=None)
+    _add_source_options(b, embeddings=True)
     b.add_argument("--out", required=True, help="index directory")
     b.add_argument("--overwrite", action="store_true")
     b.add_argument("--no-wait", action="store_true", help="fail at once if another process is writing the index")
-    _add_index_spec_options(b)
+    add_dataclass_options(b, IndexSpec, "index")
     _add_embed_options(b)
     b.set_defaults(func=_index_build_cmd)
     a = isub.add_parser("add", help="add rows to an existing index (same model only)")
     a.add_argument("--index", required=True)
     a.add_argument("--model", default=None, help="default: the model recorded in the index")
     a.add_argument("--modality", nargs="+", default=None)
-    src = a.add_mutually_exclusive_group(required=True)
-    src.add_argument("--inputs", nargs="+", metavar="FILE")
-    src.add_argument("--manifest")
-    src.add_argument("--embeddings", nargs="+", metavar="FILE")
-    a.add_argument("--split", default=None)
+    _add_source_options(a, embeddings=True)
     a.add_argument("--no-wait", action="store_true", help="fail at once if another process is writing the index")
     _add_embed_options(a)
     a.set_defaults(func=_index_add_cmd)

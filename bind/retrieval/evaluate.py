@@ -13,7 +13,8 @@
 
 Results follow CLIP_benchmark's JSON layout: ``{"dataset", "model", "pretrained", "task", "metrics",
 "language"}`` with flat metric names (``text_to_image_recall@1``, ...; for text/image also CLIP_benchmark's own
-``image_retrieval_recall@k`` = text -> image and ``text_retrieval_recall@k`` = image -> text).
+``image_retrieval_recall@k`` = text -> image and ``text_retrieval_recall@k`` = image -> text, image being the
+modality of the plugin whose ``tower`` is ``"vision"``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import torch
 
 from bind.data.manifest import ManifestRecord, manifest_items
 from bind.io import write_text
+from bind.registry import find_modality
 from bind.retrieval.embed import embed_items
 from bind.retrieval.metrics import retrieval_metrics_from_embeddings
 from bind.retrieval.model_info import ModelInfo
@@ -102,7 +104,8 @@ class RetrievalReport:
         for (a, b), m in self.pairs.items():
             for name, v in m.items():
                 out[f"{a}_to_{b}_{name}"] = v
-        for (a, b), prefix in ((("text", "image"), "image_retrieval"), (("image", "text"), "text_retrieval")):
+        vision, text = find_modality(lambda p: p.tower == "vision"), find_modality(lambda p: p.tower == "text")
+        for (a, b), prefix in (((text, vision), f"{vision}_retrieval"), ((vision, text), f"{text}_retrieval")):
             if (a, b) in self.pairs:
                 out.update({f"{prefix}_recall@{k}": self.pairs[(a, b)][f"recall@{k}"] for k in RETRIEVAL_KS})
         return out

@@ -152,12 +152,12 @@ def file_digest(path: Path) -> str:
 class IndexSpec:
     """How an index searches. ``nlist``/``nprobe``/``train_size`` apply to ``ivf``; ``hnsw_m``/``ef_*`` to ``hnsw``."""
 
-    kind: str = "flat"
-    backend: str = "faiss"
-    nlist: int = 1024
-    nprobe: int = 16
-    train_size: int = 100_000
-    hnsw_m: int = 32
+    kind: str = field(default="flat", metadata={"choices": KINDS, "help": "exact (flat), IVF or HNSW"})
+    backend: str = field(default="faiss", metadata={"choices": BACKENDS, "help": "torch = exact brute force"})
+    nlist: int = field(default=1024, metadata={"help": "IVF cells"})
+    nprobe: int = field(default=16, metadata={"help": "IVF cells visited per query"})
+    train_size: int = field(default=100_000, metadata={"help": "IVF k-means training sample"})
+    hnsw_m: int = field(default=32, metadata={"help": "HNSW links per node"})
     ef_construction: int = 200
     ef_search: int = 128
 

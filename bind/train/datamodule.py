@@ -7,6 +7,7 @@ count is printed when fitting ends.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from bind.data.collate import PairCollator
 from bind.data.dataset import PairedDataset, PairSpec, SampleCache
 from bind.data.manifest import ManifestError, ManifestRecord, read_manifest
 from bind.data.sampler import ResumableSampler
+from bind.registry import get_modality, list_modalities
 
 log = logging.getLogger("bind.train")
 
@@ -37,10 +39,9 @@ def read_training_manifest(path: str | Path, key: str) -> list[ManifestRecord]:
         )
     records = read_manifest(path)
     if not records:
-        raise ManifestError(
-            f"{key}: {path} is empty; it needs one JSON object per line, e.g. "
-            '{"id": "s1", "split": "train", "text": "a caption", "image": "media/s1.png"}'
-        )
+        m = next(get_modality(n) for n in list_modalities() if get_modality(n).extensions)
+        row = {"id": "s1", "split": "train", "text": "a caption", m.name: f"media/s1{m.extensions[0]}"}
+        raise ManifestError(f"{key}: {path} is empty; it needs one JSON object per line, e.g. {json.dumps(row)}")
     return records
 
 

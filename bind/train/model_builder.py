@@ -20,7 +20,7 @@ from typing import Any
 from bind.config import BindConfig
 from bind.factory import _merge, expand_config
 from bind.model import CONFIG_NAME, BindModel
-from bind.registry import model_config_dict
+from bind.registry import list_modalities, model_config_dict
 from bind.towers import resolve_tower
 
 log = logging.getLogger("bind.train")
@@ -97,7 +97,11 @@ def build_train_model(
 
     modalities = list(modalities or [])
     if not modalities:
-        raise ValueError("model.modalities: no modality to train; set it, e.g. --model.modalities '[audio]'")
+        names = [m for m in list_modalities() if m != anchor]
+        raise ValueError(
+            f"model.modalities: no modality to train; set it, e.g. --model.modalities '[{names[0]}]' "
+            f"(installed: {', '.join(names)})"
+        )
     check_modality_names(modalities, anchor, towers, encoders, init_from, lora)
     if anchor in modalities:
         raise ValueError(f"the anchor {anchor!r} is frozen; it cannot also be trained")

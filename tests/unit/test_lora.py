@@ -8,7 +8,6 @@ import torch
 
 import bind
 from bind.lora import (
-    LANGUAGEBIND_RANKS,
     LoraSpec,
     apply_lora,
     format_trainable_report,
@@ -103,7 +102,7 @@ def test_adapters_reload_to_identical_outputs_and_merge(tmp_path, images):
 
 
 def test_spec_defaults_and_errors(tmp_path):
-    assert LoraSpec.from_dict({}, "depth").r == LANGUAGEBIND_RANKS["depth"] == 2
+    assert LoraSpec.from_dict({}, "depth").r == bind.get_modality("depth").lora_rank == 2  # LanguageBind's ranks
     assert LoraSpec.from_dict({}, "audio").r == 16 and LoraSpec.from_dict({}, "audio").alpha == 16
     assert LoraSpec.from_dict({"rank": 8}).r == 8
     with pytest.raises(ValueError, match="unknown fields"):
