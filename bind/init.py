@@ -368,7 +368,11 @@ def _init_stem(
         _copy(stem.pos_embed, resize_pos_2d(weights.pos[None], weights.grid, tuple(stem.grid)), "position embedding")
         report.loaded += 1
         return
-    w = adapt_in_channels(weights.patch_weight, conv.weight.shape[1], channel_init)
+    pixel_chans = conv.weight.shape[1] // (2 if getattr(stem, "frame_difference", False) else 1)
+    w = adapt_in_channels(weights.patch_weight, pixel_chans, channel_init)
+    if pixel_chans != conv.weight.shape[1]:  # frame-difference channels start at zero: the image model at first
+        w = torch.cat([w, torch.zeros_like(w)], dim=1)
+        report.adapted.append("frame-difference channels zero-initialised")
     if w.shape[1] != weights.patch_weight.shape[1]:
         report.adapted.append(
             f"patch filters {weights.patch_weight.shape[1]} -> {w.shape[1]} channels ({channel_init})"

