@@ -17,7 +17,9 @@ A plugin (one file in ``modalities/``) subclasses :class:`Modality` and is regis
 * ``extensions`` (file suffixes ``load`` accepts; :meth:`Modality.find_files` scans a directory with them),
   ``webdataset_keys`` (shard member keys, preferred first), ``zeroshot_templates`` (prompts with ``{}`` for the
   class name), ``tower`` (the kind of pretrained transformers tower that can serve the modality: ``"text"``,
-  ``"vision"`` or None), ``lora_rank`` (default rank of LoRA adapters) and ``order`` (its place in listings).
+  ``"vision"`` or None), ``lora_rank`` (default rank of LoRA adapters) and ``order`` (its place in listings);
+* ``sample_formats`` + ``write_sample(fmt, directory, index, rng)`` — synthetic sample files of each format the
+  plugin reads (what ``bindspace bench data`` measures); optional.
 
 Plugins are found without being listed anywhere: every module of the top-level ``modalities`` package and every
 entry point of the group ``bind.modalities`` (see :mod:`bind.registry`).
@@ -30,13 +32,16 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
 
 from bind.config import EncoderConfig
 from bind.errors import InputError, MediaError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 #: errors that say the code is wrong, not the sample: never turned into a skipped sample
 CODE_ERRORS = (NameError, ImportError, NotImplementedError, AssertionError, MemoryError)
@@ -74,6 +79,8 @@ class Modality:
     sample_ndim: ClassVar[int]
     #: floating inputs (True) or integer token ids (False)
     float_input: ClassVar[bool] = True
+    #: formats :meth:`write_sample` writes (``bindspace bench data`` measures each), e.g. ``("png16", "npy")``
+    sample_formats: ClassVar[tuple[str, ...]] = ()
 
     # --- preprocessing ------------------------------------------------------------------------------------------
     def preprocess_config(self, spec: dict[str, Any] | Any | None = None, **overrides: Any):
@@ -183,6 +190,12 @@ class Modality:
         ``source`` is what :meth:`load` accepts and ``cfg`` this modality's ``Preprocess``; decoding failures raise
         like :meth:`load` (the page then shows the error text on the card)."""
         return None
+
+    # --- synthetic samples ------------------------------------------------------------------------------------------
+    def write_sample(self, fmt: str, directory: Path, index: int, rng: np.random.Generator) -> Any:
+        """Write sample ``index`` of format ``fmt`` (one of :attr:`sample_formats`: realistic content, real encoding)
+        under ``directory``, drawing from ``rng``; returns a source :meth:`load` accepts (a path, or a string)."""
+        raise NotImplementedError(f"{self.name}: the plugin writes no synthetic samples (Modality.write_sample)")
 
 
 def _dataclass_from(cls: type, values: dict[str, Any], what: str, check: dict[str, Any] | None = None):

@@ -1,4 +1,5 @@
-"""Helpers shared by the built-in plugins: reading sources and turning decoder failures into ``MediaError``."""
+"""Helpers shared by the built-in plugins: reading sources and turning decoder failures into ``MediaError``; the
+smooth random scenes their synthetic samples (``Modality.write_sample``) show."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import io
 import os
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from bind.errors import MediaError
 
@@ -28,3 +31,26 @@ def source_bytes_or_path(source: Any, modality: str) -> str | io.BytesIO:
     raise MediaError(
         source, modality, f"unsupported source type {type(source).__name__} (expected a path, bytes or an array)"
     )
+
+
+def smooth_field(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """A smooth random ``[h, w]`` field in [0, 1] (so compressed formats see realistic, not noise-like, content)."""
+    coarse = rng.random((h // 16 + 2, w // 16 + 2))
+    ys, xs = np.linspace(0, coarse.shape[0] - 1.001, h), np.linspace(0, coarse.shape[1] - 1.001, w)
+    y0, x0 = ys.astype(int), xs.astype(int)
+    fy, fx = (ys - y0)[:, None], (xs - x0)[None, :]
+    c = coarse
+    return (
+        (1 - fy) * (1 - fx) * c[y0][:, x0]
+        + (1 - fy) * fx * c[y0][:, x0 + 1]
+        + fy * (1 - fx) * c[y0 + 1][:, x0]
+        + fy * fx * c[y0 + 1][:, x0 + 1]
+    )
+
+
+def save_image(path: Path, array: np.ndarray) -> Path:
+    """``array`` written by PIL (the format from the suffix); returns ``path``."""
+    from PIL import Image
+
+    Image.fromarray(array).save(path)
+    return path

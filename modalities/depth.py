@@ -34,6 +34,7 @@ from __future__ import annotations
 import io
 import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,7 +47,7 @@ from bind.errors import MediaError
 from bind.modality import Modality
 from bind.nn.stems import PatchStem2d
 from bind.registry import register_modality
-from modalities._common import source_bytes_or_path
+from modalities._common import save_image, smooth_field, source_bytes_or_path
 from modalities.image import _INTERP, CLIP_MEAN, CLIP_STD, DEFAULT_MAX_PIXELS, decode_image
 
 OMNIVORE_BASELINE_M = 0.075  # Omnivore's SUN RGB-D depth -> disparity conversion
@@ -241,6 +242,7 @@ class DepthModality(MapModality):
     }
     default_preset = "imagebind"
     sample_ndim = 3
+    sample_formats = ("png16", "npy")
     # ImageBind depth: Conv2d(1, 384, 16, stride 16, bias=False) + LayerNorm, no ln_pre. (ImageBind-Huge trunk
     # 384/12/8, kv bias tokens, fixed logit scale 5, drop path 0 — set by the model configs / converters.)
     encoder_defaults = {"pool": "cls", "stem": {"patch_size": 16, "norm": True}}
@@ -305,6 +307,16 @@ class DepthModality(MapModality):
         from bind.preview import colour_map
 
         return {"image": colour_map(self.load(source, cfg), "viridis", invert=True)}
+
+    def write_sample(self, fmt: str, directory: Path, index: int, rng: np.random.Generator) -> Path:
+        """640x480 depth 0.5-8 m: 16-bit PNG millimetres with 5 % sensor dropouts (``png16``) or float32 metres."""
+        field = smooth_field(rng, 480, 640)
+        if fmt == "npy":
+            np.save(directory / f"{self.name}_{index}.npy", (0.5 + 7.5 * field).astype(np.float32))
+            return directory / f"{self.name}_{index}.npy"
+        mm = (500 + 7500 * field).astype(np.uint16)
+        mm[rng.random(mm.shape) < 0.05] = 0
+        return save_image(directory / f"{self.name}_{index}.png", mm)
 
 
 def stem_channels(plugin: Modality, cfg: EncoderConfig) -> int:

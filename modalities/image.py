@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,7 @@ from bind.errors import MediaError
 from bind.modality import Modality
 from bind.nn.stems import PatchStem2d, StemOutput, TubeletStem
 from bind.registry import register_modality
-from modalities._common import source_bytes_or_path
+from modalities._common import save_image, smooth_field, source_bytes_or_path
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -137,6 +138,7 @@ class ImageModality(Modality):
     presets = {"imagebind": {}, "languagebind": {}, "clip": {}}
     default_preset = "clip"
     sample_ndim = 3
+    sample_formats = ("jpg", "png")
     encoder_defaults = {"ln_pre": True, "pool": "cls", "stem": {"patch_size": 16, "in_chans": 3}}
 
     def load(self, source: Any, cfg: ImagePreprocess) -> Image.Image:
@@ -173,6 +175,11 @@ class ImageModality(Modality):
         from bind.preview import thumbnail
 
         return {"image": thumbnail(self.load(source, cfg))}
+
+    def write_sample(self, fmt: str, directory: Path, index: int, rng: np.random.Generator) -> Path:
+        """A 640x480 smooth random RGB scene."""
+        rgb = np.stack([smooth_field(rng, 480, 640) for _ in range(3)], -1)
+        return save_image(directory / f"{self.name}_{index}.{fmt}", (rgb * 255).astype(np.uint8))
 
 
 class _StillAsClip(nn.Module):

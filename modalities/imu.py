@@ -176,6 +176,7 @@ class ImuModality(Modality):
     presets = {"imagebind": {}}
     default_preset = "imagebind"
     sample_ndim = 2
+    sample_formats = ("csv", "npy")
     encoder_defaults = {"pool": "cls", "stem": {"patch_size": 8, "norm": True}}
 
     # --- decoding -----------------------------------------------------------------------------------------------
@@ -364,3 +365,19 @@ class ImuModality(Modality):
                 rec.samples, ["acc x", "acc y", "acc z", "gyro x", "gyro y", "gyro z"], groups=[(0, 1, 2), (3, 4, 5)]
             )
         }
+
+    def write_sample(self, fmt: str, directory: Path, index: int, rng: np.random.Generator) -> Path:
+        """12 s at 400 Hz with timestamps as CSV (resampled to 200 Hz on load), or ``[6, N]`` at 200 Hz as ``.npy``:
+        gravity on z plus a 1.7 Hz sway and noise."""
+        rate, n = (400.0, 4800) if fmt == "csv" else (200.0, 2400)
+        t = np.arange(n)[:, None] / rate
+        phase = rng.random((1, 6)) * 6.28
+        signal = np.array([0.0, 0.0, 9.81, 0.0, 0.0, 0.0]) + np.sin(2 * np.pi * 1.7 * t + phase)
+        signal = signal + 0.05 * rng.standard_normal((n, 6))
+        path = directory / f"{self.name}_{index}.{fmt}"
+        if fmt == "npy":
+            np.save(path, signal.T.astype(np.float32))
+        else:
+            header = ",".join(("timestamp", *CHANNELS))
+            np.savetxt(path, np.column_stack([t[:, 0], signal]), delimiter=",", fmt="%.6f", comments="", header=header)
+        return path

@@ -23,6 +23,7 @@ Then, as for images (and as in the references), short side resized to 224 (bicub
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,7 @@ import torch
 
 from bind.errors import MediaError
 from bind.registry import register_modality
+from modalities._common import save_image, smooth_field
 from modalities.depth import MapModality, as_2d, check_mean_std, map_transform
 from modalities.image import _INTERP, CLIP_MEAN, CLIP_STD, DEFAULT_MAX_PIXELS, decode_image
 
@@ -99,6 +101,7 @@ class ThermalModality(MapModality):
     }
     default_preset = "imagebind"
     sample_ndim = 3
+    sample_formats = ("png8", "tiff16")
     # ImageBind thermal: Conv2d(1, 768, 16, stride 16, bias=False) + LayerNorm, no ln_pre. (ImageBind-Huge trunk
     # 768/12/12, kv bias tokens, fixed logit scale 10 — set by the model configs / converters.)
     encoder_defaults = {"pool": "cls", "stem": {"patch_size": 16, "norm": True}}
@@ -143,3 +146,10 @@ class ThermalModality(MapModality):
         from bind.preview import colour_map
 
         return {"image": colour_map(self.load(source, cfg), "inferno")}
+
+    def write_sample(self, fmt: str, directory: Path, index: int, rng: np.random.Generator) -> Path:
+        """640x512 (a common sensor size) smooth intensities: 8-bit PNG (``png8``) or 16-bit raw counts as TIFF."""
+        field = smooth_field(rng, 512, 640)
+        if fmt == "png8":
+            return save_image(directory / f"{self.name}_{index}.png", (255 * field).astype(np.uint8))
+        return save_image(directory / f"{self.name}_{index}.tif", (7000 + 900 * field).astype(np.uint16))

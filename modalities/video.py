@@ -53,6 +53,7 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import av  # noqa: I001 — before decord, see the module docstring
@@ -589,6 +590,7 @@ class VideoModality(Modality):
     presets = PRESETS
     default_preset = "languagebind"
     sample_ndim = 4
+    sample_formats = ("mp4",)
     encoder_defaults = {
         "ln_pre": True,
         "pool": "cls",
@@ -672,3 +674,20 @@ class VideoModality(Modality):
 
         frames = self.load(source, cfg).frames  # uint8 [clips, T, H, W, 3]
         return {"image": thumbnail(frames[frames.shape[0] // 2, frames.shape[1] // 2].numpy()), "play": "video"}
+
+    def write_sample(self, fmt: str, directory: Path, index: int, rng: np.random.Generator) -> Path:
+        """3 s of 320x240 H.264 at 24 fps: a slow pan over a smooth random scene."""
+        from modalities._common import smooth_field
+
+        path, fps, n = directory / f"{self.name}_{index}.{fmt}", 24, 72
+        base = (np.stack([smooth_field(rng, 240, 336) for _ in range(3)], -1) * 255).astype(np.uint8)
+        with av.open(str(path), mode="w") as container:
+            stream = container.add_stream("libx264", rate=fps)
+            stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+            stream.options = {"preset": "ultrafast", "crf": "23"}
+            for t in range(n):
+                shift = t % 16
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(base[:, shift : shift + 320]), format="rgb24")
+                container.mux(stream.encode(frame))
+            container.mux(stream.encode())
+        return path

@@ -11,8 +11,9 @@ named model (``--model``; the plugin's default preset for modalities the model l
   ``--batch`` (the plugin's ``collate``); timed from the first batch on (worker start-up reported apart), with
   ``items_per_s_per_worker = items_per_s / N``.
 
-A modality without a sample generator here (a third-party plugin) or whose plugin fails is listed under
-``skipped`` with the reason. Machines are shared: compare rows of one run, not across runs.
+Each plugin writes its own samples (``Modality.sample_formats`` / ``write_sample``); a modality whose plugin writes
+none or fails is listed under ``skipped`` with the reason. Machines are shared: compare rows of one run, not across
+runs.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import argparse
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,127 +31,6 @@ import torch
 from bind.bench.common import environment, write_json
 
 Source = Any
-#: modality -> {format name: writer(directory, index, rng) -> source}
-SampleWriter = Callable[[Path, int, np.random.Generator], Source]
-
-
-# --- sample media ---------------------------------------------------------------------------------------------------
-def _scene(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """A smooth random field in [0, 1] (so compressed formats see realistic, not noise-like, content)."""
-    coarse = rng.random((h // 16 + 2, w // 16 + 2))
-    ys, xs = np.linspace(0, coarse.shape[0] - 1.001, h), np.linspace(0, coarse.shape[1] - 1.001, w)
-    y0, x0 = ys.astype(int), xs.astype(int)
-    fy, fx = (ys - y0)[:, None], (xs - x0)[None, :]
-    c = coarse
-    return (
-        (1 - fy) * (1 - fx) * c[y0][:, x0]
-        + (1 - fy) * fx * c[y0][:, x0 + 1]
-        + fy * (1 - fx) * c[y0 + 1][:, x0]
-        + fy * fx * c[y0 + 1][:, x0 + 1]
-    )
-
-
-def _save_image(path: Path, array: np.ndarray) -> Path:
-    from PIL import Image
-
-    Image.fromarray(array).save(path)
-    return path
-
-
-def _image(ext: str) -> SampleWriter:
-    def write(d: Path, i: int, rng: np.random.Generator) -> Path:
-        rgb = np.stack([_scene(rng, 480, 640) for _ in range(3)], -1)
-        return _save_image(d / f"image_{i}.{ext}", (rgb * 255).astype(np.uint8))
-
-    return write
-
-
-def _depth_png(d: Path, i: int, rng: np.random.Generator) -> Path:
-    mm = (500 + 7500 * _scene(rng, 480, 640)).astype(np.uint16)
-    mm[rng.random(mm.shape) < 0.05] = 0  # sensor dropouts
-    return _save_image(d / f"depth_{i}.png", mm)
-
-
-def _depth_npy(d: Path, i: int, rng: np.random.Generator) -> Path:
-    np.save(d / f"depth_{i}.npy", (0.5 + 7.5 * _scene(rng, 480, 640)).astype(np.float32))
-    return d / f"depth_{i}.npy"
-
-
-def _thermal_png8(d: Path, i: int, rng: np.random.Generator) -> Path:
-    return _save_image(d / f"thermal_{i}.png", (255 * _scene(rng, 512, 640)).astype(np.uint8))
-
-
-def _thermal_tiff16(d: Path, i: int, rng: np.random.Generator) -> Path:
-    return _save_image(d / f"thermal_{i}.tif", (7000 + 900 * _scene(rng, 512, 640)).astype(np.uint16))
-
-
-def _imu_signal(rng: np.random.Generator, n: int, rate: float) -> np.ndarray:
-    t = np.arange(n)[:, None] / rate
-    phase = rng.random((1, 6)) * 6.28
-    base = np.array([0.0, 0.0, 9.81, 0.0, 0.0, 0.0])
-    return base + np.sin(2 * np.pi * 1.7 * t + phase) + 0.05 * rng.standard_normal((n, 6))
-
-
-def _imu_csv(d: Path, i: int, rng: np.random.Generator) -> Path:
-    rate, n = 400.0, 4800  # 12 s at 400 Hz with timestamps: resampled to 200 Hz
-    rows = np.column_stack([np.arange(n) / rate, _imu_signal(rng, n, rate)])
-    path = d / f"imu_{i}.csv"
-    np.savetxt(
-        path, rows, delimiter=",", fmt="%.6f", comments="", header="timestamp,acc_x,acc_y,acc_z,gyro_x,gyro_y,gyro_z"
-    )
-    return path
-
-
-def _imu_npy(d: Path, i: int, rng: np.random.Generator) -> Path:
-    np.save(d / f"imu_{i}.npy", _imu_signal(rng, 2400, 200.0).T.astype(np.float32))  # [6, N] at 200 Hz
-    return d / f"imu_{i}.npy"
-
-
-def _video_mp4(d: Path, i: int, rng: np.random.Generator) -> Path:
-    import av
-
-    path, fps, n = d / f"video_{i}.mp4", 24, 72  # 3 s of 320x240 H.264
-    base = (np.stack([_scene(rng, 240, 336) for _ in range(3)], -1) * 255).astype(np.uint8)
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
-        stream.options = {"preset": "ultrafast", "crf": "23"}
-        for t in range(n):
-            shift = t % 16  # a slow pan
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(base[:, shift : shift + 320]), format="rgb24")
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
-    return path
-
-
-def _audio(ext: str) -> SampleWriter:
-    def write(d: Path, i: int, rng: np.random.Generator) -> Path:
-        import soundfile as sf
-
-        sr, seconds = 44100, 5.0  # CD-rate stereo: the plugin resamples to 16 kHz mono
-        t = np.arange(int(sr * seconds)) / sr
-        wave = 0.3 * np.sin(2 * np.pi * (220 + 220 * rng.random()) * t) + 0.05 * rng.standard_normal(len(t))
-        path = d / f"audio_{i}.{ext}"
-        sf.write(str(path), np.stack([wave, wave[::-1]], -1).astype(np.float32), sr)
-        return path
-
-    return write
-
-
-def _text(d: Path, i: int, rng: np.random.Generator) -> str:
-    words = "a dog runs across the wet grass while a red kite circles over the old stone bridge at dusk".split()
-    return " ".join(rng.choice(words, size=int(rng.integers(8, 24))))
-
-
-SAMPLE_WRITERS: dict[str, dict[str, SampleWriter]] = {
-    "text": {"str": _text},
-    "image": {"jpg": _image("jpg"), "png": _image("png")},
-    "video": {"mp4": _video_mp4},
-    "audio": {"wav": _audio("wav"), "flac": _audio("flac")},
-    "depth": {"png16": _depth_png, "npy": _depth_npy},
-    "thermal": {"png8": _thermal_png8, "tiff16": _thermal_tiff16},
-    "imu": {"csv": _imu_csv, "npy": _imu_npy},
-}
 
 
 # --- measurement -----------------------------------------------------------------------------------------------------
@@ -259,7 +138,7 @@ def run_data_bench(
     wanted = modalities or registered
     skipped = [
         {"modality": m, "reason": f"plugin not registered (modalities/{m}.py not present)"}
-        for m in (modalities or SAMPLE_WRITERS)
+        for m in modalities or ()
         if m not in registered
     ]
     wanted = [m for m in wanted if m in registered]
@@ -267,17 +146,15 @@ def run_data_bench(
     with tempfile.TemporaryDirectory(prefix="bind-bench-data-", dir=directory) as tmp:
         cfgs = preprocess_configs(model, wanted)
         for m in wanted:
-            writers = SAMPLE_WRITERS.get(m)
-            if not writers:
-                skipped.append({"modality": m, "reason": "no sample generator for this modality in bind.bench.data"})
-                continue
             plugin, (cfg, origin) = get_modality(m), cfgs[m]
-            for fmt, writer in writers.items():
+            if not plugin.sample_formats:
+                skipped.append({"modality": m, "reason": "the plugin writes no samples (Modality.sample_formats)"})
+            for fmt in plugin.sample_formats:
                 rng = np.random.default_rng(seed)
                 d = Path(tmp) / m
                 d.mkdir(exist_ok=True)
                 try:
-                    sources = [writer(d, i, rng) for i in range(files)]
+                    sources = [plugin.write_sample(fmt, d, i, rng) for i in range(files)]
                 except Exception as e:  # a missing encoder library (e.g. libx264) must not stop the other rows
                     skipped.append({"modality": m, "format": fmt, "reason": f"cannot write samples: {e}"})
                     continue

@@ -170,13 +170,14 @@ def test_preprocess_fields_are_validated():
 
 
 def test_bench_data_suite_measures_every_format(tmp_path):
-    from bind.bench.data import SAMPLE_WRITERS, run_data_bench
+    from bind.bench.data import run_data_bench
 
     result = run_data_bench(
         "bind-tiny", ["depth", "thermal", "imu"], items=2, files=1, loader_workers=[], directory=tmp_path
     )
     rows = {(r["modality"], r["format"]): r for r in result["results"]}
-    assert set(rows) == {(m, f) for m in ("depth", "thermal", "imu") for f in SAMPLE_WRITERS[m]}, result["skipped"]
+    expected = {(m, f) for m in ("depth", "thermal", "imu") for f in get_modality(m).sample_formats}
+    assert set(rows) == expected and len(expected) == 6, result["skipped"]
     assert rows[("depth", "png16")]["sample_shape"] == [1, 64, 64]
     assert rows[("imu", "csv")]["sample_shape"] == [6, 200]
     assert all(r["items_per_s"] > 0 and r["workers"] == 1 for r in rows.values())

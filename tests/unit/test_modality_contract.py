@@ -135,7 +135,9 @@ def test_stem_settings_are_typed_and_checked():
     cfg = model.encoder("video").cfg
     stem = bind.get_modality("video").stem_config(cfg)
     assert (stem.patch_size, stem.temporal_patch, stem.num_frames) == (16, 2, 4)  # num_frames from preprocessing
-    with pytest.raises(ValueError, match=r"^image: unknown stem settings \['patch_sise'\]; known: \['conv', 'in_chans', "):
+    with pytest.raises(
+        ValueError, match=r"^image: unknown stem settings \['patch_sise'\]; known: \['conv', 'in_chans', "
+    ):
         bind.create_model("bind-tiny", modalities=["image"], stem={"patch_sise": 8})
 
 
@@ -173,7 +175,6 @@ def test_token_layout_tells_qa_pooling_the_time_axis():
 NAMED_ON_PURPOSE = {
     "bind/bench/compare.py": "its command-line flags (--skip-image, --image-size, --video-iters) and their help",
     "bind/bench/video_memory.py": "the suite's name (video-memory), its --image-size flag and help",
-    "bind/bench/data.py": "synthetic sample writers of the built-in formats, keyed by modality",
     "bind/bench/train.py": "the suite's default encoder (--modality audio) and the 'depth' override key in help",
     "bind/data/shapes.py": "a synthetic image + depth dataset",
     "bind/init.py": "the trunk's 'depth' (layers), not the modality",
