@@ -36,8 +36,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    from bind.data.shapes import write_shapes_dataset
     from bind.train import fit
+    from bind.world.shapes import write_shapes_dataset
 
     torch.set_num_threads(min(4, torch.get_num_threads()))
     out = Path(args.out)

@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from bind.data.manifest import write_manifest
-from bind.data.shapes import write_shapes_dataset
+from bind.world.shapes import write_shapes_dataset
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]

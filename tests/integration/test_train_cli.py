@@ -19,7 +19,7 @@ import torch
 import yaml
 
 from bind.data.manifest import write_manifest
-from bind.data.shapes import write_shapes_dataset
+from bind.world.shapes import write_shapes_dataset
 
 pytestmark = [pytest.mark.integration]
 REPO = Path(__file__).resolve().parents[2]

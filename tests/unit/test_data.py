@@ -22,7 +22,7 @@ from bind.data import (
     validate_manifest,
     write_manifest,
 )
-from bind.data.shapes import write_shapes_dataset
+from bind.world.shapes import write_shapes_dataset
 
 IMAGE_PRE = {"size": 32, "crop_size": 32}
 
