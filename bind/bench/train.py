@@ -165,7 +165,7 @@ def add_suite(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--overrides",
         default='{"preprocess": {"preset": "imagebind", "clips": 1}}',
-        help="JSON EncoderConfig overrides for the encoder (e.g. depth/width for a quick run)",
+        help="JSON EncoderConfig overrides for the encoder (e.g. fewer layers or a smaller width for a quick run)",
     )
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--rank", type=int, default=None, help="LoRA rank (default: the plugin's, LanguageBind's rank)")

@@ -144,7 +144,9 @@ class BindTrainModule(L.LightningModule):
         self._tower_ids: dict[str, dict[str, str]] | None = None
         self._samples_this_epoch = 0
         if cache_anchors and anchor != "text":
-            raise ValueError("cache_anchors applies to a text anchor (image anchors are augmented per step)")
+            raise ValueError(
+                f"cache_anchors applies to a text anchor, not {anchor!r} (its inputs are augmented each step)"
+            )
         self.tower_identities()  # now, before any strategy wraps or shards the towers
 
     # --- data contract ---------------------------------------------------------------------------------------------
