@@ -210,6 +210,17 @@ def test_toy_plugin_from_an_entry_point_passes_the_contract(tactile, tmp_path):
     check_contract("tactile", write_tactile, tmp_path, encoder={"preprocess": {"size": 16}, "stem": {"patch_size": 4}})
 
 
+def test_bench_data_skips_a_plugin_that_writes_no_samples(tactile, tmp_path):
+    """``bindspace bench data`` asks each plugin for its samples; one without a writer is reported, not guessed."""
+    from bind.bench.data import run_data_bench
+
+    with pytest.raises(NotImplementedError, match="^tactile: the plugin writes no synthetic samples"):
+        bind.get_modality("tactile").write_sample("npy", tmp_path, 0, np.random.default_rng(0))
+    result = run_data_bench("bind-tiny", ["tactile", "text"], items=1, files=1, loader_workers=[], directory=tmp_path)
+    assert [(r["modality"], r["format"]) for r in result["results"]] == [("text", "str")]
+    assert [s["modality"] for s in result["skipped"]] == ["tactile"]
+
+
 @pytest.mark.slow
 @pytest.mark.integration
 def test_toy_plugin_trains_through_train_fit(tactile, tmp_path):
