@@ -37,17 +37,28 @@ from bind.world.scene import FACTORS, MODALITIES, REVEALS
 
 MODEL_NAME = "bind-minilm-tiny"
 ANCHOR = "text"
-#: encoder overrides of ``bind-minilm-tiny`` for world runs (every modality reads the world's 64-pixel, 2-second media)
+#: encoder overrides of ``bind-minilm-tiny`` for world runs (every modality reads the world's 64-pixel, 2-second media).
+#: The recipe behind the demo's numbers (README, "The demo"): convolutional stems (Xiao et al. 2021) under 8-pixel
+#: patches for the 64-pixel maps — shape recognition from 0.67 to 0.89 for images; depth's missing pixels read as
+#: far (``invalid: farthest``), not as the nearest possible surface (salt noise that hid far objects: shape 0.57 ->
+#: 0.78); video over the whole clip with each frame's difference from the previous one (TSN's RGB difference), which
+#: lets the encoder see the camera holder's step rhythm (activity from 0.35 to 0.85) — what ties video to IMU.
+CONV_STEM = {"patch_size": 8, "conv": [24, 48]}
 WORLD_ENCODERS: dict[str, dict[str, Any]] = {
-    "image": {"width": 96, "depth": 2},
-    "depth": {"width": 96, "depth": 2},
-    "thermal": {"width": 96, "depth": 2},
-    "video": {"width": 96, "depth": 2, "preprocess": {"frames_per_clip": 8}},
+    "image": {"width": 96, "depth": 2, "stem": CONV_STEM},
+    "depth": {"width": 96, "depth": 2, "stem": CONV_STEM, "preprocess": {"invalid": "farthest"}},
+    "thermal": {"width": 96, "depth": 2, "stem": CONV_STEM},
+    "video": {
+        "width": 96,
+        "depth": 2,
+        "stem": {"patch_size": 16, "temporal_patch": 2, "conv": [16, 32], "frame_difference": True},
+        "preprocess": {"frames_per_clip": 8},
+    },
     "audio": {"width": 96, "depth": 2},
     "imu": {"width": 96, "depth": 2, "preprocess": {"window": 400}},
 }
 #: what ``--quick`` changes: a tiny world and one epoch (a smoke test)
-QUICK = {"n": 40, "epochs": 1, "batch_size": 8, "warmup_steps": 0, "quick": True}
+QUICK = {"n": 40, "epochs": 1, "batch_size": 8, "warmup_steps": 0, "splits": (0.7, 0.1, 0.2), "quick": True}
 #: loggers quieted unless ``verbose`` (their warnings still show)
 QUIET_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning", "bind.train", "bind.world", "transformers")
 
@@ -56,16 +67,16 @@ QUIET_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning", "bind.tra
 class ExperimentConfig:
     """The world and the training schedule of a world experiment."""
 
-    n: int = 800  #: scenes in the world
+    n: int = 2400  #: scenes in the world (with 800, every encoder overfitted after 5 epochs)
     seed: int = 0  #: world and training seed
-    epochs: int = 20
+    epochs: int = 12
     batch_size: int = 64
     lr: float = 2e-3
     warmup_steps: int = 20
     weight_decay: float = 0.05
     workers: int = 2  #: processes rendering the world and decoding media
     threads: int | None = None  #: torch threads for training and evaluation (default: min(CPUs, workers))
-    splits: tuple[float, float, float] = (0.7, 0.1, 0.2)  #: train / val / test fractions
+    splits: tuple[float, float, float] = (0.85, 0.05, 0.1)  #: train / val / test fractions
     modalities: tuple[str, ...] = MODALITIES  #: trained against the text anchor
     encoders: dict[str, dict[str, Any]] = field(default_factory=lambda: copy.deepcopy(WORLD_ENCODERS))
     quick: bool = False

@@ -67,6 +67,14 @@ def test_quick_demo_writes_results_plots_model_and_index(tmp_path):
     for m in MODALITIES:
         q = results["text_queries"][m]
         assert {"templated", "paraphrased"} <= set(q)
+        for kind in ("templated", "paraphrased"):  # the anchor bound: an ideal encoder's R@1 for the same queries
+            e = q[kind]
+            assert 0.0 <= e["bound"] <= 1.0
+            assert e["of_bound"] == (pytest.approx(e["r1"] / e["bound"]) if e["bound"] else None)
+    assert "bound" in printed and "video QA" in printed
+    assert set(results["video_qa"]) == {"colour", "motion", "activity", "shape"}
+    for r in results["video_qa"].values():
+        assert 0.0 <= r["accuracy"] <= 1.0 and r["n"] > 0
     assert (out / "r1_matrix.png").stat().st_size > 0
     assert results["timings_s"]["total"] > 0
 
