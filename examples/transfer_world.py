@@ -40,7 +40,7 @@ def build_world_and_model(run, model_dir: Path):
     import bind
 
     run.prepare()
-    if not (model_dir / "config.json").is_file():
+    if not run.reused or not (model_dir / "config.json").is_file():  # a new world needs a new model
         t0 = time.perf_counter()
         run.train(run.out / "train").model.eval().save_pretrained(model_dir)
         print(f"trained {list(TASKS)} for {run.config.epochs} epochs in {time.perf_counter() - t0:.0f}s -> {model_dir}")
@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
         seed=args.seed,
         workers=args.workers,
         modalities=modalities,
+        splits=(0.7, 0.1, 0.2),
         encoders={m: WORLD_ENCODERS[m] for m in TASKS},
     )
     with WorldExperiment(out, config) as run:
