@@ -368,10 +368,15 @@ class CoOp(TransferHead):
 
 
 class CoCoOp(CoOp):
-    """CoOp plus a meta-net ``pi(x)`` (Linear-ReLU-Linear) added to every context vector, per input."""
+    """CoOp plus a meta-net ``pi(x)`` (Linear-ReLU-Linear) added to every context vector, per input.
+
+    ``pi``'s output layer starts at zero, so the untrained head is CoOp's (the paper's default init adds the output
+    bias, a random input-independent vector several times a token embedding's norm, to every context vector: the
+    prompt starts buried and a few steps cannot dig it out). Mini-batches of ``batch_size`` for ``epochs`` passes over
+    the shots (the paper: 10 epochs), so the number of steps grows with the shots; ``steps`` fixes it instead."""
 
     method = "cocoop"
-    config_fields = (*CoOp.config_fields, "batch_size")
+    config_fields = (*CoOp.config_fields, "batch_size", "epochs")
 
     def __init__(
         self,
@@ -380,9 +385,10 @@ class CoCoOp(CoOp):
         dim: int,
         n_ctx: int = 4,
         ctx_init: str | None = None,
-        steps: int = 40,
+        steps: int | None = None,
         lr: float = 2e-3,
         batch_size: int = 8,
+        epochs: int = 10,
         seed: int = 0,
     ) -> None:
         super().__init__(
@@ -392,7 +398,10 @@ class CoCoOp(CoOp):
         hidden = max(1, dim // 16)
         torch.manual_seed(seed)
         self.meta_net = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, width))
-        self.batch_size = batch_size
+        # pi(x) starts at 0: the prompt starts as CoOp's context, not buried under the output layer's random bias
+        nn.init.zeros_(self.meta_net[2].weight)
+        nn.init.zeros_(self.meta_net[2].bias)
+        self.batch_size, self.epochs = batch_size, epochs
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         bias = self.meta_net(x.float())  # [B, W]
@@ -412,7 +421,8 @@ class CoCoOp(CoOp):
 
         with _Frozen(self.text.encoder):
             self.train()
-            _optimise([self.ctx, *self.meta_net.parameters()], loss, self.steps, self.lr)
+            steps = self.steps or self.epochs * math.ceil(len(train) / self.batch_size)
+            _optimise([self.ctx, *self.meta_net.parameters()], loss, steps, self.lr)
         return self.eval()
 
 

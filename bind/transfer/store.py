@@ -22,7 +22,7 @@ TENSORS, META = "head.safetensors", "head.json"
 #: settings of each method that its constructor takes back on load
 _CTOR = {
     "coop": ("n_ctx", "class_specific", "steps", "lr"),
-    "cocoop": ("n_ctx", "steps", "lr", "batch_size"),
+    "cocoop": ("n_ctx", "steps", "lr", "batch_size", "epochs"),
     "clip-adapter": ("reduction", "steps", "lr"),
     "tip-adapter": ("alpha", "beta", "steps", "lr"),
     "tip-adapter-f": ("alpha", "beta", "steps", "lr"),

@@ -109,6 +109,26 @@ def test_unified_and_class_specific_context_shapes(model):
         specific.with_classes(["a", "b"])
 
 
+def test_untrained_cocoop_is_coop_and_its_steps_grow_with_the_shots(model, monkeypatch):
+    """The meta-net starts at zero: CoCoOp's first prompt is CoOp's context (a default-initialised output layer adds
+    its random bias, several token norms long and the same for every input, to every context vector, and the head
+    fell back to one class as the shots grew); its mini-batch schedule runs ``epochs`` passes over the shots."""
+    import bind.transfer.methods as methods
+
+    text, data = TextSide(model, "imu"), _features(4, model.embed_dim)
+    coop, cocoop = CoOp(text, CLASSES, n_ctx=3, seed=5), CoCoOp(text, CLASSES, model.embed_dim, n_ctx=3, seed=5)
+    assert torch.equal(coop.ctx, cocoop.ctx)
+    assert not cocoop.meta_net(data.features).any()
+    torch.testing.assert_close(cocoop.predict_logits(data.features), coop.predict_logits(data.features))
+    steps = []
+    real = methods._optimise
+    monkeypatch.setattr(methods, "_optimise", lambda p, f, n, lr, wd=0.0: steps.append(n) or real(p, f, 1, lr, wd))
+    for k in (1, 4, 16):
+        CoCoOp(text, CLASSES, model.embed_dim, n_ctx=3, batch_size=4, epochs=2).fit(_features(k, model.embed_dim))
+    CoCoOp(text, CLASSES, model.embed_dim, n_ctx=3, steps=7).fit(data)
+    assert steps == [2, 6, 24, 7]
+
+
 def test_tip_adapter_alpha_zero_equals_zero_shot(model):
     text, data = TextSide(model, "imu"), _features(4, model.embed_dim)
     zs = ZeroShot(text, CLASSES)
