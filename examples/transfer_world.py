@@ -14,8 +14,8 @@ Class names are the world's caption wordings of each label ("moving left" for ``
 Writes ``OUT/<modality>_<factor>.json`` + ``.png`` per task and ``OUT/results.json`` (every number, with chance, and
 the verdicts: CoOp / linear probe vs zero-shot at 16 shots, CoCoOp vs CoOp base-to-new H), and prints one table per
 task. Tasks run as parallel processes with ``--tasks imu``, ``--tasks video``...; ``--report`` merges what exists.
-Measured on a 2-core machine shared with other jobs (load ~15): training 22 min, each task 11-17 min (CoOp 4 min,
-CoCoOp 6-10 min: every step runs the prompts through MiniLM).
+Measured on a 2-core machine shared with another job: world 17 s, training 5 min, each task 0.5-3 min (CoOp and
+CoCoOp run the prompts through MiniLM at every step).
 """
 
 from __future__ import annotations
