@@ -15,7 +15,10 @@ text <-> ``m`` uses ``REVEALS[m]``); pairs without a shared factor (image <-> IM
 and are reported as n/a. Chance R@1 is the mean over queries of ``#positives / gallery size`` (the R@1 of a random
 ranking); every R@1 is reported with its chance level and the ratio. Text -> modality queries are run twice: in the
 training templates (for held-out scenes) and as paraphrases (:func:`bind.world.captions.paraphrase`: templates and
-factor wordings never seen in training), which only the pretrained text anchor can bridge.
+factor wordings never seen in training), which only the pretrained text anchor can bridge. Each is reported against its **anchor bound**: the R@1 of an
+ideal encoder that maps every item exactly onto the frozen anchor's embedding of its canonical caption, so the gap
+splits into the text model's share and the encoder's. Zero-shot multiple-choice QA on the test videos
+(:func:`video_qa`) closes the evaluation.
 
 The run is a :class:`bind.world.experiment.WorldExperiment` (the runner the video-reduction bench shares). Speed:
 media are decoded once (:class:`bind.data.dataset.SampleCache`, filled by worker processes) and the frozen tower's
@@ -58,27 +61,6 @@ SIMILARITY_PAIR = ("audio", "depth")
 
 
 # --- stages ----------------------------------------------------------------------------------------------------------
-def write_training_manifest(manifest: Path, captions_per_scene: int, seed: int) -> Path:
-    """``train_captions.jsonl`` beside ``manifest``: every scene with up to ``captions_per_scene`` distinct training
-    captions per modality (its own plus fresh draws of :func:`bind.world.captions.caption`: the training templates
-    and wordings only, never the held-out paraphrases). The dataset picks one per epoch, so a model cannot lower its
-    loss by memorising which wording a scene happened to get (multiple captions per item, as in CLIP training)."""
-    from bind.world.captions import caption
-
-    rows = []
-    for line in manifest.read_text().splitlines():
-        row = json.loads(line)
-        rng = np.random.default_rng([seed, int(row["id"]), 0xCA9])
-        caps = {}
-        for m, first in row["captions"].items():
-            drawn = [first, *(caption(row["factors"], m, rng) for _ in range(4 * captions_per_scene))]
-            caps[m] = list(dict.fromkeys(drawn))[:captions_per_scene]
-        rows.append({**row, "captions": caps})
-    path = manifest.with_name("train_captions.jsonl")
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
 def evaluate_pairs(model, records: Sequence[Any], run: WorldExperiment, seed: int) -> dict[str, Any]:
     """Any-pair retrieval on ``records`` (the test split) with factor-level relevance; see the module docstring."""
     from bind.world.captions import caption, paraphrase
