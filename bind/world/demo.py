@@ -15,10 +15,10 @@ text <-> ``m`` uses ``REVEALS[m]``); pairs without a shared factor (image <-> IM
 and are reported as n/a. Chance R@1 is the mean over queries of ``#positives / gallery size`` (the R@1 of a random
 ranking); every R@1 is reported with its chance level and the ratio. Text -> modality queries are run twice: in the
 training templates (for held-out scenes) and as paraphrases (:func:`bind.world.captions.paraphrase`: templates and
-factor wordings never seen in training), which only the pretrained text anchor can bridge. Each is reported against its **anchor bound**: the R@1 of an
-ideal encoder that maps every item exactly onto the frozen anchor's embedding of its canonical caption, so the gap
-splits into the text model's share and the encoder's. Zero-shot multiple-choice QA on the test videos
-(:func:`video_qa`) closes the evaluation.
+factor wordings never seen in training), which only the pretrained text anchor can bridge. Each is reported against
+its **anchor bound**: the R@1 of an ideal encoder that maps every item exactly onto the frozen anchor's embedding of
+its canonical caption, so the gap splits into the text model's share and the encoder's. Zero-shot multiple-choice
+QA on the test videos (:func:`video_qa`) closes the evaluation.
 
 The run is a :class:`bind.world.experiment.WorldExperiment` (the runner the video-reduction bench shares). Speed:
 media are decoded once (:class:`bind.data.dataset.SampleCache`, filled by worker processes) and the frozen tower's
