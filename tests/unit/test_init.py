@@ -155,6 +155,28 @@ def test_tubelet_inflation_keeps_static_clip_response(timm_file):
         assert torch.allclose(stem.proj(clip).flatten(), F.conv2d(frame, w.patch_weight).flatten(), atol=1e-5)
 
 
+def test_stem_with_frame_difference_or_conv_layers_keeps_what_the_image_model_means(timm_file):
+    f, _ = timm_file
+    w = read_vit_weights(f, heads=2)
+
+    def encoder(modality, stem, preprocess):
+        cfg = EncoderConfig(
+            modality=modality, embed_dim=24, stem=stem, preprocess=preprocess, **vit_encoder_overrides(w)
+        )
+        return ModalityEncoder(cfg).eval()
+
+    clip = {"size": 32, "crop_size": 32, "frames_per_clip": 4}
+    enc = encoder("video", {"patch_size": 8, "temporal_patch": 2, "frame_difference": True}, clip)
+    report = init_encoder_from_vit(enc, w)
+    assert "frame-difference channels zero-initialised" in report.adapted
+    weight = enc.stem.proj.weight  # [D, 6, 2, 8, 8]: pixel filters inflated, difference filters zero
+    assert weight[:, 3:].abs().sum() == 0
+    torch.testing.assert_close(weight[:, :3].sum(2), w.patch_weight)
+    conv = encoder("image", {"patch_size": 8, "conv": [8]}, {"size": 32, "crop_size": 32})
+    report = init_encoder_from_vit(conv, w)
+    assert any("conv layers" in s for s in report.skipped)  # the projection reads conv features, not pixels
+
+
 def test_shape_mismatch_and_bad_sources(timm_file, tmp_path):
     f, _ = timm_file
     w = read_vit_weights(f, heads=2)
