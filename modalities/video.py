@@ -130,6 +130,7 @@ class VideoStemConfig:
     reduce_space: int = 1
     conv: tuple[int, ...] = ()  #: channels of 3x3 stride-2 conv layers before the patch projection (a conv stem)
     frame_difference: bool = False  #: also feed each frame's difference from the previous one (TSN's RGB difference)
+    conv_time_kernel: int = 1  #: frames each ``conv`` kernel spans: 1 per frame (2-D), 3 spatio-temporal (R3D-style)
 
 
 @dataclass
@@ -659,6 +660,7 @@ class VideoModality(Modality):
             reduce_space=s.reduce_space,
             conv=s.conv,
             frame_difference=s.frame_difference,
+            conv_time_kernel=s.conv_time_kernel,
         )
 
     def example_input(self, cfg: EncoderConfig, batch: int) -> torch.Tensor:

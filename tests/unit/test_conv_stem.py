@@ -34,6 +34,20 @@ def test_tubelet_stem_conv_runs_per_frame():
     assert torch.equal(a[:, :16], b[:, :16]) and not torch.allclose(a[:, -16:], b[:, -16:])
 
 
+def test_tubelet_stem_conv_time_kernel_mixes_neighbouring_frames():
+    stem = TubeletStem(3, 32, 16, 64, num_frames=8, temporal_patch=2, conv=(8, 16), conv_time_kernel=3).eval()
+    assert isinstance(stem.conv[0], torch.nn.Conv3d) and stem.conv[0].kernel_size == (3, 3, 3)
+    x = torch.randn(2, 3, 8, 64, 64)
+    assert stem(x).tokens.shape == (2, 4 * 16, 32)  # the same token grid as the per-frame stem
+    # frame 2 opens the second tubelet; a 3-frame kernel also carries it into the first one (frames 0-1)
+    y = x.clone()
+    y[:, :, 2] += 1
+    a, b = stem(x).tokens, stem(y).tokens
+    assert not torch.allclose(a[:, :16], b[:, :16]) and torch.equal(a[:, -16:], b[:, -16:])
+    with pytest.raises(ValueError, match="odd"):
+        TubeletStem(3, 32, 16, 64, num_frames=8, conv=(8, 16), conv_time_kernel=2)
+
+
 @pytest.mark.parametrize("modality", ["image", "depth", "thermal", "video"])
 def test_conv_stem_is_a_config_switch_that_saves_and_loads(tmp_path, modality):
     model = bind.create_model(
