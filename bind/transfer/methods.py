@@ -1,8 +1,9 @@
 """Few-shot transfer heads over frozen embeddings of any modality, all scored against the frozen text tower.
 
 * **Zero-shot** (Radford et al. 2021, CLIP §3.1.4): prompt-template ensembles, :mod:`bind.retrieval.zeroshot`.
-* **Linear probe** (CLIP's evaluation, §3.2): L2-regularised logistic regression on frozen embeddings (scikit-learn,
-  L-BFGS), the inverse regularisation ``C`` chosen on a validation split.
+* **Linear probe** (CLIP's evaluation, §3.2): L2-regularised logistic regression on frozen embeddings (L-BFGS), the
+  inverse regularisation ``C`` chosen on a validation split; by default regularised towards the zero-shot classifier
+  (CLAP / LP++) instead of towards zero.
 * **CoOp** (Zhou et al., "Learning to Prompt for Vision-Language Models", IJCV 2022): ``M`` learnable context vectors
   ``[V]_1 ... [V]_M [CLASS].`` fed through the frozen text tower as input embeddings, unified (shared) or
   class-specific, initialised from a phrase or at random; cross-entropy over ``logit_scale * cos(input, class)``.
@@ -217,52 +218,86 @@ class ZeroShot(TransferHead):
 
 # --- linear probe ----------------------------------------------------------------------------------------------------
 class LinearProbe(TransferHead):
-    """Logistic regression on frozen embeddings; ``C`` (inverse L2 strength) from ``c_grid`` by validation accuracy
-    (ties: the stronger regularisation), then refitted with it."""
+    """Multinomial logistic regression on frozen embeddings, L2-regularised towards a prior ``W0``:
+    ``mean CE(x (W0 + D)^T + b, y) + |D|^2 / (2 C n)`` (L-BFGS), ``C`` from ``c_grid`` by validation accuracy (ties:
+    the stronger regularisation), then refitted with it.
+
+    ``prior="zeroshot"`` (the default when the text tower is there) centres the penalty on the zero-shot classifier
+    (``logit_scale`` times the template ensembles), as CLAP (Silva-Rodríguez et al., CVPR 2024) and LP++ (Huang et
+    al., CVPR 2024) do: strong regularisation gives back zero-shot, weak gives a plain probe, and validation picks
+    between — so few shots cannot pull the probe below what the text already knows. ``prior=None`` is CLIP's own
+    probe (penalty towards zero; scikit-learn's objective)."""
 
     method = "linear-probe"
     open_vocabulary = False
-    config_fields = ("C", "c_grid")
+    config_fields = ("C", "c_grid", "prior")
 
     def __init__(
         self,
         text: TextSide | None,
         classnames: Sequence[str],
         dim: int,
-        c_grid: Sequence[float] = tuple(10.0**e for e in range(-2, 5)),
-        max_iter: int = 1000,
+        c_grid: Sequence[float] = tuple(10.0**e for e in range(-3, 5)),
+        max_iter: int = 200,
+        prior: str | None = "zeroshot",
+        templates: Sequence[str] | None = None,
+        weights: torch.Tensor | None = None,
     ) -> None:
         super().__init__(text, classnames, scale=1.0)
-        self.c_grid, self.max_iter, self.C = list(c_grid), max_iter, None
+        if prior not in (None, "zeroshot"):
+            raise TransferError(f"linear probe prior {prior!r}; expected 'zeroshot' or None")
+        if prior == "zeroshot" and text is None and weights is None:
+            prior = None  # loaded without a text tower: the fitted weights already hold the prior
+        self.c_grid, self.max_iter, self.prior, self.C = list(c_grid), max_iter, prior, None
         self.linear = nn.Linear(dim, len(self.classnames))
+        w0 = torch.zeros(len(self.classnames), dim)
+        if prior == "zeroshot":
+            zs = (
+                weights
+                if weights is not None
+                else text.zeroshot_weights(self.classnames, templates or zeroshot_templates(text.modality))
+            )
+            w0 = (text.scale if text is not None else 1.0) * zs.float()
+        self.register_buffer("prior_weight", w0, persistent=False)
 
-    def _sklearn(self, data: LabelledFeatures, c: float):
-        from sklearn.linear_model import LogisticRegression
+    def _solve(self, data: LabelledFeatures, c: float) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = data.features.double(), data.labels
+        w0 = self.prior_weight.double()
+        delta = torch.zeros_like(w0, requires_grad=True)
+        bias = torch.zeros(w0.shape[0], dtype=torch.float64, requires_grad=True)
+        present = torch.zeros(w0.shape[0], dtype=torch.bool)
+        present[y.unique()] = True
+        mask = torch.where(present, 0.0, -1e4).double()  # a class absent from the shots only has its prior
+        opt = torch.optim.LBFGS([delta, bias], max_iter=self.max_iter, line_search_fn="strong_wolfe")
 
-        return LogisticRegression(C=c, max_iter=self.max_iter).fit(data.features.double().numpy(), data.labels.numpy())
+        def closure() -> torch.Tensor:
+            opt.zero_grad()
+            logits = x @ (w0 + delta * present[:, None]).T + bias * present
+            if self.prior is None:
+                logits = logits + mask
+            loss = F.cross_entropy(logits, y) + (delta * present[:, None]).pow(2).sum() / (2 * c * len(y))
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        w = (w0 + delta.detach() * present[:, None]).float()
+        b = (bias.detach() * present + (mask if self.prior is None else 0)).float()
+        return w, b
 
     def fit(self, train: LabelledFeatures, val: LabelledFeatures | None = None) -> LinearProbe:
         self._check(train)
         best = (-1.0, self.c_grid[0])
         if val is not None and len(val) and len(self.c_grid) > 1:
             for c in self.c_grid:
-                clf = self._sklearn(train, c)
-                acc = float((clf.predict(val.features.double().numpy()) == val.labels.numpy()).mean())
+                w, b = self._solve(train, c)
+                acc = float(((val.features.float() @ w.T + b).argmax(-1) == val.labels).float().mean())
                 if acc > best[0] + 1e-9:
                     best = (acc, c)
         self.C = best[1]
-        clf = self._sklearn(train, self.C)
-        w = torch.zeros(len(self.classnames), train.features.shape[1], dtype=torch.float64)
-        b = torch.zeros(len(self.classnames), dtype=torch.float64)
-        cls = torch.as_tensor(clf.classes_)
-        coef, icpt = torch.as_tensor(clf.coef_), torch.as_tensor(clf.intercept_)
-        if len(cls) == 2 and coef.shape[0] == 1:  # binary: one decision function -> two symmetric logits
-            coef, icpt = torch.cat([-coef / 2, coef / 2]), torch.cat([-icpt / 2, icpt / 2])
-        w[cls], b[cls] = coef, icpt
-        b[~torch.isin(torch.arange(len(self.classnames)), cls)] = -1e4  # a class absent from the shots never wins
+        w, b = self._solve(train, self.C)
         with torch.no_grad():
-            self.linear.weight.copy_(w.float())
-            self.linear.bias.copy_(b.float())
+            self.linear.weight.copy_(w)
+            self.linear.bias.copy_(b)
         return self
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -575,7 +610,7 @@ def make_head(
     if method == "zeroshot":
         return ZeroShot(text, classnames, **zs, **options)
     if method == "linear-probe":
-        return LinearProbe(text, classnames, dim, **options)
+        return LinearProbe(text, classnames, dim, **options, **zs)
     if method == "coop":
         return CoOp(text, classnames, seed=seed, **options)
     if method == "cocoop":

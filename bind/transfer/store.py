@@ -28,7 +28,7 @@ _CTOR = {
     "tip-adapter-f": ("alpha", "beta", "steps", "lr"),
 }
 #: settings chosen during fitting, restored as attributes
-_FITTED = {"linear-probe": ("C",), "clip-adapter": ("alpha",), "coop": ("ctx_init",), "cocoop": ("ctx_init",)}
+_FITTED = {"linear-probe": ("C", "prior"), "clip-adapter": ("alpha",), "coop": ("ctx_init",), "cocoop": ("ctx_init",)}
 
 
 def save_head(
@@ -117,6 +117,8 @@ def load_head(directory: str | Path, model=None) -> TransferHead:
     options = {k: cfg[k] for k in _CTOR.get(method, ()) if k in cfg}
     if method in ("coop", "cocoop"):
         options["ctx_init"] = None  # the saved context replaces any initialisation
+    if method == "linear-probe":
+        options["prior"] = None  # the fitted weights already hold it
     if "scale" in tensors and method not in ("coop", "cocoop", "linear-probe"):
         options["scale"] = float(tensors["scale"])
     head = make_head(

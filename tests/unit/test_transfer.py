@@ -21,6 +21,7 @@ from bind.transfer import (
     CoCoOp,
     CoOp,
     LabelledFeatures,
+    LinearProbe,
     TextSide,
     TipAdapter,
     TransferError,
@@ -137,6 +138,27 @@ def test_tip_adapter_alpha_zero_equals_zero_shot(model):
     assert torch.equal(tip.predict_logits(data.features), zs.predict_logits(data.features))
     tip.alpha = 1.0
     assert not torch.equal(tip.predict_logits(data.features), zs.predict_logits(data.features))
+
+
+def test_linear_probe_is_regularised_towards_zero_shot(model):
+    """Strong regularisation gives back the zero-shot classifier; weak fits the shots; validation picks between."""
+    text = TextSide(model, "imu")
+    zs = ZeroShot(text, CLASSES)
+    x = F.normalize(torch.randn(30, model.embed_dim, generator=torch.Generator().manual_seed(3)), dim=-1)
+    zs_pred = zs.logits(x).argmax(1)
+    shots = LabelledFeatures(x, (zs_pred + 1) % 3, [str(i) for i in range(len(x))])  # labels zero-shot gets wrong
+    strong = LinearProbe(text, CLASSES, model.embed_dim, c_grid=[1e-8]).fit(shots)
+    # the prior: zero-shot's weights (the unpenalised bias only follows the shots' class frequencies)
+    torch.testing.assert_close(strong.linear.weight, zs.scale * zs.weights, atol=1e-4, rtol=0)
+    weak = LinearProbe(text, CLASSES, model.embed_dim, c_grid=[1e4]).fit(shots)
+    assert (weak.logits(x).argmax(1) == shots.labels).float().mean() > 0.9  # the shots override it
+    plain = LinearProbe(text, CLASSES, model.embed_dim, c_grid=[1e-8], prior=None).fit(shots)
+    assert plain.linear.weight.abs().max() < 1e-4  # CLIP's probe shrinks towards zero instead
+    # validation agreeing with zero-shot picks the strong end; agreeing with the shots, the weak end
+    agree_zs = LabelledFeatures(x, zs_pred, shots.ids)
+    grid = [1e-8, 1e4]
+    assert LinearProbe(text, CLASSES, model.embed_dim, c_grid=grid).fit(shots, agree_zs).C == 1e-8
+    assert LinearProbe(text, CLASSES, model.embed_dim, c_grid=grid).fit(shots, shots).C == 1e4
 
 
 @pytest.mark.parametrize("method", METHODS)
