@@ -164,15 +164,13 @@ class BindTrainModule(L.LightningModule):
         white = (
             anchor_whitening if isinstance(anchor_whitening, dict) else dict.fromkeys(self.trained, anchor_whitening)
         )
-        if (
-            any(v < 0 for v in white.values())
-            or (any(white.values()) and anchor != "text")
-            or set(white) - set(self.trained)
-        ):
+        if set(white) - set(self.trained):
             raise ValueError(
-                f"anchor_whitening: λ >= 0 for trained modalities {self.trained} and a text anchor; got {white}, "
-                f"anchor {anchor!r}"
+                f"anchor_whitening names {sorted(set(white) - set(self.trained))}, not trained here "
+                f"(trained: {self.trained})"
             )
+        if any(v < 0 for v in white.values()) or (any(white.values()) and anchor != "text"):
+            raise ValueError(f"anchor_whitening: λ must be >= 0 and the anchor text; got {white}, anchor {anchor!r}")
         self._whitening_shrinkage = {m: float(v) for m, v in white.items() if v}
         self._whitening: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # m -> (mean, W), set at fit start
         self.tower_identities()  # now, before any strategy wraps or shards the towers

@@ -86,6 +86,8 @@ def test_off_by_default_and_checked():
     assert torch.equal(plain._whiten("image", x), x)
     with pytest.raises(ValueError, match="anchor_whitening"):
         BindTrainModule(model="bind-minilm-tiny", modalities=["image"], anchor_whitening=-1.0)
+    with pytest.raises(ValueError, match=r"names \['video'\], not trained"):
+        BindTrainModule(model="bind-minilm-tiny", modalities=["image"], anchor_whitening={"video": 0.3})
     with pytest.raises(ValueError, match="2 or more"):
         plain.fit_whitening({"image": ["one caption", "one caption"]})
 
