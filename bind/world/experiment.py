@@ -42,7 +42,9 @@ ANCHOR = "text"
 #: patches for the 64-pixel maps — shape recognition from 0.67 to 0.89 for images; depth's missing pixels read as
 #: far (``invalid: farthest``), not as the nearest possible surface (salt noise that hid far objects: shape 0.57 ->
 #: 0.78); video over the whole clip with each frame's difference from the previous one (TSN's RGB difference), which
-#: lets the encoder see the camera holder's step rhythm (activity from 0.35 to 0.85) — what ties video to IMU.
+#: lets the encoder see the camera holder's step rhythm (activity from 0.35 to 0.85) — what ties video to IMU; and
+#: video conv kernels spanning 3 frames under 8-pixel, 4-frame tubelets, which see the object's own motion (a
+#: supervised motion probe 0.58 -> 0.71); see also ``ExperimentConfig.anchor_whitening``.
 CONV_STEM = {"patch_size": 8, "conv": [24, 48]}
 WORLD_ENCODERS: dict[str, dict[str, Any]] = {
     "image": {"width": 96, "depth": 2, "stem": CONV_STEM},
