@@ -211,8 +211,13 @@ def _add_task_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classnames", default=None, help="JSON object: label -> its wording in prompts")
     p.add_argument("--seed", type=int, default=0)
     g = p.add_argument_group("prompt learning / adapters")
-    g.add_argument("--n-ctx", type=int, default=4, help="CoOp/CoCoOp context vectors M")
-    g.add_argument("--ctx-init", default=None, help="initialise the context from this phrase (M = its tokens)")
+    g.add_argument("--n-ctx", type=int, default=4, help="CoOp/CoCoOp context vectors M (with --ctx-init random)")
+    g.add_argument(
+        "--ctx-init",
+        default="template",
+        help="context start: 'template' (the modality's first zero-shot template before the class name), "
+        "'random', or a phrase (M = its tokens)",
+    )
     g.add_argument("--class-specific", action="store_true", help="CoOp: one context per class")
     g.add_argument("--steps", type=int, default=None, help="optimisation steps (default: each method's own)")
 

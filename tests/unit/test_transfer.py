@@ -87,27 +87,45 @@ def test_coop_learns_prompts_that_zero_shot_gets_wrong(model):
     noise = 0.05 * torch.randn(len(y), w.shape[1], generator=torch.Generator().manual_seed(0))
     data = LabelledFeatures(F.normalize(w[(y + 1) % 3] + noise, dim=-1), y)  # each class looks like the next name
     assert (ZeroShot(text, CLASSES).predict_logits(data.features).argmax(1) == y).sum() == 0
-    head = CoOp(text, CLASSES, class_specific=True).fit(data)
+    head = CoOp(text, CLASSES, class_specific=True, steps=300).fit(data)
     assert torch.equal(head.predict_logits(data.features).argmax(1), y)
 
 
 def test_unified_and_class_specific_context_shapes(model):
     text = TextSide(model, "imu")
     width = model.encoder("text").input_embeddings().embedding_dim
-    unified = CoOp(text, CLASSES, n_ctx=5)
-    specific = CoOp(text, CLASSES, n_ctx=5, class_specific=True)
+    unified = CoOp(text, CLASSES, n_ctx=5, ctx_init="random")
+    specific = CoOp(text, CLASSES, n_ctx=5, ctx_init="random", class_specific=True)
     phrase = CoOp(text, CLASSES, ctx_init="motion of a person")
     assert unified.ctx.shape == (5, width) and specific.ctx.shape == (3, 5, width)
     assert phrase.ctx.shape == (4, width) and phrase.n_ctx == 4
     torch.testing.assert_close(phrase.ctx.detach(), text.phrase_embeddings("motion of a person"))
     for head in (unified, specific, phrase):
         assert head.class_embeddings().shape == (3, model.embed_dim)
-    cocoop = CoCoOp(text, CLASSES, model.embed_dim, n_ctx=3)
+    cocoop = CoCoOp(text, CLASSES, model.embed_dim, n_ctx=3, ctx_init="random")
     assert cocoop.meta_net[0].in_features == model.embed_dim and cocoop.meta_net[2].out_features == width
     x = _features(2, model.embed_dim).features
     assert cocoop.predict_logits(x).shape == (6, 3)
     with pytest.raises(TransferError, match="class-specific"):
         specific.with_classes(["a", "b"])
+
+
+def test_prompt_context_starts_at_the_modality_template_by_default(model):
+    """CoOp's recipe: the context starts as the hand-written prompt before the class name, so an untrained CoOp scores
+    like that single template's zero-shot classifier."""
+    from bind.transfer.methods import zeroshot_templates
+
+    text = TextSide(model, "imu")
+    template = zeroshot_templates("imu")[0]
+    prefix = template.split("{}")[0].strip()
+    coop = CoOp(text, CLASSES)
+    assert coop.ctx_init == prefix and coop.n_ctx == len(text.phrase_embeddings(prefix))
+    torch.testing.assert_close(coop.ctx.detach(), text.phrase_embeddings(prefix))
+    single = ZeroShot(text, CLASSES, templates=[template])
+    x = _features(3, model.embed_dim).features
+    assert torch.equal(coop.predict_logits(x).argmax(1), single.predict_logits(x).argmax(1))
+    assert CoCoOp(text, CLASSES, model.embed_dim).ctx_init == prefix
+    assert CoOp(text, CLASSES, n_ctx=5, ctx_init="random").ctx_init is None
 
 
 def test_untrained_cocoop_is_coop_and_its_steps_grow_with_the_shots(model, monkeypatch):
@@ -117,7 +135,8 @@ def test_untrained_cocoop_is_coop_and_its_steps_grow_with_the_shots(model, monke
     import bind.transfer.methods as methods
 
     text, data = TextSide(model, "imu"), _features(4, model.embed_dim)
-    coop, cocoop = CoOp(text, CLASSES, n_ctx=3, seed=5), CoCoOp(text, CLASSES, model.embed_dim, n_ctx=3, seed=5)
+    coop = CoOp(text, CLASSES, n_ctx=3, ctx_init="random", seed=5)
+    cocoop = CoCoOp(text, CLASSES, model.embed_dim, n_ctx=3, ctx_init="random", seed=5)
     assert torch.equal(coop.ctx, cocoop.ctx)
     assert not cocoop.meta_net(data.features).any()
     torch.testing.assert_close(cocoop.predict_logits(data.features), coop.predict_logits(data.features))
