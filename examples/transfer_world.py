@@ -14,7 +14,7 @@ Class names are the world's caption wordings of each label ("moving left" for ``
 Writes ``OUT/<modality>_<factor>.json`` + ``.png`` per task and ``OUT/results.json`` (every number, with chance, and
 the verdicts: CoOp / linear probe vs zero-shot at 16 shots, CoCoOp vs CoOp base-to-new H), and prints one table per
 task. Tasks run as parallel processes with ``--tasks imu``, ``--tasks video``...; ``--report`` merges what exists.
-Measured on an idle 2-core machine: world 39 s, decoding 17 s, training 2.8 min, the five tasks 4.2 min (CoOp and
+Measured on an idle 2-core machine: world 38 s, decoding 17 s, training 3.1 min, the five tasks 3.9 min (CoOp and
 CoCoOp run the prompts through MiniLM at every step). With 600 scenes the video encoder saw too little motion for
 any head to beat zero-shot on video -> motion.
 """
