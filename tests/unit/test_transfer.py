@@ -149,6 +149,22 @@ def test_untrained_cocoop_is_coop_and_its_steps_grow_with_the_shots(model, monke
     assert steps == [2, 6, 24, 7]
 
 
+def test_cocoop_meta_net_learns_at_its_own_rate(model):
+    """The meta-net trains at ``meta_lr``, the context at ``lr``: AdamW's first step moves each weight by its group's
+    learning rate (at one shared rate the meta-net's token outgrew a correction and new classes fell below
+    zero-shot)."""
+    text, data = TextSide(model, "imu"), _features(4, model.embed_dim)
+    head = CoCoOp(text, CLASSES, model.embed_dim, n_ctx=3, ctx_init="random", steps=2, lr=2e-3, meta_lr=5e-4)
+    head.meta_net[2].weight.data.normal_(0, 0.02)  # the output layer passes gradient to the hidden layer
+    ctx0, hidden0, out0 = head.ctx.detach().clone(), *(head.meta_net[i].weight.detach().clone() for i in (0, 2))
+    head.steps = 1
+    head.fit(data)
+    assert float((head.ctx.detach() - ctx0).abs().max()) == pytest.approx(2e-3, rel=1e-2)
+    for w, w0 in ((head.meta_net[0].weight, hidden0), (head.meta_net[2].weight, out0)):
+        assert float((w.detach() - w0).abs().max()) == pytest.approx(5e-4, rel=1e-2)
+    assert head.config()["meta_lr"] == 5e-4
+
+
 def test_tip_adapter_alpha_zero_equals_zero_shot(model):
     text, data = TextSide(model, "imu"), _features(4, model.embed_dim)
     zs = ZeroShot(text, CLASSES)
