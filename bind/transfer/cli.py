@@ -48,12 +48,13 @@ def _task(args: argparse.Namespace, model):
 
 def _method_options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     prompt = {"n_ctx": args.n_ctx, "ctx_init": args.ctx_init}
-    steps = {} if args.steps is None else {"steps": args.steps}
+    given = {k: v for k, v in (("steps", args.steps), ("lr", args.lr)) if v is not None}
+    meta = {} if args.meta_lr is None else {"meta_lr": args.meta_lr}
     return {
-        "coop": {**prompt, "class_specific": args.class_specific, **steps},
-        "cocoop": {**prompt, **steps},
-        "clip-adapter": steps,
-        "tip-adapter-f": steps,
+        "coop": {**prompt, "class_specific": args.class_specific, **given},
+        "cocoop": {**prompt, **given, **meta},
+        "clip-adapter": given,
+        "tip-adapter-f": given,
     }
 
 
@@ -220,6 +221,8 @@ def _add_task_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--class-specific", action="store_true", help="CoOp: one context per class")
     g.add_argument("--steps", type=int, default=None, help="optimisation steps (default: each method's own)")
+    g.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default: each method's own)")
+    g.add_argument("--meta-lr", type=float, default=None, help="CoCoOp meta-net learning rate (default 5e-4)")
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:

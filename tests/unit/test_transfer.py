@@ -339,6 +339,12 @@ def test_cli_fit_eval_search_and_errors(small_world, model, tmp_path):
     assert r.returncode == 0, r.stderr
     assert len(json.loads(r.stdout)["hits"]) == 3
 
+    opts = ("--method", "cocoop", "--shots", "2", "--steps", "3", "--lr", "1e-3", "--meta-lr", "1e-4")
+    r = _cli("fit", *task, *opts, "--out", "cc", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    config = json.loads((tmp_path / "cc" / "head.json").read_text())["config"]
+    assert (config["lr"], config["meta_lr"]) == (1e-3, 1e-4)
+
     r = _cli("fit", *task[:-1], "label", "--out", "bad", cwd=tmp_path)  # the world has no top-level label
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "has a label in field 'label'" in r.stderr and "factors.activity" in r.stderr
