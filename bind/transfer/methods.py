@@ -108,6 +108,12 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
 def _optimise(params: list, loss_fn, steps: int, lr: float, weight_decay: float = 0.0) -> list[float]:
     """AdamW with a cosine schedule (warm-up free) for ``steps`` full steps of ``loss_fn(step)``; returns the losses.
     ``params``: parameters, or AdamW parameter groups (dicts) for per-group learning rates."""
+    rates = sorted({g.get("lr", lr) if isinstance(g, dict) else lr for g in params})
+    if rates[0] <= 0 or steps < 1:
+        raise TransferError(
+            f"learning rates must be > 0 and steps >= 1; got lr {', '.join(map(str, rates))}, steps {steps} "
+            "(--lr / --meta-lr / --steps)"
+        )
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps))
     losses = []
