@@ -47,6 +47,10 @@ def _task(args: argparse.Namespace, model):
 
 
 def _method_options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Per-method options from the flags, checked before any media is embedded."""
+    from bind.transfer.methods import check_schedule
+
+    check_schedule([v for v in (args.lr, args.meta_lr) if v is not None], args.steps)
     prompt = {"n_ctx": args.n_ctx, "ctx_init": args.ctx_init}
     given = {k: v for k, v in (("steps", args.steps), ("lr", args.lr)) if v is not None}
     meta = {} if args.meta_lr is None else {"meta_lr": args.meta_lr}
@@ -62,10 +66,10 @@ def _bench_cmd(args: argparse.Namespace) -> int:
     from bind.io import write_text
     from bind.transfer import TextSide, base_to_new, format_table, plot_curve, shots_curve
 
+    options = _method_options(args)
     model = _model(args.model, args.seed)
     task = _task(args, model)
     text = TextSide(model, args.modality)
-    options = _method_options(args)
     result = shots_curve(task, text, args.methods, args.shots, args.seeds, options, log=print)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -98,10 +102,10 @@ def _fit_cmd(args: argparse.Namespace) -> int:
     from bind.transfer import TextSide, make_head, save_head
     from bind.transfer.bench import validation_shots
 
+    opts = _method_options(args).get(args.method, {})
     model = _model(args.model, args.seed)
     task = _task(args, model)
     train = task.few_shot(args.shots, seed=args.seed)
-    opts = _method_options(args).get(args.method, {})
     head = make_head(
         args.method,
         TextSide(model, args.modality),

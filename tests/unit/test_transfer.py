@@ -347,6 +347,8 @@ def test_cli_fit_eval_search_and_errors(small_world, model, tmp_path):
     r = _cli("fit", *task, *opts[:-2], "--meta-lr", "-1", "--out", "bad", cwd=tmp_path)  # garbage before: acc 0.002
     assert r.returncode == 1 and "Traceback" not in r.stderr and "learning rates must be > 0" in r.stderr
     assert not (tmp_path / "bad").exists()
+    r = _cli("fit", *task, "--steps", "0", "--out", "bad", cwd=tmp_path)
+    assert r.returncode == 1 and "steps 0" in r.stderr and not (tmp_path / "bad").exists()
 
     r = _cli("fit", *task[:-1], "label", "--out", "bad", cwd=tmp_path)  # the world has no top-level label
     assert r.returncode == 1 and "Traceback" not in r.stderr
