@@ -1,4 +1,5 @@
-"""Initialise a modality encoder from a pretrained image ViT (transformers CLIP vision or a timm ViT state dict).
+"""Initialise a modality encoder from a pretrained image ViT (transformers CLIP vision, a timm ViT state dict, or a
+trained bind encoder).
 
 Both ImageBind (Girdhar et al. 2023: "initialise ... with pretrained image weights" for depth / thermal via
 Omnivore-style inflation) and LanguageBind (Zhu et al. 2024: every encoder from OpenCLIP ViT-L/14) start new
@@ -17,6 +18,11 @@ modalities from an image transformer. The adaptations:
   ``timm.layers.resample_patch_embed`` with bilinear resizing);
 * **divided space-time trunks**: ViT blocks load into the spatial half; the temporal attention's output projection
   starts at zero so the inflated video model initially equals the per-frame image model.
+* **frame differences** (a video stem's ``frame_difference`` channels): the pixel filters repeated (TSN's
+  cross-modality initialisation), so a still clip still gets the image response;
+* **a bind encoder as the source** (``runs/first/model#image``, :func:`bind_vit_weights`): its convolutional stem
+  loads too (Conv2d -> Conv3d inflated like the tubelets, BatchNorm statistics copied) and its projection into the
+  embedding space, so the new encoder starts where the trained one ends.
 
 Use :func:`vit_encoder_overrides` to size the :class:`~bind.config.EncoderConfig` like the source before building,
 then :func:`init_encoder_from_vit`.
@@ -37,6 +43,21 @@ from bind.nn.stems import PatchStem2d, SequencePatchStem, TubeletStem, resize_po
 from bind.nn.transformer import Block, DividedSpaceTimeBlock
 
 CHANNEL_MODES, TEMPORAL_MODES = ("sum", "mean"), ("average", "center")
+#: :attr:`ViTWeights.blocks` keys -> a timm ViT block's state-dict names (bind's blocks use the same)
+TIMM_BLOCK_KEYS = {
+    "norm1_w": "norm1.weight",
+    "norm1_b": "norm1.bias",
+    "qkv_w": "attn.qkv.weight",
+    "qkv_b": "attn.qkv.bias",
+    "proj_w": "attn.proj.weight",
+    "proj_b": "attn.proj.bias",
+    "norm2_w": "norm2.weight",
+    "norm2_b": "norm2.bias",
+    "fc1_w": "mlp.fc1.weight",
+    "fc1_b": "mlp.fc1.bias",
+    "fc2_w": "mlp.fc2.weight",
+    "fc2_b": "mlp.fc2.bias",
+}
 
 
 @dataclass
@@ -56,6 +77,9 @@ class ViTWeights:
     act: str
     norm_eps: float
     source: str = ""
+    #: a convolutional stem's layers before the patch projection (bind encoders): ``{"weight": conv, "norm": BN state}``
+    conv_stem: list[dict[str, Any]] | None = None
+    patch_grid: tuple[int, int] | None = None  #: the position grid when it is not square (bind encoders)
 
     @property
     def width(self) -> int:
@@ -63,6 +87,8 @@ class ViTWeights:
 
     @property
     def grid(self) -> tuple[int, int]:
+        if self.patch_grid is not None:
+            return self.patch_grid
         side = int(round(self.pos.shape[0] ** 0.5))
         if side * side != self.pos.shape[0]:
             raise ValueError(f"{self.source}: {self.pos.shape[0]} position embeddings do not form a square grid")
@@ -140,26 +166,7 @@ def _from_timm(sd: dict[str, torch.Tensor], heads: int | None, source: str) -> V
     i = 0
     while f"blocks.{i}.norm1.weight" in sd:
         q = f"blocks.{i}."
-        blocks.append(
-            {
-                k: sd[q + v]
-                for k, v in {
-                    "norm1_w": "norm1.weight",
-                    "norm1_b": "norm1.bias",
-                    "qkv_w": "attn.qkv.weight",
-                    "qkv_b": "attn.qkv.bias",
-                    "proj_w": "attn.proj.weight",
-                    "proj_b": "attn.proj.bias",
-                    "norm2_w": "norm2.weight",
-                    "norm2_b": "norm2.bias",
-                    "fc1_w": "mlp.fc1.weight",
-                    "fc1_b": "mlp.fc1.bias",
-                    "fc2_w": "mlp.fc2.weight",
-                    "fc2_b": "mlp.fc2.bias",
-                }.items()
-                if q + v in sd
-            }
-        )
+        blocks.append({k: sd[q + v] for k, v in TIMM_BLOCK_KEYS.items() if q + v in sd})
         i += 1
     norm = next(((sd[f"{n}.weight"], sd[f"{n}.bias"]) for n in ("norm", "fc_norm") if f"{n}.weight" in sd), None)
     return ViTWeights(
@@ -179,15 +186,76 @@ def _from_timm(sd: dict[str, torch.Tensor], heads: int | None, source: str) -> V
     )
 
 
+def bind_vit_weights(encoder: nn.Module, source: str = "") -> ViTWeights:
+    """A trained bind encoder with a 2-D patch stem (image, depth, thermal, audio, ...) as :class:`ViTWeights`,
+    convolutional stem and embedding projection included: LanguageBind's recipe of starting every modality from one
+    image encoder, with a model of your own as the image encoder."""
+    stem, cfg = _find_stem(getattr(encoder, "stem", encoder)), getattr(encoder, "cfg", None)
+    if cfg is None or not isinstance(stem, PatchStem2d):
+        raise ValueError(
+            f"{source}: starts only from a bind encoder with a 2-D patch stem; got {type(stem or encoder).__name__}"
+        )
+    if encoder.cls_token is None or encoder.cls_token.shape[1] != 1:
+        raise ValueError(f"{source}: needs exactly one CLS token (num_cls_tokens: {cfg.num_cls_tokens})")
+    if any(not isinstance(b, Block) for b in encoder.trunk.blocks):
+        raise ValueError(f"{source}: a divided space-time trunk; init reads joint-attention ViT blocks")
+    sd = {k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()}
+    s = next(name for name, m in encoder.named_modules() if m is stem) + "."
+    blocks = []
+    for i in range(len(encoder.trunk.blocks)):
+        b = f"trunk.blocks.{i}."
+        qkv = [b + "attn.qkv."] if b + "attn.qkv.weight" in sd else [b + f"attn.{n}_proj." for n in "qkv"]
+        w = {k: sd[b + v] for k, v in TIMM_BLOCK_KEYS.items() if not k.startswith("qkv")}
+        w["qkv_w"] = torch.cat([sd[q + "weight"] for q in qkv])
+        if qkv[0] + "bias" in sd:
+            w["qkv_b"] = torch.cat([sd[q + "bias"] for q in qkv])
+        blocks.append(w)
+    layers, c = list(stem.conv or []), f"{s}conv."  # [Conv2d, BatchNorm2d, GELU] per layer
+    conv = [
+        {"weight": sd[f"{c}{i}.weight"], "norm": {k: sd[f"{c}{i + 1}.{k}"] for k in layers[i + 1].state_dict()}}
+        for i in range(0, len(layers), 3)
+    ]
+    return ViTWeights(
+        patch_weight=sd[s + "proj.weight"],
+        patch_bias=sd.get(s + "proj.bias"),
+        cls=sd["cls_token"].reshape(-1),
+        pos=sd[s + "pos_embed"][0],
+        cls_pos=None,
+        ln_pre=(sd["ln_pre.weight"], sd["ln_pre.bias"]) if "ln_pre.weight" in sd else None,
+        blocks=blocks,
+        final_norm=(sd["head.norm.weight"], sd["head.norm.bias"]),
+        proj=sd["head.proj.weight"],
+        heads=cfg.heads,
+        act=cfg.act,
+        norm_eps=cfg.norm_eps,
+        source=source,
+        conv_stem=conv or None,
+        patch_grid=tuple(stem.grid),
+    )
+
+
 def read_vit_weights(source: str | Path, heads: int | None = None) -> ViTWeights:
-    """Read a pretrained ViT: a transformers CLIP directory (whole ``CLIPModel`` or ``CLIPVisionModel``), or a timm
-    ViT state dict (``.safetensors`` / ``.pth`` / ``.bin`` file, or a directory holding ``model.safetensors``).
+    """Read a pretrained ViT: a transformers CLIP directory (whole ``CLIPModel`` or ``CLIPVisionModel``), a timm
+    ViT state dict (``.safetensors`` / ``.pth`` / ``.bin`` file, or a directory holding ``model.safetensors``), or
+    one encoder of a saved bind model, named after ``#``: ``runs/first/model#image`` (:func:`bind_vit_weights`).
 
     ``heads`` is needed for timm state dicts, which do not record it (default: width / 64, the ViT convention).
     """
+    text = str(source)
+    if "#" in text:  # one encoder of a bind model
+        from bind.model import BindModel
+
+        directory, modality = text.rsplit("#", 1)
+        model = BindModel.from_pretrained(directory)
+        return bind_vit_weights(model.encoder(modality), text)
     path = Path(source)
     if path.is_dir() and (path / "config.json").is_file():
         cfg = json.loads((path / "config.json").read_text())
+        if "encoders" in cfg and "embed_dim" in cfg:
+            raise ValueError(
+                f"{source} is a bind model: name the encoder to start from after '#', e.g. {source}#"
+                f"{next(iter(cfg['encoders']))} (it has {', '.join(cfg['encoders'])})"
+            )
         if cfg.get("model_type") in ("clip", "clip_vision_model"):
             from bind.towers import load_clip_part
 
@@ -218,17 +286,17 @@ def read_vit_weights(source: str | Path, heads: int | None = None) -> ViTWeights
 def vit_encoder_overrides(weights: ViTWeights) -> dict[str, Any]:
     """:class:`~bind.config.EncoderConfig` fields that make a bind trunk the same shape as ``weights``."""
     b0 = weights.blocks[0]
-    return {
-        "width": weights.width,
-        "depth": len(weights.blocks),
-        "heads": weights.heads,
-        "mlp_ratio": b0["fc1_w"].shape[0] / weights.width,
-        "act": weights.act,
-        "norm_eps": weights.norm_eps,
-        "ln_pre": weights.ln_pre is not None,
-        "qkv_bias": "qkv_b" in b0,
-        "pool": "cls",
-    }
+    return dict(  # keywords: these are EncoderConfig fields (``depth`` is the trunk's)
+        width=weights.width,
+        depth=len(weights.blocks),
+        heads=weights.heads,
+        mlp_ratio=b0["fc1_w"].shape[0] / weights.width,
+        act=weights.act,
+        norm_eps=weights.norm_eps,
+        ln_pre=weights.ln_pre is not None,
+        qkv_bias="qkv_b" in b0,
+        pool="cls",
+    )
 
 
 def adapt_in_channels(w: torch.Tensor, channels: int, mode: str = "mean") -> torch.Tensor:
@@ -355,6 +423,46 @@ def init_encoder_from_vit(
     return report
 
 
+def _difference_channels(w: torch.Tensor, conv: nn.Module, report: InitReport) -> torch.Tensor:
+    """Filters ``w`` over pixels, repeated for a stem's frame-difference channels (TSN's cross-modality
+    initialisation, Wang et al. 2016): a still clip, whose differences are zero, gets the source's response, and a
+    moving one the change of the source's features from the first step."""
+    extra = conv.weight.shape[1] - w.shape[1]
+    if not extra:
+        return w
+    report.adapted.append("frame-difference channels start as copies of the pixel filters")
+    return torch.cat([w, w.repeat(1, -(-extra // w.shape[1]), *([1] * (w.dim() - 2)))[:, :extra]], dim=1)
+
+
+def _init_conv_stem(
+    stem: nn.Module, weights: ViTWeights, channel_init: str, temporal_init: str, report: InitReport
+) -> bool:
+    """Load a bind source's convolutional stem (Conv2d -> Conv3d inflated like the tubelets); False (and reported)
+    when the source has none or its channels differ."""
+    layers = list(stem.conv)
+    convs = list(zip(layers[0::3], layers[1::3]))
+    src = weights.conv_stem or []
+    if [s["weight"].shape[0] for s in src] != [c.weight.shape[0] for c, _ in convs]:
+        report.skipped.append(
+            f"conv stem and patch embedding (source conv {[s['weight'].shape[0] for s in src]}, encoder "
+            f"{[c.weight.shape[0] for c, _ in convs]}; only the positions are loaded)"
+        )
+        return False
+    for i, ((conv, norm), s) in enumerate(zip(convs, src)):
+        w = s["weight"]
+        if i == 0:
+            pixel_chans = conv.weight.shape[1] // (2 if getattr(stem, "frame_difference", False) else 1)
+            w = _difference_channels(adapt_in_channels(w, pixel_chans, channel_init), conv, report)
+        if isinstance(conv, nn.Conv3d):
+            w = inflate_temporal(w, conv.weight.shape[2], temporal_init)
+        _copy(conv.weight, w, f"stem conv {i}")
+        norm.load_state_dict(s["norm"])
+        report.loaded += 1 + len(s["norm"])
+    if isinstance(convs[0][0], nn.Conv3d):
+        report.adapted.append(f"conv stem inflated Conv2d -> Conv3d over {convs[0][0].weight.shape[2]} frames")
+    return True
+
+
 def _init_stem(
     stem_root: nn.Module, weights: ViTWeights, channel_init: str, temporal_init: str, report: InitReport
 ) -> None:
@@ -363,20 +471,21 @@ def _init_stem(
         report.skipped.append(f"stem {type(stem or stem_root).__name__} (no patch convolution to load)")
         return
     conv = stem.proj
-    if getattr(stem, "conv", None) is not None:  # the projection reads conv features, not pixels: keep its init
-        report.skipped.append("patch embedding (the stem has conv layers; only the positions are loaded)")
-        _copy(stem.pos_embed, resize_pos_2d(weights.pos[None], weights.grid, tuple(stem.grid)), "position embedding")
-        report.loaded += 1
-        return
-    pixel_chans = conv.weight.shape[1] // (2 if getattr(stem, "frame_difference", False) else 1)
-    w = adapt_in_channels(weights.patch_weight, pixel_chans, channel_init)
-    if pixel_chans != conv.weight.shape[1]:  # frame-difference channels start at zero: the image model at first
-        w = torch.cat([w, torch.zeros_like(w)], dim=1)
-        report.adapted.append("frame-difference channels zero-initialised")
-    if w.shape[1] != weights.patch_weight.shape[1]:
-        report.adapted.append(
-            f"patch filters {weights.patch_weight.shape[1]} -> {w.shape[1]} channels ({channel_init})"
-        )
+    if getattr(stem, "conv", None) is not None:  # the projection reads conv features: load them, or keep its init
+        if not _init_conv_stem(stem, weights, channel_init, temporal_init, report):
+            _copy(
+                stem.pos_embed, resize_pos_2d(weights.pos[None], weights.grid, tuple(stem.grid)), "position embedding"
+            )
+            report.loaded += 1
+            return
+        w = weights.patch_weight
+    else:
+        pixel_chans = conv.weight.shape[1] // (2 if getattr(stem, "frame_difference", False) else 1)
+        w = _difference_channels(adapt_in_channels(weights.patch_weight, pixel_chans, channel_init), conv, report)
+        if pixel_chans != weights.patch_weight.shape[1]:
+            report.adapted.append(
+                f"patch filters {weights.patch_weight.shape[1]} -> {pixel_chans} channels ({channel_init})"
+            )
     kernel = tuple(conv.weight.shape[-2:])
     if kernel != tuple(w.shape[-2:]):
         report.adapted.append(f"patch kernel {tuple(w.shape[-2:])} -> {kernel} (PI-resize)")

@@ -349,6 +349,37 @@ class BindModel(nn.Module):
             if not frozen and m in self.config.frozen:
                 self.config.frozen.remove(m)
 
+    def add_encoders(self, other: BindModel, modalities: Iterable[str]) -> BindModel:
+        """Take ``modalities``' encoders (and their configs) from ``other`` into this model, in place: a modality
+        trained on its own against the same frozen anchor joins the space (one model to save, index and serve).
+
+        Raises ``ValueError`` unless the two models share a frozen tower with identical weights and the embedding
+        width (otherwise their embeddings are not in one space) and when an encoder still holds LoRA adapters
+        (:func:`bind.lora.merge_lora` them first)."""
+        modalities = list(modalities)
+        for m in modalities:
+            other.encoder(m)
+            if any("lora_" in name for name, _ in other.encoders[m].named_parameters()):
+                raise ValueError(f"the {m} encoder holds LoRA adapters: merge them first (bind.lora.merge_lora)")
+        shared = [m for m in self.config.frozen if m in other.config.frozen and m not in modalities]
+        if other.embed_dim != self.embed_dim or not shared:
+            raise ValueError(
+                f"{other.config.name!r} is not in this model's space: embedding width {other.embed_dim} vs "
+                f"{self.embed_dim}, frozen towers {other.config.frozen} vs {self.config.frozen}"
+            )
+        for m in shared:
+            mine, theirs = self.encoders[m].state_dict(), other.encoders[m].state_dict()
+            if mine.keys() != theirs.keys() or not all(torch.equal(mine[k], theirs[k].to(mine[k])) for k in mine):
+                raise ValueError(f"the frozen {m} towers differ: the two models were anchored to different weights")
+        for m in modalities:
+            self.config.encoders[m] = copy.deepcopy(other.config.encoders[m])
+            self.encoders[m] = other.encoders[m]
+            if m in other._random:
+                self._random[m] = other._random[m]
+            else:
+                self._random.pop(m, None)
+        return self
+
     # --- persistence -------------------------------------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write ``config.json`` + ``model.safetensors`` (+ modality assets) atomically into ``directory``."""

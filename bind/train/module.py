@@ -72,7 +72,8 @@ class BindTrainModule(L.LightningModule):
         anchor: ``text`` (language-anchored, LanguageBind) or ``image`` (image-anchored, ImageBind).
         towers: ``{modality: transformers directory / hub id / "minilm"}`` frozen towers (the anchor's among them).
         encoders: per-modality ``EncoderConfig`` overrides (``patch_dropout``, ``depth``, ``stem``, ...).
-        init_from: ``{modality: pretrained ViT}`` (HF CLIP directory or timm state dict) to start from.
+        init_from: ``{modality: pretrained ViT}`` to start from: HF CLIP directory, timm state dict, or one encoder of
+            a saved bind model (``DIR#image``).
         init_channels: ``mean`` | ``sum`` — RGB filters -> other channel counts.
         init_temporal: ``average`` | ``center`` — Conv2d -> Conv3d tubelet inflation.
         init_heads: attention heads of a timm source (default width / 64).

@@ -349,6 +349,8 @@ def run_demo(
 def demo_command(args: argparse.Namespace) -> int:
     """``bindspace demo`` (registered by :mod:`bind.world.cli`)."""
     overrides = experiment_overrides(args)
+    if args.init_from:
+        overrides["init_from"] = dict(args.init_from)
     config = ExperimentConfig().shrunk(**overrides) if args.quick else ExperimentConfig(**overrides)
     verbose = args.show_libraries or getattr(args, "verbose", False)  # bindspace -v: debug logging as well
     run_demo(args.out, config, echo=lambda line: print(line, flush=True), verbose=verbose)
@@ -358,4 +360,19 @@ def demo_command(args: argparse.Namespace) -> int:
 def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/demo", help="output directory")
     add_experiment_arguments(p, ExperimentConfig())
+    p.add_argument(
+        "--init-from",
+        action="append",
+        type=modality_pair,
+        metavar="MODALITY=SOURCE",
+        help="train SOURCE first, then start MODALITY's encoder from it (e.g. video=image; LanguageBind's recipe)",
+    )
     p.set_defaults(func=demo_command)
+
+
+def modality_pair(text: str) -> tuple[str, str]:
+    """``video=image`` -> ``("video", "image")`` (``--init-from``)."""
+    m, sep, src = text.partition("=")
+    if not sep or not m or not src:
+        raise argparse.ArgumentTypeError(f"expected MODALITY=SOURCE, e.g. video=image; got {text!r}")
+    return m.strip(), src.strip()

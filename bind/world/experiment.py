@@ -85,12 +85,31 @@ class ExperimentConfig:
     #: the loss space's whitening per modality (:class:`bind.train.module.BindTrainModule`): video's captions name four
     #: factors and motion in a word or two, which the anchor barely separates (object motion 0.35 -> 0.61 zero-shot)
     anchor_whitening: dict[str, float] = field(default_factory=lambda: {"video": 0.3})
+    #: ``{modality: source}``: train ``source`` first (with every modality not listed), then start ``modality``'s
+    #: encoder from it (:func:`bind.init.bind_vit_weights`, LanguageBind's recipe) and train it against text alone;
+    #: a convolutional stem takes its source's channels, so the trained one loads. Off by default: on the demo world
+    #: ``{"video": "image"}`` trades the video encoder's activity for shape (README, "The demo")
+    init_from: dict[str, str] = field(default_factory=dict)
     workers: int = 2  #: processes rendering the world and decoding media
     threads: int | None = None  #: torch threads for training and evaluation (default: min(CPUs, workers))
     splits: tuple[float, float, float] = (0.85, 0.05, 0.1)  #: train / val / test fractions
     modalities: tuple[str, ...] = MODALITIES  #: trained against the text anchor
     encoders: dict[str, dict[str, Any]] = field(default_factory=lambda: copy.deepcopy(WORLD_ENCODERS))
     quick: bool = False
+
+    def __post_init__(self) -> None:
+        trained = set(self.modalities)
+        bad = {m: s for m, s in self.init_from.items() if {m, s} - trained or s in self.init_from or m == s}
+        if bad:
+            raise ValueError(
+                f"init_from {bad}: each source must be a different modality trained here and not started from "
+                f"another itself (trained: {', '.join(self.modalities)})"
+            )
+        self.encoders = copy.deepcopy(self.encoders)
+        for m, src in self.init_from.items():
+            conv = self.encoders.get(src, {}).get("stem", {}).get("conv")
+            if conv and self.encoders.get(m, {}).get("stem", {}).get("conv"):
+                self.encoders[m]["stem"]["conv"] = list(conv)
 
     def shrunk(self, **overrides: Any) -> ExperimentConfig:
         """This config with :data:`QUICK` (and then ``overrides``) applied."""
@@ -379,7 +398,32 @@ class WorldExperiment:
     # --- training --------------------------------------------------------------------------------------------------
     def train(self, run_dir: Path, label: str = "train", encoders: dict[str, dict[str, Any]] | None = None) -> Any:
         """:func:`bind.train.fit` of ``config.modalities`` (encoder ``encoders`` overrides beside the config's) on the
-        decoded world, one progress line per epoch; returns its :class:`~bind.train.run.FitResult`."""
+        decoded world, one progress line per epoch; returns its :class:`~bind.train.run.FitResult`.
+
+        With ``config.init_from`` it runs in two stages: the other modalities first, then the listed ones, each
+        started from its source's trained encoder; the result holds one model with every encoder
+        (:meth:`bind.BindModel.add_encoders`) and both stages' validation metrics."""
+        c = self.config
+        later = c.init_from
+        first = [m for m in c.modalities if m not in later]
+        if not later:
+            return self._fit(run_dir, label, c.modalities, encoders)
+        result = self._fit(run_dir / "first", f"{label} {'+'.join(first)}", first, encoders)
+        base = result.model.eval().save_pretrained(run_dir / "first" / "model")
+        sources = {m: f"{base}#{src}" for m, src in later.items()}
+        second = self._fit(run_dir / "second", f"{label} {'+'.join(later)}", list(later), encoders, sources)
+        result.model.add_encoders(second.model.eval(), later)
+        result.metrics = {**result.metrics, **second.metrics}
+        return result
+
+    def _fit(
+        self,
+        run_dir: Path,
+        label: str,
+        modalities: Sequence[str],
+        encoders: dict[str, dict[str, Any]] | None,
+        init_from: dict[str, str] | None = None,
+    ) -> Any:
         from bind.train import fit
 
         c = self.config
@@ -390,7 +434,7 @@ class WorldExperiment:
         try:
             return fit(
                 self.manifest,
-                modalities=list(c.modalities),
+                modalities=list(modalities),
                 model=MODEL_NAME,
                 run_dir=run_dir,
                 max_epochs=c.epochs,
@@ -401,12 +445,14 @@ class WorldExperiment:
                 progress_bar=False,
                 log_every_n_steps=5,
                 sample_cache=self.cache,
-                encoders=c.encoders_with(encoders),
+                encoders={m: e for m, e in c.encoders_with(encoders).items() if m in modalities},
+                init_from=init_from,
+                init_temporal="center",  # 3-D kernels and tubelets start as the source's per-frame filters
                 cache_anchors=True,
                 lr=c.lr,
                 warmup_steps=c.warmup_steps,
                 weight_decay=c.weight_decay,
-                anchor_whitening={m: v for m, v in c.anchor_whitening.items() if m in c.modalities},
+                anchor_whitening={m: v for m, v in c.anchor_whitening.items() if m in modalities},
                 accelerator="cpu",
                 verbose=self.verbose,
                 callbacks=[EpochLines(label, self.echo)],

@@ -99,3 +99,27 @@ def test_quick_demo_writes_results_plots_model_and_index(tmp_path):
     assert set(qa) == set(QUESTION_TYPES)
     for r in qa.values():
         assert 0.0 <= r["accuracy"] <= 1.0 and r["chance"] == pytest.approx(1 / len(r["choices"]))
+
+
+def test_demo_starts_video_from_the_trained_image_encoder(tmp_path):
+    """``--init-from video=image``: image (with the rest) first, then video from its encoder; one model holds both."""
+    out = tmp_path / "demo"
+    cmd = [sys.executable, "-m", "bind", "demo", "--quick", "--n", "24", "--out", str(out)]
+    cmd += ["--init-from", "video=image"]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=900, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stages = [line.split("]")[0] + "]" for line in proc.stdout.split("held-out test scenes")[0].splitlines()[1:]]
+    assert stages[2:5] == ["[train image+audio+depth+thermal+imu]", "[train video]", "[train]"]
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["init_from"] == {"video": "image"}
+    # the video stem took the image stem's channels, so the trained one loaded
+    encoders = results["model"]["encoders"]
+    assert encoders["video"]["stem"]["conv"] == encoders["image"]["stem"]["conv"]
+    model = bind.load_model(out / "model")
+    assert set(MODALITIES) <= set(model.modalities) and model.untrained_modalities == []
+    bad = subprocess.run(
+        [*cmd[:-1], "video=sonar"], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
+    assert bad.returncode != 0 and "init_from" in bad.stderr and "Traceback" not in bad.stderr

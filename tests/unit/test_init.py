@@ -168,13 +168,52 @@ def test_stem_with_frame_difference_or_conv_layers_keeps_what_the_image_model_me
     clip = {"size": 32, "crop_size": 32, "frames_per_clip": 4}
     enc = encoder("video", {"patch_size": 8, "temporal_patch": 2, "frame_difference": True}, clip)
     report = init_encoder_from_vit(enc, w)
-    assert "frame-difference channels zero-initialised" in report.adapted
-    weight = enc.stem.proj.weight  # [D, 6, 2, 8, 8]: pixel filters inflated, difference filters zero
-    assert weight[:, 3:].abs().sum() == 0
+    assert "frame-difference channels start as copies of the pixel filters" in report.adapted
+    weight = enc.stem.proj.weight  # [D, 6, 2, 8, 8]: pixel filters inflated, difference filters the same (TSN)
+    assert torch.equal(weight[:, 3:], weight[:, :3])
     torch.testing.assert_close(weight[:, :3].sum(2), w.patch_weight)
     conv = encoder("image", {"patch_size": 8, "conv": [8]}, {"size": 32, "crop_size": 32})
     report = init_encoder_from_vit(conv, w)
-    assert any("conv layers" in s for s in report.skipped)  # the projection reads conv features, not pixels
+    assert any("conv stem" in s for s in report.skipped)  # the projection reads conv features, not pixels
+
+
+def test_video_starts_as_a_trained_bind_image_encoder(tmp_path):
+    """LanguageBind's recipe with a model of one's own: a saved bind image encoder (conv stem included) inflated into
+    a video encoder with 3-frame conv kernels and frame-difference channels gives a still clip the image's
+    embedding."""
+    from bind.train.model_builder import build_train_model
+
+    size = {"size": 32, "crop_size": 32}
+    image = {"stem": {"patch_size": 8, "conv": [8, 16]}, "preprocess": size}
+    torch.manual_seed(0)
+    base = build_train_model("bind-tiny", modalities=["image"], encoders={"image": image})
+    with torch.no_grad():  # trained-looking BatchNorm statistics
+        for bn in (m for m in base.encoder("image").modules() if isinstance(m, torch.nn.BatchNorm2d)):
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+    base.eval().save_pretrained(tmp_path / "base")
+    stem = {"patch_size": 8, "conv": [8, 16], "temporal_patch": 2, "conv_time_kernel": 3, "frame_difference": True}
+    video = {"stem": stem, "preprocess": {**size, "frames_per_clip": 2}}  # one tubelet step: the image's tokens
+    model = build_train_model(
+        "bind-tiny",
+        modalities=["video"],
+        encoders={"video": video},
+        init_from={"video": f"{tmp_path / 'base'}#image"},
+        init_temporal="center",
+    )
+    frames = torch.rand(2, 3, 32, 32)
+    still = frames[:, :, None].expand(-1, -1, 2, -1, -1).contiguous()  # [B, C, T, H, W]
+    with torch.no_grad():
+        want = base.encoder("image")(frames)
+        got = model.encoder("video").eval()(still)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+    first = model.encoder("video").stem
+    conv0 = next(m for m in first.modules() if isinstance(m, torch.nn.Conv3d))
+    assert torch.equal(conv0.weight[:, 3:], conv0.weight[:, :3])  # frame differences through the same filters
+    with pytest.raises(ValueError, match="#image"):  # a bind model without an encoder named
+        read_vit_weights(tmp_path / "base")
+    with pytest.raises(ValueError, match="2-D patch stem"):
+        read_vit_weights(f"{tmp_path / 'base'}#text")
 
 
 def test_shape_mismatch_and_bad_sources(timm_file, tmp_path):

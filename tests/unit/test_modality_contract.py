@@ -176,7 +176,6 @@ NAMED_ON_PURPOSE = {
     "bind/bench/compare.py": "its command-line flags (--skip-image, --image-size, --video-iters) and their help",
     "bind/bench/video_memory.py": "the suite's name (video-memory), its --image-size flag and help",
     "bind/bench/train.py": "the suite's default encoder (--modality audio)",
-    "bind/init.py": "the trunk's 'depth' (layers), not the modality",
     "bind/serve/": "the preview dict's 'image' key (a still picture of any modality) in the HTTP API, not the modality",
 }
 

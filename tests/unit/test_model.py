@@ -142,3 +142,26 @@ def test_patch_dropout_only_in_training():
     enc = m.encoder("image").train()
     tokens, _, _ = enc.forward_tokens(x)
     assert tokens.shape[1] == 1 + 8  # CLS + half of 16 patches
+
+
+def test_add_encoders_joins_a_modality_trained_against_the_same_anchor(tmp_path):
+    torch.manual_seed(0)
+    base = bind.create_model("bind-tiny", modalities=["text"])
+    other = bind.create_model("bind-tiny", modalities=["text", "image"])
+    other.encoder("text").load_state_dict(base.encoder("text").state_dict())
+    with pytest.raises(ValueError, match="not in this model's space"):  # nothing frozen: no shared anchor
+        base.add_encoders(other, ["image"])
+    base.freeze(["text"])
+    other.freeze(["text"])
+    image = _inputs(other)["image"]
+    want = other.embed({"image": image})["image"]
+    base.add_encoders(other, ["image"])
+    assert base.modalities == ["text", "image"]
+    loaded = bind.load_model(base.save_pretrained(tmp_path / "joined"))
+    assert torch.equal(loaded.embed({"image": image})["image"], want)
+    stranger = bind.create_model("bind-tiny", modalities=["text", "audio"])
+    stranger.freeze(["text"])
+    with pytest.raises(ValueError, match="frozen text towers differ"):
+        base.add_encoders(stranger, ["audio"])
+    with pytest.raises(UnknownModalityError):
+        base.add_encoders(other, ["thermal"])
