@@ -247,6 +247,8 @@ def read_vit_weights(source: str | Path, heads: int | None = None) -> ViTWeights
 
         directory, modality = text.rsplit("#", 1)
         model = BindModel.from_pretrained(directory)
+        if modality not in model.modalities:
+            raise ValueError(f"{text}: the model has no {modality!r} encoder to start from (it has {model.modalities})")
         return bind_vit_weights(model.encoder(modality), text)
     path = Path(source)
     if path.is_dir() and (path / "config.json").is_file():

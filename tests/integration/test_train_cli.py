@@ -227,3 +227,34 @@ def test_corrupt_media_is_skipped_and_listed(shapes, tmp_path):
     assert all(e["reason"] for e in entries)
     assert "4 bad samples skipped (see run/logs/version_0/bad_samples.jsonl)" in out, out
     assert "Traceback" not in out
+
+
+def test_init_from_an_encoder_of_a_saved_model(shapes, tmp_path):
+    """``--model.init_from '{image: DIR#image}'``: a run starts where another's exported encoder ended; a source
+    without that encoder is a one-line error and the run writes nothing."""
+    base = ["--config", str(SHIPPED), "--data.manifest", str(shapes), "--trainer.max_epochs", "2"]
+    assert train(*base, "--trainer.default_root_dir", "first", cwd=tmp_path).returncode == 0
+    done = train(
+        *base,
+        "--trainer.default_root_dir",
+        "second",
+        "--model.init_from",
+        "{image: first/export/model#image}",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    metrics = {}
+    for run in ("first", "second"):
+        with open(tmp_path / run / "logs/version_0/metrics.csv") as f:
+            metrics[run] = [float(r["val/loss"]) for r in csv.DictReader(f) if r.get("val/loss")][-1]
+    assert metrics["second"] < metrics["first"]  # two more epochs, from the first run's encoder
+    bad = train(
+        *base,
+        "--trainer.default_root_dir",
+        "third",
+        "--model.init_from",
+        "{image: first/export/model#sonar}",
+        cwd=tmp_path,
+    )
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr and "no 'sonar' encoder" in bad.stderr
+    assert not (tmp_path / "third").exists()
