@@ -472,12 +472,13 @@ def _init_stem(
     if stem is None or isinstance(stem, SequencePatchStem):
         report.skipped.append(f"stem {type(stem or stem_root).__name__} (no patch convolution to load)")
         return
-    conv = stem.proj
-    if getattr(stem, "conv", None) is not None:  # the projection reads conv features: load them, or keep its init
-        if not _init_conv_stem(stem, weights, channel_init, temporal_init, report):
-            _copy(
-                stem.pos_embed, resize_pos_2d(weights.pos[None], weights.grid, tuple(stem.grid)), "position embedding"
-            )
+    conv, has_conv = stem.proj, getattr(stem, "conv", None) is not None
+    if has_conv or weights.conv_stem:  # a projection of conv features: loaded only with the same conv stem
+        if not (has_conv and _init_conv_stem(stem, weights, channel_init, temporal_init, report)):
+            if not has_conv:
+                report.skipped.append("patch embedding (the source projects conv features; only the positions load)")
+            pos = resize_pos_2d(weights.pos[None], weights.grid, tuple(stem.grid))
+            _copy(stem.pos_embed, pos, "position embedding")
             report.loaded += 1
             return
         w = weights.patch_weight

@@ -11,12 +11,13 @@ from bind.config import EncoderConfig
 from bind.encoder import ModalityEncoder
 from bind.init import (
     adapt_in_channels,
+    bind_vit_weights,
     inflate_temporal,
     init_encoder_from_vit,
     read_vit_weights,
     vit_encoder_overrides,
 )
-from bind.nn.stems import TubeletStem, resize_pos_2d
+from bind.nn.stems import PatchStem2d, TubeletStem, resize_pos_2d
 
 
 @pytest.fixture(scope="module")
@@ -210,6 +211,12 @@ def test_video_starts_as_a_trained_bind_image_encoder(tmp_path):
     first = model.encoder("video").stem
     conv0 = next(m for m in first.modules() if isinstance(m, torch.nn.Conv3d))
     assert torch.equal(conv0.weight[:, 3:], conv0.weight[:, :3])  # frame differences through the same filters
+    # a stem without conv layers keeps its own projection: the source's reads conv features, not pixels
+    plain = build_train_model("bind-tiny", modalities=["depth"], encoders={"depth": {"stem": {"patch_size": 8}}})
+    proj = next(m for m in plain.encoder("depth").modules() if isinstance(m, PatchStem2d)).proj
+    before = proj.weight.detach().clone()
+    report = init_encoder_from_vit(plain.encoder("depth"), bind_vit_weights(base.encoder("image")))
+    assert any("projects conv features" in s for s in report.skipped) and torch.equal(proj.weight, before)
     with pytest.raises(ValueError, match="#image"):  # a bind model without an encoder named
         read_vit_weights(tmp_path / "base")
     with pytest.raises(ValueError, match="2-D patch stem"):
