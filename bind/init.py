@@ -425,15 +425,21 @@ def init_encoder_from_vit(
     return report
 
 
-def _difference_channels(w: torch.Tensor, conv: nn.Module, report: InitReport) -> torch.Tensor:
-    """Filters ``w`` over pixels, repeated for a stem's frame-difference channels (TSN's cross-modality
-    initialisation, Wang et al. 2016): a still clip, whose differences are zero, gets the source's response, and a
-    moving one the change of the source's features from the first step."""
-    extra = conv.weight.shape[1] - w.shape[1]
-    if not extra:
+def _input_filters(
+    w: torch.Tensor, conv: nn.Module, stem: nn.Module, channel_init: str, report: InitReport
+) -> torch.Tensor:
+    """Source filters ``w`` for the input of ``conv`` (a stem's first layer): the pixel channels adapted by
+    ``channel_init``, and a frame-difference stem's extra channels as copies of them (TSN's cross-modality
+    initialisation, Wang et al. 2016) — a still clip, whose differences are zero, gets the source's response, a moving
+    one the change of the source's features from the first step."""
+    pixel_chans = conv.weight.shape[1] // (2 if getattr(stem, "frame_difference", False) else 1)
+    if pixel_chans != w.shape[1]:
+        report.adapted.append(f"input filters {w.shape[1]} -> {pixel_chans} channels ({channel_init})")
+    w = adapt_in_channels(w, pixel_chans, channel_init)
+    if pixel_chans == conv.weight.shape[1]:
         return w
     report.adapted.append("frame-difference channels start as copies of the pixel filters")
-    return torch.cat([w, w.repeat(1, -(-extra // w.shape[1]), *([1] * (w.dim() - 2)))[:, :extra]], dim=1)
+    return torch.cat([w, w], dim=1)
 
 
 def _init_conv_stem(
@@ -453,8 +459,7 @@ def _init_conv_stem(
     for i, ((conv, norm), s) in enumerate(zip(convs, src)):
         w = s["weight"]
         if i == 0:
-            pixel_chans = conv.weight.shape[1] // (2 if getattr(stem, "frame_difference", False) else 1)
-            w = _difference_channels(adapt_in_channels(w, pixel_chans, channel_init), conv, report)
+            w = _input_filters(w, conv, stem, channel_init, report)
         if isinstance(conv, nn.Conv3d):
             w = inflate_temporal(w, conv.weight.shape[2], temporal_init)
         _copy(conv.weight, w, f"stem conv {i}")
@@ -483,12 +488,7 @@ def _init_stem(
             return
         w = weights.patch_weight
     else:
-        pixel_chans = conv.weight.shape[1] // (2 if getattr(stem, "frame_difference", False) else 1)
-        w = _difference_channels(adapt_in_channels(weights.patch_weight, pixel_chans, channel_init), conv, report)
-        if pixel_chans != weights.patch_weight.shape[1]:
-            report.adapted.append(
-                f"patch filters {weights.patch_weight.shape[1]} -> {pixel_chans} channels ({channel_init})"
-            )
+        w = _input_filters(weights.patch_weight, conv, stem, channel_init, report)
     kernel = tuple(conv.weight.shape[-2:])
     if kernel != tuple(w.shape[-2:]):
         report.adapted.append(f"patch kernel {tuple(w.shape[-2:])} -> {kernel} (PI-resize)")
