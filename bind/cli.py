@@ -7,15 +7,19 @@ printed only with ``--debug`` (anywhere on the command line, or ``BIND_DEBUG=1``
 from __future__ import annotations
 
 import argparse
+import collections.abc
 import dataclasses
 import importlib
+import inspect
+import json
 import logging
 import os
 import sys
 import traceback
+import types
 import typing
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Collection
+from typing import Any
 
 COMMAND_MODULES = [
     "bind.commands",  # info
@@ -28,7 +32,7 @@ COMMAND_MODULES = [
     "bind.transfer.cli",  # transfer
 ]
 GLOBAL_FLAGS = ("-v", "--verbose", "--debug")
-T = TypeVar("T")
+ARGPARSE_METADATA = ("help", "choices", "metavar")  #: dataclass field metadata that :func:`add_options` passes on
 
 
 def add_command_group(
@@ -41,17 +45,62 @@ def add_command_group(
     return p.add_subparsers(dest=dest, metavar=metavar)
 
 
-def add_dataclass_options(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
-    """One ``--field-name`` option per field of the dataclass ``cls`` in the group ``title``: type and default from
-    the field, ``choices`` / ``help`` from its metadata. :func:`dataclass_from_args` builds ``cls`` back."""
-    group, types = parser.add_argument_group(title), typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        group.add_argument("--" + f.name.replace("_", "-"), type=types[f.name], default=f.default, **f.metadata)
+def add_options(
+    parser: argparse.ArgumentParser, target: Callable[..., Any], skip: Collection[str] = (), title: str | None = None
+) -> None:
+    """One ``--name`` option per parameter of ``target`` (a function, or a dataclass and its fields), so a command's
+    options are its Python signature. Type and default come from the annotation and the default: ``Literal`` gives
+    the choices, ``list`` / ``tuple`` several values (``tuple[X, X]`` exactly two), ``bool`` a switch, ``dict`` a
+    JSON object, no default a required option. Help comes from the field's metadata or the docstring's ``Args:`` /
+    ``Attributes:`` section. Parameters in ``skip`` are left to the caller; :func:`option_values` reads them back."""
+    import docstring_parser
+
+    hints = typing.get_type_hints(target)
+    docs = {d.arg_name: " ".join(d.description.split()) for d in docstring_parser.parse(target.__doc__ or "").params}
+    fields = {f.name: f for f in dataclasses.fields(target)} if dataclasses.is_dataclass(target) else {}
+    group = parser.add_argument_group(title) if title else parser
+    for name, param in inspect.signature(target).parameters.items():
+        if name in skip or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        default = param.default
+        if name in fields and fields[name].default_factory is not dataclasses.MISSING:
+            default = fields[name].default_factory()
+        option = _option(hints.get(name, str), default)
+        meta = fields[name].metadata if name in fields else {}
+        option.update({"help": docs.get(name), **{k: v for k, v in meta.items() if k in ARGPARSE_METADATA}})
+        group.add_argument("--" + name.replace("_", "-"), dest=name, **option)
 
 
-def dataclass_from_args(cls: type[T], args: argparse.Namespace) -> T:
-    """The dataclass ``cls`` built from the command-line options of its fields' names (each field is an option)."""
-    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+def _option(hint: Any, default: Any) -> dict[str, Any]:
+    """``add_argument`` keywords for a parameter annotated ``hint`` with ``default``."""
+    if default is inspect.Parameter.empty:
+        out: dict[str, Any] = {"required": True, "default": argparse.SUPPRESS}
+    else:
+        out = {"default": default}
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None, str | PathLike: the first
+        hint, args = args[0], list(typing.get_args(args[0]))
+    origin = typing.get_origin(hint)
+    if hint is bool:
+        return {**out, "action": argparse.BooleanOptionalAction if default is True else "store_true"}
+    if origin in (list, tuple, collections.abc.Sequence):
+        item = _option(args[0] if args else str, None)
+        fixed = origin is tuple and len(args) > 1 and Ellipsis not in args  # tuple[float, float, float]: 3 values
+        return {
+            **out,
+            "nargs": len(args) if fixed else "*",
+            **{k: v for k, v in item.items() if k in ("type", "choices")},
+        }
+    if origin is typing.Literal:
+        return {**out, "choices": list(args), "type": type(args[0])}
+    if hint is dict or origin is dict:
+        return {**out, "type": json.loads, "metavar": "JSON"}
+    return {**out, "type": hint}
+
+
+def option_values(target: Callable[..., Any], args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of ``target`` read from the options :func:`add_options` made for it."""
+    return {name: getattr(args, name) for name in inspect.signature(target).parameters if hasattr(args, name)}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -182,8 +182,8 @@ class Modality:
         """How the results page (``bindspace serve``) shows an item of this modality; None (the default) gives a
         generic card (id, modality, file name). A dict may hold:
 
-        * ``image`` — bytes of a small still (PNG/JPEG): a thumbnail, poster frame, spectrogram, colour map or plot
-          (helpers in :mod:`bind.preview`), with ``image_mime`` (default ``"image/png"``);
+        * ``picture`` — bytes of a small still (PNG/JPEG): a thumbnail, poster frame, spectrogram, colour map or plot
+          (helpers in :mod:`bind.preview`), with ``picture_mime`` (default ``"image/png"``);
         * ``play`` — ``"audio"`` or ``"video"``: the page plays the original file (served by item id) inline;
         * ``text`` — text to show on the card (a caption, a transcript).
 

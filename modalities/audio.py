@@ -462,7 +462,7 @@ class AudioModality(Modality):
         from bind.preview import colour_map
 
         fbank = waveform_to_fbank(self.load(source, cfg), cfg)  # [frames, mel]
-        return {"image": colour_map(fbank.T.flip(0).numpy(), "magma"), "play": "audio"}
+        return {"picture": colour_map(fbank.T.flip(0).numpy(), "magma"), "play": "audio"}
 
     def write_sample(self, fmt: str, directory: Path, index: int, rng: np.random.Generator) -> Path:
         """5 s of CD-rate stereo (the plugin resamples to 16 kHz mono): a random tone in noise."""

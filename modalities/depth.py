@@ -306,7 +306,7 @@ class DepthModality(MapModality):
         """Depth colour-mapped (near = bright, missing = black)."""
         from bind.preview import colour_map
 
-        return {"image": colour_map(self.load(source, cfg), "viridis", invert=True)}
+        return {"picture": colour_map(self.load(source, cfg), "viridis", invert=True)}
 
     def write_sample(self, fmt: str, directory: Path, index: int, rng: np.random.Generator) -> Path:
         """640x480 depth 0.5-8 m: 16-bit PNG millimetres with 5 % sensor dropouts (``png16``) or float32 metres."""

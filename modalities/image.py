@@ -174,7 +174,7 @@ class ImageModality(Modality):
         """A thumbnail of the decoded image."""
         from bind.preview import thumbnail
 
-        return {"image": thumbnail(self.load(source, cfg))}
+        return {"picture": thumbnail(self.load(source, cfg))}
 
     def write_sample(self, fmt: str, directory: Path, index: int, rng: np.random.Generator) -> Path:
         """A 640x480 smooth random RGB scene."""

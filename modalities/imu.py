@@ -361,7 +361,7 @@ class ImuModality(Modality):
 
         rec = self.load(source, cfg)
         return {
-            "image": line_plot(
+            "picture": line_plot(
                 rec.samples, ["acc x", "acc y", "acc z", "gyro x", "gyro y", "gyro z"], groups=[(0, 1, 2), (3, 4, 5)]
             )
         }

@@ -145,7 +145,7 @@ class ThermalModality(MapModality):
         """Intensities colour-mapped (hot = bright)."""
         from bind.preview import colour_map
 
-        return {"image": colour_map(self.load(source, cfg), "inferno")}
+        return {"picture": colour_map(self.load(source, cfg), "inferno")}
 
     def write_sample(self, fmt: str, directory: Path, index: int, rng: np.random.Generator) -> Path:
         """640x512 (a common sensor size) smooth intensities: 8-bit PNG (``png8``) or 16-bit raw counts as TIFF."""

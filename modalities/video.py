@@ -675,7 +675,7 @@ class VideoModality(Modality):
         from bind.preview import thumbnail
 
         frames = self.load(source, cfg).frames  # uint8 [clips, T, H, W, 3]
-        return {"image": thumbnail(frames[frames.shape[0] // 2, frames.shape[1] // 2].numpy()), "play": "video"}
+        return {"picture": thumbnail(frames[frames.shape[0] // 2, frames.shape[1] // 2].numpy()), "play": "video"}
 
     def write_sample(self, fmt: str, directory: Path, index: int, rng: np.random.Generator) -> Path:
         """3 s of 320x240 H.264 at 24 fps: a slow pan over a smooth random scene."""

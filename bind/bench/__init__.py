@@ -12,7 +12,7 @@ import importlib
 SUITE_MODULES = [
     "bind.bench.encoders",
     "bind.bench.data",
-    "bind.bench.video_memory",
+    "bind.bench.memory",
     "bind.bench.retrieval",
     "bind.bench.train",
     "bind.bench.imagebind_parity",

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
 import platform
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -36,6 +39,49 @@ def environment() -> dict[str, Any]:
         "device_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else cpu_name(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+
+
+def suite_command(
+    sub: argparse._SubParsersAction,
+    name: str,
+    run: Callable[..., dict[str, Any]],
+    help: str,
+    table: Callable[[dict[str, Any]], str] | None = None,
+) -> argparse.ArgumentParser:
+    """``bindspace bench NAME``: one option per parameter of ``run`` (:func:`bind.cli.add_options`) and ``--json
+    OUT``. The command prints the result JSON (and ``table(result)`` on stderr), writes it to OUT, and exits 1 when
+    the result says ``"failed": true``."""
+    from bind.cli import add_options, option_values
+
+    p = sub.add_parser(name, help=help, description=help)
+    add_options(p, run)
+    p.add_argument("--json", default=None, help="write the result JSON here")
+
+    def command(args: argparse.Namespace) -> int:
+        result = run(**option_values(run, args))
+        write_json(result, args.json)
+        if table is not None:
+            print(table(result), file=sys.stderr)
+        return 1 if result.get("failed") else 0
+
+    p.set_defaults(func=command)
+    return p
+
+
+def measure_in_subprocess(function: str, spec: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, Any]:
+    """``module:function(spec)`` run in a fresh Python process (so one measurement's allocations and thread pools
+    never touch another's); its JSON result, or ``{"error": last stderr line, "returncode": ...}``."""
+    module, name = function.split(":")
+    code = f"import json, sys; from {module} import {name}; print(json.dumps({name}(json.loads(sys.argv[1]))))"
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        return {"error": (out.stderr.strip().splitlines() or ["?"])[-1], "returncode": out.returncode}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """``device``, or CUDA where there is one, else the CPU."""
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def write_json(result: dict[str, Any], path: str | Path | None) -> None:

@@ -6,11 +6,12 @@
    throughput of both (timings interleaved, medians), bf16 autocast throughput of both and bf16's cosine to fp32,
    and what ``precision="auto"`` resolves to here. On a CPU without native bf16 (AVX-512-BF16/AMX) bf16 is emulated
    and hundreds of times slower, so the bf16 rows are skipped with the measured matmul rates unless ``--force-bf16``.
+   ``--no-vision`` skips this part.
 2. **torch.compile** (``--compile``): bind's image encoder compiled (inductor) vs eager, after warm-up.
 3. **Video**: a ViT-B/16 video encoder at ``--frames`` (default 8/16/32/64) frames, one clip, in variants
    ``joint`` (full space-time attention), ``divided`` (TimeSformer), and ``+r2`` (tokens of two tubelet steps merged,
    :class:`bind.nn.stems.TubeletStem` ``reduce_time``): seconds per video, tokens, peak memory, ratio to 8 frames.
-4. On CUDA with xformers (``--long-video-cuda``): ViT-L/14 video at 64/128 frames in bf16, xformers vs SDPA.
+4. On CUDA with xformers (``--long-cuda``): ViT-L/14 video at 64/128 frames in bf16, xformers vs SDPA.
 
 ``--readme README.md`` rewrites the Performance table between ``<!-- bench:compare -->`` markers from the JSON.
 """
@@ -22,8 +23,9 @@ import re
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -32,10 +34,11 @@ from bind.bench.common import (
     PeakMemory,
     environment,
     peak_matmul_flops,
+    resolve_device,
+    suite_command,
     sync,
     temporal_modality,
     vision_modality,
-    write_json,
 )
 
 VIDEO_VARIANTS = {
@@ -274,7 +277,7 @@ def compare_video(
         joint = next((b for b in rows if b["variant"] == "joint" and b["frames"] == r["frames"]), None)
         r["speedup_vs_joint"] = joint["seconds"] / r["seconds"] if joint else None
     return {
-        "image_size": image_size,
+        "size": image_size,
         "temporal_patch": temporal_patch,
         "backend": backend,
         "precision": precision,
@@ -284,7 +287,7 @@ def compare_video(
     }
 
 
-def long_video_cuda(iters: int) -> dict[str, Any]:
+def long_sequences_cuda(iters: int) -> dict[str, Any]:
     """ViT-L/14 video at 64 and 128 frames, bf16: xformers vs SDPA (CUDA only)."""
     from bind.nn.attention import _xformers_ops
 
@@ -338,13 +341,14 @@ def format_markdown(result: dict[str, Any]) -> str:
             f"{img['matmul']['fp32_gflops']:.0f} GFLOP/s, bf16 {img['matmul']['bf16_gflops']:.2f} GFLOP/s).",
             "",
         ]
-    vid = result.get(temporal_modality())
+    temporal = temporal_modality()
+    vid = result.get(temporal)
     if vid:
         frames = sorted({r["frames"] for r in vid["rows"]})
         variants = list(dict.fromkeys(r["variant"] for r in vid["rows"]))
         lines += [
-            f"Video ViT-B/16, {vid['image_size']} px, tubelet {vid['temporal_patch']}, batch 1, "
-            f"{vid['precision']}: seconds per video (× the {frames[0]}-frame time)",
+            f"{temporal.capitalize()} ViT-B/16, {vid['size']} px, tubelet {vid['temporal_patch']}, batch 1, "
+            f"{vid['precision']}: seconds per clip (× the {frames[0]}-frame time)",
             "",
             "| variant | " + " | ".join(f"{f} frames" for f in frames) + " |",
             "|---|" + "---|" * len(frames),
@@ -367,62 +371,67 @@ def update_readme(readme: Path, table: str) -> None:
     readme.write_text(pattern.sub(lambda _: block, text))
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    bad = [f for f in args.frames or [] if f < 1]
-    if bad or args.image_size < 16 or args.batch < 1 or args.iters < 1 or args.video_iters < 1:
+def run_compare_bench(
+    timm_model: str = "vit_base_patch16_224",
+    batch: int = 16,
+    iters: int = 5,
+    force_bf16: bool = False,
+    compile: bool = False,
+    vision: bool = True,
+    frames: Sequence[int] = (8, 16, 32, 64),
+    variants: Sequence[Literal["joint", "joint+r2", "divided", "divided+r2"]] = tuple(VIDEO_VARIANTS),
+    size: int = 224,
+    temporal_patch: int = 1,
+    temporal_iters: int = 3,
+    long_cuda: bool = False,
+    device: str | None = None,
+    readme: str | None = None,
+) -> dict[str, Any]:
+    """Run the suite and return its JSON-ready result (see the module docstring).
+
+    Args:
+        timm_model: the timm ViT whose weights bind loads
+        batch: batch of the still-picture comparison
+        iters: timed iterations per contender (interleaved)
+        force_bf16: measure bf16 even where it is emulated
+        compile: also measure torch.compile (inductor) vs eager
+        vision: the same-weights comparison with timm (--no-vision: only the sequences)
+        frames: frame counts of the temporal encoder (none: skip it)
+        variants: attention and token-reduction variants of the temporal encoder
+        size: frame side in pixels of the temporal encoder
+        temporal_patch: 1: one token group per frame (12,545 tokens at 64 frames); 2: ImageBind's 2-frame tubelets
+        temporal_iters: interleaved rounds per frame count (median)
+        long_cuda: ViT-L/14 at 64/128 frames in bf16, xformers vs SDPA (CUDA only)
+        device: torch device (default: CUDA where there is one, else the CPU)
+        readme: rewrite the Performance table in this README
+    """
+    bad = [f for f in frames if f < 1]
+    if bad or size < 16 or batch < 1 or iters < 1 or temporal_iters < 1:
         raise ValueError(
-            f"bench compare: frame counts must be >= 1 (got {args.frames}), --image-size >= 16 (one "
-            f"16-pixel patch; got {args.image_size}), --batch/--iters/--video-iters >= 1"
+            f"bench compare: frame counts must be >= 1 (got {list(frames)}), --size >= 16 (one 16-pixel patch; got "
+            f"{size}), --batch/--iters/--temporal-iters >= 1"
         )
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = resolve_device(device)
     command = "bindspace " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else "bindspace bench compare"
     result: dict[str, Any] = {"suite": "compare", "command": command, "env": environment()}
-    if not args.skip_image:
-        result[vision_modality()] = compare_image(
-            args.batch, args.iters, device, args.timm_model, args.force_bf16, args.compile
-        )
-    if args.frames:
+    if vision:
+        result[vision_modality()] = compare_image(batch, iters, dev, timm_model, force_bf16, compile)
+    if frames:
         result[temporal_modality()] = compare_video(
-            args.frames, args.variants, args.image_size, args.temporal_patch, args.video_iters, device
+            list(frames), list(variants), size, temporal_patch, temporal_iters, dev
         )
-    if args.long_video_cuda and device.type == "cuda":
-        result["long_video_cuda"] = long_video_cuda(args.video_iters)
+    if long_cuda and dev.type == "cuda":
+        result["long_cuda"] = long_sequences_cuda(temporal_iters)
+    if readme:
+        update_readme(Path(readme), format_markdown(result))
     return result
 
 
-def _run(args: argparse.Namespace) -> int:
-    result = run(args)
-    write_json(result, args.json)
-    table = format_markdown(result)
-    print(table)
-    if args.readme:
-        update_readme(Path(args.readme), table)
-    return 0
-
-
 def add_suite(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    suite_command(
+        sub,
         "compare",
-        help="bind vs timm on the same weights (fp32/bf16/compile) and long video (joint / divided / token-reduced)",
+        run_compare_bench,
+        "bind vs timm on the same weights (fp32/bf16/compile) and long sequences (joint / divided / token-reduced)",
+        format_markdown,
     )
-    p.add_argument("--timm-model", default="vit_base_patch16_224")
-    p.add_argument("--batch", type=int, default=16, help="image batch")
-    p.add_argument("--iters", type=int, default=5, help="timed image iterations per contender (interleaved)")
-    p.add_argument("--force-bf16", action="store_true", help="measure bf16 even where it is emulated")
-    p.add_argument("--compile", action="store_true", help="also measure torch.compile (inductor) vs eager")
-    p.add_argument("--skip-image", action="store_true")
-    p.add_argument("--frames", type=int, nargs="*", default=[8, 16, 32, 64], help="video frame counts (none: skip)")
-    p.add_argument("--variants", nargs="+", default=list(VIDEO_VARIANTS), choices=list(VIDEO_VARIANTS))
-    p.add_argument("--image-size", type=int, default=224)
-    p.add_argument(
-        "--temporal-patch",
-        type=int,
-        default=1,
-        help="1: one token group per frame (12,545 tokens at 64 frames); 2: ImageBind's 2-frame tubelets",
-    )
-    p.add_argument("--video-iters", type=int, default=3, help="interleaved rounds per frame count (median)")
-    p.add_argument("--long-video-cuda", action="store_true", help="ViT-L/14 64/128-frame bf16 xformers vs SDPA")
-    p.add_argument("--device", default=None)
-    p.add_argument("--json", default=None, help="write the result JSON here")
-    p.add_argument("--readme", default=None, help="rewrite the Performance table in this README")
-    p.set_defaults(func=_run)

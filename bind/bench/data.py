@@ -19,16 +19,16 @@ runs.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from bind.bench.common import environment, write_json
+from bind.bench.common import environment, suite_command
 
 Source = Any
 
@@ -122,13 +122,25 @@ def run_data_bench(
     modalities: list[str] | None = None,
     items: int = 32,
     files: int = 4,
-    loader_workers: list[int] | None = None,
+    loader_workers: Sequence[int] = (2,),
     batch: int = 8,
     threads: int = 1,
-    directory: str | Path | None = None,
+    directory: str | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Run the suite and return its JSON-ready result (see the module docstring)."""
+    """Run the suite and return its JSON-ready result (see the module docstring).
+
+    Args:
+        model: named model whose preprocessing is measured
+        modalities: only these modalities (default: every registered one)
+        items: items timed per format and worker setting
+        files: distinct sample files per format
+        loader_workers: DataLoader worker counts measured besides the single process (none: only that)
+        batch: DataLoader batch size
+        threads: torch threads of the single-process measurement
+        directory: where to write the temporary sample files
+        seed: seed of the sample files
+    """
     from bind.registry import get_modality, list_modalities
 
     threads_before = torch.get_num_threads()
@@ -162,7 +174,7 @@ def run_data_bench(
                 row = {"modality": m, "format": fmt, "preprocess": origin, "source_bytes": size}
                 try:
                     results.append({**row, **measure_single(plugin, cfg, sources, items)})
-                    for w in loader_workers or []:
+                    for w in loader_workers:
                         results.append({**row, **measure_loader(plugin, cfg, sources, items, w, batch)})
                 except Exception as e:  # report a failing plugin and go on with the others
                     skipped.append({"modality": m, "format": fmt, "reason": f"{type(e).__name__}: {e}"})
@@ -198,37 +210,7 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _run(args: argparse.Namespace) -> int:
-    result = run_data_bench(
-        args.model,
-        args.modality or None,
-        args.items,
-        args.files,
-        args.loader_workers,
-        args.batch,
-        args.threads,
-        args.dir,
-    )
-    write_json(result, args.json)
-    print(format_table(result), file=sys.stderr)
-    return 0
-
-
 def add_suite(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("data", help="decode + preprocess items/s per modality and format, per worker")
-    p.add_argument("--model", default="bind-base", help="named model whose preprocessing is measured")
-    p.add_argument("--modality", action="append", help="only this modality (repeatable; default: all registered)")
-    p.add_argument("--items", type=int, default=32, help="items timed per format and worker setting")
-    p.add_argument("--files", type=int, default=4, help="distinct sample files per format")
-    p.add_argument(
-        "--loader-workers",
-        type=int,
-        nargs="*",
-        default=[2],
-        help="DataLoader worker counts to measure besides the single process (none: only single)",
+    suite_command(
+        sub, "data", run_data_bench, "decode + preprocess items/s per modality and format, per worker", format_table
     )
-    p.add_argument("--batch", type=int, default=8, help="DataLoader batch size")
-    p.add_argument("--threads", type=int, default=1, help="torch threads of the single-process measurement")
-    p.add_argument("--dir", default=None, help="where to write the temporary sample files")
-    p.add_argument("--json", default=None, help="write the result JSON here")
-    p.set_defaults(func=_run)

@@ -7,6 +7,7 @@ MFU = achieved FLOP/s / the FLOP/s of a large matmul measured in the same run on
 from __future__ import annotations
 
 import argparse
+from typing import Any, Literal
 
 import torch
 
@@ -15,9 +16,10 @@ from bind.bench.common import (
     count_flops,
     environment,
     peak_matmul_flops,
+    resolve_device,
+    suite_command,
     time_fn,
     vision_modality,
-    write_json,
 )
 
 
@@ -70,44 +72,42 @@ def bench_encoder(
     }
 
 
-def _run(args: argparse.Namespace) -> int:
+def run_encoders_bench(
+    model: str = "bind-base",
+    model_dir: str | None = None,
+    modality: str | None = None,
+    batch: int = 32,
+    dtype: Literal["fp32", "bf16", "fp16"] = "fp32",
+    backend: Literal["sdpa", "math", "xformers"] = "sdpa",
+    device: str | None = None,
+    iters: int = 3,
+) -> dict[str, Any]:
+    """Run the suite and return its JSON-ready result (see the module docstring).
+
+    Args:
+        model: named model config
+        model_dir: a saved / converted model directory instead of ``model``
+        modality: the encoder measured (default: the modality of the plugin whose tower is 'vision')
+        batch: inputs per forward
+        dtype: autocast precision of the forward
+        backend: attention backend of the encoder's trunk
+        device: torch device (default: CUDA where there is one, else the CPU)
+        iters: timed forwards (median)
+    """
     import bind
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
-    args.modality = args.modality or vision_modality()
-    model = (
-        bind.load_model(args.model, modalities=[args.modality], attn_backend=args.backend)
-        if not args.model_dir
-        else bind.load_model(args.model_dir)
-    )
-    if args.model_dir:
-        for enc in model.encoders.values():
+    modality = modality or vision_modality()
+    if model_dir:
+        bind_model = bind.load_model(model_dir)
+        for enc in bind_model.encoders.values():
             if hasattr(enc, "trunk"):
-                enc.trunk.set_backend(args.backend)
-    res = bench_encoder(model, args.modality, args.batch, device, dtype, iters=args.iters)
-    write_json(
-        {
-            "suite": "encoders",
-            "model": args.model_dir or args.model,
-            "backend": args.backend,
-            "env": environment(),
-            "result": res,
-        },
-        args.json,
-    )
-    return 0
+                enc.trunk.set_backend(backend)
+    else:
+        bind_model = bind.load_model(model, modalities=[modality], attn_backend=backend)
+    dt = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    res = bench_encoder(bind_model, modality, batch, resolve_device(device), dt, iters=iters)
+    return {"suite": "encoders", "model": model_dir or model, "backend": backend, "env": environment(), "result": res}
 
 
 def add_suite(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("encoders", help="encoder forward throughput, FLOPs, MFU, peak memory")
-    p.add_argument("--model", default="bind-base", help="named model config")
-    p.add_argument("--model-dir", default=None, help="a saved / converted model directory instead of --model")
-    p.add_argument("--modality", default=None, help="default: the modality of the plugin whose tower is 'vision'")
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
-    p.add_argument("--backend", default="sdpa", choices=["sdpa", "math", "xformers"])
-    p.add_argument("--device", default=None)
-    p.add_argument("--iters", type=int, default=3)
-    p.add_argument("--json", default=None, help="write the result JSON here")
-    p.set_defaults(func=_run)
+    suite_command(sub, "encoders", run_encoders_bench, "encoder forward throughput, FLOPs, MFU, peak memory")

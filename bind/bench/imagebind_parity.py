@@ -12,31 +12,41 @@ all alike), the speed ratio reference / bind (one run), max |difference| of the 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import torch
 
-from bind.bench.common import PeakMemory, environment, time_fn, write_json
+from bind.bench.common import PeakMemory, environment, resolve_device, suite_command, time_fn
 from bind.checkpoints.imagebind_reference import DEPTH, FRAMES, HEADS, MEL, WIDTH, ImageBindAudioReference
 
 
 def run_parity(
     batch: int = 4,
     device: str | None = None,
-    backends: tuple[str, ...] = ("sdpa", "math"),
+    backends: Sequence[Literal["sdpa", "math", "xformers"]] = ("sdpa", "math"),
     iters: int = 3,
-    dtype: str = "fp32",
+    dtype: Literal["fp32", "bf16", "fp16"] = "fp32",
     width: int = WIDTH,
     depth: int = DEPTH,
     heads: int = HEADS,
-) -> dict:
+) -> dict[str, Any]:
     """Time reference and converted encoders on the same random fbank batch; outputs compared in ``dtype``.
 
-    ``width`` / ``depth`` / ``heads`` shrink the trunk (smoke tests); the defaults are ImageBind-Huge's audio trunk.
+    Args:
+        batch: clips per forward
+        device: torch device (default: CUDA where there is one, else the CPU)
+        backends: bind's attention backends, one row each
+        iters: timed rounds (interleaved, median)
+        dtype: precision of both implementations
+        width: trunk width (smaller for a smoke test; default ImageBind-Huge's)
+        depth: trunk depth
+        heads: attention heads
     """
     import bind
     from bind.checkpoints import convert_imagebind_state_dict
 
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = resolve_device(device)
     dt = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
     torch.manual_seed(0)
     ref, m = ImageBindAudioReference(width, depth, heads).eval(), ImageBindAudioReference.modality
@@ -86,20 +96,6 @@ def run_parity(
     }
 
 
-def _run(args: argparse.Namespace) -> int:
-    write_json(run_parity(args.batch, args.device, tuple(args.backends), args.iters, args.dtype), args.json)
-    return 0
-
-
 def add_suite(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "imagebind-parity",
-        help=f"converted ImageBind {ImageBindAudioReference.modality} encoder vs nn.MultiheadAttention reference",
-    )
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--device", default=None)
-    p.add_argument("--backends", nargs="+", default=["sdpa", "math"], choices=["sdpa", "math", "xformers"])
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
-    p.add_argument("--iters", type=int, default=3)
-    p.add_argument("--json", default=None, help="write the result JSON here")
-    p.set_defaults(func=_run)
+    help = f"converted ImageBind {ImageBindAudioReference.modality} encoder vs nn.MultiheadAttention reference"
+    suite_command(sub, "imagebind-parity", run_parity, help)

@@ -21,12 +21,13 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from bind.bench.common import environment, write_json
+from bind.bench.common import environment, suite_command
 
 EXACT_GOAL_S = 2.0
 
@@ -72,26 +73,66 @@ def _median_times(fn, iters: int) -> tuple[float, float]:
     return sorted(walls)[len(walls) // 2], sorted(cpus)[len(cpus) // 2]
 
 
-def run(args: argparse.Namespace) -> dict:
+def run_retrieval_bench(
+    n: int = 1_000_000,
+    dim: int = 768,
+    queries: int = 100,
+    k: int = 10,
+    clusters: int = 1000,
+    noise: float = 2.0,
+    threads: int = 2,
+    iters: int = 3,
+    nlist: int = 1024,
+    nprobe: Sequence[int] = (8, 16, 32, 64),
+    train_size: int = 100_000,
+    hnsw: bool = False,
+    hnsw_n: int | None = None,
+    hnsw_m: int = 32,
+    ef_construction: int = 40,
+    ef_search: Sequence[int] = (16, 32, 64, 128),
+    faiss_defaults: bool = False,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Run the suite and return its JSON-ready result (see the module docstring).
+
+    Args:
+        n: corpus size
+        dim: vector dimensions
+        queries: query vectors
+        k: neighbours per query
+        clusters: centres of the synthetic corpus
+        noise: noise radius relative to the unit centres
+        threads: OpenMP / torch threads
+        iters: timed searches (median)
+        nlist: IVF cells (0 skips IVF)
+        nprobe: IVF cells visited per query, one run each
+        train_size: IVF k-means sample
+        hnsw: also measure HNSW
+        hnsw_n: HNSW corpus size (the first N vectors; default: n)
+        hnsw_m: HNSW links per node
+        ef_construction: HNSW build breadth
+        ef_search: HNSW search breadths, one run each
+        faiss_defaults: also time exact search with faiss's own BLAS settings (slow in faiss 1.15)
+        seed: seed of the corpus and queries
+    """
     import faiss
 
     from bind.retrieval.index import brute_force_topk, faiss_blas_search
 
-    faiss.omp_set_num_threads(args.threads)
-    torch.set_num_threads(args.threads)
-    k = args.k
+    faiss.omp_set_num_threads(threads)
+    torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    data, centres = clustered_unit_vectors(args.n, args.dim, args.clusters, args.noise, args.seed)
-    queries, _ = clustered_unit_vectors(args.queries, args.dim, args.clusters, args.noise, args.seed + 1, centres)
-    timing = (queries, k, args.iters)
+    data, centres = clustered_unit_vectors(n, dim, clusters, noise, seed)
+    query_vectors, _ = clustered_unit_vectors(queries, dim, clusters, noise, seed + 1, centres)
+    timing = (query_vectors, k, iters)
     result: dict = {
         "data": {
-            "n": args.n,
-            "dim": args.dim,
-            "queries": args.queries,
+            "n": n,
+            "dim": dim,
+            "queries": queries,
             "k": k,
-            "clusters": args.clusters,
-            "noise": args.noise,
+            "clusters": clusters,
+            "noise": noise,
             "dtype": "float32",
             "bytes": int(data.nbytes),
             "generate_s": time.perf_counter() - t0,
@@ -99,29 +140,29 @@ def run(args: argparse.Namespace) -> dict:
     }
 
     # exact: faiss flat vs torch matmul top-k
-    flat = faiss.IndexFlatIP(args.dim)
+    flat = faiss.IndexFlatIP(dim)
     t0 = time.perf_counter()
     flat.add(data)
     add_s = time.perf_counter() - t0
     with faiss_blas_search():  # what bind.retrieval.Index uses for exact search
-        exact_d, exact_i = flat.search(queries, k)
-        faiss_s, faiss_cpu_s = _median_times(lambda: flat.search(queries, k), args.iters)
-    default_s = _median_time(lambda: flat.search(queries, k), 1) if args.faiss_defaults else None
+        exact_d, exact_i = flat.search(query_vectors, k)
+        faiss_s, faiss_cpu_s = _median_times(lambda: flat.search(query_vectors, k), iters)
+    default_s = _median_time(lambda: flat.search(query_vectors, k), 1) if faiss_defaults else None
     flat.reset()  # free its copy of the corpus
-    data_t, queries_t = torch.from_numpy(data), torch.from_numpy(queries)
-    torch_s = _median_time(lambda: brute_force_topk(queries_t, data_t, k), args.iters)
+    data_t, queries_t = torch.from_numpy(data), torch.from_numpy(query_vectors)
+    torch_s = _median_time(lambda: brute_force_topk(queries_t, data_t, k), iters)
     t_scores, t_rows = brute_force_topk(queries_t, data_t, k)
     same_ids = float((t_rows.numpy() == exact_i).mean())
     result["exact"] = {
         "index": "IndexFlatIP",
-        "threads": args.threads,
+        "threads": threads,
         "add_s": add_s,
         "search_s": faiss_s,
-        "ms_per_query": 1000 * faiss_s / args.queries,
+        "ms_per_query": 1000 * faiss_s / queries,
         "goal_s": EXACT_GOAL_S,
         "meets_goal": faiss_s < EXACT_GOAL_S,
         "search_cpu_s": faiss_cpu_s,
-        "search_cpu_s_per_thread": faiss_cpu_s / args.threads,
+        "search_cpu_s_per_thread": faiss_cpu_s / threads,
         "load_average_1min": os.getloadavg()[0],
         "search_s_faiss_default_blas_settings": default_s,
         "torch_matmul_topk_s": torch_s,
@@ -130,12 +171,10 @@ def run(args: argparse.Namespace) -> dict:
         "max_abs_score_diff_vs_torch": float(np.abs(t_scores.numpy() - exact_d).max()),
     }
 
-    if args.nlist > 0:  # IVF
-        nlist = min(args.nlist, args.n)
-        ivf = faiss.index_factory(args.dim, f"IVF{nlist},Flat", faiss.METRIC_INNER_PRODUCT)
-        sample = data[
-            np.sort(np.random.default_rng(args.seed).choice(args.n, min(args.train_size, args.n), replace=False))
-        ]
+    if nlist > 0:  # IVF
+        nlist = min(nlist, n)
+        ivf = faiss.index_factory(dim, f"IVF{nlist},Flat", faiss.METRIC_INNER_PRODUCT)
+        sample = data[np.sort(np.random.default_rng(seed).choice(n, min(train_size, n), replace=False))]
         t0 = time.perf_counter()
         ivf.train(sample)
         train_s = time.perf_counter() - t0
@@ -143,7 +182,7 @@ def run(args: argparse.Namespace) -> dict:
         ivf.add(data)
         ivf_add_s = time.perf_counter() - t0
         cells = faiss.extract_index_ivf(ivf)
-        runs = _sweep(ivf, lambda v: setattr(cells, "nprobe", v), "nprobe", args.nprobe, exact_i, faiss_s, timing)
+        runs = _sweep(ivf, lambda v: setattr(cells, "nprobe", v), "nprobe", nprobe, exact_i, faiss_s, timing)
         ivf.reset()
         result["ivf"] = {
             "nlist": nlist,
@@ -153,32 +192,32 @@ def run(args: argparse.Namespace) -> dict:
             "runs": runs,
         }
 
-    if args.hnsw:
-        n_h = min(args.hnsw_n or args.n, args.n)
+    if hnsw:
+        n_h = min(hnsw_n or n, n)
         sub = data[:n_h]
         _, sub_exact = brute_force_topk(queries_t, torch.from_numpy(sub), k)
-        flat_sub = faiss.IndexFlatIP(args.dim)
+        flat_sub = faiss.IndexFlatIP(dim)
         flat_sub.add(sub)
         with faiss_blas_search():
-            sub_exact_s = _median_time(lambda: flat_sub.search(queries, k), args.iters)
+            sub_exact_s = _median_time(lambda: flat_sub.search(query_vectors, k), iters)
         flat_sub.reset()
-        hnsw = faiss.IndexHNSWFlat(args.dim, args.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        hnsw.hnsw.efConstruction = args.ef_construction
+        graph = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        graph.hnsw.efConstruction = ef_construction
         t0 = time.perf_counter()
-        hnsw.add(sub)
+        graph.add(sub)
         build_s = time.perf_counter() - t0
-        set_ef = lambda v: setattr(hnsw.hnsw, "efSearch", v)  # noqa: E731
-        runs = _sweep(hnsw, set_ef, "ef_search", args.ef_search, sub_exact.numpy(), sub_exact_s, timing)
-        hnsw.reset()
+        set_ef = lambda v: setattr(graph.hnsw, "efSearch", v)  # noqa: E731
+        runs = _sweep(graph, set_ef, "ef_search", ef_search, sub_exact.numpy(), sub_exact_s, timing)
+        graph.reset()
         result["hnsw"] = {
             "n": n_h,
-            "M": args.hnsw_m,
-            "ef_construction": args.ef_construction,
+            "M": hnsw_m,
+            "ef_construction": ef_construction,
             "build_s": build_s,
             "exact_search_s_same_n": sub_exact_s,
             "runs": runs,
         }
-    return result
+    return {"suite": "retrieval", "env": environment(), "result": result}
 
 
 def _sweep(index, set_value, name: str, values: list, exact_ids, exact_s: float, timing) -> list[dict[str, Any]]:
@@ -202,35 +241,5 @@ def _sweep(index, set_value, name: str, values: list, exact_ids, exact_s: float,
     return runs
 
 
-def _run(args: argparse.Namespace) -> int:
-    res = run(args)
-    write_json({"suite": "retrieval", "env": environment(), "result": res}, args.json)
-    return 0
-
-
 def add_suite(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("retrieval", help="exact / IVF / HNSW search time and recall@k")
-    p.add_argument("--n", type=int, default=1_000_000, help="corpus size")
-    p.add_argument("--dim", type=int, default=768)
-    p.add_argument("--queries", type=int, default=100)
-    p.add_argument("-k", "--k", type=int, default=10)
-    p.add_argument("--clusters", type=int, default=1000, help="centres of the synthetic corpus")
-    p.add_argument("--noise", type=float, default=2.0, help="noise radius relative to the unit centres")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--iters", type=int, default=3)
-    p.add_argument("--nlist", type=int, default=1024, help="IVF cells (0 skips IVF)")
-    p.add_argument("--nprobe", type=int, nargs="+", default=[8, 16, 32, 64])
-    p.add_argument("--train-size", type=int, default=100_000, help="IVF k-means sample")
-    p.add_argument("--hnsw", action="store_true", help="also benchmark HNSW")
-    p.add_argument("--hnsw-n", type=int, default=None, help="HNSW corpus size (first N vectors; default --n)")
-    p.add_argument("--hnsw-m", type=int, default=32)
-    p.add_argument("--ef-construction", type=int, default=40)
-    p.add_argument("--ef-search", type=int, nargs="+", default=[16, 32, 64, 128])
-    p.add_argument(
-        "--faiss-defaults",
-        action="store_true",
-        help="also time exact search with faiss's own BLAS settings (slow in faiss 1.15)",
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", default=None, help="write the result JSON here")
-    p.set_defaults(func=_run)
+    suite_command(sub, "retrieval", run_retrieval_bench, "exact / IVF / HNSW search time and recall@k")

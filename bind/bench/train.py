@@ -1,8 +1,9 @@
 """``bindspace bench train``: training-step time and peak memory of LoRA vs full fine-tuning of one encoder.
 
-Default: a ViT-B/16 audio encoder (width 768, depth 12, heads 12; ImageBind spectrograms, 128 mel x 204 frames, one
-clip, patch 16 stride 10 -> 228 tokens), batch 16, AdamW, InfoNCE against fixed unit-norm anchor embeddings (a frozen
-anchor's cost is the same for both and left out). A step is ``zero_grad + forward + loss + backward + step``.
+Default: the ViT-B/16 encoder (width 768, depth 12, heads 12) of the plugin a vision tower serves (224-pixel images,
+197 tokens; ``--modality audio --overrides '{"preprocess": {"preset": "imagebind", "clips": 1}}'``: ImageBind's
+128 mel x 204 frame spectrograms, 228 tokens), batch 16, AdamW, InfoNCE against fixed unit-norm anchor embeddings (a
+frozen anchor's cost is the same for both and left out). A step is ``zero_grad + forward + loss + backward + step``.
 Each variant (``full``, ``lora`` and, with ``--grad-checkpointing``, both again with checkpointing) runs in its own
 subprocess, so peak memory (CUDA allocator peak, or peak RSS growth over the built model on CPU: gradients,
 optimiser state and activations) is not polluted by another variant's allocations. Read the ratios; absolute CPU
@@ -12,14 +13,19 @@ times move with the machine's load.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 from typing import Any
 
 import torch
 
-from bind.bench.common import PeakMemory, environment, time_fn, write_json
+from bind.bench.common import (
+    PeakMemory,
+    environment,
+    measure_in_subprocess,
+    resolve_device,
+    suite_command,
+    time_fn,
+    vision_modality,
+)
 
 
 def build_encoder(
@@ -88,91 +94,65 @@ def run_variant(
     }
 
 
-def _variants(args: argparse.Namespace) -> list[str]:
-    base = ["full", "lora"]
-    return base + [v + "+ckpt" for v in base] if args.grad_checkpointing else base
+def measure_variant(spec: dict[str, Any]) -> dict[str, Any]:
+    """:func:`run_variant` from a JSON spec (its keyword arguments; ``device`` a string)."""
+    return run_variant(**{**spec, "device": torch.device(spec["device"])})
 
 
-def _run(args: argparse.Namespace) -> int:
+def run_train_bench(
+    modality: str | None = None,
+    model: str = "bind-base",
+    overrides: dict[str, Any] | None = None,
+    batch: int = 16,
+    rank: int | None = None,
+    iters: int = 2,
+    warmup: int = 1,
+    grad_checkpointing: bool = False,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Run the suite and return its JSON-ready result (see the module docstring); each variant in a subprocess.
+
+    Args:
+        modality: the encoder trained (default: the modality of the plugin whose tower is 'vision')
+        model: named model config (bind-base: ViT-B/16 trunks)
+        overrides: EncoderConfig overrides for the encoder (e.g. fewer layers or a smaller width for a quick run)
+        batch: items per step
+        rank: LoRA rank (default: the plugin's, LanguageBind's rank)
+        iters: timed steps (median)
+        warmup: steps before timing
+        grad_checkpointing: also measure both with gradient checkpointing
+        device: torch device (default: CUDA where there is one, else the CPU)
+    """
     from bind.lora import LoraSpec
 
-    overrides = json.loads(args.overrides) if args.overrides else {}
-    args.rank = args.rank or LoraSpec.from_dict({}, args.modality).r
-    if args.worker:  # one variant, result as JSON on the last stdout line
-        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        res = run_variant(
-            args.modality, args.model, args.worker, args.batch, args.iters, args.warmup, args.rank, overrides, device
-        )
-        print(json.dumps(res))
-        return 0
+    modality = modality or vision_modality()
+    rank = rank or LoraSpec.from_dict({}, modality).r
+    spec = dict(modality=modality, model=model, batch=batch, iters=iters, warmup=warmup, lora_rank=rank)
+    spec.update(overrides=overrides or {}, device=str(resolve_device(device)))
+    variants = ["full", "lora"] + (["full+ckpt", "lora+ckpt"] if grad_checkpointing else [])
     rows = []
-    for variant in _variants(args):
-        cmd = [
-            sys.executable,
-            "-m",
-            "bind",
-            "bench",
-            "train",
-            "--worker",
-            variant,
-            "--modality",
-            args.modality,
-            "--model",
-            args.model,
-            "--batch",
-            str(args.batch),
-            "--iters",
-            str(args.iters),
-            "--warmup",
-            str(args.warmup),
-            "--rank",
-            str(args.rank),
-            "--overrides",
-            json.dumps(overrides),
-        ]
-        if args.device:
-            cmd += ["--device", args.device]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode:
-            raise RuntimeError(f"bench variant {variant} failed:\n{proc.stderr[-3000:]}")
-        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    for variant in variants:
+        row = measure_in_subprocess("bind.bench.train:measure_variant", {**spec, "variant": variant})
+        if "error" in row:
+            raise RuntimeError(f"bench variant {variant} failed: {row['error']}")
+        rows.append(row)
     by = {r["variant"]: r for r in rows}
     ratios = {
         "lora_over_full_time": by["lora"]["seconds_per_step"] / by["full"]["seconds_per_step"],
         "lora_over_full_memory": by["lora"]["peak_memory_mib"] / max(by["full"]["peak_memory_mib"], 1e-9),
     }
-    write_json(
-        {
-            "suite": "train",
-            "modality": args.modality,
-            "model": args.model,
-            "batch": args.batch,
-            "lora_rank": args.rank,
-            "overrides": overrides,
-            "env": environment(),
-            "results": rows,
-            "ratios": ratios,
-        },
-        args.json,
-    )
-    return 0
+    return {
+        "suite": "train",
+        "modality": modality,
+        "model": model,
+        "batch": batch,
+        "lora_rank": rank,
+        "overrides": overrides or {},
+        "env": environment(),
+        "results": rows,
+        "ratios": ratios,
+    }
 
 
 def add_suite(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="training step time and peak memory: LoRA vs full fine-tuning")
-    p.add_argument("--modality", default="audio")
-    p.add_argument("--model", default="bind-base", help="named model config (bind-base: ViT-B/16 trunks)")
-    p.add_argument(
-        "--overrides",
-        default='{"preprocess": {"preset": "imagebind", "clips": 1}}',
-        help="JSON EncoderConfig overrides for the encoder (e.g. fewer layers or a smaller width for a quick run)",
-    )
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--rank", type=int, default=None, help="LoRA rank (default: the plugin's, LanguageBind's rank)")
-    p.add_argument("--iters", type=int, default=2)
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--grad-checkpointing", action="store_true", help="also measure both with checkpointing")
-    p.add_argument("--device", default=None)
-    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--json", default=None, help="write the result JSON here")
-    p.set_defaults(func=_run)
+    suite_command(sub, "train", run_train_bench, "training step time and peak memory: LoRA vs full fine-tuning")

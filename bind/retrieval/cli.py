@@ -206,10 +206,10 @@ def _embed_cmd(args: argparse.Namespace) -> int:
 
 # --- index ---------------------------------------------------------------------------------------------------------
 def _index_spec(args: argparse.Namespace):
-    from bind.cli import dataclass_from_args
+    from bind.cli import option_values
     from bind.retrieval.index import IndexSpec
 
-    return dataclass_from_args(IndexSpec, args)
+    return IndexSpec(**option_values(IndexSpec, args))
 
 
 def _embedding_sets(args: argparse.Namespace, model, info, directory: Path):
@@ -485,7 +485,7 @@ def _print_eval(results: dict[str, Any]) -> None:
 
 # --- registration ----------------------------------------------------------------------------------------------------
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    from bind.cli import add_command_group, add_dataclass_options
+    from bind.cli import add_command_group, add_options
     from bind.retrieval.index import IndexSpec
 
     p = sub.add_parser("embed", help="embed media of one modality into a .safetensors/.npz + JSON sidecar")
@@ -504,7 +504,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--out", required=True, help="index directory")
     b.add_argument("--overwrite", action="store_true")
     b.add_argument("--no-wait", action="store_true", help="fail at once if another process is writing the index")
-    add_dataclass_options(b, IndexSpec, "index")
+    add_options(b, IndexSpec, title="index")
     _add_embed_options(b)
     b.set_defaults(func=_index_build_cmd)
     a = isub.add_parser("add", help="add rows to an existing index (same model only)")

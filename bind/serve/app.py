@@ -15,9 +15,9 @@ API (JSON; a failure is ``{"error": "<one line>"}`` with a 4xx/5xx status, never
   "row": 5}}], "k": 10, "modalities": ["image", "audio"] | null, "indexes": [0] | null}`` -> ``{"hits": [{"rank",
   "score", "id", "modality", "source", "index", "row", "file", "caption"}], "embed_ms", "search_ms", "query_ms"}``.
   An ``item`` part ("more like this") uses the embedding stored in the index.
-* ``GET /api/items/{index}/{row}`` — one entry with its ``preview``: ``{"image": url, "play": "audio"|"video",
+* ``GET /api/items/{index}/{row}`` — one entry with its ``preview``: ``{"picture": url, "play": "audio"|"video",
   "media": url, "text", "error"}`` (from the modality plugin's :meth:`bind.modality.Modality.preview`).
-* ``GET /api/items/{index}/{row}/preview`` — the preview image; ``GET /api/items/{index}/{row}/media`` — the original
+* ``GET /api/items/{index}/{row}/preview`` — the preview picture; ``GET /api/items/{index}/{row}/media`` — the original
   file, for inline playback.
 
 Files are addressed by (index, row) only, never by a path from the request; a file is served only when the index
@@ -229,7 +229,7 @@ class Gallery:
         return real
 
     def preview(self, n: int, row: int) -> dict[str, Any]:
-        """The plugin's preview of a row (cached): ``{"image": bytes, "play", "text"}``, ``{"error": msg}`` or {}."""
+        """The plugin's preview of a row (cached): ``{"picture": bytes, "play", "text"}``, ``{"error": msg}`` or {}."""
         with self.preview_lock:
             if (n, row) in self.previews:
                 self.previews.move_to_end((n, row))
@@ -261,7 +261,7 @@ class Gallery:
         p = self.preview(n, row)
         base = f"/api/items/{n}/{row}"
         return {
-            "image": f"{base}/preview" if p.get("image") else None,
+            "picture": f"{base}/preview" if p.get("picture") else None,
             "play": p.get("play"),
             "media": f"{base}/media" if p.get("play") else None,
             "text": p.get("text"),
@@ -479,10 +479,12 @@ def create_app(gallery: Gallery, allowed_hosts: list[str] | None = None) -> Fast
         p = gallery.preview(n, row)
         if p.get("error", "").startswith("refused"):
             raise Refused(p["error"])
-        if not p.get("image"):
-            raise HTTPException(404, p.get("error") or f"item {n}/{row} has no preview image")
+        if not p.get("picture"):
+            raise HTTPException(404, p.get("error") or f"item {n}/{row} has no preview picture")
         return Response(
-            p["image"], media_type=p.get("image_mime", "image/png"), headers={"Cache-Control": "private, max-age=3600"}
+            p["picture"],
+            media_type=p.get("picture_mime", mimetypes.types_map[".png"]),
+            headers={"Cache-Control": "private, max-age=3600"},
         )
 
     @app.get("/api/items/{n}/{row}/media")

@@ -174,13 +174,19 @@ def generate(
     seed: int = 0,
     workers: int | None = None,
     config: WorldConfig | None = None,
-    splits: Sequence[float] = (0.8, 0.1, 0.1),
+    splits: tuple[float, float, float] = (0.8, 0.1, 0.1),
 ) -> Path:
-    """Generate ``n`` scenes of world ``seed`` under ``out``; returns the path of ``manifest.jsonl``.
+    """Generate ``n`` scenes of world ``seed`` under ``out``; returns the path of ``manifest.jsonl``. The output is
+    byte-identical for any worker count. Files of the same names under ``out`` are overwritten, others are left in
+    place.
 
-    ``workers`` processes render in parallel (default: all CPUs; 1 renders in this process); the output is
-    byte-identical for any worker count. ``splits`` are the train/val/test fractions (normalised). Files of the
-    same names under ``out`` are overwritten, others are left in place.
+    Args:
+        out: output directory (manifest.jsonl, world.json, media/)
+        n: number of scenes
+        seed: world seed (same seed, same bytes)
+        workers: processes rendering in parallel (default: all CPUs; 1 renders in this process)
+        config: resolutions and rates of the media
+        splits: train, val and test fractions (normalised)
     """
     config = config or WorldConfig()
     config.validate()

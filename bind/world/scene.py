@@ -14,7 +14,7 @@ the IMU's step phase and frequency are exactly the video's shake. Amplitudes are
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -109,14 +109,23 @@ STREAMS = {"scene": 0, "image": 1, "video": 2, "depth": 3, "thermal": 4, "audio"
 
 @dataclass(frozen=True)
 class WorldConfig:
-    """Resolutions and rates of the rendered media (the scene content does not depend on them)."""
+    """Resolutions and rates of the rendered media (the scene content does not depend on them).
 
-    size: int = 64  # image / video / depth / thermal side, pixels (even, for yuv420p)
+    Attributes:
+        size: image / video / depth / thermal side in pixels (even, for yuv420p)
+        frames: video frames
+        fps: video frame rate; clip length = frames / fps seconds
+        sample_rate: audio sample rate (Hz)
+        imu_rate: IMU sample rate (Hz)
+        video_codec: the mp4 encoder
+    """
+
+    size: int = 64
     frames: int = 16
     fps: int = 8
     sample_rate: int = 16000
     imu_rate: int = 200
-    video_codec: str = "libx264"  # or "mpeg4"
+    video_codec: Literal["libx264", "mpeg4"] = "libx264"
 
     @property
     def duration(self) -> float:

@@ -29,7 +29,7 @@ def test_compare_parity_video_variants_and_readme(tmp_path):
                 "--frames",
                 "2",
                 "5",
-                "--image-size",
+                "--size",
                 "32",
                 "--variants",
                 "joint",
@@ -56,7 +56,7 @@ def test_compare_parity_video_variants_and_readme(tmp_path):
 
 
 def test_bad_sizes_are_refused_before_any_work(capsys):
-    assert main(["bench", "compare", "--skip-image", "--frames", "0", "8"]) != 0
+    assert main(["bench", "compare", "--no-vision", "--frames", "0", "8"]) != 0
     assert "frame counts must be >= 1 (got [0, 8])" in capsys.readouterr().err
 
 

@@ -171,15 +171,6 @@ def test_token_layout_tells_qa_pooling_the_time_axis():
     torch.testing.assert_close(encode_tokens(image, "image", x, 4), expected)
 
 
-#: files of bind/ that still name modalities in code, and why (issue #15); every other file names none
-NAMED_ON_PURPOSE = {
-    "bind/bench/compare.py": "its command-line flags (--skip-image, --image-size, --video-iters) and their help",
-    "bind/bench/video_memory.py": "the suite's name (video-memory), its --image-size flag and help",
-    "bind/bench/train.py": "the suite's default encoder (--modality audio)",
-    "bind/serve/": "the preview dict's 'image' key (a still picture of any modality) in the HTTP API, not the modality",
-}
-
-
 def test_library_core_names_no_modality():
     spec = importlib.util.spec_from_file_location("modality_names", REPO / "tests" / "modality_names.py")
     tool = importlib.util.module_from_spec(spec)
@@ -187,7 +178,7 @@ def test_library_core_names_no_modality():
     found = {}
     for path in sorted((REPO / "bind").rglob("*.py")):
         rel = path.relative_to(REPO).as_posix()
-        if not rel.startswith(tool.SKIP + tuple(NAMED_ON_PURPOSE)):
+        if not rel.startswith(tool.SKIP):
             found.update({f"{rel}:{line}": word for line, word in tool.hits(path)})
     assert found == {}
 

@@ -279,7 +279,7 @@ def test_contract_attributes_named_config_and_preview(plugin, tmp_path):
     assert "pointbert-minilm-tiny" in bind.list_models()  # registered by the plugin on import
     xyz, rgb, _ = _cloud(300)
     preview = plugin.preview(np.concatenate([xyz, rgb], 1), plugin.preprocess_config())
-    assert preview["image"].startswith(b"\x89PNG") and preview["text"] == "300 points"
+    assert preview["picture"].startswith(b"\x89PNG") and preview["text"] == "300 points"
 
 
 def test_world_point_clouds_load_through_the_plugin(plugin, tmp_path):

@@ -183,9 +183,9 @@ def test_previews_of_every_modality(world):
         p = client.get(f"/api/items/0/{row}").json()["preview"]
         assert p["error"] is None, p
         if modality == "text":
-            assert p["text"] == index.sources[row] and p["image"] is None
+            assert p["text"] == index.sources[row] and p["picture"] is None
             continue
-        img = client.get(p["image"])
+        img = client.get(p["picture"])
         assert img.status_code == 200 and img.headers["content-type"] == "image/png"
         w, h = Image.open(io.BytesIO(img.content)).size
         assert max(w, h) >= 128
@@ -319,7 +319,7 @@ def test_generic_card_and_internal_errors(world, tmp_path):
     client = TestClient(create_app(gallery), raise_server_exceptions=False)
     item = client.get("/api/items/0/0").json()
     assert item["modality"] == "smell" and item["file"] == "a.smell"
-    assert item["preview"] == {"image": None, "play": None, "media": None, "text": None, "error": None}
+    assert item["preview"] == {"picture": None, "play": None, "media": None, "text": None, "error": None}
     assert client.get("/api/items/0/0/media").status_code == 404
     assert client.get("/api/items/0/0/preview").status_code == 404
 

@@ -412,7 +412,9 @@ def test_cli_generate(tmp_path, capsys):
                 "--frames",
                 "8",
                 "--splits",
-                "1,1,1",
+                "1",
+                "1",
+                "1",
             ]
         )
         == 0

@@ -138,14 +138,14 @@ async function fillPreview(h, box, c) {
   let p;
   try { p = (await api(`/api/items/${h.index}/${h.row}`)).preview; } catch (e) { p = { error: e.message }; }
   if (p.play === "video") {
-    box.append(el("video", { controls: "", preload: "metadata", src: p.media, ...(p.image ? { poster: p.image } : {}) }));
-  } else if (p.image) {
-    box.append(el("img", { src: p.image, alt: `${h.modality} ${h.id}` }));
+    box.append(el("video", { controls: "", preload: "metadata", src: p.media, ...(p.picture ? { poster: p.picture } : {}) }));
+  } else if (p.picture) {
+    box.append(el("img", { src: p.picture, alt: `${h.modality} ${h.id}` }));
   }
   if (p.play === "audio") box.append(el("audio", { controls: "", preload: "metadata", src: p.media }));
   if (p.text) box.append(el("blockquote", { text: p.text }));
   if (p.error) box.append(el("div", { class: "perr", text: p.error }));
-  if (!p.image && !p.play && !p.text && !p.error) box.append(el("div", { class: "generic", text: h.modality }));
+  if (!p.picture && !p.play && !p.text && !p.error) box.append(el("div", { class: "generic", text: h.modality }));
   c.dataset.preview = p.error ? "error" : "ready";
 }
 

@@ -260,7 +260,7 @@ class PointCloudModality(Modality):
     def preview(self, source: Any, cfg: PointCloudPreprocess) -> dict[str, Any]:
         """A small PNG scatter render (front view, points coloured by their colour or by depth) and a point count."""
         cloud = self.load(source, dataclasses.replace(cfg, colour=False, normals=False))
-        return {"image": render_png(cloud), "image_mime": "image/png", "text": f"{len(cloud)} points"}
+        return {"picture": render_png(cloud), "picture_mime": "image/png", "text": f"{len(cloud)} points"}
 
 
 def render_png(cloud: PointCloud, size: int = 128, max_points: int = 20_000) -> bytes:

@@ -1,6 +1,7 @@
-"""``bindspace bench video-memory``: forward time and peak memory of a video encoder against the number of frames.
+"""``bindspace bench memory``: forward time and peak memory of a video encoder against the number of frames.
 
-A ViT-B/16 video encoder (the ``video`` entry of ``--model``, default ``bind-base``) with joint space-time attention
+A ViT-B/16 video encoder (``--modality``, default: the plugin whose stem has positions over time, of ``--model``,
+default ``bind-base``) with joint space-time attention
 sends all ``T/temporal_patch x N`` tokens through one attention call per layer. With a memory-efficient attention
 backend (``sdpa``'s flash / memory-efficient kernels, or ``xformers``) the ``L x L`` score matrix is never
 materialised, so peak activation memory grows about linearly with the token count (goal: at most 10x from 8 to
@@ -19,27 +20,37 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import torch
 
-from bind.bench.common import PeakMemory, environment, temporal_modality, time_fn, write_json
+from bind.bench.common import (
+    PeakMemory,
+    environment,
+    measure_in_subprocess,
+    resolve_device,
+    suite_command,
+    temporal_modality,
+    time_fn,
+)
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def build_video_encoder(
+def build_temporal_encoder(
     model: str,
-    image_size: int,
+    size: int,
     frames: int,
     attention: str,
     backend: str,
     temporal_patch: int | None = None,
     patch_size: int | None = None,
+    modality: str | None = None,
 ):
-    """The ``video`` encoder of a named model at ``image_size`` pixels, fresh weights (seed 0)."""
+    """The encoder of ``modality`` (default: the temporal plugin's) of a named model at ``size`` pixels and ``frames``
+    frames, fresh weights (seed 0)."""
     from bind.encoder import ModalityEncoder
     from bind.factory import expand_config
     from bind.registry import get_modality, model_config_dict
@@ -53,9 +64,9 @@ def build_video_encoder(
         "attention": attention,
         "attn_backend": backend,
         "stem": stem,
-        "preprocess": {"size": image_size, "crop_size": image_size, "frames_per_clip": frames},
+        "preprocess": {"size": size, "crop_size": size, "frames_per_clip": frames},
     }
-    m = temporal_modality()
+    m = modality or temporal_modality()
     cfg = expand_config(model_config_dict(model), [m], overrides).encoders[m]
     get_modality(m).prepare_encoder_config(cfg)
     torch.manual_seed(0)
@@ -67,17 +78,18 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     device, dtype = torch.device(spec["device"]), DTYPES[spec["dtype"]]
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
-    enc = build_video_encoder(
+    enc = build_temporal_encoder(
         spec["model"],
-        spec["image_size"],
+        spec["size"],
         spec["frames"],
         spec["attention"],
         spec["backend"],
         spec.get("temporal_patch"),
         spec.get("patch_size"),
+        spec.get("modality"),
     ).to(device)
     cfg = enc.cfg
-    x = torch.randn(1, 3, spec["frames"], spec["image_size"], spec["image_size"], device=device).to(dtype)
+    x = torch.randn(1, 3, spec["frames"], spec["size"], spec["size"], device=device).to(dtype)
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
 
     def run():
@@ -92,7 +104,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     with PeakMemory(device) as mem:
         run()
     sec = time_fn(run, device, warmup=0, iters=spec["iters"])
-    tp, grid = int(cfg.stem["temporal_patch"]), spec["image_size"] // int(cfg.stem["patch_size"])
+    tp, grid = int(cfg.stem["temporal_patch"]), spec["size"] // int(cfg.stem["patch_size"])
     steps, n_cls = -(-spec["frames"] // tp), cfg.num_cls_tokens
     if cfg.attention == "joint":  # one attention over every token
         total = per_attention = steps * grid * grid + n_cls
@@ -112,44 +124,61 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _measure_in_subprocess(spec: dict[str, Any]) -> dict[str, Any]:
-    code = (
-        "import json, sys; from bind.bench.video_memory import measure; "
-        "print(json.dumps(measure(json.loads(sys.argv[1]))))"
-    )
-    # glibc keeps freed heap memory mapped, so RSS would under-report a later peak; a fixed mmap threshold makes
-    # every large tensor its own mapping, returned to the OS when freed (RSS then tracks live memory)
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
-    out = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], capture_output=True, text=True, env=env)
-    if out.returncode != 0:
-        return {
-            "frames": spec["frames"],
-            "error": (out.stderr.strip().splitlines() or ["?"])[-1],
-            "returncode": out.returncode,
-        }
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def run_memory_bench(
+    modality: str | None = None,
+    model: str = "bind-base",
+    frames: Sequence[int] = (8, 16, 32, 64),
+    size: int = 224,
+    attention: Literal["joint", "divided"] = "joint",
+    backend: Literal["sdpa", "math", "xformers"] = "sdpa",
+    temporal_patch: int | None = None,
+    patch_size: int | None = None,
+    dtype: Literal["fp32", "bf16", "fp16"] = "fp32",
+    device: str | None = None,
+    threads: int | None = None,
+    iters: int = 3,
+    warmup: int = 1,
+) -> dict[str, Any]:
+    """Run the suite and return its JSON-ready result (see the module docstring); ``failed`` when a frame count did.
 
-
-def _run(args: argparse.Namespace) -> int:
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    frames = sorted(set(args.frames))
+    Args:
+        modality: the encoder measured (default: the plugin whose stem has positions over time)
+        model: named model whose encoder is measured
+        frames: frame counts, one row each
+        size: frame side in pixels
+        attention: joint space-time or divided (TimeSformer) attention
+        backend: attention backend
+        temporal_patch: override the model's temporal patch
+        patch_size: override the model's spatial patch
+        dtype: autocast precision of the forward
+        device: torch device (default: CUDA where there is one, else the CPU)
+        threads: torch threads (CPU)
+        iters: timed forwards per frame count (median)
+        warmup: forwards before measuring
+    """
+    dev = resolve_device(device)
     base = {
-        "model": args.model,
-        "image_size": args.image_size,
-        "attention": args.attention,
-        "backend": args.backend,
-        "device": str(device),
-        "dtype": args.dtype,
-        "iters": args.iters,
-        "warmup": args.warmup,
-        "threads": args.threads,
-        "temporal_patch": args.temporal_patch,
-        "patch_size": args.patch_size,
+        "modality": modality or temporal_modality(),
+        "model": model,
+        "size": size,
+        "attention": attention,
+        "backend": backend,
+        "device": str(dev),
+        "dtype": dtype,
+        "iters": iters,
+        "warmup": warmup,
+        "threads": threads,
+        "temporal_patch": temporal_patch,
+        "patch_size": patch_size,
     }
+    # on CPU each frame count runs in a fresh process: glibc keeps freed heap memory mapped, so RSS would under-report
+    # a later peak; a fixed mmap threshold makes every large tensor its own mapping, returned to the OS when freed
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
     rows = []
-    for t in frames:
+    for t in sorted(set(frames)):
         spec = {**base, "frames": t}
-        rows.append(measure(spec) if device.type == "cuda" else _measure_in_subprocess(spec))
+        row = measure(spec) if dev.type == "cuda" else measure_in_subprocess("bind.bench.memory:measure", spec, env)
+        rows.append({"frames": t, **row})
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     ok = [r for r in rows if "error" not in r]
     summary: dict[str, Any] = {}
@@ -164,33 +193,18 @@ def _run(args: argparse.Namespace) -> int:
         }
         if first["frames"] == 8 and last["frames"] == 64:
             summary["goal_peak_memory_ratio_le_10"] = summary["peak_memory_ratio"] <= 10
-    write_json(
-        {
-            "suite": "video-memory",
-            "config": {k: v for k, v in base.items() if k != "device"},
-            "device": str(device),
-            "env": environment(),
-            "results": rows,
-            "summary": summary,
-        },
-        args.json,
-    )
-    return 0 if len(ok) == len(rows) else 1
+    return {
+        "suite": "memory",
+        "config": {k: v for k, v in base.items() if k != "device"},
+        "device": str(dev),
+        "env": environment(),
+        "results": rows,
+        "summary": summary,
+        "failed": len(ok) < len(rows),
+    }
 
 
 def add_suite(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("video-memory", help="video encoder forward time and peak memory vs frame count")
-    p.add_argument("--model", default="bind-base", help="named model whose video encoder is measured")
-    p.add_argument("--frames", type=int, nargs="+", default=[8, 16, 32, 64])
-    p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--attention", default="joint", choices=["joint", "divided"])
-    p.add_argument("--backend", default="sdpa", choices=["sdpa", "math", "xformers"])
-    p.add_argument("--temporal-patch", type=int, default=None, help="override the model's temporal patch")
-    p.add_argument("--patch-size", type=int, default=None, help="override the model's spatial patch")
-    p.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
-    p.add_argument("--device", default=None)
-    p.add_argument("--threads", type=int, default=None, help="torch threads (CPU)")
-    p.add_argument("--iters", type=int, default=3)
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--json", default=None, help="write the result JSON here")
-    p.set_defaults(func=_run)
+    suite_command(
+        sub, "memory", run_memory_bench, "forward time and peak memory of an encoder with frames vs their number"
+    )
