@@ -408,7 +408,7 @@ def run_compare_bench(
     bad = [f for f in frames if f < 1]
     if bad or size < 16 or batch < 1 or iters < 1 or temporal_iters < 1:
         raise ValueError(
-            f"bench compare: frame counts must be >= 1 (got {list(frames)}), --size >= 16 (one 16-pixel patch; got "
+            f"frame counts must be >= 1 (got {list(frames)}), --size >= 16 (one 16-pixel patch; got "
             f"{size}), --batch/--iters/--temporal-iters >= 1"
         )
     dev = resolve_device(device)

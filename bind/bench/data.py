@@ -154,6 +154,8 @@ def run_data_bench(
         if m not in registered
     ]
     wanted = [m for m in wanted if m in registered]
+    if not wanted:
+        raise ValueError(f"no registered modality among {list(modalities or [])} (registered: {registered})")
     results = []
     with tempfile.TemporaryDirectory(prefix="bind-bench-data-", dir=directory) as tmp:
         cfgs = preprocess_configs(model, wanted)

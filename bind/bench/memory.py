@@ -156,6 +156,8 @@ def run_memory_bench(
         iters: timed forwards per frame count (median)
         warmup: forwards before measuring
     """
+    if not frames or min(frames) < 1 or size < 1:
+        raise ValueError(f"frame counts must be >= 1 and --size >= 1 (got {list(frames)}, {size})")
     dev = resolve_device(device)
     base = {
         "modality": modality or temporal_modality(),

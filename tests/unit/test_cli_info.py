@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from bind.cli import main
 
 
@@ -45,3 +47,17 @@ def test_bench_encoders_writes_json(tmp_path, capsys):
 def test_cli_reports_errors_without_traceback(capsys):
     assert main(["bench", "encoders", "--model", "bind-nope", "--modality", "image", "--iters", "1"]) == 1
     assert "unknown model 'bind-nope'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["bench", "data", "--modalities", "sonar"], "no registered modality among ['sonar']"),
+        (["bench", "memory", "--frames", "0", "8"], "frame counts must be >= 1"),
+        (["bench", "memory", "--frames"], "frame counts must be >= 1"),
+    ],
+)
+def test_bench_refuses_empty_or_bad_input_in_one_line(argv, message, capsys):
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
