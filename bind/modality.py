@@ -139,6 +139,16 @@ class Modality:
     def collate(self, items: list[torch.Tensor]) -> torch.Tensor:
         return torch.stack(items)
 
+    def augment(self, x: torch.Tensor, cfg: Any) -> torch.Tensor:
+        """A training augmentation of a collated batch, applied by the trainer to every training batch: it also
+        reaches samples a :class:`~bind.data.dataset.SampleCache` decoded once in eval mode, which per-sample
+        ``transform(train=True)`` augmentations never see. Draws from torch's global RNG (seeded per step). Default:
+        a random shift of up to ``cfg.train_shift`` pixels (:func:`bind.data.augment.random_shift`) when the
+        ``Preprocess`` has that field, else ``x`` as it is."""
+        from bind.data.augment import random_shift
+
+        return random_shift(x, getattr(cfg, "train_shift", 0))
+
     # --- hooks -----------------------------------------------------------------------------------------------------
     def prepare_encoder_config(self, cfg: EncoderConfig, root=None) -> None:
         """Fill derived encoder fields (e.g. vocabulary size from the tokenizer) before the encoder is built.

@@ -79,6 +79,7 @@ class DepthPreprocess:
     npz_key: str | None = None  # array to read from a .npz (default: "depth", or its only array)
     train_crop_scale: tuple[float, float] = (0.9, 1.0)
     train_hflip: bool = False
+    train_shift: int = 0  #: training batches move by up to this many pixels (:func:`bind.data.augment.random_shift`)
     #: largest map (width x height) ``load`` accepts: image files are checked from the header before decoding,
     #: .npy/.npz arrays once read; 0 = no limit. Default: PIL's ``MAX_IMAGE_PIXELS``.
     max_pixels: int = DEFAULT_MAX_PIXELS

@@ -41,6 +41,7 @@ class ImagePreprocess:
     std: tuple[float, ...] = CLIP_STD
     train_crop_scale: tuple[float, float] = (0.9, 1.0)
     train_hflip: bool = False
+    train_shift: int = 0  #: training batches move by up to this many pixels (:func:`bind.data.augment.random_shift`)
     #: largest image (width x height) ``load`` decodes, checked from the header before decoding (a decompression
     #: bomb is a tiny file claiming gigapixels); 0 = no limit of ours (PIL's own bomb check, at 2 x its
     #: ``Image.MAX_IMAGE_PIXELS``, still applies). The default is PIL's ``MAX_IMAGE_PIXELS`` (~9459 x 9459).

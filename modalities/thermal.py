@@ -49,6 +49,7 @@ class ThermalPreprocess:
     std: tuple[float, ...] = (1.0,)
     train_crop_scale: tuple[float, float] = (0.9, 1.0)
     train_hflip: bool = False
+    train_shift: int = 0  #: training batches move by up to this many pixels (:func:`bind.data.augment.random_shift`)
     #: largest image (width x height) ``load`` accepts: files are checked from the header before decoding, arrays
     #: as given; 0 = no limit. Default: PIL's ``MAX_IMAGE_PIXELS``.
     max_pixels: int = DEFAULT_MAX_PIXELS

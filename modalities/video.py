@@ -86,6 +86,7 @@ class VideoPreprocess:
     mean: tuple[float, ...] = CLIP_MEAN
     std: tuple[float, ...] = CLIP_STD
     train_hflip: bool = False
+    train_shift: int = 0  #: training batches move by up to this many pixels (:func:`bind.data.augment.random_shift`)
     backend: str = "decord"  # decord | pyav
     isolate_decoder: bool = True  #: run decord in a helper process (a crash cannot kill this one)
     decode_timeout_s: float = 300.0  #: a helper decode taking longer is killed (a hung decoder)

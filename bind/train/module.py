@@ -279,9 +279,17 @@ class BindTrainModule(L.LightningModule):
             )
         return out
 
+    def augment(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """``batch`` with each trained modality's inputs through its plugin's :meth:`~bind.Modality.augment`."""
+        inputs = dict(batch["inputs"])
+        for m in self.trained:
+            if inputs.get(m) is not None:
+                inputs[m] = get_modality(m).augment(inputs[m], self.model.preprocess_config(m))
+        return {**batch, "inputs": inputs}
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         self._samples_this_epoch += len(batch["ids"])
-        losses = self.pair_losses(batch)
+        losses = self.pair_losses(self.augment(batch))
         if not losses:
             return None
         total = sum(loss for loss, _ in losses.values())
