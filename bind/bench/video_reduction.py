@@ -63,7 +63,9 @@ _REDUCTION = re.compile(r"^reduce_(time|space)(\d+)$")
 
 
 #: the world run under the bench: the video encoder alone, a larger world, a test-heavy split, one torch thread
-EXPERIMENT = ExperimentConfig(n=1000, threads=1, splits=(0.65, 0.05, 0.3), modalities=("video",), encoders={})
+EXPERIMENT = ExperimentConfig(
+    n=1000, threads=1, splits=(0.65, 0.05, 0.3), modalities=("video",), encoders={}, modality_epochs={}
+)
 
 
 @dataclass

@@ -268,7 +268,8 @@ def run_demo(
 
     config = config or ExperimentConfig()
     out = Path(out)
-    echo(f"bindspace demo: {config.n} scenes, seed {config.seed}, {config.epochs} epochs -> {out}")
+    own = "".join(f", {m} {e}" for m, e in config.modality_epochs.items())
+    echo(f"bindspace demo: {config.n} scenes, seed {config.seed}, {config.epochs} epochs{own} -> {out}")
     with WorldExperiment(out, config, echo=echo, verbose=verbose) as run:
         run.prepare()
         stage = run.stage
@@ -312,6 +313,7 @@ def run_demo(
         },
         "training": {
             "epochs": config.epochs,
+            "modality_epochs": config.modality_epochs,
             "batch_size": config.batch_size,
             "lr": config.lr,
             "validation_r1_exact_caption": val,
@@ -349,6 +351,8 @@ def run_demo(
 def demo_command(args: argparse.Namespace) -> int:
     """``bindspace demo`` (registered by :mod:`bind.world.cli`)."""
     overrides = experiment_overrides(args)
+    if "epochs" in overrides:  # --epochs N: every modality's
+        overrides["modality_epochs"] = {}
     if args.init_from:
         overrides["init_from"] = dict(args.init_from)
     config = ExperimentConfig().shrunk(**overrides) if args.quick else ExperimentConfig(**overrides)

@@ -123,3 +123,22 @@ def test_demo_starts_video_from_the_trained_image_encoder(tmp_path):
         [*cmd[:-1], "video=sonar"], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}
     )
     assert bad.returncode != 0 and "init_from" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_modalities_train_their_own_epochs_in_stages_joined_into_one_model(tmp_path):
+    """``modality_epochs``: video trains 2 epochs in a stage of its own after image's 1; one model holds both."""
+    from bind.world.experiment import ExperimentConfig, WorldExperiment
+
+    config = ExperimentConfig(modalities=("image", "video")).shrunk(n=16, modality_epochs={"video": 2})
+    lines: list[str] = []
+    with WorldExperiment(tmp_path / "run", config, echo=lines.append) as run:
+        run.prepare()
+        result = run.train(tmp_path / "run" / "train")
+    epochs = [line.split("  step")[0] for line in lines if " epoch " in line]
+    assert epochs == ["[train image] epoch 1/1", "[train video] epoch 1/2", "[train video] epoch 2/2"]
+    assert set(result.model.modalities) >= {"image", "video"} and result.model.untrained_modalities == []
+    assert all(any(f"/{m}->" in k for k in result.metrics) for m in ("image", "video")), result.metrics
+    with pytest.raises(ValueError, match="modality_epochs"):
+        ExperimentConfig(modalities=("image",), modality_epochs={"sonar": 2})
+    with pytest.raises(ValueError, match="first stage"):
+        ExperimentConfig(modalities=("image", "video"), modality_epochs={"image": 2}, init_from={"video": "image"})
