@@ -94,8 +94,19 @@ def _option(hint: Any, default: Any) -> dict[str, Any]:
     if origin is typing.Literal:
         return {**out, "choices": list(args), "type": type(args[0])}
     if hint is dict or origin is dict:
-        return {**out, "type": json.loads, "metavar": "JSON"}
+        return {**out, "type": json_object, "metavar": "JSON"}
     return {**out, "type": hint}
+
+
+def json_object(text: str) -> dict[str, Any]:
+    """An option's JSON object (``--overrides '{"depth": 1}'``)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not JSON ({e.msg} at character {e.pos}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object ({{...}}), got {text!r}")
+    return value
 
 
 def option_values(target: Callable[..., Any], args: argparse.Namespace) -> dict[str, Any]:

@@ -139,7 +139,8 @@ def add_experiment_arguments(p: argparse.ArgumentParser, defaults: ExperimentCon
     """The options every world experiment command shares (read back by :func:`experiment_overrides`)."""
     p.add_argument("--n", type=int, default=None, help=f"scenes to generate (default {defaults.n}; --quick: 40)")
     p.add_argument("--seed", type=int, default=None, help="world and training seed (default 0)")
-    p.add_argument("--epochs", type=int, default=None, help=f"training epochs (default {defaults.epochs})")
+    own = "".join(f", {m} {e}" for m, e in defaults.modality_epochs.items())
+    p.add_argument("--epochs", type=int, default=None, help=f"every modality's epochs (default {defaults.epochs}{own})")
     p.add_argument("--workers", type=int, default=None, help="processes for rendering and decoding (default 2)")
     p.add_argument("--quick", action="store_true", help="a tiny world and one epoch: a smoke test")
     p.add_argument(

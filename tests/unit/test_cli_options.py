@@ -81,7 +81,14 @@ def test_every_kind_of_annotation_parses():
 
 @pytest.mark.parametrize(
     "argv",
-    [["--frames", "2"], ["--out", "o", "--dtype", "fp16"], ["--out", "o", "--splits", "1", "1"], ["--out", "o", "-x"]],
+    [
+        ["--frames", "2"],
+        ["--out", "o", "--dtype", "fp16"],
+        ["--out", "o", "--splits", "1", "1"],
+        ["--out", "o", "-x"],
+        ["--out", "o", "--overrides", "{depth: 1"],
+        ["--out", "o", "--overrides", "[1, 2]"],
+    ],
 )
 def test_bad_options_are_refused(argv):
     with pytest.raises((argparse.ArgumentError, SystemExit)):
