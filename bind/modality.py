@@ -147,7 +147,10 @@ class Modality:
         ``Preprocess`` has that field, else ``x`` as it is."""
         from bind.data.augment import random_shift
 
-        return random_shift(x, getattr(cfg, "train_shift", 0))
+        shift = getattr(cfg, "train_shift", 0)
+        if shift < 0:
+            raise ValueError(f"{self.name}: preprocess train_shift must be >= 0 pixels, got {shift}")
+        return random_shift(x, shift)
 
     # --- hooks -----------------------------------------------------------------------------------------------------
     def prepare_encoder_config(self, cfg: EncoderConfig, root=None) -> None:

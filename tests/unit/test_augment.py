@@ -50,3 +50,7 @@ def test_trainer_augments_training_batches_of_modalities_that_ask():
     assert not torch.equal(out["inputs"]["image"], images)
     assert all(_offset(i, o, 2) is not None for i, o in zip(images, out["inputs"]["image"]))
     assert batch["inputs"]["image"] is images  # the caller's batch is not modified
+    negative = {"preprocess": {"size": 32, "crop_size": 32, "train_shift": -1}}
+    bad = BindTrainModule(model="bind-minilm-tiny", modalities=["image"], encoders={"image": negative})
+    with pytest.raises(ValueError, match=r"^image: preprocess train_shift must be >= 0 pixels, got -1$"):
+        bad.augment(batch)
