@@ -8,11 +8,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup browser demo test test-fast lint bench clean
 
-$(STAMP): pyproject.toml setup.py constraints.txt examples/pointcloud_plugin/pyproject.toml
+$(STAMP): pyproject.toml setup.py constraints.txt examples/pointcloud_plugin/pyproject.toml examples/world/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	PYTHONWARNINGS="ignore:Editable installation:UserWarning" $(BIN)/python -m pip install -q -c constraints.txt \
-	  -e ".[dev]" -e examples/pointcloud_plugin
+	  -e ".[dev]" -e examples/pointcloud_plugin -e examples/world
 	touch $(STAMP)
 
 setup: $(STAMP) browser

@@ -1,5 +1,6 @@
 """The ``bindspace`` command. Subcommands live beside the code they drive; each module exposes
-``add_commands(subparsers)`` and is listed in ``COMMAND_MODULES``.
+``add_commands(subparsers)`` and is listed in ``COMMAND_MODULES`` or, from an installed application package (the
+world and its demo, ``examples/world``), registered under the entry-point group ``bind.commands``.
 
 Errors: every failure is one line on stderr (``bindspace CMD: error: ...``) and a non-zero exit; the traceback is
 printed only with ``--debug`` (anywhere on the command line, or ``BIND_DEBUG=1``)."""
@@ -10,6 +11,7 @@ import argparse
 import collections.abc
 import dataclasses
 import importlib
+import importlib.metadata
 import inspect
 import json
 import logging
@@ -18,7 +20,7 @@ import sys
 import traceback
 import types
 import typing
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 COMMAND_MODULES = [
@@ -27,7 +29,6 @@ COMMAND_MODULES = [
     "bind.retrieval.cli",  # embed, index, search, eval
     "bind.train.cli",  # train, validate
     "bind.checkpoints.cli",  # convert
-    "bind.world.cli",  # world, demo
     "bind.serve.cli",  # serve
     "bind.transfer.cli",  # transfer
 ]
@@ -122,15 +123,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--debug", action="store_true", help="print the traceback of an error (any position)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:  # a command module not present in this build
-            if e.name is not None and name.startswith(e.name):
-                continue
-            raise
+    for module in command_modules(COMMAND_MODULES, "bind.commands"):
         module.add_commands(sub)
     return parser
+
+
+def command_modules(names: Collection[str], group: str) -> Iterator[types.ModuleType]:
+    """The modules ``names`` (less one this build lacks), then those that installed packages register under the
+    entry-point group ``group``."""
+    for name in names:
+        try:
+            yield importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name is None or not name.startswith(e.name):
+                raise
+    for entry in importlib.metadata.entry_points(group=group):
+        yield entry.load()
 
 
 def error_message(e: BaseException) -> str:

@@ -1,5 +1,5 @@
 """Video-language question answering on top of a bind space (the library part; the questions about the
-procedural world and its offline word-level LM are an application: :mod:`bind.world.qa`).
+procedural world and its offline word-level LM are an application: :mod:`bind_world.qa`).
 
 Two recipes (runnable end to end in ``examples/video_qa/``):
 

@@ -35,9 +35,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     import torch
+    from bind_world.shapes import write_shapes_dataset
 
     from bind.train import fit
-    from bind.world.shapes import write_shapes_dataset
 
     torch.set_num_threads(min(4, torch.get_num_threads()))
     out = Path(args.out)

@@ -5,7 +5,7 @@ Stages (each reused when its output exists, so a rerun only repeats the transfer
 
 1. ``bindspace world generate``-style world of ``--n`` scenes (train / val / test splits 0.7 / 0.1 / 0.2);
 2. five tiny encoders (IMU, thermal, audio, depth, video) trained against the frozen all-MiniLM-L6-v2 text tower on
-   the train split (the world runner of ``bindspace demo``, :mod:`bind.world.experiment`; media decoded once);
+   the train split (the world runner of ``bindspace demo``, :mod:`bind_world.experiment`; media decoded once);
 3. for every task — IMU->activity, thermal->temperature, audio->shape, depth->distance, video->motion — the
    k-shot ladder (k = 1, 2, 4, 8, 16 from the train split, hyper-parameters chosen on min(k, 4) shots of the val
    split) evaluated on the held-out test scenes, plus CoCoOp's base-to-new protocol, through :mod:`bind.transfer`.
@@ -37,7 +37,7 @@ TASKS = {"imu": "activity", "thermal": "temperature", "audio": "shape", "depth":
 
 def build_world_and_model(run, model_dir: Path):
     """The world (``OUT/world``), its decoded media and the trained model (``OUT/model``), through the world runner
-    (:class:`bind.world.experiment.WorldExperiment`, as ``bindspace demo``)."""
+    (:class:`bind_world.experiment.WorldExperiment`, as ``bindspace demo``)."""
     import bind
 
     run.prepare()
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.out)
     if args.report:
         return run_transfer(out, out / "world" / "manifest.jsonl", None, None, args)
-    from bind.world.experiment import WORLD_ENCODERS, ExperimentConfig, WorldExperiment
+    from bind_world.experiment import WORLD_ENCODERS, ExperimentConfig, WorldExperiment
 
     model_dir = out / "model"  # training needs every modality; the transfer stage only the tasks'
     modalities = tuple(args.tasks or TASKS) if (model_dir / "config.json").is_file() else tuple(TASKS)
@@ -86,9 +86,10 @@ def main(argv: list[str] | None = None) -> dict:
 
 def run_transfer(out: Path, manifest: Path, run, model, args) -> dict:
     """The accuracy-vs-shots ladder and base-to-new for every task; writes ``results.json`` and one PNG per task."""
+    from bind_world.captions import PHRASES
+
     from bind.io import write_text
     from bind.transfer import METHODS, TextSide, base_to_new, format_table, load_task, plot_curve, shots_curve
-    from bind.world.captions import PHRASES
 
     def embed(model, modality, items):  # media decoded once in stage 2
         tensors = [run.cache.process(modality, source, run.preprocess[modality]) for _, source in items]

@@ -3,7 +3,7 @@
 
 Needs the plugin installed (``pip install -e examples/pointcloud_plugin``). Generates a procedural world (every
 scene writes a point cloud back-projected from its metric depth map and coloured by its image,
-:mod:`bind.world.pointcloud`), trains tiny pointcloud, depth, audio and image encoders in one ``bind.train.fit`` run —
+:mod:`bind_world.pointcloud`), trains tiny pointcloud, depth, audio and image encoders in one ``bind.train.fit`` run —
 each only against the frozen all-MiniLM-L6-v2 embedding of its own caption (LanguageBind style; no two non-text
 modalities are ever paired) — and reports on the test split:
 
@@ -81,8 +81,7 @@ def training_manifest(manifest: Path, per_scene: int, seed: int) -> Path:
     """The world manifest with up to ``per_scene`` distinct training captions per modality (fresh draws of the
     training templates), so a model cannot memorise which wording a scene got."""
     import numpy as np
-
-    from bind.world.captions import caption
+    from bind_world.captions import caption
 
     rows = []
     for line in manifest.read_text().splitlines():
@@ -133,13 +132,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     import bind_pointcloud  # noqa: F401  — registers the plugin and its model configs (bind would find it anyway)
     import torch
+    from bind_world import REVEALS, generate
 
     import bind
     from bind.data.dataset import SampleCache
     from bind.data.manifest import read_manifest
     from bind.registry import model_config_dict
     from bind.train import fit
-    from bind.world import REVEALS, generate
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -106,6 +106,8 @@ def run(args: argparse.Namespace) -> dict:
     """Stages 0-2 and the evaluation (see the module docstring)."""
     t0 = time.perf_counter()
     import torch
+    from bind_world.captions import PHRASES
+    from bind_world.qa import caption_qa_accuracy, train_word_lm, world_lm_corpus, world_questions
     from transformers.utils import logging as hf_logging
 
     import bind
@@ -120,8 +122,6 @@ def run(args: argparse.Namespace) -> dict:
         load_causal_lm,
         normalize_answer,
     )
-    from bind.world.captions import PHRASES
-    from bind.world.qa import caption_qa_accuracy, train_word_lm, world_lm_corpus, world_questions
 
     if not Path(args.model).is_dir() or not Path(args.manifest).is_file():
         sys.exit(

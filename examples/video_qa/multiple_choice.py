@@ -4,8 +4,8 @@
 #     --question "what is the dog doing?" --choices "running|sleeping|eating"
 """Zero-shot multiple-choice video QA by embeddings: no training, only the bind space.
 
-For every held-out world video, asks the questions its media answer (:data:`bind.world.qa.QUESTION_TYPES`, built from
-the world's factors and :data:`bind.world.scene.REVEALS`): the object's colour, its direction of motion, what the person
+For every held-out world video, asks the questions its media answer (:data:`bind_world.qa.QUESTION_TYPES`, built from
+the world's factors and :data:`bind_world.scene.REVEALS`): the object's colour, its direction of motion, what the person
 holding the camera is doing, which object it is — from the video — and, from the video's own sound track, which
 object is making the sound and how far away it is. Every value of the factor is a candidate answer, worded in the
 world's *paraphrase* vocabulary (``PARAPHRASE_PHRASES``: "crimson", "drifting leftward", "jogging"), never seen in
@@ -33,7 +33,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from bind.world.qa import QUESTION_TYPES
+    from bind_world.qa import QUESTION_TYPES
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="runs/demo/model", help="bind model directory (video, audio, text)")
@@ -74,12 +74,12 @@ def main(argv: list[str] | None = None) -> dict:
     if not 0.0 <= args.fuse_audio <= 1.0:
         sys.exit(f"--fuse-audio must be in [0, 1], got {args.fuse_audio}")
     import torch
+    from bind_world.qa import QUESTION_TYPES, world_questions
+    from bind_world.scene import REVEALS
 
     import bind
     from bind.data.manifest import read_manifest
     from bind.qa import accuracy_by_type, format_accuracy_table, fuse_embeddings, multiple_choice_embeddings
-    from bind.world.qa import QUESTION_TYPES, world_questions
-    from bind.world.scene import REVEALS
 
     if args.video is not None:
         return ask(args)

@@ -9,8 +9,8 @@ import math
 
 import numpy as np
 import pytest
+from bind_world.video_reduction import DEFAULT_VARIANTS, paired_bootstrap, parse_variant
 
-from bind.bench.video_reduction import DEFAULT_VARIANTS, paired_bootstrap, parse_variant
 from bind.cli import main
 
 pytestmark = [pytest.mark.integration]

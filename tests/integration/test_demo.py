@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from bind_world.scene import MODALITIES
 
 import bind
-from bind.world.scene import MODALITIES
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -87,7 +87,7 @@ def test_quick_demo_writes_results_plots_model_and_index(tmp_path):
     # the video QA example runs on the demo's model and world
     import importlib.util
 
-    from bind.world.qa import QUESTION_TYPES
+    from bind_world.qa import QUESTION_TYPES
 
     path = ROOT / "examples" / "video_qa" / "multiple_choice.py"
     spec = importlib.util.spec_from_file_location("video_qa_multiple_choice", path)
@@ -127,7 +127,7 @@ def test_demo_starts_video_from_the_trained_image_encoder(tmp_path):
 
 def test_modalities_train_their_own_epochs_in_stages_joined_into_one_model(tmp_path):
     """``modality_epochs``: video trains 2 epochs in a stage of its own after image's 1; one model holds both."""
-    from bind.world.experiment import ExperimentConfig, WorldExperiment
+    from bind_world.experiment import ExperimentConfig, WorldExperiment
 
     config = ExperimentConfig(modalities=("image", "video")).shrunk(n=16, modality_epochs={"video": 2})
     lines: list[str] = []

@@ -28,8 +28,9 @@ N_SCENES = 6
 def world(tmp_path_factory):
     """Two saved tiny models (different weights) and a manifest of every modality (``factors.shape`` as class label)
     plus one record whose image is corrupt."""
+    from bind_world import WorldConfig, generate
+
     import bind
-    from bind.world import WorldConfig, generate
 
     root = tmp_path_factory.mktemp("retrieval")
     torch.manual_seed(0)

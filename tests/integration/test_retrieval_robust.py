@@ -73,8 +73,9 @@ def _one_line_error(r: subprocess.CompletedProcess, *needles: str) -> str:
 def world(tmp_path_factory):
     """A saved tiny model and a manifest of 4 good scenes (depth only on 0-1, image only on 2-3, one label) plus
     4 records whose only medium is bad."""
+    from bind_world import WorldConfig, generate
+
     import bind
-    from bind.world import WorldConfig, generate
 
     root = tmp_path_factory.mktemp("robust")
     torch.manual_seed(0)

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from bind_world.shapes import write_shapes_dataset
 
 from bind.data.manifest import write_manifest
-from bind.world.shapes import write_shapes_dataset
 
 pytestmark = [pytest.mark.integration]
 REPO = Path(__file__).resolve().parents[2]

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from bind_world.qa import QUESTION_TYPES
+from bind_world.scene import FACTORS
 
 import bind
 from bind.errors import MediaError
 from bind.qa import PrefixLMForQA, load_causal_lm
-from bind.world.qa import QUESTION_TYPES
-from bind.world.scene import FACTORS
 
 pytestmark = [pytest.mark.integration]
 EXAMPLES = Path(__file__).parents[2] / "examples" / "video_qa"
@@ -30,7 +30,7 @@ def _example(name: str):
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from bind.world import generate
+    from bind_world import generate
 
     root = tmp_path_factory.mktemp("video_qa")
     manifest = generate(root / "world", n=10, seed=1, workers=1, splits=(0.6, 0.0, 0.4))

@@ -93,8 +93,9 @@ def test_off_by_default_and_checked():
 
 
 def test_fit_trains_in_the_whitened_space(tmp_path):
+    from bind_world.shapes import write_shapes_dataset
+
     from bind.train import fit
-    from bind.world.shapes import write_shapes_dataset
 
     manifest = write_shapes_dataset(tmp_path / "shapes", train=32, val=16, size=32)
     result = fit(

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from bind_world.shapes import write_shapes_dataset
 
 from bind.cli import main as bind_main
 from bind.data import (
@@ -22,7 +23,6 @@ from bind.data import (
     validate_manifest,
     write_manifest,
 )
-from bind.world.shapes import write_shapes_dataset
 
 IMAGE_PRE = {"size": 32, "crop_size": 32}
 

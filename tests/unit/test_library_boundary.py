@@ -1,9 +1,10 @@
 """The library never imports an application (open_clip's ``src/open_clip`` vs ``src/open_clip_train`` split).
 
 Applications: the training runner (``bind/train``), every CLI module (``bind/cli.py``, ``bind/*/cli.py``,
-``bind/commands.py``, ``bind/__main__.py``), the world package with the demo and its QA (``bind/world``), the benches
-(``bind/bench``) and the web page (``bind/serve``). Everything else under ``bind/`` and the plugins in ``modalities/``
-is the library; none of it may import an application, at module level or inside a function.
+``bind/commands.py``, ``bind/__main__.py``), the benches (``bind/bench``), the web page (``bind/serve``) and, outside
+``bind/``, the world package with the demo, its QA and the video-reduction bench (``examples/world/bind_world``).
+Everything else under ``bind/`` and the plugins in ``modalities/`` is the library; none of it may import an
+application, at module level or inside a function.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-APPLICATION_PACKAGES = ("bind.train", "bind.world", "bind.bench", "bind.serve")
+APPLICATION_PACKAGES = ("bind.train", "bind.bench", "bind.serve", "bind_world")
 APPLICATION_MODULES = ("bind.cli", "bind.commands", "bind.__main__", "bind.demo")
 
 
@@ -57,13 +58,13 @@ def imported_names(path: Path, module: str) -> set[str]:
 
 
 def test_the_boundary_classifies_the_known_applications():
-    assert is_application("bind.world.demo") and is_application("bind.retrieval.cli") and is_application("bind.cli")
-    assert is_application("bind.train.run") and is_application("bind.bench.video_reduction")
+    assert is_application("bind_world.demo") and is_application("bind.retrieval.cli") and is_application("bind.cli")
+    assert is_application("bind.train.run") and is_application("bind_world.video_reduction")
     assert not is_application("bind.qa") and not is_application("bind.model") and not is_application("bind.trainer")
     modules = library_modules()
     assert {"bind.qa", "bind.model", "bind.optim", "bind.retrieval.index"} <= set(modules)
-    assert not {"bind.world.qa", "bind.world.experiment", "bind.train.module"} & set(modules)
-    assert imported_names(ROOT / "bind" / "world" / "demo.py", "bind.world.demo") >= {"bind.world.experiment"}
+    assert not {"bind_world.qa", "bind_world.experiment", "bind.train.module"} & set(modules)
+    assert imported_names(ROOT / "examples/world/bind_world/demo.py", "bind_world.demo") >= {"bind_world.experiment"}
 
 
 def test_no_library_module_imports_an_application():

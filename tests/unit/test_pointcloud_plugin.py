@@ -283,8 +283,8 @@ def test_contract_attributes_named_config_and_preview(plugin, tmp_path):
 
 
 def test_world_point_clouds_load_through_the_plugin(plugin, tmp_path):
-    from bind.world import generate
-    from bind.world.scene import DISTANCE_M
+    from bind_world import generate
+    from bind_world.scene import DISTANCE_M
 
     manifest = generate(tmp_path / "w", n=4, seed=3, workers=1)
     for row in map(json.loads, manifest.read_text().splitlines()):

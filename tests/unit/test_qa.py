@@ -1,4 +1,4 @@
-"""Video-language QA: world questions (bind.world.qa), multiple choice by embeddings, encoder token pooling,
+"""Video-language QA: world questions (bind_world.qa), multiple choice by embeddings, encoder token pooling,
 projector + causal LM."""
 
 from __future__ import annotations
@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from bind_world.qa import QUESTION_TYPES, word_tokenizer, world_questions
 
 import bind
 from bind.qa import (
@@ -19,7 +20,6 @@ from bind.qa import (
     normalize_answer,
     pool_tokens,
 )
-from bind.world.qa import QUESTION_TYPES, word_tokenizer, world_questions
 
 
 # --- token pooling ---------------------------------------------------------------------------------------------------
@@ -139,10 +139,11 @@ def test_fuse_embeddings_is_a_normalised_weighted_sum():
 
 # --- world questions -------------------------------------------------------------------------------------------------
 def test_world_questions_follow_the_factors(tmp_path):
+    from bind_world import generate
+    from bind_world.captions import PARAPHRASE_PHRASES
+    from bind_world.scene import FACTORS
+
     from bind.data.manifest import read_manifest
-    from bind.world import generate
-    from bind.world.captions import PARAPHRASE_PHRASES
-    from bind.world.scene import FACTORS
 
     records = read_manifest(generate(tmp_path / "w", n=4, seed=3, workers=1))
     qs = world_questions(records)

@@ -33,8 +33,9 @@ MODALITIES = ["text", "image", "video", "audio", "depth", "thermal", "imu"]
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A saved tiny model, a world of every modality and an index of all of it built by the CLI."""
+    from bind_world import WorldConfig, generate
+
     import bind
-    from bind.world import WorldConfig, generate
 
     root = tmp_path_factory.mktemp("serve")
     torch.manual_seed(0)

@@ -269,8 +269,8 @@ def test_bad_input_errors_and_named_skips(model, tmp_path):
 
 @pytest.fixture(scope="module")
 def small_world(tmp_path_factory, model):
-    from bind.world.generator import generate
-    from bind.world.scene import WorldConfig
+    from bind_world.generator import generate
+    from bind_world.scene import WorldConfig
 
     root = tmp_path_factory.mktemp("transfer_world")
     manifest = generate(root / "world", 40, seed=0, workers=1, config=WorldConfig(size=32, frames=8))

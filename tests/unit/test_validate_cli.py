@@ -8,8 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from bind.world import WorldConfig, generate
+from bind_world import WorldConfig, generate
 
 
 @pytest.fixture(scope="session")

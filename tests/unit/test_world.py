@@ -15,9 +15,7 @@ import decord
 import numpy as np
 import pytest
 import soundfile as sf
-from PIL import Image
-
-from bind.world import (
+from bind_world import (
     FACTORS,
     MANIFEST_KEYS,
     MODALITIES,
@@ -31,11 +29,12 @@ from bind.world import (
     render_scene,
     sample_scene,
 )
-from bind.world.captions import PARAPHRASE_PHRASES, PARAPHRASE_TEMPLATES, PHRASES, TEMPLATES
-from bind.world.generator import assign_splits
-from bind.world.pointcloud import back_project
-from bind.world.render import geometry, thermal_to_celsius
-from bind.world.scene import DERIVED_MODALITIES
+from bind_world.captions import PARAPHRASE_PHRASES, PARAPHRASE_TEMPLATES, PHRASES, TEMPLATES
+from bind_world.generator import assign_splits
+from bind_world.pointcloud import back_project
+from bind_world.render import geometry, thermal_to_celsius
+from bind_world.scene import DERIVED_MODALITIES
+from PIL import Image
 
 N, SEED = 8, 7
 CONFIG = WorldConfig()
@@ -84,7 +83,7 @@ if sys.argv[2] == "c-only":  # FFmpeg without SIMD (swscale / AAC / MPEG-4 take 
     ctypes.CDLL(libs[0] if libs else ctypes.util.find_library("avutil")).av_force_cpu_flags(0)
 import torch
 torch.set_num_threads(int(sys.argv[3]))
-from bind.world import WorldConfig, generate
+from bind_world import WorldConfig, generate
 generate(os.path.join(sys.argv[1], "x264"), 2, seed=int(sys.argv[4]), workers=1)
 generate(os.path.join(sys.argv[1], "mpeg4"), 1, seed=int(sys.argv[4]), workers=1,
          config=WorldConfig(size=32, frames=8, video_codec="mpeg4"))
@@ -131,7 +130,7 @@ def test_world_bytes_do_not_depend_on_the_process_or_cpu_paths(tmp_path):
 
 
 def test_rgb_to_yuv420p_matches_bt601():
-    from bind.world.media import rgb_to_yuv420p
+    from bind_world.media import rgb_to_yuv420p
 
     for rgb in [(0, 0, 0), (255, 255, 255), (255, 0, 0), (0, 255, 0), (0, 0, 255), (12, 200, 97)]:
         frame = np.broadcast_to(np.array(rgb, np.uint8), (4, 6, 3))

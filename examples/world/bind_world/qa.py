@@ -1,8 +1,8 @@
 """Questions about procedural-world scenes and the offline word-level LM that answers them: the world application of
 :mod:`bind.qa` (used by ``examples/video_qa/``).
 
-World questions (:func:`world_questions`) ask for the latent factors of :mod:`bind.world` scenes that a medium
-reveals (:data:`bind.world.scene.REVEALS`): colour, motion, activity and shape from the video, the sounding object
+World questions (:func:`world_questions`) ask for the latent factors of :mod:`bind_world` scenes that a medium
+reveals (:data:`bind_world.scene.REVEALS`): colour, motion, activity and shape from the video, the sounding object
 and its distance from the audio track. :func:`train_word_lm` trains a small GPT-2-style LM on the world's text
 (:func:`world_lm_corpus`) when no real LM is at hand; :func:`caption_qa_accuracy` checks that it reads answers from
 its context.
@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from bind.qa import PROMPT, fit, normalize_answer
-from bind.world.captions import PARAPHRASE_PHRASES, caption
-from bind.world.scene import FACTORS
+from bind_world.captions import PARAPHRASE_PHRASES, caption
+from bind_world.scene import FACTORS
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ def world_questions(
     """Questions about world manifest records (:class:`bind.data.manifest.ManifestRecord` with ``factors``).
 
     ``types``: keys of :data:`QUESTION_TYPES` (default all of them). Answers are worded by ``phrases[factor][value]
-    [phrasing]`` (default :data:`bind.world.captions.PARAPHRASE_PHRASES`, wording never seen in training); every value
+    [phrasing]`` (default :data:`bind_world.captions.PARAPHRASE_PHRASES`, wording never seen in training); every value
     of the factor is a choice. ``all_questions``: one question per phrasing, else the canonical one. ``audio_from``:
     ``track`` (the video's own audio track) or ``file`` (the record's audio file). Records without the medium a
     question needs are skipped.

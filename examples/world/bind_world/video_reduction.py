@@ -1,7 +1,7 @@
 """``bindspace bench video-reduction``: world retrieval quality and embedding speed of video token reduction.
 
 What it measures (issue #9: divided space-time attention and token reduction for long video, judged on retrieval
-quality, not only speed): one seeded procedural world (:mod:`bind.world`; 64-pixel, 2-second, 16-frame videos) is
+quality, not only speed): one seeded procedural world (:mod:`bind_world`; 64-pixel, 2-second, 16-frame videos) is
 generated (or reused with ``--world DIR``), its videos and captions are decoded once into a
 :class:`~bind.data.dataset.SampleCache`, and then a tiny video encoder (width 96, depth 2, 16 frames per clip by
 default) is trained **alone** against the frozen all-MiniLM-L6-v2 text anchor of ``bind-minilm-tiny`` (the video
@@ -15,7 +15,7 @@ schedule. The default variants:
 
 (``reduce_space<s>`` merges ``s x s`` patches, e.g. ``--variants joint joint+reduce_space2``.) Each trained encoder
 is evaluated on the held-out test split with **factor-level relevance**
-(:func:`bind.world.experiment.factor_positives`: a caption is a positive for a video when its scene agrees on every
+(:func:`bind_world.experiment.factor_positives`: a caption is a positive for a video when its scene agrees on every
 factor the video caption names — shape, colour, motion, activity), video->text and text->video R@1 with the chance
 level (mean fraction of positives), plus text->video with held-out paraphrased queries and a per-factor video->text
 R@1 (positives agree on that one factor: ``motion`` is the factor that needs time). Speed: seconds per video to
@@ -24,7 +24,7 @@ rounds that interleave the variants, so load from other jobs on a shared machine
 video and token counts from the stem. The summary gives each reduced variant's R@1 minus its unreduced base's (same
 attention) in points.
 
-The run is a :class:`bind.world.experiment.WorldExperiment` (the demo's runner) whose config trains the video encoder
+The run is a :class:`bind_world.experiment.WorldExperiment` (the demo's runner) whose config trains the video encoder
 alone on a larger world with a test-heavy split; the variants are encoder overrides on top of it.
 
 Command (about 10 minutes on 2 CPU cores; ``--quick`` is a smoke test)::
@@ -50,7 +50,7 @@ import numpy as np
 import torch
 
 from bind.bench.common import count_flops, environment, write_json
-from bind.world.experiment import (
+from bind_world.experiment import (
     MODEL_NAME,
     ExperimentConfig,
     WorldExperiment,
@@ -194,7 +194,7 @@ def retrieval(
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Video <-> text R@1 (with chance) under factor-level relevance, paraphrased text -> video, and per-factor
     video -> text (positives agree on that one factor); plus the per-query top-1 hits of each direction."""
-    from bind.world.experiment import factor_positives, pair_metrics, shared_factors
+    from bind_world.experiment import factor_positives, pair_metrics, shared_factors
 
     shared = shared_factors("video", "text")
     pos = factor_positives(factors, shared)
@@ -266,7 +266,7 @@ def run(
 
 def _train_and_measure(config: Config, variants: list[Variant], experiment: WorldExperiment) -> dict[str, Any]:
     """Train, evaluate and time every variant (after the world is ready and its videos decoded)."""
-    from bind.world.captions import paraphrase
+    from bind_world.captions import paraphrase
 
     c, test, stage = experiment.config, experiment.split("test"), experiment.stage
     factors = [r.factors for r in test]

@@ -23,25 +23,25 @@ and distance, IMU↔video share the activity, image↔thermal only the shape.
 Nuisances keep it from being trivial: backgrounds, panels, lighting, object size/position/orientation, colour
 jitter, pitch jitter, room reverb, sensor noise, invalid depth pixels, IMU mounting tilt and biases.
 
->>> from bind.world import generate
+>>> from bind_world import generate
 >>> manifest = generate("world/", n=1000, seed=0, workers=2)   # or: bindspace world generate --out world --n 1000
 
 Files per scene (paths relative to ``manifest.jsonl``): ``media/ID.png`` (image), ``media/ID.mp4`` (video + AAC
 audio), ``media/ID.wav``, ``media/ID_depth.png`` (uint16 mm), ``media/ID_thermal.png`` (uint8, linear in °C),
 ``media/ID_imu.npy`` (float32 [6, N] acc m/s² + gyro rad/s), ``media/ID_imu.csv`` and ``media/ID_points.npy`` (the
 object's segment of the depth map back-projected into a coloured point cloud, float32 [N, 6] xyz m + rgb; captioned
-with shape, colour and distance, :mod:`bind.world.pointcloud`; read by the ``pointcloud`` plugin package);
+with shape, colour and distance, :mod:`bind_world.pointcloud`; read by the ``pointcloud`` plugin package);
 ``world.json`` records the version, seed, vocabularies, caption templates and units.
-:func:`bind.world.captions.paraphrase` gives held-out wordings for evaluation.
+:func:`bind_world.captions.paraphrase` gives held-out wordings for evaluation.
 
-Applications on this world (not imported here): :mod:`bind.world.experiment` (the runner of language-anchored
-training runs on a world, under ``bindspace demo`` and ``bindspace bench video-reduction``), :mod:`bind.world.demo`
-and :mod:`bind.world.qa` (world questions and the offline word-level LM of ``examples/video_qa/``).
+Applications on this world (not imported here): :mod:`bind_world.experiment` (the runner of language-anchored
+training runs on a world, under ``bindspace demo`` and ``bindspace bench video-reduction``), :mod:`bind_world.demo`
+and :mod:`bind_world.qa` (world questions and the offline word-level LM of ``examples/video_qa/``).
 """
 
-from bind.world.captions import caption, paraphrase
-from bind.world.generator import MANIFEST_KEYS, WORLD_VERSION, generate, read_manifest, render_scene
-from bind.world.scene import FACTORS, MODALITIES, REVEALS, Scene, SceneFactors, WorldConfig, sample_scene
+from bind_world.captions import caption, paraphrase
+from bind_world.generator import MANIFEST_KEYS, WORLD_VERSION, generate, read_manifest, render_scene
+from bind_world.scene import FACTORS, MODALITIES, REVEALS, Scene, SceneFactors, WorldConfig, sample_scene
 
 __all__ = [
     "FACTORS",

@@ -4,7 +4,7 @@ space, and measure retrieval between every pair of modalities on held-out scenes
 Training is language-anchored (LanguageBind, Zhu et al., "LanguageBind: Extending Video-Language Pretraining to
 N-modality by Language-based Semantic Alignment", ICLR 2024): each modality ``m`` gets its own symmetric InfoNCE
 loss against the frozen all-MiniLM-L6-v2 embedding of its own caption ``captions[m]`` (which names only what ``m``
-reveals, :data:`bind.world.REVEALS`). No two non-text modalities are ever paired, so every non-text pair measured
+reveals, :data:`bind_world.REVEALS`). No two non-text modalities are ever paired, so every non-text pair measured
 is *emergent* alignment through the shared anchor (ImageBind, Girdhar et al., "ImageBind: One Embedding Space To
 Bind Them All", CVPR 2023, §4.1).
 
@@ -14,13 +14,13 @@ scenes agree on every factor in ``REVEALS[a] ∩ REVEALS[b]`` (text stands for t
 text <-> ``m`` uses ``REVEALS[m]``); pairs without a shared factor (image <-> IMU, ...) have no defined positives
 and are reported as n/a. Chance R@1 is the mean over queries of ``#positives / gallery size`` (the R@1 of a random
 ranking); every R@1 is reported with its chance level and the ratio. Text -> modality queries are run twice: in the
-training templates (for held-out scenes) and as paraphrases (:func:`bind.world.captions.paraphrase`: templates and
+training templates (for held-out scenes) and as paraphrases (:func:`bind_world.captions.paraphrase`: templates and
 factor wordings never seen in training), which only the pretrained text anchor can bridge. Each is reported against
 its **anchor bound**: the R@1 of an ideal encoder that maps every item exactly onto the frozen anchor's embedding of
 its canonical caption, so the gap splits into the text model's share and the encoder's. Zero-shot multiple-choice
 QA on the test videos (:func:`video_qa`) closes the evaluation.
 
-The run is a :class:`bind.world.experiment.WorldExperiment` (the runner the video-reduction bench shares). Speed:
+The run is a :class:`bind_world.experiment.WorldExperiment` (the runner the video-reduction bench shares). Speed:
 media are decoded once (:class:`bind.data.dataset.SampleCache`, filled by worker processes) and the frozen tower's
 caption embeddings are memoised (``cache_anchors``), so an epoch costs only the tiny encoders' steps. Output: one
 line per stage and per epoch, then the result tables; the libraries' messages only with ``--verbose``.
@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bind.world.experiment import (
+from bind_world.experiment import (
     ANCHOR,
     MODEL_NAME,
     ExperimentConfig,
@@ -54,7 +54,7 @@ from bind.world.experiment import (
     pair_metrics,
     shared_factors,
 )
-from bind.world.scene import FACTORS, MODALITIES, REVEALS
+from bind_world.scene import FACTORS, MODALITIES, REVEALS
 
 ALL_MODALITIES = (ANCHOR, *MODALITIES)
 SIMILARITY_PAIR = ("audio", "depth")
@@ -63,7 +63,7 @@ SIMILARITY_PAIR = ("audio", "depth")
 # --- stages ----------------------------------------------------------------------------------------------------------
 def evaluate_pairs(model, records: Sequence[Any], run: WorldExperiment, seed: int) -> dict[str, Any]:
     """Any-pair retrieval on ``records`` (the test split) with factor-level relevance; see the module docstring."""
-    from bind.world.captions import caption, paraphrase
+    from bind_world.captions import caption, paraphrase
 
     factors = [r.factors for r in records]
     emb = {m: run.embed(model, m, records) for m in MODALITIES}
@@ -113,10 +113,10 @@ def evaluate_pairs(model, records: Sequence[Any], run: WorldExperiment, seed: in
 
 
 def video_qa(model, records: Sequence[Any], video_embeddings: torch.Tensor) -> dict[str, dict[str, Any]]:
-    """Zero-shot multiple-choice QA on the test videos (:mod:`bind.world.qa`: colour, motion, activity, shape; answers
+    """Zero-shot multiple-choice QA on the test videos (:mod:`bind_world.qa`: colour, motion, activity, shape; answers
     in the held-out paraphrase wording): per question type, accuracy, chance and their ratio."""
     from bind.qa import accuracy_by_type, multiple_choice_embeddings
-    from bind.world.qa import QUESTION_TYPES, world_questions
+    from bind_world.qa import QUESTION_TYPES, world_questions
 
     questions = world_questions(records, [t for t, q in QUESTION_TYPES.items() if q.modality == "video"])
     row = {r.id: i for i, r in enumerate(records)}
@@ -349,7 +349,7 @@ def run_demo(
 
 
 def demo_command(args: argparse.Namespace) -> int:
-    """``bindspace demo`` (registered by :mod:`bind.world.cli`)."""
+    """``bindspace demo`` (registered by :mod:`bind_world.cli`)."""
     overrides = experiment_overrides(args)
     if "epochs" in overrides:  # --epochs N: every modality's
         overrides["modality_epochs"] = {}

@@ -5,7 +5,7 @@ pedestrian-dead-reckoning picture (e.g. Harle, "A Survey of Indoor Inertial Posi
 IEEE Comm. Surveys 2013): the vertical acceleration oscillates at the step frequency (walking ~1.7-2.2 Hz, a few
 m/s²; running ~2.6-3.2 Hz with sharp heel-strike peaks of 5-8 m/s²), forward at the step frequency, lateral sway
 at half of it. The gyroscope reads the time derivatives of the same pitch / yaw / roll that shake the video
-(:meth:`bind.world.scene.Scene.camera`); turning adds a constant yaw rate (0.25-0.35 rad/s). Nuisances: a random
+(:meth:`bind_world.scene.Scene.camera`); turning adds a constant yaw rate (0.25-0.35 rad/s). Nuisances: a random
 mounting tilt (±10° pitch/roll) applied to both sensors, per-axis biases and white noise.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bind.world.scene import Scene
+from bind_world.scene import Scene
 
 GRAVITY = 9.81
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bind.world.scene import Scene
+from bind_world.scene import Scene
 
 SHAPE_F0 = {"cube": 196.0, "sphere": 440.0, "cone": 294.0, "torus": 523.0, "cylinder": 150.0}
 BELL_PARTIALS = ((1.0, 1.0, 0.6), (2.76, 0.5, 0.3), (5.40, 0.35, 0.15), (8.93, 0.2, 0.1))  # ratio, amp, decay s

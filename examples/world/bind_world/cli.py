@@ -1,5 +1,5 @@
-"""``bindspace world generate --out DIR --n N --seed S``: write a procedural multimodal world (see :mod:`bind.world`);
-``bindspace demo [--out DIR] [--quick]``: the end-to-end demo on such a world (see :mod:`bind.world.demo`)."""
+"""``bindspace world generate --out DIR --n N --seed S``: write a procedural multimodal world (see :mod:`bind_world`);
+``bindspace demo [--out DIR] [--quick]``: the end-to-end demo on such a world (see :mod:`bind_world.demo`)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import time
 
 def _generate_cmd(args: argparse.Namespace) -> int:
     from bind.cli import option_values
-    from bind.world.generator import generate
-    from bind.world.scene import WorldConfig
+    from bind_world.generator import generate
+    from bind_world.scene import WorldConfig
 
     config = WorldConfig(**option_values(WorldConfig, args))
     start = time.perf_counter()
@@ -21,8 +21,8 @@ def _generate_cmd(args: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     from bind.cli import add_command_group, add_options
-    from bind.world.generator import generate
-    from bind.world.scene import WorldConfig
+    from bind_world.generator import generate
+    from bind_world.scene import WorldConfig
 
     world = add_command_group(
         sub, "world", "the procedural multimodal world (generate)", "world_command", "WORLD_COMMAND"
@@ -36,12 +36,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     add_options(g, WorldConfig, title="media")
     g.set_defaults(func=_generate_cmd)
 
-    from bind.world.demo import add_demo_arguments
+    from bind_world.demo import add_demo_arguments
 
     add_demo_arguments(
         sub.add_parser(
             "demo",
-            help="generate a world, train six modalities against MiniLM, evaluate every pair (see bind.world.demo)",
+            help="generate a world, train six modalities against MiniLM, evaluate every pair (see bind_world.demo)",
             formatter_class=argparse.RawTextHelpFormatter,
         )
     )

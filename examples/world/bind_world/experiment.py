@@ -1,12 +1,12 @@
 """The world-experiment runner: one language-anchored training run (or several variants of one) on a procedural
-world, shared by ``bindspace demo`` (:mod:`bind.world.demo`) and ``bindspace bench video-reduction``
-(:mod:`bind.bench.video_reduction`). An application on top of the library: it generates (or reuses) a world, decodes
+world, shared by ``bindspace demo`` (:mod:`bind_world.demo`) and ``bindspace bench video-reduction``
+(:mod:`bind_world.video_reduction`). An application on top of the library: it generates (or reuses) a world, decodes
 its media once into a :class:`~bind.data.dataset.SampleCache`, trains encoders of ``bind-minilm-tiny`` against the
 frozen MiniLM text anchor with :func:`bind.train.fit`, and embeds held-out scenes through the library's batched path
 (:meth:`bind.BindModel.embed_tensors`).
 
 Relevance is **factor-level**: scenes share factor values, so a gallery item is a positive of a query when the two
-scenes agree on every factor both sides reveal (:data:`bind.world.REVEALS`; text stands for the caption of the other
+scenes agree on every factor both sides reveal (:data:`bind_world.REVEALS`; text stands for the caption of the other
 modality). Chance R@1 is the mean over queries of ``#positives / gallery size``.
 
 Output: one line per stage and one per training epoch (stage, epoch, step, loss, ETA); the training libraries'
@@ -33,7 +33,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from bind.world.scene import FACTORS, MODALITIES, REVEALS
+from bind_world.scene import FACTORS, MODALITIES, REVEALS
 
 MODEL_NAME = "bind-minilm-tiny"
 ANCHOR = "text"
@@ -70,7 +70,7 @@ WORLD_ENCODERS: dict[str, dict[str, Any]] = {
 #: what ``--quick`` changes: a tiny world and one epoch (a smoke test)
 QUICK = dict(n=40, epochs=1, modality_epochs={}, batch_size=8, warmup_steps=0, splits=(0.7, 0.1, 0.2), quick=True)
 #: loggers quieted unless ``verbose`` (their warnings still show)
-QUIET_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning", "bind.train", "bind.world", "transformers")
+QUIET_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning", "bind.train", "bind_world", "transformers")
 
 
 @dataclass
@@ -221,7 +221,7 @@ def find_or_generate_world(
     """The manifest to use and whether it existed: ``world`` (a directory or manifest) when given, else ``out/world``
     (reused when its ``world.json`` matches ``n``, ``seed``, the split fractions and the generator's version,
     generated otherwise)."""
-    from bind.world.generator import WORLD_VERSION, generate
+    from bind_world.generator import WORLD_VERSION, generate
 
     if world is not None:
         path = Path(world)

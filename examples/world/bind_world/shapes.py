@@ -96,12 +96,12 @@ def write_shapes_dataset(
     return write_manifest(root / name, rows)
 
 
-if __name__ == "__main__":  # python -m bind.world.shapes OUT_DIR [TRAIN VAL SIZE]
+if __name__ == "__main__":  # python -m bind_world.shapes OUT_DIR [TRAIN VAL SIZE]
     import sys
 
     args = sys.argv[1:]
     if not args:
-        sys.exit("usage: python -m bind.world.shapes OUT_DIR [TRAIN VAL SIZE]")
+        sys.exit("usage: python -m bind_world.shapes OUT_DIR [TRAIN VAL SIZE]")
     nums = [int(a) for a in args[1:4]]
     kw = dict(zip(("train", "val", "size"), nums))
     print(write_shapes_dataset(args[0], **kw))

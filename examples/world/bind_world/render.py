@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bind.world.scene import Scene
+from bind_world.scene import Scene
 
 THERMAL_RANGE_C = (-20.0, 100.0)
 STRIPE = (0.18, 0.38)  # a darker band in the object frame: makes spinning visible on round shapes

@@ -1,6 +1,6 @@
 """Captions of world scenes: training templates per modality, and held-out paraphrases.
 
-A modality's caption names exactly the factors it reveals (:data:`bind.world.scene.REVEALS`); ``"text"`` names
+A modality's caption names exactly the factors it reveals (:data:`bind_world.scene.REVEALS`); ``"text"`` names
 all of them. :func:`caption` draws from the training templates and phrases; :func:`paraphrase` from a disjoint set
 of templates *and* factor wordings ("block" for cube, "crimson" for red, "jogging" for running) that training
 captions never use, so retrieval with paraphrased queries measures generalisation through the text anchor rather
@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from bind.world.scene import DERIVED_MODALITIES, FACTORS, MODALITIES, REVEALS, SceneFactors
+from bind_world.scene import DERIVED_MODALITIES, FACTORS, MODALITIES, REVEALS, SceneFactors
 
 CAPTION_MODALITIES = (*MODALITIES, *DERIVED_MODALITIES, "text")
 

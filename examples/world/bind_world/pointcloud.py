@@ -7,7 +7,7 @@ to a fixed count (what point encoders do) spreads its picks evenly over space an
 The segment keeps the signal — the shape's visible surface, with the depth sensor's noise and edge dropouts — and its
 metric position (how far the object is) in camera coordinates.
 
-Camera (:mod:`bind.world.scene`): focal length ``f = size`` pixels, principal point at the image centre. A valid
+Camera (:mod:`bind_world.scene`): focal length ``f = size`` pixels, principal point at the image centre. A valid
 pixel at ``(u, v)`` pixels from the centre (u right, v down) with depth ``d`` metres (z-depth along the optical axis)
 becomes the point ``(u·d/f, d, -v·d/f)``: x right, y forward (away from the camera), z up, metres, camera at the
 origin. Invalid depth pixels (0) give no point. Stored as ``.npy`` float32 ``[N, 6]``: xyz, then rgb in ``[0, 1]``.
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bind.world.render import pixel_grid
+from bind_world.render import pixel_grid
 
 
 def back_project(depth_mm: np.ndarray, image: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from bind.world.audio import render_audio
-from bind.world.captions import caption, caption_spec
-from bind.world.imu import render_imu
-from bind.world.media import imu_csv_bytes, npy_bytes, png_bytes, wav_bytes, write_mp4
-from bind.world.pointcloud import object_point_cloud
-from bind.world.render import THERMAL_RANGE_C, geometry, render_depth, render_rgb, render_thermal
-from bind.world.scene import (
+from bind_world.audio import render_audio
+from bind_world.captions import caption, caption_spec
+from bind_world.imu import render_imu
+from bind_world.media import imu_csv_bytes, npy_bytes, png_bytes, wav_bytes, write_mp4
+from bind_world.pointcloud import object_point_cloud
+from bind_world.render import THERMAL_RANGE_C, geometry, render_depth, render_rgb, render_thermal
+from bind_world.scene import (
     DERIVED_MODALITIES,
     FACTORS,
     MODALITIES,
@@ -136,7 +136,7 @@ def assign_splits(n: int, seed: int, fractions: Sequence[float]) -> list[str]:
 def world_spec(seed: int, n: int, config: WorldConfig, fractions: Sequence[float], counts: dict[str, int]) -> dict:
     """The content of ``world.json``."""
     return {
-        "generator": "bind.world",
+        "generator": "bind_world",
         "version": WORLD_VERSION,
         "seed": seed,
         "n": n,
@@ -158,7 +158,7 @@ def world_spec(seed: int, n: int, config: WorldConfig, fractions: Sequence[float
             "z up",
             "imu_csv": "CSV timestamp,acc_x,acc_y,acc_z,gyro_x,gyro_y,gyro_z (seconds, m/s^2, rad/s)",
             "pointcloud": "NPY float32 [N, 6]: the object's valid depth pixels back-projected through the camera "
-            "(x right, y forward, z up, metres) + the image's rgb in [0, 1] (bind.world.pointcloud)",
+            "(x right, y forward, z up, metres) + the image's rgb in [0, 1] (bind_world.pointcloud)",
         },
     }
 
