@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from bind_world.demo import PARAPHRASE_DRAWS
 from bind_world.scene import MODALITIES
 
 import bind
@@ -71,6 +72,7 @@ def test_quick_demo_writes_results_plots_model_and_index(tmp_path):
             e = q[kind]
             assert 0.0 <= e["bound"] <= 1.0
             assert e["of_bound"] == (pytest.approx(e["r1"] / e["bound"]) if e["bound"] else None)
+        assert q["paraphrased"]["num_queries"] == PARAPHRASE_DRAWS * q["templated"]["num_queries"]  # several draws
     assert "bound" in printed and "video QA" in printed
     assert set(results["video_qa"]) == {"colour", "motion", "activity", "shape"}
     for r in results["video_qa"].values():
