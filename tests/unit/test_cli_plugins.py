@@ -3,13 +3,13 @@ and ``bind.bench`` (how the world application, ``examples/world``, adds ``world`
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+import pytest
+
+from bind.cli import build_parser, main, sub_commands
 
 HELLO = """
     def _hello(args):
@@ -42,24 +42,24 @@ def _site(root: Path) -> Path:
     return site
 
 
-def _bindspace(site: Path, *argv: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(site)])}
-    return subprocess.run(
-        [sys.executable, "-m", "bind", *argv], env=env, capture_output=True, text=True, timeout=300, cwd=site
-    )
+@pytest.fixture
+def hello(tmp_path, monkeypatch):
+    """The package found through its entry points by this process (``sys.path`` restored afterwards)."""
+    monkeypatch.syspath_prepend(str(_site(tmp_path)))
+    monkeypatch.delitem(sys.modules, "hello_cmd", raising=False)
+    return main
 
 
-def test_an_installed_package_adds_commands_and_bench_suites(tmp_path):
-    site = _site(tmp_path)
-    out = _bindspace(site, "hello", "--name", "bind")
-    assert out.returncode == 0 and out.stdout.strip() == "hello bind", out.stderr
-    assert "hello" in _bindspace(site, "--help").stdout
-    bench = _bindspace(site, "bench", "hello-bench")
-    assert bench.returncode == 0 and bench.stdout.strip() == '{"hello": 1}', bench.stderr
-    assert "encoders" in _bindspace(site, "bench", "--help").stdout  # the built-in suites stay
+def test_an_installed_package_adds_commands_and_bench_suites(hello, capsys):
+    assert hello(["hello", "--name", "bind"]) == 0
+    assert capsys.readouterr().out.strip() == "hello bind"
+    assert hello(["bench", "hello-bench"]) == 0
+    assert capsys.readouterr().out.strip() == '{"hello": 1}'
+    parser = build_parser()
+    assert "hello" in parser.format_help() and {"hello-bench", "encoders"} <= sub_commands(parser, "bench")
 
 
-def test_a_plugin_command_fails_in_one_line(tmp_path):
-    out = _bindspace(_site(tmp_path), "hello-fail")
-    assert out.returncode == 1
-    assert out.stderr.strip() == "bindspace hello-fail: error: hello: the greeting failed; give another --name"
+def test_a_plugin_command_fails_in_one_line(hello, capsys):
+    assert hello(["hello-fail"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "bindspace hello-fail: error: hello: the greeting failed; give another --name"
