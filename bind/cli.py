@@ -130,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def command_modules(names: Collection[str], group: str) -> Iterator[types.ModuleType]:
     """The modules ``names`` (less one this build lacks), then those that installed packages register under the
-    entry-point group ``group``."""
+    entry-point group ``group``; one of those that fails to import is left out with a one-line warning, so a broken
+    package costs its own commands only."""
     for name in names:
         try:
             yield importlib.import_module(name)
@@ -138,7 +139,16 @@ def command_modules(names: Collection[str], group: str) -> Iterator[types.Module
             if e.name is None or not name.startswith(e.name):
                 raise
     for entry in importlib.metadata.entry_points(group=group):
-        yield entry.load()
+        try:
+            module = entry.load()
+        except Exception as e:  # noqa: BLE001 - any failure of a third party's import
+            print(
+                f"bindspace: warning: {group} plugin {entry.name!r} ({entry.value}) failed to load, its commands are "
+                f"missing: {type(e).__name__}: {error_message(e)}; reinstall or uninstall its package",
+                file=sys.stderr,
+            )
+            continue
+        yield module
 
 
 def error_message(e: BaseException) -> str:

@@ -63,3 +63,19 @@ def test_a_plugin_command_fails_in_one_line(hello, capsys):
     assert hello(["hello-fail"]) == 1
     err = capsys.readouterr().err.strip()
     assert err == "bindspace hello-fail: error: hello: the greeting failed; give another --name"
+
+
+def test_a_package_that_fails_to_import_costs_only_its_own_commands(tmp_path, monkeypatch, capsys):
+    site = tmp_path / "site"
+    (site / "broken_cmd").mkdir(parents=True)
+    (site / "broken_cmd" / "__init__.py").write_text("import not_installed_dependency\n")
+    info = site / "broken_cmd-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-cmd\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[bind.commands]\nbroken = broken_cmd\n")
+    monkeypatch.syspath_prepend(str(site))
+    parser = build_parser()
+    assert {"bench", "embed"} <= set(parser._subparsers._group_actions[0].choices)
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("bindspace: warning: bind.commands plugin 'broken' (broken_cmd) failed to load")
+    assert "not_installed_dependency" in err and len(err.splitlines()) == 1
