@@ -4,10 +4,10 @@ and ``bind.bench`` (how the world application, ``examples/world``, adds ``world`
 from __future__ import annotations
 
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
+from packages import install
 
 from bind.cli import build_parser, main, sub_commands
 
@@ -32,14 +32,9 @@ HELLO = """
 
 
 def _site(root: Path) -> Path:
-    site = root / "site"
-    (site / "hello_cmd").mkdir(parents=True)
-    (site / "hello_cmd" / "__init__.py").write_text(textwrap.dedent(HELLO))
-    info = site / "hello_cmd-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: hello-cmd\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[bind.commands]\nhello = hello_cmd\n\n[bind.bench]\nhello = hello_cmd\n")
-    return site
+    return install(
+        root, "hello_cmd", HELLO, {"bind.commands": {"hello": "hello_cmd"}, "bind.bench": {"hello": "hello_cmd"}}
+    )
 
 
 @pytest.fixture
@@ -66,13 +61,9 @@ def test_a_plugin_command_fails_in_one_line(hello, capsys):
 
 
 def test_a_package_that_fails_to_import_costs_only_its_own_commands(tmp_path, monkeypatch, capsys):
-    site = tmp_path / "site"
-    (site / "broken_cmd").mkdir(parents=True)
-    (site / "broken_cmd" / "__init__.py").write_text("import not_installed_dependency\n")
-    info = site / "broken_cmd-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-cmd\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[bind.commands]\nbroken = broken_cmd\n")
+    site = install(
+        tmp_path, "broken_cmd", "import not_installed_dependency\n", {"bind.commands": {"broken": "broken_cmd"}}
+    )
     monkeypatch.syspath_prepend(str(site))
     parser = build_parser()
     assert {"bench", "embed"} <= set(parser._subparsers._group_actions[0].choices)

@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ import pytest
 import torch
 import yaml
 from contract import SAMPLE_WRITERS, check_contract
+from packages import install
 
 import bind
 from bind import registry
@@ -90,14 +90,7 @@ def write_tactile(d: Path, i: int) -> Path:
 
 def install_tactile(root: Path) -> Path:
     """A site directory holding the ``tactile`` package and its dist-info with the ``bind.modalities`` entry point."""
-    site = root / "site"
-    (site / "tactile").mkdir(parents=True)
-    (site / "tactile" / "__init__.py").write_text(textwrap.dedent(TACTILE))
-    info = site / "tactile_plugin-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tactile-plugin\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[bind.modalities]\ntactile = tactile\n")
-    return site
+    return install(root, "tactile", TACTILE, {"bind.modalities": {"tactile": "tactile"}})
 
 
 @pytest.fixture
