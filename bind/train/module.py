@@ -100,6 +100,14 @@ class BindTrainModule(L.LightningModule):
             where captions name several factors and one is worded in a single word (the world's video: object motion
             from 0.35 to 0.61 zero-shot accuracy); with a handful of distinct captions (the world's four IMU
             activities) it only amplifies noise: leave it off there.
+        anchor_alignment: weight ``β`` of a cosine term, for every trained modality or as ``{modality: β}``, added to
+            the contrastive loss: ``β · mean(1 - cos(x_i, t_i))`` between each embedding and its own caption's anchor
+            embedding, in the anchor's own space. InfoNCE only ranks a batch's captions, so it leaves an embedding's
+            offset from its captions (the modality gap, Liang et al. 2022, "Mind the Gap") free: wherever the
+            training captions do not vary, the encoder's start decides, and captions worded differently from the
+            training ones (paraphrases) meet that arbitrary offset. The term pulls each item towards the centre of its
+            captions' embeddings, the place an ideal encoder would put it. Small values (0.5-1) keep InfoNCE in
+            charge; large ones turn the loss into regression onto the captions and lose the ranking.
     """
 
     def __init__(
@@ -127,6 +135,7 @@ class BindTrainModule(L.LightningModule):
         cache_anchors: bool = False,
         anchor_cache_size: int = 100_000,
         anchor_whitening: float | dict[str, float] = 0.0,
+        anchor_alignment: float | dict[str, float] = 0.0,
     ) -> None:
         super().__init__()
         if loss not in LOSSES:
@@ -162,19 +171,22 @@ class BindTrainModule(L.LightningModule):
             raise ValueError(
                 f"cache_anchors applies to a text anchor, not {anchor!r} (its inputs are augmented each step)"
             )
-        white = (
-            anchor_whitening if isinstance(anchor_whitening, dict) else dict.fromkeys(self.trained, anchor_whitening)
-        )
-        if set(white) - set(self.trained):
-            raise ValueError(
-                f"anchor_whitening names {sorted(set(white) - set(self.trained))}, not trained here "
-                f"(trained: {self.trained})"
-            )
-        if any(v < 0 for v in white.values()) or (any(white.values()) and anchor != "text"):
-            raise ValueError(f"anchor_whitening: λ must be >= 0 and the anchor text; got {white}, anchor {anchor!r}")
-        self._whitening_shrinkage = {m: float(v) for m, v in white.items() if v}
+        white = self._per_modality("anchor_whitening", anchor_whitening)
+        if any(white.values()) and anchor != "text":
+            raise ValueError(f"anchor_whitening needs the text anchor; got {white}, anchor {anchor!r}")
+        self._whitening_shrinkage = white
+        self._alignment = self._per_modality("anchor_alignment", anchor_alignment)
         self._whitening: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # m -> (mean, W), set at fit start
         self.tower_identities()  # now, before any strategy wraps or shards the towers
+
+    def _per_modality(self, name: str, value: float | dict[str, float]) -> dict[str, float]:
+        """A weight given once for every trained modality or as ``{modality: weight}``: the non-zero ones."""
+        per = value if isinstance(value, dict) else dict.fromkeys(self.trained, value)
+        if set(per) - set(self.trained):
+            raise ValueError(f"{name} names {sorted(set(per) - set(self.trained))}, not trained here ({self.trained})")
+        if any(float(v) < 0 for v in per.values()):
+            raise ValueError(f"{name}: every weight must be >= 0; got {per}")
+        return {m: float(v) for m, v in per.items() if v}
 
     # --- data contract ---------------------------------------------------------------------------------------------
     def pair_spec(self, caption_source: str = "modality") -> PairSpec:
@@ -267,16 +279,19 @@ class BindTrainModule(L.LightningModule):
             else:
                 continue
             bias = self.logit_bias[m] if self.logit_bias is not None else None
-            emb, anc = self._whiten(m, emb), self._whiten(m, anc)
-            out[m] = contrastive_loss(
-                emb,
-                anc.to(emb.dtype),
+            loss, n = contrastive_loss(
+                self._whiten(m, emb),
+                self._whiten(m, anc).to(emb.dtype),
                 self.model.logit_scale(m),
                 kind=self.loss_kind,
                 logit_bias=bias,
                 gather=gather,
                 gather_y_grad=False,
             )
+            if m in self._alignment:  # same scaling as the contrastive loss: this rank's sum over the global count
+                gap = (1 - F.cosine_similarity(emb.float(), anc.float(), dim=-1)).sum()
+                loss = loss + self._alignment[m] * gap * ((self._world() if distributed else 1) / max(n, 1))
+            out[m] = (loss, n)
         return out
 
     def augment(self, batch: dict[str, Any]) -> dict[str, Any]:

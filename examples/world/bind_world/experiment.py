@@ -87,6 +87,9 @@ class ExperimentConfig:
     #: the loss space's whitening per modality (:class:`bind.train.module.BindTrainModule`): video's captions name four
     #: factors and motion in a word or two, which the anchor barely separates (object motion 0.35 -> 0.61 zero-shot)
     anchor_whitening: dict[str, float] = field(default_factory=lambda: {"video": 0.3})
+    #: the cosine pull of each embedding onto its own caption's anchor embedding, per modality
+    #: (:class:`bind.train.module.BindTrainModule`)
+    anchor_alignment: dict[str, float] = field(default_factory=dict)
     #: ``{modality: source}``: train ``source`` first (with every modality not listed), then start ``modality``'s
     #: encoder from it (:func:`bind.init.bind_vit_weights`, LanguageBind's recipe) and train it against text alone;
     #: a convolutional stem takes its source's channels, so the trained one loads. Off by default: on the demo world
@@ -475,6 +478,7 @@ class WorldExperiment:
                 warmup_steps=c.warmup_steps,
                 weight_decay=c.weight_decay,
                 anchor_whitening={m: v for m, v in c.anchor_whitening.items() if m in modalities},
+                anchor_alignment={m: v for m, v in c.anchor_alignment.items() if m in modalities},
                 accelerator="cpu",
                 verbose=self.verbose,
                 callbacks=[EpochLines(label, self.echo)],
