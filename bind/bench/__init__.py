@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 
 SUITE_MODULES = [
+    "bind.bench.attention",
     "bind.bench.encoders",
     "bind.bench.data",
     "bind.bench.memory",

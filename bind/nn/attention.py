@@ -3,7 +3,9 @@
 Backends compute the same function on the same weights:
 
 * ``sdpa``     — :func:`torch.nn.functional.scaled_dot_product_attention` (default; flash / memory-efficient
-  kernels where torch has them, CPU and GPU).
+  kernels where torch has them, CPU and GPU). One exception, measured (``bindspace bench attention``): training in
+  bf16 / fp16 on a CPU with short sequences (keys <= :data:`CPU_MATH_MAX_KEYS`), where torch's flash backward costs
+  up to 3x its math kernel, runs the math kernel.
 * ``xformers`` — ``xformers.ops.memory_efficient_attention`` (CUDA only; Rabe & Staats 2021, "Self-attention Does
   Not Need O(n^2) Memory"), with block-diagonal masks for packed variable-length sequences.
 * ``math``     — the explicit softmax(QK^T/sqrt(d))V reference, used by parity tests.
@@ -16,14 +18,21 @@ value that every query may attend to.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 BACKENDS = ("sdpa", "xformers", "math")
+#: up to this many keys, reduced-precision training on a CPU runs SDPA's math kernel: torch 2.10's CPU flash
+#: attention backward is slow there — forward + backward in bf16 (``bindspace bench attention``: batch 64, 3 heads of
+#: 32) took the math kernel 0.35x flash's time at 64 keys, 0.5-0.6x at 128, 0.8x at 160, 1.3x at 192 and 2.4x at 256;
+#: forward alone, and in fp32, flash is faster at every length
+CPU_MATH_MAX_KEYS = 160
 
 
 @functools.cache
@@ -109,6 +118,19 @@ def _xformers(
     return out.transpose(1, 2)
 
 
+def _cpu_training_kernel(q: torch.Tensor, k: torch.Tensor):
+    """SDPA's math kernel for reduced-precision CPU training on short sequences (see :data:`CPU_MATH_MAX_KEYS`)."""
+    if (
+        q.device.type == "cpu"
+        and q.dtype in (torch.bfloat16, torch.float16)
+        and q.requires_grad
+        and torch.is_grad_enabled()
+        and k.shape[-2] <= CPU_MATH_MAX_KEYS
+    ):
+        return sdpa_kernel(SDPBackend.MATH)
+    return contextlib.nullcontext()
+
+
 def attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -125,9 +147,10 @@ def attention(
     native causal path.
     """
     if backend == "sdpa":
-        if causal_only and q.shape[-2] == k.shape[-2]:
-            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        with _cpu_training_kernel(q, k):
+            if causal_only and q.shape[-2] == k.shape[-2]:
+                return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
     if backend == "math":
         if causal_only and mask is None:
             lq, lk = q.shape[-2], k.shape[-2]

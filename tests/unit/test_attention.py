@@ -135,3 +135,38 @@ def test_gradient_checkpointing_gives_same_gradients(divided):
         F.mse_loss(t(x), torch.ones_like(x)).backward()
     for (n, p1), p2 in zip(t1.named_parameters(), t2.parameters()):
         torch.testing.assert_close(p1.grad, p2.grad, atol=1e-6, rtol=0, msg=n)
+
+
+def _sdpa_kernels(fn) -> set[str]:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return {e.key for e in prof.key_averages() if "flash_attention" in e.key or e.key == "aten::_softmax"}
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("length", [16, 512])
+def test_reduced_precision_cpu_training_runs_the_math_kernel_on_short_sequences(dtype, length):
+    """torch's CPU flash backward in bf16 costs up to 3x its math kernel on short sequences
+    (``bindspace bench attention``): there, and only there, ``sdpa`` trains with the math kernel — same values."""
+    from bind.nn.attention import CPU_MATH_MAX_KEYS
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 2, length, 16, dtype=dtype, requires_grad=True) for _ in range(3))
+
+    def train_step():
+        attention(q, k, v).float().sum().backward()
+
+    kernels = _sdpa_kernels(train_step)
+    expect_math = dtype == torch.bfloat16 and length <= CPU_MATH_MAX_KEYS
+    assert any("flash" in name for name in kernels) != expect_math, kernels
+    with torch.no_grad():  # inference keeps the flash kernel (faster forward at every length)
+        assert any("flash" in name for name in _sdpa_kernels(lambda: attention(q, k, v)))
+    ref = _math_reference(q.detach().float(), k.detach().float(), v.detach().float())
+    tol = 2e-2 if dtype == torch.bfloat16 else 1e-5
+    assert torch.allclose(attention(q, k, v).detach().float(), ref, atol=tol)
+
+
+def _math_reference(q, k, v):
+    return torch.softmax(q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5, dim=-1) @ v

@@ -61,3 +61,15 @@ def test_bench_refuses_empty_or_bad_input_in_one_line(argv, message, capsys):
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_bench_attention_writes_json(tmp_path, capsys):
+    out = tmp_path / "attention.json"
+    argv = ["bench", "attention", "--lengths", "16", "32", "--batch", "2", "--iters", "1", "--json", str(out)]
+    assert main(argv) == 0
+    rows = json.loads(out.read_text())["result"]
+    assert [r["length"] for r in rows] == [16, 32]
+    for r in rows:
+        for phase in ("forward", "forward_backward"):
+            assert min(r[phase][f"{k}_ms"] for k in ("flash", "math", "bind")) > 0
+    assert "math/flash" in capsys.readouterr().err
