@@ -52,6 +52,11 @@ def run_attention_bench(
         device: torch device (default: CUDA where there is one, else the CPU)
         iters: timed calls (median)
     """
+    if not lengths or min(lengths) < 1 or min(batch, heads, head_dim, iters) < 1:
+        raise ValueError(
+            f"bench attention: lengths must be one or more values >= 1 and batch, heads, head_dim, iters >= 1; got "
+            f"lengths {lengths}, batch {batch}, heads {heads}, head_dim {head_dim}, iters {iters}"
+        )
     dev = resolve_device(device)
     dt = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
     rows = []

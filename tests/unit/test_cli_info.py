@@ -55,6 +55,9 @@ def test_cli_reports_errors_without_traceback(capsys):
         (["bench", "data", "--modalities", "sonar"], "no registered modality among ['sonar']"),
         (["bench", "memory", "--frames", "0", "8"], "frame counts must be >= 1"),
         (["bench", "memory", "--frames"], "frame counts must be >= 1"),
+        (["bench", "attention", "--lengths"], "lengths must be one or more values >= 1"),
+        (["bench", "attention", "--lengths", "0"], "lengths must be one or more values >= 1"),
+        (["bench", "attention", "--heads", "0"], "heads, head_dim, iters >= 1"),
     ],
 )
 def test_bench_refuses_empty_or_bad_input_in_one_line(argv, message, capsys):
