@@ -15,6 +15,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from bind.bench.common import environment, resolve_device, suite_command, time_fn
 
+#: "flash": torch's flash kernel, or its memory-efficient one where flash cannot run (fp32 on CUDA)
+FUSED = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]
+
 
 def _step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backward: bool, kernel: str):
     from bind.nn.attention import attention
@@ -24,7 +27,7 @@ def _step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backward: bool, ker
         if kernel == "bind":
             out = attention(*x)
         else:
-            with sdpa_kernel(SDPBackend.FLASH_ATTENTION if kernel == "flash" else SDPBackend.MATH):
+            with sdpa_kernel(FUSED if kernel == "flash" else [SDPBackend.MATH]):
                 out = F.scaled_dot_product_attention(*x)
         if backward:
             out.float().sum().backward()
