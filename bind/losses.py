@@ -84,6 +84,8 @@ def contrastive_loss(
     logit_bias: torch.Tensor | None = None,
     gather: bool = True,
     gather_y_grad: bool | None = None,
+    negatives: torch.Tensor | None = None,
+    negatives_mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Loss between paired unit-norm rows ``x [n, D]`` (the modality) and ``y [n, D]`` (its anchor).
 
@@ -92,11 +94,17 @@ def contrastive_loss(
     ranks. When no rank holds a pair the loss is a zero that still depends on ``logit_scale`` (so every parameter
     stays in the graph). ``gather_y_grad`` (default: ``y.requires_grad``) lets a frozen anchor skip the gradient
     exchange.
+
+    ``negatives [K, D]`` (InfoNCE only): more anchor rows every ``x`` row is scored against, beside the gathered
+    ``y`` (a queue of earlier batches' anchors, the same on every rank); ``negatives_mask [n, K]`` marks the entries
+    that are no negative of a row (its own caption), left out of its softmax.
     """
     if kind not in LOSSES:
         raise ValueError(f"unknown contrastive loss {kind!r}; expected one of {LOSSES}")
     if x.shape != y.shape or x.dim() != 2:
         raise ValueError(f"contrastive_loss: x {tuple(x.shape)} and y {tuple(y.shape)} must be equal [n, D]")
+    if negatives is not None and kind != "infonce":
+        raise ValueError(f"contrastive_loss: queued negatives need the infonce loss, not {kind!r}")
     rank, world = _dist() if gather else (0, 1)
     sizes = gather_sizes(x.shape[0], x.device) if world > 1 else [x.shape[0]]
     n_global, offset = sum(sizes), sum(sizes[:rank])
@@ -114,6 +122,11 @@ def contrastive_loss(
         return (local + logit_bias * 0.0 if logit_bias is not None else local), n_global
     diag = torch.arange(offset, offset + n, device=x.device)
     logits_xy = logit_scale * x @ y_all.T  # local x rows vs every y
+    if negatives is not None and negatives.shape[0]:
+        queued = logit_scale * x @ negatives.to(x.dtype).T
+        if negatives_mask is not None:
+            queued = queued.masked_fill(negatives_mask, float("-inf"))
+        logits_xy = torch.cat([logits_xy, queued], dim=1)
     if kind == "infonce":
         logits_yx = logit_scale * y @ x_all.T  # local y rows vs every x
         total = (

@@ -2,7 +2,8 @@
 
 The encoder is bind's tiny image encoder with a learnable temperature (and SigLIP bias); the anchor embeddings are
 fixed. The global batch mixes samples with and without the modality, so the ranks hold different numbers of pairs —
-in the second case one rank holds none.
+in the second case one rank holds none. With a queue (``anchor_queue``), every rank scores its rows against the same
+queued negatives as well, some masked per row.
 """
 
 from __future__ import annotations
@@ -42,12 +43,29 @@ def _batch(present_mask: list[bool]) -> tuple[torch.Tensor, torch.Tensor, torch.
     return x, y, torch.tensor(present_mask)
 
 
-def _step(model: nn.Module, x, y, present, kind: str, gather: bool):
+def _queue() -> tuple[torch.Tensor, torch.Tensor]:
+    """Queued negatives [5, DIM] and, per global row, the entries masked out of its softmax."""
+    negatives = F.normalize(torch.randn(5, DIM, generator=torch.Generator().manual_seed(2)), dim=-1)
+    return negatives, (torch.arange(N)[:, None] + torch.arange(5)[None]) % 3 == 0
+
+
+def _step(model: nn.Module, x, y, present, kind: str, gather: bool, queue: tuple | None = None):
     from bind.losses import contrastive_loss
 
     emb, scale, bias = model(x[present] if present.any() else x[:1])
     emb = emb if present.any() else emb[:0]  # a rank without pairs still runs the encoder (as BindTrainModule does)
-    loss, n = contrastive_loss(emb, y[present], scale, kind=kind, logit_bias=bias, gather=gather, gather_y_grad=False)
+    negatives, mask = queue if queue is not None else (None, None)
+    loss, n = contrastive_loss(
+        emb,
+        y[present],
+        scale,
+        kind=kind,
+        logit_bias=bias,
+        gather=gather,
+        gather_y_grad=False,
+        negatives=negatives,
+        negatives_mask=None if mask is None else mask[present],
+    )
     loss.backward()
     return loss.detach(), n
 
@@ -56,6 +74,7 @@ CASES = {
     "infonce-unequal": ("infonce", [True, True, False, True, True, False, False, True]),  # rank 0: 3 pairs, rank 1: 2
     "infonce-rank-without-pairs": ("infonce", [True, True, True, True, False, False, False, False]),
     "siglip-unequal": ("siglip", [True, False, True, True, True, True, False, True]),
+    "infonce-queue": ("infonce", [True, True, False, True, True, False, False, True]),
 }
 
 
@@ -72,7 +91,10 @@ def _worker(rank: int, port: int, out: str) -> None:
             ddp = DDP(model)
             x, y, present = _batch(mask)
             rows = slice(rank * N // WORLD, (rank + 1) * N // WORLD)
-            loss, n = _step(ddp, x[rows], y[rows], present[rows], kind, gather=True)
+            queue = _queue() if name.endswith("queue") else None
+            if queue is not None:
+                queue = (queue[0], queue[1][rows])
+            loss, n = _step(ddp, x[rows], y[rows], present[rows], kind, gather=True, queue=queue)
             logged = loss.clone()
             dist.all_reduce(logged)
             torch.save(
@@ -109,7 +131,7 @@ def test_two_process_loss_and_grads_equal_single_process(ddp_results, case):
     kind, mask = CASES[case]
     model = Head(kind)
     x, y, present = _batch(mask)
-    loss, n = _step(model, x, y, present, kind, gather=False)
+    loss, n = _step(model, x, y, present, kind, gather=False, queue=_queue() if case.endswith("queue") else None)
     ref = {k: p.grad for k, p in model.named_parameters() if p.grad is not None}
     assert any(float(g.abs().max()) > 1e-4 for g in ref.values())  # the comparison is not between zeros
     for rank in range(WORLD):

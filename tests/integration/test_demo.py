@@ -144,3 +144,26 @@ def test_modalities_train_their_own_epochs_in_stages_joined_into_one_model(tmp_p
         ExperimentConfig(modalities=("image",), modality_epochs={"sonar": 2})
     with pytest.raises(ValueError, match="first stage"):
         ExperimentConfig(modalities=("image", "video"), modality_epochs={"image": 2}, init_from={"video": "image"})
+
+
+def test_texts_repeated_among_the_queries_are_embedded_once(tmp_path, monkeypatch):
+    """The paraphrased queries repeat (16 draws over few wordings): each distinct text goes through the anchor once,
+    and every query gets its text's embedding."""
+    from bind_world.experiment import MODEL_NAME, ExperimentConfig, WorldExperiment
+
+    config = ExperimentConfig(modalities=("image",)).shrunk(n=8)
+    texts = ["a red cube.", "a blue torus, far away.", "a red cube.", "a red cube."]
+    with WorldExperiment(tmp_path / "run", config, echo=lambda line: None) as run:
+        run.prepare()
+        model = bind.create_model(MODEL_NAME, modalities=["text", "image"]).eval()
+        embedded: list[int] = []
+        real = type(model).embed_tensors
+        monkeypatch.setattr(
+            type(model), "embed_tensors", lambda self, m, s, **k: embedded.append(len(s)) or real(self, m, s, **k)
+        )
+        emb = run.embed_texts(model, texts)
+        alone = torch.cat([run.embed_texts(model, [t]) for t in texts[:2]])
+        assert run.embed_texts(model, []).shape == (0, model.embed_dim)
+    assert embedded[0] == 2 and emb.shape == (4, model.embed_dim)
+    assert torch.equal(emb[0], emb[2]) and torch.equal(emb[0], emb[3])
+    assert torch.allclose(emb[:2], alone, atol=1e-5)

@@ -94,6 +94,9 @@ class ExperimentConfig:
     #: starts (video-only runs), its queries in a third, independent wording 0.60 -> 0.68 and 0.42 -> 0.62; on depth it
     #: moved nothing beyond the spread between starts
     anchor_alignment: dict[str, float] = field(default_factory=lambda: {"video": 0.5})
+    #: the queue of earlier batches' caption embeddings scored as more negatives, per modality
+    #: (:class:`bind.train.module.BindTrainModule`)
+    anchor_queue: dict[str, int] = field(default_factory=dict)
     #: ``{modality: source}``: train ``source`` first (with every modality not listed), then start ``modality``'s
     #: encoder from it (:func:`bind.init.bind_vit_weights`, LanguageBind's recipe) and train it against text alone;
     #: a convolutional stem takes its source's channels, so the trained one loads. Off by default: on the demo world
@@ -485,6 +488,7 @@ class WorldExperiment:
                 weight_decay=c.weight_decay,
                 anchor_whitening={m: v for m, v in c.anchor_whitening.items() if m in modalities},
                 anchor_alignment={m: v for m, v in c.anchor_alignment.items() if m in modalities},
+                anchor_queue={m: v for m, v in c.anchor_queue.items() if m in modalities},
                 accelerator="cpu",
                 verbose=self.verbose,
                 callbacks=[EpochLines(label, self.echo)],
@@ -501,5 +505,8 @@ class WorldExperiment:
         return model.embed_tensors(modality, self.samples(modality, records), batch_size=batch_size)
 
     def embed_texts(self, model: Any, texts: Sequence[str]) -> torch.Tensor:
-        pre = self.preprocess[ANCHOR]
-        return model.embed_tensors(ANCHOR, [self.cache.process(ANCHOR, t, pre) for t in texts])
+        """The anchor's embeddings of ``texts``, each distinct text embedded once (the demo's 23,040 paraphrased
+        queries hold 4,471 distinct ones)."""
+        pre, row = self.preprocess[ANCHOR], {t: i for i, t in enumerate(dict.fromkeys(texts))}
+        emb = model.embed_tensors(ANCHOR, [self.cache.process(ANCHOR, t, pre) for t in row])
+        return emb[torch.tensor([row[t] for t in texts], dtype=torch.long)]
