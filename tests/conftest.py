@@ -20,3 +20,32 @@ def tiny_model():
 
     torch.manual_seed(0)
     return bind.create_model("bind-tiny").eval()
+
+
+#: a 32-pixel image encoder with 8-pixel patches: the encoder the training-loss tests fit
+TINY_IMAGE_ENCODERS = {"image": {"stem": {"patch_size": 8}, "preprocess": {"size": 32, "crop_size": 32}}}
+
+
+@pytest.fixture
+def fit_tiny_image():
+    """``fit(manifest, run_dir, **options)`` of :data:`TINY_IMAGE_ENCODERS` against MiniLM-tiny (fp32, CPU, batch 16,
+    no export): the training-loss tests vary only ``options``."""
+    from bind.train import fit
+
+    def run(manifest, run_dir, **options):
+        return fit(
+            manifest,
+            modalities=["image"],
+            model="bind-minilm-tiny",
+            run_dir=run_dir,
+            batch_size=16,
+            num_workers=0,
+            export=False,
+            progress_bar=False,
+            encoders=TINY_IMAGE_ENCODERS,
+            precision="fp32",
+            accelerator="cpu",
+            **options,
+        )
+
+    return run

@@ -45,30 +45,15 @@ def test_the_term_is_the_weighted_mean_cosine_gap_over_the_contrastive_loss():
     assert torch.allclose(total - base, 2.0 * gap, atol=1e-5)
 
 
-def test_training_with_it_closes_the_gap_between_items_and_their_captions(tmp_path):
+def test_training_with_it_closes_the_gap_between_items_and_their_captions(tmp_path, fit_tiny_image):
     from bind_world.shapes import write_shapes_dataset
 
     from bind.data.manifest import read_manifest
-    from bind.train import fit
 
     manifest = write_shapes_dataset(tmp_path / "shapes", train=48, val=16, size=32)
     gaps = {}
     for beta in (0.0, 1.0):
-        result = fit(
-            manifest,
-            modalities=["image"],
-            model="bind-minilm-tiny",
-            run_dir=tmp_path / f"run{beta}",
-            max_epochs=3,
-            batch_size=16,
-            num_workers=0,
-            export=False,
-            progress_bar=False,
-            encoders=ENCODERS,
-            anchor_alignment=beta,
-            precision="fp32",
-            accelerator="cpu",
-        )
+        result = fit_tiny_image(manifest, tmp_path / f"run{beta}", max_epochs=3, anchor_alignment=beta)
         model = result.model.eval()
         records = read_manifest(manifest, "val")
         emb = model.embed_sources("image", [str(r.media["image"]) for r in records])

@@ -110,11 +110,10 @@ def test_sizes_and_loss_are_checked():
         _module(anchor_queue={"video": 8})
 
 
-def test_a_run_resumed_from_its_checkpoint_ends_with_the_uninterrupted_runs_weights(tmp_path):
+def test_a_run_resumed_from_its_checkpoint_ends_with_the_uninterrupted_runs_weights(tmp_path, fit_tiny_image):
     from bind_world.shapes import write_shapes_dataset
     from lightning.pytorch.callbacks import Callback
 
-    from bind.train import fit
     from bind.train.module import QUEUE_KEY
 
     class StopAfterOneEpoch(Callback):
@@ -124,20 +123,11 @@ def test_a_run_resumed_from_its_checkpoint_ends_with_the_uninterrupted_runs_weig
     manifest = write_shapes_dataset(tmp_path / "shapes", train=48, val=16, size=32)
 
     def run(name: str, ckpt: Path | None = None, stop: bool = False) -> dict[str, torch.Tensor]:
-        return fit(
+        return fit_tiny_image(
             manifest,
-            modalities=["image"],
-            model="bind-minilm-tiny",
-            run_dir=tmp_path / name,
+            tmp_path / name,
             max_epochs=2,
-            batch_size=16,
-            num_workers=0,
-            export=False,
-            progress_bar=False,
-            encoders=ENCODERS,
             anchor_queue={"image": 40},
-            precision="fp32",
-            accelerator="cpu",
             ckpt_path=None if ckpt is None else str(ckpt),
             callbacks=[StopAfterOneEpoch()] if stop else [],
         ).model.state_dict()
