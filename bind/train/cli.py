@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import sys
 import warnings
 
@@ -182,11 +183,28 @@ def describe_error(e: BaseException, args: list[str]) -> str:
         )
     if ckpt and isinstance(e, FileNotFoundError) and "heckpoint" in str(e):
         return f"--ckpt_path {ckpt}: no such checkpoint; pass a .ckpt file, or `last` to resume the run directory's"
+    if isinstance(e, argparse.ArgumentError):
+        return _option_error(str(e))
     msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     from bind.errors import BindError
 
     known = (BindError, FileNotFoundError, ValueError, KeyError, RuntimeError, OSError)
     return msg if isinstance(e, known) else f"{type(e).__name__}: {msg} (rerun with --debug for the traceback)"
+
+
+def _option_error(text: str) -> str:
+    """jsonargparse's multi-line type error of an option as one line: the option, the value given, what it takes."""
+    key = re.search(r'Parser key "([^"]+)"', text)
+    if key is None:
+        return text.strip().splitlines()[0] if text.strip() else "invalid arguments"
+    given = re.search(r"(?:Given|Got) value: (.*)", text)
+    types = re.search(r"Subtypes: \[(.*)\]", text) or re.search(r"Expected a (<class '\w+'>)", text)
+    expected = re.sub(r"<class '(\w+)'>", r"\1", types.group(1)) if types else "another type"
+    value = f" {given.group(1).strip()!r}" if given else ""
+    return (
+        f"--{key.group(1)}{value}: not a valid value (takes {expected}); "
+        "`bindspace train fit --help` lists every option with its type"
+    )
 
 
 def _run_cli(args: list[str], verbose: bool) -> int:
@@ -204,6 +222,7 @@ def _run_cli(args: list[str], verbose: bool) -> int:
             trainer_defaults=defaults,
             seed_everything_default=0,
             save_config_kwargs={"overwrite": True},
+            parser_kwargs={"exit_on_error": False},  # a bad option value raises: one line (describe_error), no usage
         )
     return 0
 

@@ -57,7 +57,18 @@ class _Evil:
 
 
 @pytest.mark.parametrize(
-    "case", ["missing", "empty", "invalid-json", "misspelt-modality", "evil-ckpt", "missing-ckpt", "no-val-split"]
+    "case",
+    [
+        "missing",
+        "empty",
+        "invalid-json",
+        "misspelt-modality",
+        "evil-ckpt",
+        "missing-ckpt",
+        "no-val-split",
+        "wrong-type",
+        "bad-queue",
+    ],
 )
 def test_bad_input_is_one_line_naming_it(case, shapes, tmp_path):
     args = ["--config", str(SHIPPED), "--data.manifest", str(shapes), "--trainer.default_root_dir", "run"]
@@ -78,6 +89,12 @@ def test_bad_input_is_one_line_naming_it(case, shapes, tmp_path):
             pickle.dump({"state_dict": {}, "x": _Evil()}, f)
         args += ["--ckpt_path", "evil.ckpt"]
         expect = ("--ckpt_path evil.ckpt", "refused")
+    elif case == "wrong-type":  # jsonargparse's multi-line type error and the usage, before: now one line
+        args += ["--model.anchor_queue", "2.5"]
+        expect = ("--model.anchor_queue '2.5'", "not a valid value", "int", "--help")
+    elif case == "bad-queue":
+        args += ["--model.loss", "siglip", "--model.anchor_queue", "64"]
+        expect = ("anchor_queue needs the infonce loss",)
     elif case == "missing-ckpt":
         args += ["--ckpt_path", "gone.ckpt"]
         expect = ("--ckpt_path gone.ckpt",)
