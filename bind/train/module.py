@@ -116,7 +116,8 @@ class BindTrainModule(L.LightningModule):
             training captions do not vary, the encoder's start decides, and captions worded differently from the
             training ones (paraphrases) meet that arbitrary offset. The term pulls each item towards the centre of its
             captions' embeddings, the place an ideal encoder would put it. Small values (0.5-1) keep InfoNCE in
-            charge; large ones turn the loss into regression onto the captions and lose the ranking.
+            charge; large ones turn the loss into regression onto the captions and lose the ranking (with
+            ``anchor_queue``'s harder negatives the world's video held up to 5 and lost its motion at 10).
         anchor_queue: size ``K`` of a queue of the frozen anchor's embeddings from earlier batches, for every trained
             modality or as ``{modality: K}`` (0 / absent: off; InfoNCE only): each item is also scored against them
             on the modality -> anchor side of the loss (MoCo's queue, He et al. 2020, without its momentum encoder,
