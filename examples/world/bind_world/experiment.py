@@ -92,7 +92,8 @@ class ExperimentConfig:
     #: the cosine pull of each embedding onto its own caption's anchor embedding, per modality
     #: (:class:`bind.train.module.BindTrainModule`). Video at 0.5 without a queue: paraphrases / bound 0.52 -> 0.55 and
     #: 0.42 -> 0.55 over two starts (video-only runs); with the queue below the ranking holds up to 5 (paraphrases 0.55
-    #: at 0.5, 0.67 at 2, 0.70 at 5; at 10 motion collapsed). On depth it moved nothing beyond the spread between starts
+    #: at 0.5, 0.67 at 2, 0.63-0.70 at 5 over two runs; at 10 motion collapsed). On depth it moved nothing beyond the
+    #: spread between starts
     anchor_alignment: dict[str, float] = field(default_factory=lambda: {"video": 5.0})
     #: the queue of earlier batches' caption embeddings scored as more negatives, per modality
     #: (:class:`bind.train.module.BindTrainModule`): a batch of 64 rarely holds a video caption that differs from the
