@@ -132,6 +132,7 @@ class VideoStemConfig:
     conv: tuple[int, ...] = ()  #: channels of 3x3 stride-2 conv layers before the patch projection (a conv stem)
     frame_difference: bool = False  #: also feed each frame's difference from the previous one (TSN's RGB difference)
     conv_time_kernel: int = 1  #: frames each ``conv`` kernel spans: 1 per frame (2-D), 3 spatio-temporal (R3D-style)
+    conv_time_stride: tuple[int, ...] | None = None  #: each 3-D ``conv`` layer's stride in time (default 1 each)
 
 
 @dataclass
@@ -662,6 +663,7 @@ class VideoModality(Modality):
             conv=s.conv,
             frame_difference=s.frame_difference,
             conv_time_kernel=s.conv_time_kernel,
+            conv_time_stride=s.conv_time_stride,
         )
 
     def example_input(self, cfg: EncoderConfig, batch: int) -> torch.Tensor:

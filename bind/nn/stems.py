@@ -39,19 +39,32 @@ def _grid(size: int, kernel: int, stride: int) -> int:
     return (size - kernel) // stride + 1
 
 
-def conv_stem(in_chans: int, channels: tuple[int, ...] | list[int], time_kernel: int = 0) -> nn.Sequential:
+def conv_stem(
+    in_chans: int,
+    channels: tuple[int, ...] | list[int],
+    time_kernel: int = 0,
+    time_stride: tuple[int, ...] | list[int] | None = None,
+) -> nn.Sequential:
     """3x3 stride-2 convolutions, each followed by BatchNorm and GELU: the convolutional stem of Xiao et al.
     ("Early Convolutions Help Transformers See Better", NeurIPS 2021), which makes a ViT far more sample-efficient
     than a single large-kernel patch projection. Each layer halves the resolution.
 
     ``time_kernel > 0`` makes the layers 3-D (``[B, C, T, H, W]`` in and out): each kernel also spans that many
-    frames (odd; stride 1 and same-padding in time), so motion is mixed in from the first layer, as in R3D/I3D."""
+    frames (odd; same-padding in time), so motion is mixed in from the first layer, as in R3D/I3D. ``time_stride``:
+    each 3-D layer's stride in time (default 1): 2 halves the frames that layer hands on (the C3D/R(2+1)D downsampling),
+    and with it the cost of every layer after it."""
     if time_kernel and time_kernel % 2 == 0:
         raise ValueError(f"conv stem time kernel must be odd, got {time_kernel}")
+    strides = [1] * len(channels) if time_stride is None else [int(v) for v in time_stride]
+    if len(strides) != len(channels) or min(strides, default=1) < 1 or (not time_kernel and set(strides) - {1}):
+        raise ValueError(
+            f"conv stem time stride {list(strides)}: one stride >= 1 per conv layer {list(channels)}, and 3-D layers "
+            "(a time kernel > 1) to stride in time"
+        )
     layers: list[nn.Module] = []
-    for c in channels:
+    for c, st in zip(channels, strides):
         if time_kernel:
-            conv = nn.Conv3d(in_chans, c, (time_kernel, 3, 3), (1, 2, 2), (time_kernel // 2, 1, 1), bias=False)
+            conv = nn.Conv3d(in_chans, c, (time_kernel, 3, 3), (st, 2, 2), (time_kernel // 2, 1, 1), bias=False)
             layers += [conv, nn.BatchNorm3d(c), nn.GELU()]
         else:
             layers += [nn.Conv2d(in_chans, c, 3, 2, 1, bias=False), nn.BatchNorm2d(c), nn.GELU()]
@@ -124,6 +137,8 @@ class TubeletStem(nn.Module):
     ``conv`` adds a convolutional stem before the tubelets (:func:`conv_stem`), per frame by default;
     ``conv_time_kernel=3`` makes its kernels span 3 frames, which mixes motion in before any attention (a classifier
     of the world's object motion, 8 frames, 2040 clips, 8 epochs: 0.58 with per-frame convs, 0.71 with 3-frame ones).
+    ``conv_time_stride`` (one per conv layer) strides those 3-D layers in time; the tubelet projection then spans
+    ``temporal_patch`` divided by their product, so the token grid is the same as without it.
 
     Token reduction for long videos (off by default): ``reduce_time=r`` averages the tokens of every ``r``
     consecutive tubelet steps at the same spatial position, ``reduce_space=s`` averages ``s x s`` neighbouring patches
@@ -146,6 +161,7 @@ class TubeletStem(nn.Module):
         conv: tuple[int, ...] | list[int] = (),
         frame_difference: bool = False,
         conv_time_kernel: int = 1,
+        conv_time_stride: tuple[int, ...] | list[int] | None = None,
     ) -> None:
         super().__init__()
         if reduce_time < 1 or reduce_space < 1:
@@ -158,8 +174,16 @@ class TubeletStem(nn.Module):
         f = _conv_reduced((patch_size,) * 2, (patch_size,) * 2, conv, "TubeletStem") if conv else 1
         # before the tubelets: per frame (2-D), or spanning conv_time_kernel frames (3-D)
         self.conv_3d = conv_time_kernel > 1
-        self.conv = conv_stem(in_chans, conv, conv_time_kernel if self.conv_3d else 0) if conv else None
-        kernel = (temporal_patch, patch_size // f, patch_size // f)
+        self.conv = (
+            conv_stem(in_chans, conv, conv_time_kernel if self.conv_3d else 0, conv_time_stride) if conv else None
+        )
+        ft = math.prod(conv_time_stride or ()) if conv else 1
+        if temporal_patch % ft:
+            raise ValueError(
+                f"TubeletStem: temporal_patch {temporal_patch} must be a multiple of {ft}, the product of the conv "
+                f"layers' time strides {list(conv_time_stride or ())}"
+            )
+        kernel = (temporal_patch // ft, patch_size // f, patch_size // f)
         self.proj = nn.Conv3d(conv[-1] if conv else in_chans, width, kernel, kernel, bias=bias)
         self.grid = (image_size // patch_size,) * 2
         self.pos_embed = nn.Parameter(torch.randn(1, self.grid[0] * self.grid[1], width) * 0.02)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.nn import Conv3d
 
 import bind
 from bind.nn.stems import PatchStem2d, TubeletStem
@@ -46,6 +47,36 @@ def test_tubelet_stem_conv_time_kernel_mixes_neighbouring_frames():
     assert not torch.allclose(a[:, :16], b[:, :16]) and torch.equal(a[:, -16:], b[:, -16:])
     with pytest.raises(ValueError, match="odd"):
         TubeletStem(3, 32, 16, 64, num_frames=8, conv=(8, 16), conv_time_kernel=2)
+
+
+def test_tubelet_stem_conv_time_stride_keeps_the_token_grid_and_every_frame():
+    torch.manual_seed(0)
+    kw = dict(num_frames=8, temporal_patch=4, conv=(8, 16), conv_time_kernel=3)
+    stem = TubeletStem(3, 32, 16, 64, conv_time_stride=[2, 1], **kw).eval()
+    assert stem.conv[0].stride == (2, 2, 2) and stem.proj.kernel_size == (2, 4, 4)
+    x = torch.randn(2, 3, 8, 64, 64)
+    assert stem(x).tokens.shape == (2, 2 * 16, 32)  # the grid of the unstrided stem: 8 frames / 4 per tubelet
+    assert TubeletStem(3, 32, 16, 64, **kw)(x).tokens.shape == (2, 2 * 16, 32)
+    for frame in range(8):  # strided in time, yet no frame is skipped: each one reaches some token
+        y = x.clone()
+        y[:, :, frame] += 1
+        assert not torch.allclose(stem(x).tokens, stem(y).tokens)
+    with pytest.raises(ValueError, match="one stride >= 1 per conv layer"):
+        TubeletStem(3, 32, 16, 64, conv_time_stride=[2], **kw)
+    with pytest.raises(ValueError, match="3-D layers"):
+        TubeletStem(3, 32, 16, 64, num_frames=8, temporal_patch=4, conv=(8, 16), conv_time_stride=[2, 1])
+    with pytest.raises(ValueError, match="temporal_patch 2 must be a multiple of 4"):
+        TubeletStem(3, 32, 16, 64, **{**kw, "temporal_patch": 2}, conv_time_stride=[2, 2])
+
+
+def test_video_plugin_reads_conv_time_stride_from_the_config(tmp_path):
+    stem = {"patch_size": 16, "temporal_patch": 4, "conv": [8, 16], "conv_time_kernel": 3, "conv_time_stride": [2, 1]}
+    model = bind.create_model("bind-tiny", modalities=["video"], precision="fp32", stem=stem, attn_backend="math")
+    x = torch.randn(2, 3, 8, 224, 224)
+    conv = model.encoder("video").stem.conv
+    assert isinstance(conv[0], Conv3d) and conv[0].stride == (2, 2, 2) and conv[3].stride == (1, 2, 2)
+    again = bind.load_model(model.save_pretrained(tmp_path / "m"), precision="fp32").encoder("video")
+    torch.testing.assert_close(model.encoder("video")(x), again(x))
 
 
 @pytest.mark.parametrize("modality", ["image", "depth", "thermal", "video"])
