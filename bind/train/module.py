@@ -99,7 +99,7 @@ class BindTrainModule(L.LightningModule):
         cache_anchors: memoise the frozen text anchor's embedding of each caption (up to ``anchor_cache_size``
             captions): exact, since the tower is frozen and deterministic, and a large saving when captions repeat.
             At the start of fit every distinct caption of the training and validation records is embedded in
-            fixed chunks of the sorted list (:meth:`fill_anchor_cache`; up to 50x faster than one by one), so an
+            fixed chunks of the sorted list (:meth:`fill_anchor_cache`; 4x faster than one by one), so an
             uninterrupted and a resumed run (whose cache starts empty) hold the same bits. A caption met later is
             embedded alone, trimmed to its own length: its value does not depend on the batch that first held it.
         anchor_whitening: shrinkage ``λ`` of a whitened loss space, for every trained modality or as
