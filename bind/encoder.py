@@ -52,7 +52,12 @@ class ModalityEncoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.modality = get_modality(cfg.modality)
-        self.stem = self.modality.stem(cfg)
+        try:
+            self.stem = self.modality.stem(cfg)
+        except ValueError as e:  # the stems' own checks do not know which modality they were building
+            if str(e).startswith(f"{cfg.modality}: "):
+                raise
+            raise ValueError(f"{cfg.modality}: {e}") from e
         n_cls = cfg.num_cls_tokens
         self.cls_token = nn.Parameter(torch.randn(1, n_cls, cfg.width) * 0.02) if n_cls else None
         self.patch_dropout = PatchDropout(cfg.patch_dropout, n_cls)

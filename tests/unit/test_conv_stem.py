@@ -63,6 +63,10 @@ def test_tubelet_stem_conv_time_stride_keeps_the_token_grid_and_every_frame():
         assert not torch.allclose(stem(x).tokens, stem(y).tokens)
     with pytest.raises(ValueError, match="one stride >= 1 per conv layer"):
         TubeletStem(3, 32, 16, 64, conv_time_stride=[2], **kw)
+    with pytest.raises(ValueError, match=r"^video: conv stem time stride \[2\]"):  # the model names the modality
+        bind.create_model(
+            "bind-tiny", modalities=["video"], stem={"conv": [8, 16], "conv_time_kernel": 3, "conv_time_stride": [2]}
+        )
     with pytest.raises(ValueError, match="3-D layers"):
         TubeletStem(3, 32, 16, 64, num_frames=8, temporal_patch=4, conv=(8, 16), conv_time_stride=[2, 1])
     with pytest.raises(ValueError, match="temporal_patch 2 must be a multiple of 4"):
