@@ -583,6 +583,7 @@ class BindTrainModule(L.LightningModule):
     # --- reporting / export ----------------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
         self.model.mark_untrained([])  # being trained: the sanity-check validation must not warn about random weights
+        self.train(self.training)  # frozen towers in eval mode before they embed anything here (no dropout)
         if self.hparams.cache_anchors and "FSDP" not in type(self.trainer.strategy).__name__:  # FSDP: lazily
             n = self.fill_anchor_cache(self._record_captions())
             log.debug("anchor cache: embedded %d captions up front", n)

@@ -77,13 +77,20 @@ def test_filling_keeps_to_the_cache_size(module):
         module._anchor_cache.clear()
 
 
-def test_fit_embeds_every_training_and_validation_caption_before_the_first_step(tmp_path, fit_tiny_image):
+def test_fit_embeds_every_training_and_validation_caption_before_the_first_step(tmp_path, fit_tiny_image, monkeypatch):
     from bind_world.shapes import write_shapes_dataset
     from lightning.pytorch.callbacks import Callback
 
     from bind.data.manifest import read_manifest
+    from bind.train.module import BindTrainModule
 
-    seen = {}
+    seen, fill = {}, BindTrainModule.fill_anchor_cache
+
+    def spy(self, captions, chunk=256):  # the frozen tower embeds in eval mode: no dropout in the cached anchors
+        seen["dropout"] = any(m.training for m in self.model.encoder("text").modules())
+        return fill(self, captions, chunk)
+
+    monkeypatch.setattr(BindTrainModule, "fill_anchor_cache", spy)
 
     class AtFirstStep(Callback):
         def on_train_batch_start(self, trainer, module, batch, batch_idx):
@@ -93,3 +100,4 @@ def test_fit_embeds_every_training_and_validation_caption_before_the_first_step(
     fit_tiny_image(manifest, tmp_path / "run", max_epochs=1, cache_anchors=True, callbacks=[AtFirstStep()])
     records = [r for r in read_manifest(manifest) if r.split in ("train", "val")]
     assert seen["cached"] == {c for r in records for c in r.anchor_captions("image")}
+    assert seen["dropout"] is False
