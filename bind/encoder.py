@@ -20,13 +20,37 @@ from bind.nn.transformer import PatchDropout, Transformer
 from bind.registry import get_modality
 
 
+def save_as_scalars(module: nn.Module, *names: str) -> None:
+    """Keep ``module``'s one-element tensors ``names`` (parameters or buffers, direct attributes) as shape ``[1]`` in
+    the module and as scalars (shape ``[]``) in its state dict; loading takes either shape.
+
+    FSDP (``FullyShardedDataParallel`` and ``fully_shard``) refuses scalar parameters, while every file bind writes or
+    converts holds logit scales as scalars (ImageBind's and LanguageBind's convention): files stay as they are.
+    """
+
+    def to_scalars(mod, state_dict, prefix, local_metadata):
+        for name in names:
+            if (t := state_dict.get(prefix + name)) is not None and t.shape == (1,):
+                state_dict[prefix + name] = t.reshape(())
+
+    def from_scalars(mod, state_dict, prefix, *args):
+        for name in names:
+            if (t := state_dict.get(prefix + name)) is not None and t.ndim == 0:
+                state_dict[prefix + name] = t.reshape(1)
+
+    module.register_state_dict_post_hook(to_scalars)
+    module.register_load_state_dict_pre_hook(from_scalars)
+
+
 def add_logit_scale(module: nn.Module, cfg: EncoderConfig) -> None:
-    """Give ``module`` its ``logit_scale`` (log space): a parameter when learnable, else a fixed buffer."""
-    scale = torch.tensor(float(cfg.logit_scale_init))
+    """Give ``module`` its ``logit_scale`` (log space): a parameter when learnable, else a fixed buffer; one element
+    in the module, a scalar in the state dict (:func:`save_as_scalars`)."""
+    scale = torch.tensor([float(cfg.logit_scale_init)])
     if cfg.logit_scale_learnable:
         module.logit_scale = nn.Parameter(scale)
     else:
         module.register_buffer("logit_scale", scale)
+    save_as_scalars(module, "logit_scale")
 
 
 @dataclass
@@ -171,4 +195,4 @@ class ModalityEncoder(nn.Module):
 
     def get_logit_scale(self) -> torch.Tensor:
         """``exp(logit_scale)``, at most ``cfg.logit_scale_max`` (100, CLIP; ``None``: uncapped)."""
-        return logit_scale_value(self.logit_scale, self.cfg)
+        return logit_scale_value(self.logit_scale.reshape(()), self.cfg)

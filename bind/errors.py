@@ -34,6 +34,11 @@ class ModelLoadError(BindError, ValueError):
         super().__init__(f"{path}: {' '.join(str(reason).split())}")
 
 
+class BackendError(BindError, RuntimeError):
+    """An attention backend cannot run here: xformers not installed, its CUDA kernels not loadable under this torch,
+    or tensors that are not on CUDA. The message names the fix."""
+
+
 class UnknownModalityError(BindError, KeyError):
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
         return str(self.args[0])

@@ -192,7 +192,7 @@ class _TowerEncoder(nn.Module):
             self.tower.gradient_checkpointing_disable()
 
     def get_logit_scale(self) -> torch.Tensor:
-        return logit_scale_value(self.logit_scale, self.cfg)
+        return logit_scale_value(self.logit_scale.reshape(()), self.cfg)
 
 
 class TransformersTextEncoder(_TowerEncoder):

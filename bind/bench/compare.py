@@ -289,11 +289,11 @@ def compare_video(
 
 def long_sequences_cuda(iters: int) -> dict[str, Any]:
     """ViT-L/14 video at 64 and 128 frames, bf16: xformers vs SDPA (CUDA only)."""
-    from bind.nn.attention import _xformers_ops
+    from bind.nn.attention import _xformers_status
 
     device = torch.device("cuda")
-    if _xformers_ops() is None:
-        return {"skipped": "xformers not installed"}
+    if _xformers_status()[0] is None:
+        return {"skipped": _xformers_status()[1]}
     out = {}
     for backend in ("sdpa", "xformers"):
         res = compare_video([64, 128], ["joint", "divided"], 224, 2, iters, device, backend, "bf16", "bind-large")

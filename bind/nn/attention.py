@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from bind.errors import BackendError
+
 BACKENDS = ("sdpa", "xformers", "math")
 #: up to this many keys, reduced-precision training on a CPU runs SDPA's math kernel: torch 2.10's CPU flash
 #: attention backward is slow there — forward + backward in bf16 (``bindspace bench attention``: batch 64, 3 heads of
@@ -36,12 +38,26 @@ CPU_MATH_MAX_KEYS = 160
 
 
 @functools.cache
-def _xformers_ops():
+def _xformers_status():
+    """``(xformers.ops, None)`` where xformers' kernels load, else ``(None, why not)``. An xformers built for another
+    torch imports but cannot load its CUDA library, and then has no operator for any input."""
     try:
+        import xformers  # noqa: PLC0415
         import xformers.ops as xops  # noqa: PLC0415
-    except Exception:  # noqa: BLE001 — any import failure means "not available"
-        return None
-    return xops
+    except Exception as e:  # noqa: BLE001 — any import failure means "not available"
+        return None, f"xformers is not importable ({type(e).__name__}: {e}); pip install 'bind[xformers]'"
+    if not getattr(xformers, "_has_cpp_library", True):
+        why = " ".join(str(getattr(xformers._cpp_lib, "_cpp_library_load_exception", "")).split())
+        return None, (
+            f"xformers {getattr(xformers, '__version__', '?')} cannot load its CUDA kernels under torch "
+            f"{torch.__version__} ({why}); install the xformers build for this torch (bind pins the pair in "
+            "constraints.txt)"
+        )
+    return xops, None
+
+
+def _xformers_ops():
+    return _xformers_status()[0]
 
 
 def xformers_available() -> bool:
@@ -49,7 +65,7 @@ def xformers_available() -> bool:
 
 
 def available_backends() -> list[str]:
-    """Backends usable on this machine (``xformers`` needs CUDA and an importable xformers)."""
+    """Backends usable on this machine (``xformers`` needs CUDA and an xformers whose kernels load)."""
     return [b for b in BACKENDS if b != "xformers" or xformers_available()]
 
 
@@ -97,12 +113,11 @@ def _math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor 
 def _xformers(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, dropout: float, causal_only: bool
 ):
-    xops = _xformers_ops()
-    if xops is None or not q.is_cuda:
-        raise RuntimeError(
-            "attention backend 'xformers' needs CUDA tensors and an installed xformers "
-            "(pip install 'bind[xformers]'); use backend='sdpa' on CPU"
-        )
+    xops, why = _xformers_status()
+    if xops is None:
+        raise BackendError(f"attention backend 'xformers': {why}; or use backend='sdpa'")
+    if not q.is_cuda:
+        raise BackendError("attention backend 'xformers' needs CUDA tensors; use backend='sdpa' on CPU")
     # xformers layout is [B, L, H, Dh]
     q, k, v = (t.transpose(1, 2) for t in (q, k, v))
     bias = None

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bind.data.dataset import PairSpec, sample_seed
+from bind.encoder import save_as_scalars
 from bind.lora import format_trainable_report, lora_specs, merge_lora, save_adapters, trainable_report
 from bind.losses import LOSSES, SIGLIP_BIAS_INIT, all_gather_rows, clamp_logit_scale_, contrastive_loss, gather_sizes
 from bind.losses import logit_scale_init as default_logit_scale
@@ -182,10 +183,12 @@ class BindTrainModule(L.LightningModule):
         self.model.precision = "fp32"  # no autocast of bind's own: the Trainer's precision plugin decides
         self.trained, self.anchor, self.loss_kind = list(modalities or []), anchor, loss
         self.logit_bias = (
-            nn.ParameterDict({m: nn.Parameter(torch.tensor(SIGLIP_BIAS_INIT)) for m in self.trained})
+            nn.ParameterDict({m: nn.Parameter(torch.tensor([SIGLIP_BIAS_INIT])) for m in self.trained})
             if loss == "siglip"
             else None
         )
+        if self.logit_bias is not None:
+            save_as_scalars(self.logit_bias, *self.trained)  # one element each: FSDP shards no scalar parameters
         self._examples: dict[str, torch.Tensor] = {}
         self._val: dict[str, list[tuple[torch.Tensor, torch.Tensor, list[str]]]] = {}
         self._anchor_cache: dict[str, torch.Tensor] = {}
@@ -338,7 +341,7 @@ class BindTrainModule(L.LightningModule):
                 anc = torch.zeros(0, self.model.embed_dim, device=self.device)
             else:
                 continue
-            bias = self.logit_bias[m] if self.logit_bias is not None else None
+            bias = self.logit_bias[m].reshape(()) if self.logit_bias is not None else None
             y = self._whiten(m, anc).to(emb.dtype)
             negatives = mask = hashes = None
             if m in self._queue_size:
@@ -427,7 +430,7 @@ class BindTrainModule(L.LightningModule):
                 continue
             emb = self.model.encode(m, x)
             anc = self._anchor_embed(batch["anchors"][m], batch["anchor_keys"][m])
-            bias = self.logit_bias[m] if self.logit_bias is not None else None
+            bias = self.logit_bias[m].reshape(()) if self.logit_bias is not None else None
             loss, _ = contrastive_loss(
                 self._whiten(m, emb),
                 self._whiten(m, anc).to(emb.dtype),
@@ -486,6 +489,24 @@ class BindTrainModule(L.LightningModule):
         return metrics
 
     # --- optimisation ----------------------------------------------------------------------------------------------
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm=None
+    ) -> None:
+        """Lightning's clipping, except by norm under FSDP (``strategy: bind_fsdp``), which Lightning refuses
+        ("gradient_clip_algorithm='norm' is currently not supported for FSDPPrecision"): there the root FSDP module's
+        ``clip_grad_norm_`` takes the norm over every rank's shards, as torch's FSDP documentation prescribes."""
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        root = self.trainer.model
+        if (
+            gradient_clip_val
+            and gradient_clip_algorithm in (None, "norm")
+            and isinstance(root, FullyShardedDataParallel)
+        ):
+            root.clip_grad_norm_(gradient_clip_val)
+            return
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     def configure_optimizers(self) -> dict[str, Any]:
         decay, no_decay = [], []
         for name, p in self.named_parameters():

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from bind.errors import BackendError
 from bind.nn.attention import Attention, attention, available_backends, build_mask
 from bind.nn.transformer import Transformer
 
@@ -100,6 +101,38 @@ def test_xformers_backend_refuses_cpu_tensors():
     a = Attention(32, 4, backend="xformers")
     with pytest.raises(RuntimeError, match="xformers"):
         a(torch.randn(1, 4, 32))
+
+
+def test_xformers_built_for_another_torch_is_unavailable_with_the_reason(monkeypatch):
+    """An xformers wheel built for another torch imports, but its CUDA library does not load and it then has no
+    operator for any input: it is not offered as a backend, and asking for it says why in one line."""
+    import importlib
+    import sys
+    import types
+
+    attn = importlib.import_module("bind.nn.attention")
+    fake = types.ModuleType("xformers")
+    fake.__version__ = "0.0.35"
+    fake._has_cpp_library = False
+    fake._cpp_lib = types.SimpleNamespace(
+        _cpp_library_load_exception=OSError(
+            "xFormers can't load C++/CUDA extensions. xFormers was built for:\n"
+            "    PyTorch 2.10.0+cu128 with CUDA 1208 (you have 2.11.0+cu130)"
+        )
+    )
+    fake.ops = types.ModuleType("xformers.ops")
+    monkeypatch.setitem(sys.modules, "xformers", fake)
+    monkeypatch.setitem(sys.modules, "xformers.ops", fake.ops)
+    attn._xformers_status.cache_clear()
+    try:
+        assert "xformers" not in available_backends()
+        with pytest.raises(BackendError) as e:
+            Attention(32, 4, backend="xformers")(torch.randn(1, 4, 32))
+    finally:
+        attn._xformers_status.cache_clear()
+    msg = str(e.value)
+    assert "\n" not in msg and "xformers 0.0.35 cannot load its CUDA kernels" in msg and "built for" in msg
+    assert "PyTorch 2.10.0+cu128" in msg and "backend='sdpa'" in msg
 
 
 @pytest.mark.cuda

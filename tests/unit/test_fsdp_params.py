@@ -1,0 +1,94 @@
+"""FSDP shards a training module only if it holds no scalar (0-dim) parameter; bind's files keep scalar logit scales.
+
+``strategy: bind_fsdp`` failed on a GPU with "FSDP doesn't support scalar parameters. Change
+model.encoders.audio.logit_scale to a 1D tensor": logit scales (and SigLIP's logit bias) are one-element tensors in
+the module now, and scalars in every state dict, so saved, converted and older files load unchanged. FSDP2's
+``fully_shard`` runs on the CPU and applies the same rule, so the wrap itself is tested here.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.distributed as dist
+
+import bind
+
+
+@pytest.fixture
+def process_group(tmp_path):
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("loss", ["infonce", "siglip"])
+def test_fully_shard_wraps_the_train_module_and_state_dict_keeps_scalars(process_group, loss):
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    from bind.nn.transformer import Block
+    from bind.train.module import BindTrainModule
+
+    torch.manual_seed(0)
+    module = BindTrainModule(
+        model="bind-minilm-tiny", modalities=["image"], loss=loss, encoders={"image": {"width": 32, "depth": 1}}
+    )
+    assert not [n for n, p in module.named_parameters() if p.ndim == 0]
+    before = {k: v.clone() for k, v in module.state_dict().items() if "logit" in k}
+    mesh = init_device_mesh("cpu", (1,))
+    for block in [m for m in module.modules() if isinstance(m, Block)]:
+        fully_shard(block, mesh=mesh)
+    fully_shard(module, mesh=mesh)  # raised "fully_shard doesn't support scalar parameters" before
+    after = {k: v.full_tensor() for k, v in module.state_dict().items() if "logit" in k}
+    assert set(after) == set(before) and len(after) == (3 if loss == "siglip" else 2)
+    for k, v in after.items():
+        assert v.shape == () and torch.equal(v, before[k]), k
+
+
+def test_files_hold_scalar_logit_scales_and_both_shapes_load(tiny_model, tmp_path):
+    import copy
+
+    from safetensors.torch import load_file
+
+    tiny_model = copy.deepcopy(tiny_model)  # a shared fixture
+    enc = tiny_model.encoder("image")
+    with torch.no_grad():
+        enc.logit_scale.fill_(2.0)
+    out = tiny_model.save_pretrained(tmp_path / "m")
+    saved = load_file(str(out / "model.safetensors"))
+    scales = [k for k in saved if k.endswith("logit_scale")]
+    assert scales and all(saved[k].shape == () for k in scales)
+    loaded = bind.load_model(out)
+    torch.testing.assert_close(loaded.logit_scale("image"), torch.tensor(2.0).exp())
+    assert loaded.logit_scale("image").shape == ()
+    one_element = {k: v.reshape(1) if k in scales else v for k, v in tiny_model.state_dict().items()}
+    loaded.encoder("image").logit_scale.data.fill_(0.0)
+    loaded.load_state_dict(one_element)
+    torch.testing.assert_close(loaded.logit_scale("image"), torch.tensor(2.0).exp())
+
+
+def test_gradient_clipping_by_norm_under_fsdp_goes_through_the_root_module():
+    """Lightning refuses clipping by norm under FSDP (the shipped FSDP config clips at 1.0): the root module's
+    ``clip_grad_norm_`` does it; any other strategy keeps Lightning's own clipping."""
+    from types import SimpleNamespace
+    from unittest import mock
+
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    from bind.train.module import BindTrainModule
+
+    module = BindTrainModule(
+        model="bind-minilm-tiny", modalities=["image"], encoders={"image": {"width": 32, "depth": 1}}
+    )
+    opt = torch.optim.SGD(module.parameters(), lr=0.1)
+    root = mock.Mock(spec=FullyShardedDataParallel)
+    with mock.patch.object(module, "clip_gradients") as lightning_clip:
+        module._trainer = SimpleNamespace(model=root)
+        module.configure_gradient_clipping(opt, 1.0, "norm")
+        root.clip_grad_norm_.assert_called_once_with(1.0)
+        module.configure_gradient_clipping(opt, 0.5, "value")  # by value: FSDP's shards clip alone, Lightning does it
+        module._trainer = SimpleNamespace(model=module)  # no FSDP
+        module.configure_gradient_clipping(opt, 1.0, "norm")
+    assert lightning_clip.call_args_list == [mock.call(opt, 0.5, "value"), mock.call(opt, 1.0, "norm")]
+    assert root.clip_grad_norm_.call_count == 1
