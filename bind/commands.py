@@ -11,7 +11,7 @@ def info() -> dict:
     import torch
 
     import bind
-    from bind.nn.attention import available_backends
+    from bind.nn.attention import available_backends, unavailable_backends
 
     versions = {"bind": bind.__version__, "python": platform.python_version(), "torch": torch.__version__}
     for pkg in (
@@ -35,6 +35,7 @@ def info() -> dict:
         "cuda": torch.cuda.is_available(),
         "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
         "attention_backends": available_backends(),
+        "unavailable_backends": unavailable_backends(),
         "modalities": bind.list_modalities(),
         "models": bind.list_models(),
     }
@@ -50,6 +51,8 @@ def _info_cmd(args: argparse.Namespace) -> int:
         print(f"  {k:<13}{v if v is not None else 'not installed'}")
     print(f"cuda: {data['cuda']} {data['devices']}")
     print("attention backends:", ", ".join(data["attention_backends"]))
+    for name, why in data["unavailable_backends"].items():
+        print(f"  not {name}: {why}")
     print("modalities:", ", ".join(data["modalities"]))
     print("models:", ", ".join(data["models"]))
     return 0

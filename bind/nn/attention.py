@@ -64,6 +64,14 @@ def xformers_available() -> bool:
     return _xformers_ops() is not None and torch.cuda.is_available()
 
 
+def unavailable_backends() -> dict[str, str]:
+    """Backends this machine cannot run, each with the reason (``bindspace info`` prints them)."""
+    xops, why = _xformers_status()
+    if xops is None:
+        return {"xformers": why}
+    return {} if torch.cuda.is_available() else {"xformers": "needs CUDA; this machine has no CUDA device"}
+
+
 def available_backends() -> list[str]:
     """Backends usable on this machine (``xformers`` needs CUDA and an xformers whose kernels load)."""
     return [b for b in BACKENDS if b != "xformers" or xformers_available()]

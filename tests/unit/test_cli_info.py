@@ -13,6 +13,9 @@ def test_bind_info_json(capsys):
     assert main(["info", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert "sdpa" in data["attention_backends"] and "math" in data["attention_backends"]
+    # every backend is either offered or named with the reason it is not
+    assert set(data["attention_backends"]) | set(data["unavailable_backends"]) == {"sdpa", "math", "xformers"}
+    assert all(why for why in data["unavailable_backends"].values())
     assert {"text", "image"} <= set(data["modalities"])
     assert "bind-tiny" in data["models"]
     assert data["versions"]["torch"]
