@@ -292,8 +292,9 @@ def long_sequences_cuda(iters: int) -> dict[str, Any]:
     from bind.nn.attention import _xformers_status
 
     device = torch.device("cuda")
-    if _xformers_status()[0] is None:
-        return {"skipped": _xformers_status()[1]}
+    xops, why = _xformers_status()
+    if xops is None:
+        return {"skipped": why}
     out = {}
     for backend in ("sdpa", "xformers"):
         res = compare_video([64, 128], ["joint", "divided"], 224, 2, iters, device, backend, "bf16", "bind-large")

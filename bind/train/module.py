@@ -572,6 +572,11 @@ class BindTrainModule(L.LightningModule):
         checkpoint[TOWERS_KEY] = ids
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        for opt in checkpoint.get("optimizer_states") or []:  # runs saved while logit scales were scalars
+            for state in (opt.get("state") or {}).values():
+                for k, v in state.items():
+                    if k != "step" and isinstance(v, torch.Tensor) and v.ndim == 0:
+                        state[k] = v.reshape(1)  # no parameter is 0-dim now (save_as_scalars)
         queue = checkpoint.get(QUEUE_KEY) or {}
         self._queue = {m: (q["embeddings"], q["keys"]) for m, q in queue.items() if m in self._queue_size}
         saved = checkpoint.get(TOWERS_KEY)

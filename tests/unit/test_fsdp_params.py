@@ -92,3 +92,26 @@ def test_gradient_clipping_by_norm_under_fsdp_goes_through_the_root_module():
         module.configure_gradient_clipping(opt, 1.0, "norm")
     assert lightning_clip.call_args_list == [mock.call(opt, 0.5, "value"), mock.call(opt, 1.0, "norm")]
     assert root.clip_grad_norm_.call_count == 1
+
+
+def test_a_checkpoint_saved_with_scalar_logit_scales_resumes():
+    """Optimizer state written while logit scales were 0-dim parameters (AdamW's moments 0-dim too) is reshaped on
+    load, so such a run resumes: the step counts stay scalars, nothing else changes."""
+    from bind.train.module import BindTrainModule
+
+    module = BindTrainModule(
+        model="bind-minilm-tiny", modalities=["image"], loss="siglip", encoders={"image": {"width": 32, "depth": 1}}
+    )
+    param = module.logit_bias["image"]
+    opt = torch.optim.AdamW([param], lr=0.1)
+    old = {"step": torch.tensor(3.0), "exp_avg": torch.tensor(0.5), "exp_avg_sq": torch.tensor(0.25)}
+    weights = {"step": torch.tensor(3.0), "exp_avg": torch.ones(4, 3)}
+    checkpoint = {"optimizer_states": [{"state": {0: dict(old), 1: dict(weights)}, "param_groups": []}]}
+    module.on_load_checkpoint(checkpoint)
+    state = checkpoint["optimizer_states"][0]["state"]
+    assert state[0]["step"].shape == () and state[0]["exp_avg"].shape == (1,) and state[0]["exp_avg_sq"].shape == (1,)
+    assert torch.equal(state[1]["exp_avg"], torch.ones(4, 3)) and state[1]["step"].shape == ()
+    opt.load_state_dict({"state": {0: state[0]}, "param_groups": opt.state_dict()["param_groups"]})
+    param.grad = torch.ones(1)
+    opt.step()  # raised "output with shape [] doesn't match the broadcast shape [1]" without the reshape
+    assert opt.state[param]["exp_avg"].shape == (1,)
