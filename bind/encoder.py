@@ -36,7 +36,7 @@ def save_as_scalars(module: nn.Module, *names: str) -> None:
     def from_scalars(mod, state_dict, prefix, *args):
         for name in names:
             if (t := state_dict.get(prefix + name)) is not None and t.ndim == 0:
-                state_dict[prefix + name] = t.reshape(1)
+                state_dict[prefix + name] = torch.reshape(t, (1,))  # also Lightning's lazily loaded tensors
 
     module.register_state_dict_post_hook(to_scalars)
     module.register_load_state_dict_pre_hook(from_scalars)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
+import inspect
 import json
 import logging
 from collections.abc import Iterable
@@ -576,7 +577,7 @@ class BindTrainModule(L.LightningModule):
             for state in (opt.get("state") or {}).values():
                 for k, v in state.items():
                     if k != "step" and isinstance(v, torch.Tensor) and v.ndim == 0:
-                        state[k] = v.reshape(1)  # no parameter is 0-dim now (save_as_scalars)
+                        state[k] = torch.reshape(v, (1,))  # no parameter is 0-dim now (save_as_scalars)
         queue = checkpoint.get(QUEUE_KEY) or {}
         self._queue = {m: (q["embeddings"], q["keys"]) for m, q in queue.items() if m in self._queue_size}
         saved = checkpoint.get(TOWERS_KEY)
@@ -638,7 +639,21 @@ class BindTrainModule(L.LightningModule):
             (run_dir / "trainable_parameters.json").write_text(json.dumps(report, indent=2))
 
     def on_fit_end(self) -> None:
-        if self.hparams.export_dir and self.trainer.is_global_zero:
+        if not self.hparams.export_dir:
+            return
+        from lightning.pytorch.strategies import FSDPStrategy
+
+        strategy = self.trainer.strategy
+        if isinstance(strategy, FSDPStrategy):
+            # FSDP's parameters are views into this rank's shard and its wrappers cannot be copied: gather the full
+            # state (a collective, every rank) and export a fresh, unwrapped module holding it
+            state = strategy.lightning_module_state_dict()
+            if self.trainer.is_global_zero:
+                accepted = inspect.signature(type(self)).parameters  # LightningCLI adds "_instantiator"
+                module = type(self)(**{k: v for k, v in self.hparams.items() if k in accepted})
+                module.load_state_dict(state)
+                module.export(self.hparams.export_dir)
+        elif self.trainer.is_global_zero:
             self.export(self.hparams.export_dir)
 
     def export(self, directory: str | Path) -> Path:

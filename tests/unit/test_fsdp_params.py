@@ -115,3 +115,62 @@ def test_a_checkpoint_saved_with_scalar_logit_scales_resumes():
     param.grad = torch.ones(1)
     opt.step()  # raised "output with shape [] doesn't match the broadcast shape [1]" without the reshape
     assert opt.state[param]["exp_avg"].shape == (1,)
+
+
+def test_export_at_fit_end_under_fsdp_gathers_the_full_weights(process_group, tmp_path):
+    """Under ``strategy: bind_fsdp`` the run trained on a GPU, then failed at its end: exporting deep-copied the
+    FSDP-wrapped model ("cannot pickle 'module' object"). The export now gathers the full state dict through the
+    strategy and writes a fresh, unwrapped module holding it (FSDP1 wraps on the CPU too)."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch.strategies import FSDPStrategy
+    from torch.distributed.fsdp import FullyShardedDataParallel
+    from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+
+    from bind.nn.transformer import Block
+    from bind.train.module import BindTrainModule
+
+    torch.manual_seed(0)
+    module = BindTrainModule(
+        model="bind-minilm-tiny",
+        modalities=["image"],
+        encoders={"image": {"width": 32, "depth": 1}},
+        export_dir=str(tmp_path / "export"),
+    )
+    module.hparams["_instantiator"] = "lightning.pytorch.cli.instantiate_module"  # what LightningCLI adds
+    trained = {k: v.clone() for k, v in module.model.encoder("image").state_dict().items()}
+    strategy = FSDPStrategy()
+    strategy.model = FullyShardedDataParallel(
+        module, auto_wrap_policy=ModuleWrapPolicy({Block}), use_orig_params=True, device_id=torch.device("cpu")
+    )
+    module._trainer = SimpleNamespace(strategy=strategy, is_global_zero=True)
+    torch.manual_seed(1)  # the fresh module starts from other weights: the exported ones must be the gathered ones
+    module.on_fit_end()
+    exported = bind.load_model(tmp_path / "export" / "model").encoder("image").state_dict()
+    assert exported.keys() == trained.keys()
+    for k, v in trained.items():
+        torch.testing.assert_close(exported[k].reshape(v.shape), v, rtol=0, atol=0, msg=k)
+
+
+def test_a_lazily_loaded_checkpoint_state_loads(tmp_path):
+    """Lightning's FSDP strategy resumes from a lazily loaded checkpoint (tensors read on first use): the hook that
+    takes scalar logit scales into one-element parameters must read such tensors too (it failed on a GPU resume:
+    "'_NotYetLoadedTensor' object has no attribute 'reshape'")."""
+    from lightning.fabric.utilities.load import _lazy_load
+
+    from bind.train.module import BindTrainModule
+
+    def build(seed):
+        torch.manual_seed(seed)
+        return BindTrainModule(
+            model="bind-minilm-tiny", modalities=["image"], encoders={"image": {"width": 32, "depth": 1}}
+        )
+
+    saved = build(0)
+    with torch.no_grad():
+        saved.model.encoder("image").logit_scale.fill_(1.5)
+    torch.save({"state_dict": saved.state_dict()}, tmp_path / "last.ckpt")
+    module = build(1)
+    module.load_state_dict(_lazy_load(tmp_path / "last.ckpt")["state_dict"])
+    for k, v in saved.state_dict().items():
+        assert torch.equal(module.state_dict()[k], v), k
