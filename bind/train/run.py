@@ -39,6 +39,7 @@ def fit(
     num_workers: int = 0,
     val_manifest: str | None = None,
     val_split: str | None = "val",
+    val_every_n_epochs: int = 1,
     accelerator: str = "auto",
     devices: int | str = 1,
     strategy: str = "auto",
@@ -62,7 +63,9 @@ def fit(
     ``sample_cache``: a :class:`~bind.data.dataset.SampleCache` (possibly pre-filled with
     :meth:`~bind.data.dataset.SampleCache.fill`) to train from: media decoded once, eval-mode tensors every epoch.
     ``val_split``: the manifest split to validate on (a manifest without it is an error naming its splits);
-    ``None`` trains without validation.
+    ``None`` trains without validation. ``val_every_n_epochs``: validate during training after every that many
+    epochs (Lightning's ``check_val_every_n_epoch``); the fitted model is always validated once more at the end, and
+    validation never changes the training run, so a larger value only saves time.
 
     Quiet unless ``verbose``: progress lines (``progress_bar``) and bind's messages; Lightning's INFO lines, its
     warnings and the model summary only with ``verbose``. ``callbacks``: more Lightning callbacks for the trainer (an
@@ -80,6 +83,8 @@ def fit(
     from bind.train.datamodule import BindDataModule
     from bind.train.module import BindTrainModule
 
+    if int(val_every_n_epochs) < 1:
+        raise ValueError(f"val_every_n_epochs must be >= 1, got {val_every_n_epochs}")
     register_strategies()
     quiet_lightning(verbose)
     L.seed_everything(seed, verbose=False)
@@ -120,6 +125,7 @@ def fit(
         logger=loggers,
         enable_progress_bar=progress_bar,
         log_every_n_steps=log_every_n_steps,
+        check_val_every_n_epoch=int(val_every_n_epochs),
         enable_model_summary=verbose,
     )
     before: dict[str, float] = {}

@@ -116,6 +116,9 @@ class ExperimentConfig:
     #: 0.74 at 12 over starts (trained with image and audio), depth->text 0.84-0.86 at 12.
     #: ``--epochs`` on the command line sets every modality's
     modality_epochs: dict[str, int] = field(default_factory=lambda: {"video": 26, "depth": 12, "thermal": 8, "imu": 8})
+    #: validate during training after every that many epochs of a stage (and once at its end): validation changes
+    #: nothing in the run (same weights), and after every epoch it cost the demo about 30 s
+    val_every_n_epochs: int = 4
     workers: int = 2  #: processes rendering the world and decoding media
     threads: int | None = None  #: torch threads for training and evaluation (default: min(CPUs, workers))
     splits: tuple[float, float, float] = (0.85, 0.05, 0.1)  #: train / val / test fractions
@@ -288,13 +291,18 @@ class StageTimer:
 
 
 class EpochLines(L.Callback):
-    """One line per training epoch: ``[stage] epoch e/E  step s/S  loss (epoch mean)  val loss  elapsed, ETA``."""
+    """One line per training epoch: ``[stage] epoch e/E  step s/S  loss (epoch mean)  val loss (after the epochs
+    that validated)  elapsed, ETA``."""
 
     def __init__(self, stage: str, echo: Callable[[str], Any] = print) -> None:
         self.stage, self.echo = stage, echo
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self.t0, self.first_epoch = time.perf_counter(), trainer.current_epoch
+        self.t0, self.first_epoch, self.validated = time.perf_counter(), trainer.current_epoch, None
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.validated = trainer.current_epoch
 
     def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self.loss, self.batches = 0.0, 0
@@ -315,7 +323,7 @@ class EpochLines(L.Callback):
         if self.batches:
             line += f"  loss {self.loss / self.batches:.3f}"
         val = trainer.callback_metrics.get("val/loss")
-        if val is not None:
+        if val is not None and self.validated == trainer.current_epoch:  # validated after this epoch
             line += f"  val loss {float(val):.3f}"
         eta = elapsed / max(1, done) * max(0, epochs - epoch)
         self.echo(f"{line}  {_duration(elapsed)}, ETA {_duration(eta)}")
@@ -479,6 +487,7 @@ class WorldExperiment:
                 model=MODEL_NAME,
                 run_dir=run_dir,
                 max_epochs=epochs or c.epochs,
+                val_every_n_epochs=c.val_every_n_epochs,
                 batch_size=c.batch_size,
                 num_workers=0,
                 seed=c.seed,
