@@ -190,9 +190,16 @@ def build_pair_sample(
     the plugin's ``process`` (webdataset shards use it to fall back to a temporary file); ``cache`` memoises
     inputs and captions (:class:`SampleCache`)."""
     process = process or (lambda m, src, cfg, tr: get_modality(m).process(src, cfg, train=tr))
-    if cache is not None:
-        uncached = process
-        process = lambda m, src, cfg, tr: cache.get(m, src, cfg, lambda: uncached(m, src, cfg, False))  # noqa: E731
+    if cache is not None:  # eval-mode entries: only a miss computes, under the sample's seed
+        uncached, seed_misses = process, seed if train else None
+
+        def process(m: str, src: Any, cfg: Any, tr: bool) -> Any:
+            def compute() -> Any:
+                with seeded(seed_misses):
+                    return uncached(m, src, cfg, False)
+
+            return cache.get(m, src, cfg, compute)
+
     wanted = [m for m in spec.modalities if m in sources]
     anchors: dict[str, Any] = {}
     keys: dict[str, str] = {}
@@ -203,7 +210,8 @@ def build_pair_sample(
             raise e
         bad.record(sample_id, locations.get(m, sources.get(m, "")), m, _describe_error(e), split)
 
-    with seeded(seed if train else None):
+    # seeding saves and restores three generators (0.1 ms; 7 ms a batch of 64): not around cache hits (they draw none)
+    with seeded(seed if train and cache is None else None):
         if spec.anchor == "text":  # tokenise first: no media is decoded for a sample without usable captions
             text = get_modality("text")
             for m in wanted:

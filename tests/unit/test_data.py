@@ -134,6 +134,27 @@ def test_training_augmentation_is_a_function_of_seed_epoch_and_sample(shapes):
     assert torch.equal(ev[(0, 3)]["inputs"]["image"], ev[(5, 3)]["inputs"]["image"])
 
 
+def test_cached_training_samples_are_seeded_only_when_a_miss_computes(shapes, monkeypatch):
+    """A training sample served from a :class:`SampleCache` draws no randomness (entries are eval-mode), so it is not
+    wrapped in the per-sample seeding (three generators saved and restored: 7 ms a batch of 64); a miss computes under
+    the sample's seed, and the caller's RNG stays untouched either way."""
+    from bind.data import dataset as ds_module
+
+    seeds = []
+    real = ds_module.seeded
+    monkeypatch.setattr(ds_module, "seeded", lambda seed: (seeds.append(seed), real(seed))[1])
+    cache = ds_module.SampleCache()
+    ds = PairedDataset(read_manifest(shapes, "train"), _spec(), train=True, seed=7, cache=cache)
+    state = torch.get_rng_state()
+    first = ds[(0, 3)]
+    assert [s for s in seeds if s is not None] == [ds_module.sample_seed(7, 0, ds.records[3].id)]  # the miss
+    seeds.clear()
+    again = ds[(1, 3)]  # a hit, another epoch: the same eval-mode tensor, no seeding
+    assert [s for s in seeds if s is not None] == []
+    assert torch.equal(first["inputs"]["image"], again["inputs"]["image"])
+    assert torch.equal(state, torch.get_rng_state())
+
+
 def test_collate_mixes_modality_subsets():
     pytest.importorskip("modalities.depth")
     tok = torch.arange(16)
