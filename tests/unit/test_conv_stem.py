@@ -113,32 +113,34 @@ def test_frame_difference_sees_motion_that_a_still_clip_lacks():
         assert not torch.allclose(full_moving, stem(moving).tokens)
 
 
+@pytest.mark.parametrize("frames", [4, 3])
 @pytest.mark.parametrize("autocast", [False, True])
 @pytest.mark.parametrize("frame_difference", [False, True])
-def test_3d_conv_stem_input_is_built_in_one_pass_with_the_same_values(autocast, frame_difference):
+def test_3d_conv_stem_input_is_built_in_one_pass_with_the_same_values(autocast, frame_difference, frames):
     """The 3-D conv stem's input (frames, their differences, channels-last, autocast's dtype) is written into one
-    buffer (``forward`` takes that path): outputs and weight gradients equal the concatenate-convert-cast path's bit
-    for bit."""
+    buffer: tokens and weight gradients equal those of concatenating (then padding to whole tubelets, converting the
+    layout, casting in the convolution) bit for bit."""
     from unittest import mock
 
     from bind.nn import stems
+
+    def concatenated(clips: torch.Tensor, difference: bool) -> torch.Tensor:
+        return torch.cat([clips, torch.diff(clips, dim=2, prepend=clips[:, :, :1])], dim=1) if difference else clips
 
     torch.manual_seed(0)
     stem = TubeletStem(
         3, 16, 8, 32, 4, temporal_patch=2, conv=[8, 8], conv_time_kernel=3, frame_difference=frame_difference
     )
-    x = torch.randn(3, 3, 4, 32, 32)
+    x = torch.randn(3, 3, frames, 32, 32)
     runs = []
-    for one_pass in (True, False):
+    for reference in (False, True):
         stem.zero_grad()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            conv = stem.conv(stems._conv3d_input(x, frame_difference)) if one_pass else stem._frames(x, 4)
-            y = stem.proj(conv)
+        with (
+            torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast),
+            mock.patch.object(stems, "_conv3d_input", concatenated if reference else stems._conv3d_input),
+        ):
+            y = stem(x).tokens
         y.float().square().sum().backward()
         runs.append((y.detach(), [p.grad.clone() for p in (*stem.conv.parameters(), *stem.proj.parameters())]))
     assert torch.equal(runs[0][0], runs[1][0]) and runs[0][0].dtype == (torch.bfloat16 if autocast else torch.float32)
     assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))
-    with mock.patch.object(stems, "_conv3d_input", wraps=stems._conv3d_input) as one_pass:
-        stem(x)
-        stem(x[:, :, :3])  # 3 frames: padded to whole tubelets the other way
-    assert one_pass.call_count == 1
