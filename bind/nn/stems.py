@@ -82,12 +82,12 @@ def _conv3d_input(x: torch.Tensor, frame_difference: bool) -> torch.Tensor:
     if x.dtype in (torch.float32, torch.float16, torch.bfloat16) and torch.is_autocast_enabled(x.device.type):
         dtype = torch.get_autocast_dtype(x.device.type)
     b, c, t, h, w = x.shape
-    out = torch.empty((b, 2 * c if frame_difference else c, t, h, w), dtype=dtype, device=x.device)
-    out = out.contiguous(memory_format=torch.channels_last_3d)
+    shape = (b, 2 * c if frame_difference else c, t, h, w)
+    out = torch.empty(shape, dtype=dtype, device=x.device, memory_format=torch.channels_last_3d)
     out[:, :c] = x
-    if frame_difference:
+    if frame_difference:  # subtracted in x's dtype, rounded once on the write, as the old difference-then-cast
         out[:, c:, :1] = 0
-        out[:, c:, 1:] = x[:, :, 1:] - x[:, :, :-1]
+        torch.sub(x[:, :, 1:], x[:, :, :-1], out=out[:, c:, 1:])
     return out
 
 

@@ -36,6 +36,22 @@ def test_each_clip_moves_as_a_whole_by_its_own_offset():
         random_shift(clips, -1)
 
 
+@pytest.mark.parametrize(("shape", "pad"), [((16, 3, 4, 12, 12), 3), ((8, 2, 10, 7), 4), ((6, 2, 3, 3), 5)])
+def test_shift_equals_replicate_pad_then_crop(shape, pad):
+    """Built from copies (no padded tensor), the shift is DrQ's definition value for value, with the same draws —
+    also where the offset passes the whole image (pad 5 on 3 x 3: every pixel is the edge's)."""
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+    b, h, w = shape[0], shape[-2], shape[-1]
+    for seed in range(4):
+        torch.manual_seed(seed)
+        dy, dx = torch.randint(0, 2 * pad + 1, (2, b)).tolist()
+        padded = F.pad(x.reshape(b, -1, h, w), (pad,) * 4, mode="replicate")
+        expected = torch.stack([padded[k, :, dy[k] : dy[k] + h, dx[k] : dx[k] + w] for k in range(b)])
+        torch.manual_seed(seed)
+        out = random_shift(x, pad)
+        assert out.is_contiguous() and torch.equal(out, expected.reshape(shape))
+
+
 def test_trainer_augments_training_batches_of_modalities_that_ask():
     pytest.importorskip("lightning")
     from bind.train.module import BindTrainModule
