@@ -1,7 +1,8 @@
 """``bindspace bench attention``: forward and forward + backward time of scaled dot-product attention per sequence
 length, for torch's flash kernel, torch's math kernel and what ``bind``'s ``sdpa`` backend picks
-(:func:`bind.nn.attention.attention`: math for reduced-precision CPU training up to
-:data:`~bind.nn.attention.CPU_MATH_MAX_KEYS` keys). The measurement behind that choice; read the ratios.
+(:func:`bind.nn.attention.attention`: in CPU training, the written-out attention in bf16 up to
+:data:`~bind.nn.attention.CPU_BF16_MAX_KEYS` keys, the math kernel in fp16 up to
+:data:`~bind.nn.attention.CPU_MATH_MAX_KEYS`). The measurement behind that choice; read the ratios.
 """
 
 from __future__ import annotations

@@ -4,8 +4,10 @@ Backends compute the same function on the same weights:
 
 * ``sdpa``     — :func:`torch.nn.functional.scaled_dot_product_attention` (default; flash / memory-efficient
   kernels where torch has them, CPU and GPU). One exception, measured (``bindspace bench attention``): training in
-  bf16 / fp16 on a CPU with short sequences (keys <= :data:`CPU_MATH_MAX_KEYS`), where torch's flash backward costs
-  up to 3x its math kernel, runs the math kernel.
+  reduced precision on a CPU with short sequences, where torch's flash backward is slow, runs the written-out
+  attention in bf16 (``math`` below, as CPU autocast runs it: up to 8x faster than flash, 3x SDPA's math kernel,
+  which computes in fp32; up to :data:`CPU_BF16_MAX_KEYS` keys) and SDPA's math kernel in fp16 (up to
+  :data:`CPU_MATH_MAX_KEYS`).
 * ``xformers`` — ``xformers.ops.memory_efficient_attention`` (CUDA only; Rabe & Staats 2021, "Self-attention Does
   Not Need O(n^2) Memory"), with block-diagonal masks for packed variable-length sequences.
 * ``math``     — the explicit softmax(QK^T/sqrt(d))V reference, used by parity tests.
@@ -30,10 +32,13 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from bind.errors import BackendError
 
 BACKENDS = ("sdpa", "xformers", "math")
-#: up to this many keys, reduced-precision training on a CPU runs SDPA's math kernel: torch 2.10's CPU flash
-#: attention backward is slow there — forward + backward in bf16 (``bindspace bench attention``: batch 64, 3 heads of
-#: 32) took the math kernel 0.35x flash's time at 64 keys, 0.5-0.6x at 128, 0.8x at 160, 1.3x at 192 and 2.4x at 256;
-#: forward alone, and in fp32, flash is faster at every length
+#: up to this many keys, bf16 training on a CPU runs the written-out attention (the ``math`` backend, all in bf16 as CPU
+#: autocast runs it) instead of torch's flash kernel, whose CPU backward is slow in torch 2.10. Forward + backward
+#: (``bindspace bench attention``: batch 64, 3 heads of 32) took 0.12x flash's time at 64 keys, 0.18x at 128, 0.35x at
+#: 192, 0.42x at 256, 1.0x at 384; SDPA's math kernel, which computes in fp32, 0.35x, 0.6x, 1.3x, 1.8x, 2.2x.
+#: Forward alone, and in fp32, flash is faster at every length
+CPU_BF16_MAX_KEYS = 256
+#: the same for fp16, which runs SDPA's math kernel there (an fp16 score can overflow): up to 160 keys
 CPU_MATH_MAX_KEYS = 160
 
 
@@ -109,10 +114,14 @@ def build_mask(
 
 
 def _math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, dropout: float):
-    attn = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))
+    """softmax(QK^T / sqrt(Dh)) V in the input dtype (torch's softmax kernels accumulate bf16 / fp16 in fp32); a query
+    row with no key to attend to gives zeros, as SDPA's kernels do."""
+    attn = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-2, -1)
     if mask is not None:
         attn = attn.masked_fill(~mask, float("-inf"))
-    attn = attn.float().softmax(dim=-1).to(q.dtype)
+    attn = attn.softmax(dim=-1)
+    if mask is not None:
+        attn = attn.masked_fill(~mask.any(dim=-1, keepdim=True), 0.0)
     if dropout:
         attn = F.dropout(attn, p=dropout)
     return attn @ v
@@ -141,17 +150,16 @@ def _xformers(
     return out.transpose(1, 2)
 
 
-def _cpu_training_kernel(q: torch.Tensor, k: torch.Tensor):
-    """SDPA's math kernel for reduced-precision CPU training on short sequences (see :data:`CPU_MATH_MAX_KEYS`)."""
-    if (
-        q.device.type == "cpu"
-        and q.dtype in (torch.bfloat16, torch.float16)
-        and q.requires_grad
-        and torch.is_grad_enabled()
-        and k.shape[-2] <= CPU_MATH_MAX_KEYS
-    ):
-        return sdpa_kernel(SDPBackend.MATH)
-    return contextlib.nullcontext()
+def _cpu_training_kernel(q: torch.Tensor, k: torch.Tensor) -> str | None:
+    """``written`` (bf16) or ``math`` (fp16) for reduced-precision training on a CPU with few enough keys
+    (:data:`CPU_BF16_MAX_KEYS`, :data:`CPU_MATH_MAX_KEYS`), else None: torch's own choice."""
+    if q.device.type != "cpu" or not (q.requires_grad and torch.is_grad_enabled()):
+        return None
+    if q.dtype == torch.bfloat16 and k.shape[-2] <= CPU_BF16_MAX_KEYS:
+        return "written"
+    if q.dtype == torch.float16 and k.shape[-2] <= CPU_MATH_MAX_KEYS:
+        return "math"
+    return None
 
 
 def attention(
@@ -170,7 +178,10 @@ def attention(
     native causal path.
     """
     if backend == "sdpa":
-        with _cpu_training_kernel(q, k):
+        kernel = _cpu_training_kernel(q, k)
+        if kernel == "written":
+            return attention(q, k, v, mask, backend="math", dropout=dropout, causal_only=causal_only)
+        with sdpa_kernel(SDPBackend.MATH) if kernel == "math" else contextlib.nullcontext():
             if causal_only and q.shape[-2] == k.shape[-2]:
                 return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)

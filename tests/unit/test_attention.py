@@ -180,10 +180,10 @@ def _sdpa_kernels(fn) -> set[str]:
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("length", [16, 512])
-def test_reduced_precision_cpu_training_runs_the_math_kernel_on_short_sequences(dtype, length):
-    """torch's CPU flash backward in bf16 costs up to 3x its math kernel on short sequences
-    (``bindspace bench attention``): there, and only there, ``sdpa`` trains with the math kernel — same values."""
-    from bind.nn.attention import CPU_MATH_MAX_KEYS
+def test_reduced_precision_cpu_training_avoids_the_flash_kernel_on_short_sequences(dtype, length):
+    """torch's CPU flash backward in bf16 costs up to 4x the written-out attention on short sequences
+    (``bindspace bench attention``): there, and only there, ``sdpa`` trains without it — same values."""
+    from bind.nn.attention import CPU_BF16_MAX_KEYS
 
     torch.manual_seed(0)
     q, k, v = (torch.randn(2, 2, length, 16, dtype=dtype, requires_grad=True) for _ in range(3))
@@ -192,7 +192,7 @@ def test_reduced_precision_cpu_training_runs_the_math_kernel_on_short_sequences(
         attention(q, k, v).float().sum().backward()
 
     kernels = _sdpa_kernels(train_step)
-    expect_math = dtype == torch.bfloat16 and length <= CPU_MATH_MAX_KEYS
+    expect_math = dtype == torch.bfloat16 and length <= CPU_BF16_MAX_KEYS
     assert any("flash" in name for name in kernels) != expect_math, kernels
     with torch.no_grad():  # inference keeps the flash kernel (faster forward at every length)
         assert any("flash" in name for name in _sdpa_kernels(lambda: attention(q, k, v)))
@@ -201,5 +201,38 @@ def test_reduced_precision_cpu_training_runs_the_math_kernel_on_short_sequences(
     assert torch.allclose(attention(q, k, v).detach().float(), ref, atol=tol)
 
 
-def _math_reference(q, k, v):
-    return torch.softmax(q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5, dim=-1) @ v
+@pytest.mark.parametrize("masked", [False, True])
+def test_bf16_cpu_training_is_the_written_out_attention_and_fp16_sdpas_math_kernel(masked):
+    """Short bf16 sequences train through the ``math`` backend (all in bf16, as CPU autocast runs it; 3x SDPA's math
+    kernel, which computes in fp32), to the bit, gradients included; fp16 through SDPA's math kernel (an fp16 score
+    can overflow); both close to an fp32 reference. A fully masked query row gives zeros, as in SDPA."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    torch.manual_seed(0)
+    q32, k32, v32 = (torch.randn(2, 3, 33, 16) for _ in range(3))
+    mask = torch.rand(2, 1, 33, 33) > 0.3 if masked else None
+    if masked:
+        mask[0, 0, 5] = False  # a query that may attend to nothing
+    for dtype, reference in ((torch.bfloat16, "math"), (torch.float16, "sdpa-math-kernel")):
+        runs = []
+        for path in ("sdpa", reference):
+            q, k, v = (t.to(dtype).requires_grad_() for t in (q32, k32, v32))
+            if path == "sdpa-math-kernel":
+                with sdpa_kernel(SDPBackend.MATH):
+                    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            else:
+                out = attention(q, k, v, mask, backend=path)
+            out.float().square().sum().backward()
+            runs.append((out.detach(), q.grad, k.grad, v.grad))
+        assert all(torch.equal(a, b) for a, b in zip(*runs)), dtype
+        ref = _math_reference(q32, k32, v32, mask)
+        assert torch.allclose(runs[0][0].float(), ref, atol=3e-2), dtype
+        if masked:
+            assert not runs[0][0][0, :, 5].any() and torch.isfinite(runs[0][1]).all()
+
+
+def _math_reference(q, k, v, mask=None):
+    scores = q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return torch.softmax(scores, dim=-1).nan_to_num(0.0) @ v
