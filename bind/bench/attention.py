@@ -1,7 +1,7 @@
 """``bindspace bench attention``: forward and forward + backward time of scaled dot-product attention per sequence
 length, for torch's flash kernel, torch's math kernel and what ``bind``'s ``sdpa`` backend picks
-(:func:`bind.nn.attention.attention`: in CPU training, the written-out attention in bf16 up to
-:data:`~bind.nn.attention.CPU_BF16_MAX_KEYS` keys, the math kernel in fp16 up to
+(:func:`bind.nn.attention.attention`: in CPU training, the math kernel computing in bf16 for bf16 up to
+:data:`~bind.nn.attention.CPU_BF16_MAX_KEYS` keys, in fp32 for fp16 up to
 :data:`~bind.nn.attention.CPU_MATH_MAX_KEYS`). The measurement behind that choice; read the ratios.
 """
 

@@ -4,10 +4,10 @@ Backends compute the same function on the same weights:
 
 * ``sdpa``     — :func:`torch.nn.functional.scaled_dot_product_attention` (default; flash / memory-efficient
   kernels where torch has them, CPU and GPU). One exception, measured (``bindspace bench attention``): training in
-  reduced precision on a CPU with short sequences, where torch's flash backward is slow, runs the written-out
-  attention in bf16 (``math`` below, as CPU autocast runs it: up to 8x faster than flash, 3x SDPA's math kernel,
-  which computes in fp32; up to :data:`CPU_BF16_MAX_KEYS` keys) and SDPA's math kernel in fp16 (up to
-  :data:`CPU_MATH_MAX_KEYS`).
+  reduced precision on a CPU with short sequences, where torch's flash backward is slow, runs SDPA's math kernel —
+  in bf16 computing in bf16 as autocast would (torch's ``allow_fp16_bf16_reduction_math_sdp`` for the call; by
+  default the kernel takes q, k, v and every score matrix to fp32 and back: 1.5x slower), up to
+  :data:`CPU_BF16_MAX_KEYS` keys; in fp16 in fp32 (an fp16 score can overflow), up to :data:`CPU_MATH_MAX_KEYS`.
 * ``xformers`` — ``xformers.ops.memory_efficient_attention`` (CUDA only; Rabe & Staats 2021, "Self-attention Does
   Not Need O(n^2) Memory"), with block-diagonal masks for packed variable-length sequences.
 * ``math``     — the explicit softmax(QK^T/sqrt(d))V reference, used by parity tests.
@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -32,13 +33,13 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from bind.errors import BackendError
 
 BACKENDS = ("sdpa", "xformers", "math")
-#: up to this many keys, bf16 training on a CPU runs the written-out attention (the ``math`` backend, all in bf16 as CPU
-#: autocast runs it) instead of torch's flash kernel, whose CPU backward is slow in torch 2.10. Forward + backward
-#: (``bindspace bench attention``: batch 64, 3 heads of 32) took 0.12x flash's time at 64 keys, 0.18x at 128, 0.35x at
-#: 192, 0.42x at 256, 1.0x at 384; SDPA's math kernel, which computes in fp32, 0.35x, 0.6x, 1.3x, 1.8x, 2.2x.
-#: Forward alone, and in fp32, flash is faster at every length
+#: up to this many keys, bf16 training on a CPU runs SDPA's math kernel in bf16 instead of torch's flash kernel, whose
+#: CPU backward is slow in torch 2.10. Forward + backward (``bindspace bench attention``: batch 64, 3 heads of 32)
+#: against flash at 64, 128, 160, 192, 256 and 384 keys: 0.25x, 0.31x, 0.40x, 0.59x, 0.62x, 1.3x; the math kernel
+#: computing in fp32 (torch's default, and bind's choice before) 0.35x, 0.6x, 0.75x, 1.25x, 1.8x, 2.2x. Forward
+#: alone, and in fp32, flash is faster at every length
 CPU_BF16_MAX_KEYS = 256
-#: the same for fp16, which runs SDPA's math kernel there (an fp16 score can overflow): up to 160 keys
+#: the same for fp16, which runs the math kernel in fp32 there (an fp16 score can overflow): up to 160 keys
 CPU_MATH_MAX_KEYS = 160
 
 
@@ -114,14 +115,15 @@ def build_mask(
 
 
 def _math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, dropout: float):
-    """softmax(QK^T / sqrt(Dh)) V in the input dtype (torch's softmax kernels accumulate bf16 / fp16 in fp32); a query
-    row with no key to attend to gives zeros, as SDPA's kernels do."""
-    attn = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-2, -1)
+    """softmax(QK^T / sqrt(Dh)) V, the softmax in fp32; a query row with no key to attend to gives zeros, as SDPA's
+    kernels do."""
+    attn = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))
     if mask is not None:
         attn = attn.masked_fill(~mask, float("-inf"))
-    attn = attn.softmax(dim=-1)
+    attn = attn.float().softmax(dim=-1)
     if mask is not None:
         attn = attn.masked_fill(~mask.any(dim=-1, keepdim=True), 0.0)
+    attn = attn.to(q.dtype)
     if dropout:
         attn = F.dropout(attn, p=dropout)
     return attn @ v
@@ -150,16 +152,28 @@ def _xformers(
     return out.transpose(1, 2)
 
 
-def _cpu_training_kernel(q: torch.Tensor, k: torch.Tensor) -> str | None:
-    """``written`` (bf16) or ``math`` (fp16) for reduced-precision training on a CPU with few enough keys
-    (:data:`CPU_BF16_MAX_KEYS`, :data:`CPU_MATH_MAX_KEYS`), else None: torch's own choice."""
-    if q.device.type != "cpu" or not (q.requires_grad and torch.is_grad_enabled()):
-        return None
-    if q.dtype == torch.bfloat16 and k.shape[-2] <= CPU_BF16_MAX_KEYS:
-        return "written"
-    if q.dtype == torch.float16 and k.shape[-2] <= CPU_MATH_MAX_KEYS:
-        return "math"
-    return None
+@contextlib.contextmanager
+def _bf16_math_kernel() -> Iterator[None]:
+    """SDPA's math kernel computing in bf16 (torch's global ``allow_fp16_bf16_reduction_math_sdp``, set for the call
+    and restored after)."""
+    allowed = torch.backends.cuda.fp16_bf16_reduction_math_sdp_allowed()
+    torch.backends.cuda.allow_fp16_bf16_reduction_math_sdp(True)
+    try:
+        with sdpa_kernel(SDPBackend.MATH):
+            yield
+    finally:
+        torch.backends.cuda.allow_fp16_bf16_reduction_math_sdp(allowed)
+
+
+def _cpu_training_kernel(q: torch.Tensor, k: torch.Tensor) -> contextlib.AbstractContextManager:
+    """SDPA's math kernel for reduced-precision training on a CPU with few enough keys (:data:`CPU_BF16_MAX_KEYS`,
+    :data:`CPU_MATH_MAX_KEYS`); otherwise torch's own choice."""
+    if q.device.type == "cpu" and q.requires_grad and torch.is_grad_enabled():
+        if q.dtype == torch.bfloat16 and k.shape[-2] <= CPU_BF16_MAX_KEYS:
+            return _bf16_math_kernel()
+        if q.dtype == torch.float16 and k.shape[-2] <= CPU_MATH_MAX_KEYS:
+            return sdpa_kernel(SDPBackend.MATH)
+    return contextlib.nullcontext()
 
 
 def attention(
@@ -178,10 +192,7 @@ def attention(
     native causal path.
     """
     if backend == "sdpa":
-        kernel = _cpu_training_kernel(q, k)
-        if kernel == "written":
-            return attention(q, k, v, mask, backend="math", dropout=dropout, causal_only=causal_only)
-        with sdpa_kernel(SDPBackend.MATH) if kernel == "math" else contextlib.nullcontext():
+        with _cpu_training_kernel(q, k):
             if causal_only and q.shape[-2] == k.shape[-2]:
                 return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)

@@ -181,8 +181,8 @@ def _sdpa_kernels(fn) -> set[str]:
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("length", [16, 512])
 def test_reduced_precision_cpu_training_avoids_the_flash_kernel_on_short_sequences(dtype, length):
-    """torch's CPU flash backward in bf16 costs up to 4x the written-out attention on short sequences
-    (``bindspace bench attention``): there, and only there, ``sdpa`` trains without it — same values."""
+    """torch's CPU flash backward in bf16 costs up to 4x SDPA's math kernel in bf16 on short sequences
+    (``bindspace bench attention``): there, and only there, ``sdpa`` trains with the math kernel — same values."""
     from bind.nn.attention import CPU_BF16_MAX_KEYS
 
     torch.manual_seed(0)
@@ -202,33 +202,45 @@ def test_reduced_precision_cpu_training_avoids_the_flash_kernel_on_short_sequenc
 
 
 @pytest.mark.parametrize("masked", [False, True])
-def test_bf16_cpu_training_is_the_written_out_attention_and_fp16_sdpas_math_kernel(masked):
-    """Short bf16 sequences train through the ``math`` backend (all in bf16, as CPU autocast runs it; 3x SDPA's math
-    kernel, which computes in fp32), to the bit, gradients included; fp16 through SDPA's math kernel (an fp16 score
-    can overflow); both close to an fp32 reference. A fully masked query row gives zeros, as in SDPA."""
+def test_reduced_precision_cpu_training_runs_sdpas_math_kernel_bf16_in_bf16(masked):
+    """Short sequences train through SDPA's math kernel: bf16 computing in bf16 (torch's reduced-precision flag, set
+    for the call only: 1.5x faster than in fp32), fp16 in fp32 (an fp16 score can overflow) — to the bit, gradients
+    included; both close to an fp32 reference; a query with no key to attend to gives zeros."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     torch.manual_seed(0)
     q32, k32, v32 = (torch.randn(2, 3, 33, 16) for _ in range(3))
     mask = torch.rand(2, 1, 33, 33) > 0.3 if masked else None
     if masked:
-        mask[0, 0, 5] = False  # a query that may attend to nothing
-    for dtype, reference in ((torch.bfloat16, "math"), (torch.float16, "sdpa-math-kernel")):
+        mask[0, 0, 5] = False
+    before = torch.backends.cuda.fp16_bf16_reduction_math_sdp_allowed()
+    for dtype in (torch.bfloat16, torch.float16):
         runs = []
-        for path in ("sdpa", reference):
+        for reference in (True, False):
             q, k, v = (t.to(dtype).requires_grad_() for t in (q32, k32, v32))
-            if path == "sdpa-math-kernel":
+            if reference:
+                torch.backends.cuda.allow_fp16_bf16_reduction_math_sdp(dtype == torch.bfloat16)
                 with sdpa_kernel(SDPBackend.MATH):
                     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+                torch.backends.cuda.allow_fp16_bf16_reduction_math_sdp(before)
             else:
-                out = attention(q, k, v, mask, backend=path)
+                out = attention(q, k, v, mask)
             out.float().square().sum().backward()
             runs.append((out.detach(), q.grad, k.grad, v.grad))
         assert all(torch.equal(a, b) for a, b in zip(*runs)), dtype
-        ref = _math_reference(q32, k32, v32, mask)
-        assert torch.allclose(runs[0][0].float(), ref, atol=3e-2), dtype
+        assert torch.backends.cuda.fp16_bf16_reduction_math_sdp_allowed() == before  # the flag is put back
+        assert torch.allclose(runs[1][0].float(), _math_reference(q32, k32, v32, mask), atol=3e-2), dtype
         if masked:
-            assert not runs[0][0][0, :, 5].any() and torch.isfinite(runs[0][1]).all()
+            assert not runs[1][0][0, :, 5].any() and torch.isfinite(runs[1][1]).all()
+
+
+def test_math_backend_gives_zeros_for_a_query_with_no_key():
+    q, k, v = (torch.randn(1, 2, 4, 8) for _ in range(3))
+    mask = torch.ones(1, 1, 4, 4, dtype=torch.bool)
+    mask[0, 0, 2] = False
+    out = attention(q, k, v, mask, backend="math")
+    assert not out[0, :, 2].any() and torch.isfinite(out).all()
+    torch.testing.assert_close(out, _math_reference(q, k, v, mask))
 
 
 def _math_reference(q, k, v, mask=None):
