@@ -85,9 +85,9 @@ def _conv3d_input(x: torch.Tensor, frame_difference: bool) -> torch.Tensor:
     shape = (b, 2 * c if frame_difference else c, t, h, w)
     out = torch.empty(shape, dtype=dtype, device=x.device, memory_format=torch.channels_last_3d)
     out[:, :c] = x
-    if frame_difference:  # subtracted in x's dtype, rounded once on the write, as the old difference-then-cast
+    if frame_difference:
         out[:, c:, :1] = 0
-        torch.sub(x[:, :, 1:], x[:, :, :-1], out=out[:, c:, 1:])
+        out[:, c:, 1:] = x[:, :, 1:] - x[:, :, :-1]
     return out
 
 
