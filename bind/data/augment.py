@@ -36,3 +36,17 @@ def random_shift(x: torch.Tensor, pad: int) -> torch.Tensor:
         if r1 < h:
             o[:, r1:].copy_(o[:, r1 - 1 : r1].expand(-1, h - r1, -1))
     return out.reshape(x.shape)
+
+
+def resize_spatial(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """``[B, ..., H, W]`` resized to ``round(scale * H) x round(scale * W)`` (bilinear, antialiased when shrinking),
+    every channel and frame alike: the low-resolution phase of progressive resizing."""
+    if not 0 < scale <= 1:
+        raise ValueError(f"resize_spatial: scale must lie in (0, 1], got {scale}")
+    h, w = x.shape[-2:]
+    size = (max(1, round(scale * h)), max(1, round(scale * w)))
+    if size == (h, w):
+        return x
+    flat = x.reshape(x.shape[0] if x.dim() >= 4 else 1, -1, h, w)  # frames and channels alike: one channel axis
+    out = torch.nn.functional.interpolate(flat, size=size, mode="bilinear", antialias=True, align_corners=False)
+    return out.reshape(*x.shape[:-2], *size)

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bind.data.augment import resize_spatial
 from bind.data.dataset import PairSpec, sample_seed
 from bind.encoder import save_as_scalars
 from bind.lora import format_trainable_report, lora_specs, merge_lora, save_adapters, trainable_report
@@ -133,6 +134,13 @@ class BindTrainModule(L.LightningModule):
             batch 64; a queue of 2048 lifted all four factors right 0.57 -> 0.63). Queued entries holding an item's
             own caption (same anchor key) are left out of its softmax. Every rank holds the same queue (the gathered
             batches); it is saved in checkpoints.
+        progressive_resize: ``{modality: {"scale": s, "until": f}}``: progressive resizing (the fast.ai DAWNBench
+            recipe, FFCV's and Composer's ``ProgressiveResizing``): for the first ``f`` of training (epochs, or steps
+            without ``max_epochs``) the modality's inputs are shrunk to ``s`` of their height and width (bilinear,
+            antialiased, after :meth:`~bind.Modality.augment`), then trained at full size; validation always runs at
+            full size. Patch and tubelet stems interpolate their position tables to the smaller grid, so the encoder
+            is the same; a step costs about ``s**2`` (the world's video, 64 -> 48 pixels for 20 of 26 epochs: the stage
+            168 -> 127 s, retrieval within its run-to-run spread). For inputs whose last two axes are an image.
     """
 
     def __init__(
@@ -162,6 +170,7 @@ class BindTrainModule(L.LightningModule):
         anchor_whitening: float | dict[str, float] = 0.0,
         anchor_alignment: float | dict[str, float] = 0.0,
         anchor_queue: int | dict[str, int] = 0,
+        progressive_resize: dict[str, dict[str, float]] | None = None,
     ) -> None:
         super().__init__()
         if loss not in LOSSES:
@@ -211,8 +220,31 @@ class BindTrainModule(L.LightningModule):
         if self._queue_size and loss != "infonce":
             raise ValueError(f"anchor_queue needs the infonce loss, not {loss!r}")
         self._queue: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # m -> (loss-space anchors [K, D], key hashes)
+        self._resize = self._resize_schedule(progressive_resize or {})
         self._whitening: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # m -> (mean, W), set at fit start
         self.tower_identities()  # now, before any strategy wraps or shards the towers
+
+    def _resize_schedule(self, spec: dict[str, dict[str, float]]) -> dict[str, tuple[float, float]]:
+        """``progressive_resize`` checked: ``{modality: (scale, until)}``."""
+        out = {}
+        for m, entry in spec.items():
+            if m not in self.trained:
+                raise ValueError(f"progressive_resize names {m!r}, not trained here ({self.trained})")
+            extra = set(entry) - {"scale", "until"} if isinstance(entry, dict) else None
+            if extra is None or extra or not {"scale", "until"} <= set(entry):
+                raise ValueError(f"progressive_resize {m}: expected {{'scale': s, 'until': f}}, got {entry!r}")
+            scale, until = float(entry["scale"]), float(entry["until"])
+            if not (0 < scale <= 1 and 0 <= until <= 1):
+                raise ValueError(f"progressive_resize {m}: scale must lie in (0, 1] and until in [0, 1]; got {entry}")
+            out[m] = (scale, until)
+        return out
+
+    def _shrunk_now(self, until: float) -> bool:
+        """Whether this step lies in the first ``until`` of training (whole epochs when ``max_epochs`` is set)."""
+        t = self.trainer
+        if t.max_epochs is not None and t.max_epochs > 0:
+            return t.current_epoch < round(until * t.max_epochs)
+        return t.global_step < round(until * t.estimated_stepping_batches)
 
     def _per_modality(self, name: str, value: float | dict[str, float]) -> dict[str, float]:
         """A weight given once for every trained modality or as ``{modality: weight}``: the non-zero ones."""
@@ -384,6 +416,8 @@ class BindTrainModule(L.LightningModule):
         for m in self.trained:
             if inputs.get(m) is not None:
                 inputs[m] = get_modality(m).augment(inputs[m], self.model.preprocess_config(m))
+                if m in self._resize and self._shrunk_now(self._resize[m][1]):
+                    inputs[m] = resize_spatial(inputs[m], self._resize[m][0])
         return {**batch, "inputs": inputs}
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
