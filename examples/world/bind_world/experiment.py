@@ -29,7 +29,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
 
@@ -276,11 +275,6 @@ def find_or_generate_world(
 
 
 # --- output ----------------------------------------------------------------------------------------------------------
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
-
-
 class StageTimer:
     """Wall seconds of named stages, echoed as each ends; :meth:`total` adds the whole run's."""
 
@@ -294,45 +288,6 @@ class StageTimer:
     def total(self) -> dict[str, float]:
         self.timings["total"] = round(time.perf_counter() - self.start, 2)
         return self.timings
-
-
-class EpochLines(L.Callback):
-    """One line per training epoch: ``[stage] epoch e/E  step s/S  loss (epoch mean)  val loss (after the epochs
-    that validated)  elapsed, ETA``."""
-
-    def __init__(self, stage: str, echo: Callable[[str], Any] = print) -> None:
-        self.stage, self.echo = stage, echo
-
-    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self.t0, self.first_epoch, self.validated = time.perf_counter(), trainer.current_epoch, None
-
-    def on_validation_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        if not trainer.sanity_checking:
-            self.validated = trainer.current_epoch
-
-    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self.loss, self.batches = 0.0, 0
-
-    def on_train_batch_end(
-        self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        if isinstance(loss, torch.Tensor):
-            self.loss, self.batches = self.loss + float(loss.detach()), self.batches + 1
-
-    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        epoch, epochs = trainer.current_epoch + 1, trainer.max_epochs
-        done = epoch - self.first_epoch
-        elapsed = time.perf_counter() - self.t0
-        total_steps = int(trainer.estimated_stepping_batches)
-        line = f"[{self.stage}] epoch {epoch}/{epochs}  step {trainer.global_step}/{total_steps}"
-        if self.batches:
-            line += f"  loss {self.loss / self.batches:.3f}"
-        val = trainer.callback_metrics.get("val/loss")
-        if val is not None and self.validated == trainer.current_epoch:  # validated after this epoch
-            line += f"  val loss {float(val):.3f}"
-        eta = elapsed / max(1, done) * max(0, epochs - epoch)
-        self.echo(f"{line}  {_duration(elapsed)}, ETA {_duration(eta)}")
 
 
 @contextlib.contextmanager
@@ -480,6 +435,7 @@ class WorldExperiment:
         epochs: int | None = None,
     ) -> Any:
         from bind.train import fit
+        from bind_world.progress import EpochLines  # Lightning, imported only to train
 
         c = self.config
         torch.set_num_threads(max(1, c.threads or min(os.cpu_count() or 1, c.workers)))
