@@ -68,6 +68,7 @@ class _Evil:
         "no-val-split",
         "wrong-type",
         "bad-queue",
+        "bad-resize",
     ],
 )
 def test_bad_input_is_one_line_naming_it(case, shapes, tmp_path):
@@ -95,6 +96,9 @@ def test_bad_input_is_one_line_naming_it(case, shapes, tmp_path):
     elif case == "bad-queue":
         args += ["--model.loss", "siglip", "--model.anchor_queue", "64"]
         expect = ("anchor_queue needs the infonce loss",)
+    elif case == "bad-resize":
+        args += ["--model.progressive_resize", '{"image": {"scale": 2, "until": 0.5}}']
+        expect = ("progressive_resize image", "scale must lie in (0, 1]")
     elif case == "missing-ckpt":
         args += ["--ckpt_path", "gone.ckpt"]
         expect = ("--ckpt_path gone.ckpt",)
