@@ -45,14 +45,19 @@ def test_quick_demo_writes_results_plots_model_and_index(tmp_path):
     assert [line.split("]")[0] + "]" for line in before_tables[1:]] == [
         "[world]",
         "[decode]",
-        "[train]",
+        "[train image+audio+depth+thermal+imu]",
+        "[train video]",
         "[train]",
         "[eval]",
-    ]  # one line per stage, one per epoch
+    ]  # one line per stage, one per epoch: video starts from the trained image encoder (LanguageBind's recipe)
     epoch = before_tables[3]
-    assert epoch.startswith("[train] epoch 1/1  step ") and " loss " in epoch and "ETA" in epoch
+    assert epoch.startswith("[train image+audio+depth+thermal+imu] epoch 1/1  step ") and " loss " in epoch
+    assert "ETA" in epoch
 
     results = json.loads((out / "results.json").read_text())
+    assert results["config"]["init_from"] == {"video": "image"}
+    encoders = results["model"]["encoders"]  # the video stem took the image stem's channels: the trained one loaded
+    assert encoders["video"]["stem"]["conv"] == encoders["image"]["stem"]["conv"]
     names = ("text", *MODALITIES)
     pairs = results["pairs"]
     not_applicable = set(results["summary"]["not_applicable"])
@@ -103,28 +108,22 @@ def test_quick_demo_writes_results_plots_model_and_index(tmp_path):
         assert 0.0 <= r["accuracy"] <= 1.0 and r["chance"] == pytest.approx(1 / len(r["choices"]))
 
 
-def test_demo_starts_video_from_the_trained_image_encoder(tmp_path):
-    """``--init-from video=image``: image (with the rest) first, then video from its encoder; one model holds both."""
+def test_demo_can_train_every_encoder_from_scratch(tmp_path):
+    """``--init-from none``: every encoder from scratch in one stage; a bad pair is a one-line error."""
     out = tmp_path / "demo"
-    cmd = [sys.executable, "-m", "bind", "demo", "--quick", "--n", "24", "--out", str(out)]
-    cmd += ["--init-from", "video=image"]
-    proc = subprocess.run(
-        cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=900, cwd=tmp_path
-    )
+    cmd = [sys.executable, "-m", "bind", "demo", "--quick", "--n", "24", "--out", str(out), "--init-from", "none"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     stages = [line.split("]")[0] + "]" for line in proc.stdout.split("held-out test scenes")[0].splitlines()[1:]]
-    assert stages[2:5] == ["[train image+audio+depth+thermal+imu]", "[train video]", "[train]"]
+    assert stages[2:4] == ["[train]", "[train]"]
     results = json.loads((out / "results.json").read_text())
-    assert results["config"]["init_from"] == {"video": "image"}
-    # the video stem took the image stem's channels, so the trained one loaded
-    encoders = results["model"]["encoders"]
-    assert encoders["video"]["stem"]["conv"] == encoders["image"]["stem"]["conv"]
+    assert results["config"]["init_from"] == {}
     model = bind.load_model(out / "model")
     assert set(MODALITIES) <= set(model.modalities) and model.untrained_modalities == []
-    bad = subprocess.run(
-        [*cmd[:-1], "video=sonar"], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}
-    )
+    bad = subprocess.run([*cmd[:-1], "video=sonar"], capture_output=True, text=True, env=env)
     assert bad.returncode != 0 and "init_from" in bad.stderr and "Traceback" not in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
 
 
 def test_modalities_train_their_own_epochs_in_stages_joined_into_one_model(tmp_path):

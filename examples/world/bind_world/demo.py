@@ -363,8 +363,8 @@ def demo_command(args: argparse.Namespace) -> int:
     overrides = experiment_overrides(args)
     if "epochs" in overrides:  # --epochs N: every modality's
         overrides["modality_epochs"] = {}
-    if args.init_from:
-        overrides["init_from"] = dict(args.init_from)
+    if args.init_from:  # --init-from none: every encoder from scratch
+        overrides["init_from"] = dict(pair for pair in args.init_from if pair)
     config = ExperimentConfig().shrunk(**overrides) if args.quick else ExperimentConfig(**overrides)
     verbose = args.show_libraries or getattr(args, "verbose", False)  # bindspace -v: debug logging as well
     run_demo(args.out, config, echo=lambda line: print(line, flush=True), verbose=verbose)
@@ -379,13 +379,16 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
         action="append",
         type=modality_pair,
         metavar="MODALITY=SOURCE",
-        help="train SOURCE first, then start MODALITY's encoder from it (e.g. video=image; LanguageBind's recipe)",
+        help="train SOURCE first, then start MODALITY's encoder from it (LanguageBind's recipe; default: video=image; "
+        "'none': every encoder from scratch)",
     )
     p.set_defaults(func=demo_command)
 
 
-def modality_pair(text: str) -> tuple[str, str]:
-    """``video=image`` -> ``("video", "image")`` (``--init-from``)."""
+def modality_pair(text: str) -> tuple[str, str] | None:
+    """``video=image`` -> ``("video", "image")``; ``none`` -> None (``--init-from``)."""
+    if text.strip().lower() == "none":
+        return None
     m, sep, src = text.partition("=")
     if not sep or not m or not src:
         raise argparse.ArgumentTypeError(f"expected MODALITY=SOURCE, e.g. video=image; got {text!r}")
