@@ -303,9 +303,28 @@ class BindModel(nn.Module):
         output_device: str | torch.device | None = None,
     ) -> torch.Tensor:
         """Embed already-transformed samples (``Modality.process`` / a sample cache's output) in batches: fp32
-        ``[len(samples), D]`` (``progress`` and ``output_device`` as in :meth:`embed_sources`)."""
-        loader = source_loader(modality, samples, None, batch_size)
-        return self._embed_loader(modality, loader, None, progress, output_device)
+        ``[len(samples), D]`` (``progress`` and ``output_device`` as in :meth:`embed_sources`).
+
+        Token-id samples are embedded longest first and the rows put back in order (sentence-transformers'
+        ``encode``): each batch then holds texts of about one length, so :func:`trim_padding` cuts most of the padding
+        (the world demo's 4,471 distinct paraphrases: 10.4 -> 6.9 s)."""
+        order = self._length_order(modality, samples)
+        if order is None:
+            loader = source_loader(modality, samples, None, batch_size)
+            return self._embed_loader(modality, loader, None, progress, output_device)
+        loader = source_loader(modality, [samples[i] for i in order], None, batch_size)
+        emb = self._embed_loader(modality, loader, None, progress, output_device)
+        return emb[torch.argsort(torch.as_tensor(order, device=emb.device))]
+
+    def _length_order(self, modality: str, samples: Sequence[torch.Tensor]) -> list[int] | None:
+        """Indices of token-id ``samples`` from the most tokens to the fewest (stable); None for other samples."""
+        if len(samples) < 2 or not all(isinstance(s, torch.Tensor) and not s.is_floating_point() for s in samples):
+            return None
+        pad = self.encoder(modality).cfg.stem.get("pad_token_id")
+        if pad is None:
+            return None
+        lengths = [int((s != pad).sum()) for s in samples]
+        return sorted(range(len(samples)), key=lambda i: -lengths[i])
 
     @torch.no_grad()
     def embed_batch(self, modality: str, batch: Any) -> torch.Tensor:

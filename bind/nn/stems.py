@@ -39,6 +39,18 @@ def _grid(size: int, kernel: int, stride: int) -> int:
     return (size - kernel) // stride + 1
 
 
+class ChannelsLastConv2d(nn.Conv2d):
+    """``nn.Conv2d`` run channels-last (NHWC), oneDNN's fast CPU layout: its weight goes channels-last for the call
+    (the parameter itself, and so the state dict, keep the default layout), which also settles the layout of a 1-channel
+    input, where the input alone cannot. Forward + backward of the world's image stem (``conv: [16, 32]``, batch 64,
+    64 pixels): 23.5 -> 12.7 ms in fp32 on the AVX2 path, 12.5 -> 10.0 ms in bf16; depth's 1-channel ``[24, 48]`` 40
+    -> 21-27 ms in fp32."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # clone, not contiguous: a 1-channel weight counts as contiguous in both layouts and would stay NCHW
+        return self._conv_forward(x, self.weight.clone(memory_format=torch.channels_last), self.bias)
+
+
 def conv_stem(
     in_chans: int,
     channels: tuple[int, ...] | list[int],
@@ -67,7 +79,7 @@ def conv_stem(
             conv = nn.Conv3d(in_chans, c, (time_kernel, 3, 3), (st, 2, 2), (time_kernel // 2, 1, 1), bias=False)
             layers += [conv, nn.BatchNorm3d(c), nn.GELU()]
         else:
-            layers += [nn.Conv2d(in_chans, c, 3, 2, 1, bias=False), nn.BatchNorm2d(c), nn.GELU()]
+            layers += [ChannelsLastConv2d(in_chans, c, 3, 2, 1, bias=False), nn.BatchNorm2d(c), nn.GELU()]
         in_chans = c
     return nn.Sequential(*layers)
 

@@ -138,9 +138,11 @@ class BindTrainModule(L.LightningModule):
             recipe, FFCV's and Composer's ``ProgressiveResizing``): for the first ``f`` of training (epochs, or steps
             without ``max_epochs``) the modality's inputs are shrunk to ``s`` of their height and width (bilinear,
             antialiased, after :meth:`~bind.Modality.augment`), then trained at full size; validation always runs at
-            full size. Patch and tubelet stems interpolate their position tables to the smaller grid, so the encoder
-            is the same; a step costs about ``s**2`` (the world's video, 64 -> 48 pixels for 20 of 26 epochs: the stage
-            168 -> 127 s, retrieval within its run-to-run spread). For inputs whose last two axes are an image.
+            full size. A list of such stages, ``until`` increasing, steps the size up in several stages (FFCV's ramp
+            in steps): ``[{"scale": 0.5, "until": 0.5}, {"scale": 0.75, "until": 0.8}]``. Patch and tubelet stems
+            interpolate their position tables to the smaller grid, so the encoder is the same; a step costs about
+            ``s**2`` (the world's video, 64 -> 48 pixels for 20 of 26 epochs: the stage 168 -> 127 s, retrieval
+            within its run-to-run spread). For inputs whose last two axes are an image.
     """
 
     def __init__(
@@ -170,7 +172,7 @@ class BindTrainModule(L.LightningModule):
         anchor_whitening: float | dict[str, float] = 0.0,
         anchor_alignment: float | dict[str, float] = 0.0,
         anchor_queue: int | dict[str, int] = 0,
-        progressive_resize: dict[str, dict[str, float]] | None = None,
+        progressive_resize: dict[str, dict[str, float] | list[dict[str, float]]] | None = None,
     ) -> None:
         super().__init__()
         if loss not in LOSSES:
@@ -224,20 +226,39 @@ class BindTrainModule(L.LightningModule):
         self._whitening: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # m -> (mean, W), set at fit start
         self.tower_identities()  # now, before any strategy wraps or shards the towers
 
-    def _resize_schedule(self, spec: dict[str, dict[str, float]]) -> dict[str, tuple[float, float]]:
-        """``progressive_resize`` checked: ``{modality: (scale, until)}``."""
+    def _resize_schedule(self, spec: dict[str, Any]) -> dict[str, list[tuple[float, float]]]:
+        """``progressive_resize`` checked: ``{modality: [(scale, until), ...]}``, ``until`` increasing."""
         out = {}
-        for m, entry in spec.items():
+        for m, entries in spec.items():
             if m not in self.trained:
                 raise ValueError(f"progressive_resize names {m!r}, not trained here ({self.trained})")
-            extra = set(entry) - {"scale", "until"} if isinstance(entry, dict) else None
-            if extra is None or extra or not {"scale", "until"} <= set(entry):
-                raise ValueError(f"progressive_resize {m}: expected {{'scale': s, 'until': f}}, got {entry!r}")
-            scale, until = float(entry["scale"]), float(entry["until"])
-            if not (0 < scale <= 1 and 0 <= until <= 1):
-                raise ValueError(f"progressive_resize {m}: scale must lie in (0, 1] and until in [0, 1]; got {entry}")
-            out[m] = (scale, until)
+            stages = []
+            for entry in entries if isinstance(entries, (list, tuple)) and entries else [entries]:
+                extra = set(entry) - {"scale", "until"} if isinstance(entry, dict) else None
+                if extra is None or extra or not {"scale", "until"} <= set(entry):
+                    raise ValueError(
+                        f"progressive_resize {m}: expected {{'scale': s, 'until': f}} or a list of them, "
+                        f"got {entries!r}"
+                    )
+                scale, until = float(entry["scale"]), float(entry["until"])
+                if not (0 < scale <= 1 and 0 <= until <= 1):
+                    raise ValueError(
+                        f"progressive_resize {m}: scale must lie in (0, 1] and until in [0, 1]; got {entry}"
+                    )
+                if stages and until <= stages[-1][1]:
+                    raise ValueError(
+                        f"progressive_resize {m}: each stage's until must exceed the one before; got {entries}"
+                    )
+                stages.append((scale, until))
+            out[m] = stages
         return out
+
+    def _resize_scale(self, m: str) -> float | None:
+        """The scale ``m``'s training inputs take at this step (None: full size)."""
+        for scale, until in self._resize.get(m, ()):
+            if self._shrunk_now(until):
+                return scale
+        return None
 
     def _shrunk_now(self, until: float) -> bool:
         """Whether this step lies in the first ``until`` of training (whole epochs when ``max_epochs`` is set)."""
@@ -416,8 +437,9 @@ class BindTrainModule(L.LightningModule):
         for m in self.trained:
             if inputs.get(m) is not None:
                 inputs[m] = get_modality(m).augment(inputs[m], self.model.preprocess_config(m))
-                if m in self._resize and self._shrunk_now(self._resize[m][1]):
-                    inputs[m] = resize_spatial(inputs[m], self._resize[m][0])
+                scale = self._resize_scale(m)
+                if scale is not None:
+                    inputs[m] = resize_spatial(inputs[m], scale)
         return {**batch, "inputs": inputs}
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:

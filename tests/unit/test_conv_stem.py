@@ -22,6 +22,31 @@ def test_patch_stem_conv_keeps_the_token_grid_and_learns_below_the_patch():
         PatchStem2d(3, 32, 4, (64, 64), conv=(8, 16, 32))
 
 
+@pytest.mark.parametrize("in_chans", [1, 3])
+def test_2d_conv_stem_runs_channels_last_with_the_same_values_and_state_dict(in_chans):
+    """The 2-D conv stem's convolutions run channels-last (oneDNN's fast CPU layout), a 1-channel input too; the
+    values and gradients are those of the default layout, and the parameters (the state dict) keep theirs."""
+    torch.manual_seed(0)
+    stem = PatchStem2d(in_chans, 32, 8, (32, 32), conv=(8, 16))
+    x = torch.randn(2, in_chans, 32, 32)
+    first = stem.conv[0](x)
+    assert first.is_contiguous(memory_format=torch.channels_last) and not first.is_contiguous()
+    assert all(p.is_contiguous() for p in stem.state_dict().values())
+    runs = []
+    for layout in ("channels_last", "default"):
+        if layout == "default":
+            for m in stem.conv:
+                if isinstance(m, torch.nn.Conv2d):
+                    m.__class__ = torch.nn.Conv2d
+        stem.zero_grad()
+        y = stem(x)
+        y.square().sum().backward()
+        runs.append((y.detach(), [p.grad.clone() for p in stem.parameters()]))
+    torch.testing.assert_close(runs[0][0], runs[1][0], atol=1e-5, rtol=1e-5)
+    for a, b in zip(runs[0][1], runs[1][1]):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
 def test_tubelet_stem_conv_runs_per_frame():
     stem = TubeletStem(3, 32, 16, 64, num_frames=8, temporal_patch=2, conv=(8, 16))
     x = torch.randn(2, 3, 8, 64, 64)

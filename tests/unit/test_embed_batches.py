@@ -115,3 +115,24 @@ def test_embed_items_goes_through_embed_sources_unchanged(tiny_model, tmp_path):
     new_text = embed_items(tiny_model, "text", texts, batch_size=2).embeddings
     assert torch.equal(new_text, tiny_model.embed_sources("text", TEXTS, 2))
     torch.testing.assert_close(new_text, old_text, atol=1e-6, rtol=0)
+
+
+def test_embed_tensors_embeds_texts_longest_first_and_returns_them_in_order(tiny_model, monkeypatch):
+    """Token-id samples are batched by length (each batch then trims to its own longest text) and the rows come back
+    in the caller's order, the same embeddings as one batch."""
+    plugin, cfg = get_modality("text"), tiny_model.preprocess_config("text")
+    texts = [TEXTS[i % len(TEXTS)] + " and more" * (i % 3) for i in range(11)]
+    tensors = [plugin.process(t, cfg) for t in texts]
+    encode, widths = tiny_model.encode, []
+
+    def spy(modality, x, **kwargs):
+        widths.append(x.shape[1])
+        return encode(modality, x, **kwargs)
+
+    full = encode("text", torch.stack(tensors))
+    monkeypatch.setattr(tiny_model, "encode", spy)
+    out = tiny_model.embed_tensors("text", tensors, batch_size=4)
+    torch.testing.assert_close(out, full, atol=1e-5, rtol=1e-5)
+    lengths = sorted((int((t != 0).sum()) for t in tensors), reverse=True)
+    assert widths == [lengths[0], lengths[4], lengths[8]]  # longest first: every batch as wide as its own longest
+    assert tiny_model.embed_tensors("text", tensors[:1]).shape == (1, tiny_model.embed_dim)

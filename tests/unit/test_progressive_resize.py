@@ -39,14 +39,23 @@ def test_the_schedule_is_checked():
         ({"image": 0.5}, "expected"),
         ({"image": {"scale": 0.0, "until": 0.5}}, "must lie in"),
         ({"image": {"scale": 0.5, "until": 1.5}}, "must lie in"),
+        ({"image": [{"scale": 0.25, "until": 0.5}, {"scale": 0.5, "until": 0.5}]}, "must exceed"),
+        ({"image": [{"scale": 0.25, "until": 0.5}, {"until": 0.8}]}, "expected"),
     ):
         with pytest.raises(ValueError, match=match):
             BindTrainModule(progressive_resize=bad, **kw)
 
 
-def test_fit_trains_small_first_then_full_size_and_validates_full_size(tmp_path, fit_tiny_image):
-    """Two epochs with ``until: 0.5``: the encoder sees 16-pixel images in epoch 0 and 32-pixel ones in epoch 1;
-    validation always gets the full 32 pixels."""
+@pytest.mark.parametrize(
+    "schedule, expect",
+    [
+        ({"scale": 0.5, "until": 0.5}, {(0, 16), (1, 32)}),
+        ([{"scale": 0.25, "until": 0.25}, {"scale": 0.5, "until": 0.75}], {(0, 8), (1, 16), (2, 16), (3, 32)}),
+    ],
+)
+def test_fit_trains_small_first_then_full_size_and_validates_full_size(tmp_path, fit_tiny_image, schedule, expect):
+    """``until: 0.5`` over two epochs: the encoder sees 16-pixel images in epoch 0 and 32-pixel ones in epoch 1; a
+    list of stages steps the size up (8, 16, 16, 32 over four epochs); validation always gets the full 32 pixels."""
     import lightning as L
     from bind_world.shapes import write_shapes_dataset
 
@@ -63,11 +72,11 @@ def test_fit_trains_small_first_then_full_size_and_validates_full_size(tmp_path,
     result = fit_tiny_image(
         manifest,
         tmp_path / "run",
-        max_epochs=2,
-        progressive_resize={"image": {"scale": 0.5, "until": 0.5}},
+        max_epochs=max(e for e, _ in expect) + 1,
+        progressive_resize={"image": schedule},
         callbacks=[Record()],
     )
     train = {(e, size) for kind, e, size in seen if kind == "train"}
-    assert train == {(0, 16), (1, 32)}
+    assert train == expect
     assert {size for kind, _, size in seen if kind == "val"} == {32}
     assert torch.isfinite(torch.tensor(list(result.metrics.values()))).all()

@@ -104,7 +104,7 @@ class ExperimentConfig:
     #: progressive resizing per modality (:class:`bind.train.module.BindTrainModule`): video trains its first 20 of
     #: 26 epochs on 48-pixel clips, a step costing about half (video-only, seed 0: the stage 168 -> 127 s; paraphrases
     #: / bound 0.705 -> 0.719, text->video 0.767 -> 0.762, video->text 0.792 -> 0.767; README, "The demo")
-    progressive_resize: dict[str, dict[str, float]] = field(
+    progressive_resize: dict[str, dict[str, float] | list[dict[str, float]]] = field(
         default_factory=lambda: {"video": {"scale": 0.75, "until": 0.77}}
     )
     #: ``{modality: source}``: train ``source`` first (with every modality not listed), then start ``modality``'s
