@@ -45,19 +45,21 @@ def test_quick_demo_writes_results_plots_model_and_index(tmp_path):
     assert [line.split("]")[0] + "]" for line in before_tables[1:]] == [
         "[world]",
         "[decode]",
-        "[train image+audio+depth+thermal+imu]",
+        "[train image+audio+thermal+imu]",
         "[train video]",
+        "[train depth]",
         "[train]",
         "[eval]",
-    ]  # one line per stage, one per epoch: video starts from the trained image encoder (LanguageBind's recipe)
+    ]  # one line per stage, one per epoch: video and depth start from the trained image encoder (LanguageBind's recipe)
     epoch = before_tables[3]
-    assert epoch.startswith("[train image+audio+depth+thermal+imu] epoch 1/1  step ") and " loss " in epoch
+    assert epoch.startswith("[train image+audio+thermal+imu] epoch 1/1  step ") and " loss " in epoch
     assert "ETA" in epoch
 
     results = json.loads((out / "results.json").read_text())
-    assert results["config"]["init_from"] == {"video": "image"}
-    encoders = results["model"]["encoders"]  # the video stem took the image stem's channels: the trained one loaded
-    assert encoders["video"]["stem"]["conv"] == encoders["image"]["stem"]["conv"]
+    assert results["config"]["init_from"] == {"video": "image", "depth": "image"}
+    assert results["training"]["modality_lr"] == {"depth": 1e-3}  # depth fine-tunes its start at half the rate
+    encoders = results["model"]["encoders"]  # the started stems took the image stem's channels: the trained one loaded
+    assert encoders["video"]["stem"]["conv"] == encoders["depth"]["stem"]["conv"] == encoders["image"]["stem"]["conv"]
     names = ("text", *MODALITIES)
     pairs = results["pairs"]
     not_applicable = set(results["summary"]["not_applicable"])
@@ -118,7 +120,7 @@ def test_demo_can_train_every_encoder_from_scratch(tmp_path):
     stages = [line.split("]")[0] + "]" for line in proc.stdout.split("held-out test scenes")[0].splitlines()[1:]]
     assert stages[2:4] == ["[train]", "[train]"]
     results = json.loads((out / "results.json").read_text())
-    assert results["config"]["init_from"] == {}
+    assert results["config"]["init_from"] == {} and results["config"]["modality_lr"] == {}
     model = bind.load_model(out / "model")
     assert set(MODALITIES) <= set(model.modalities) and model.untrained_modalities == []
     bad = subprocess.run([*cmd[:-1], "video=sonar"], capture_output=True, text=True, env=env)
@@ -143,6 +145,44 @@ def test_modalities_train_their_own_epochs_in_stages_joined_into_one_model(tmp_p
         ExperimentConfig(modalities=("image",), modality_epochs={"sonar": 2})
     with pytest.raises(ValueError, match="first stage"):
         ExperimentConfig(modalities=("image", "video"), modality_epochs={"image": 2}, init_from={"video": "image"})
+
+
+def test_a_modality_with_its_own_learning_rate_trains_in_a_stage_of_its_own(tmp_path, monkeypatch):
+    """``modality_lr``: depth trains at its own rate in a stage after image's, which keeps ``lr``."""
+    from bind_world.experiment import ExperimentConfig, WorldExperiment
+
+    import bind.train
+
+    real, rates = bind.train.fit, {}
+
+    def fit(*args, **kwargs):
+        rates[tuple(kwargs["modalities"])] = kwargs["lr"]
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bind.train, "fit", fit)
+    config = ExperimentConfig(modalities=("image", "depth"), modality_lr={"depth": 5e-4}).shrunk(n=16)
+    lines: list[str] = []
+    with WorldExperiment(tmp_path / "run", config, echo=lines.append) as run:
+        run.prepare()
+        result = run.train(tmp_path / "run" / "train")
+    assert [line.split("  step")[0] for line in lines if " epoch " in line] == [
+        "[train image] epoch 1/1",
+        "[train depth] epoch 1/1",
+    ]
+    assert rates == {("image",): config.lr, ("depth",): 5e-4}
+    assert config.init_from == {"depth": "image"} and result.model.untrained_modalities == []
+    assert ExperimentConfig(modalities=("image", "depth"), init_from={}).modality_lr == {}  # from scratch: lr
+    # a started encoder's stem takes its source's channels, and only its own: thermal keeps its stem
+    shared = {"patch_size": 8, "conv": [24, 48]}
+    encoders = {
+        "image": {"stem": {"patch_size": 8, "conv": [16, 32]}},
+        "depth": {"stem": shared},
+        "thermal": {"stem": shared},
+    }
+    started = ExperimentConfig(modalities=("image", "depth", "thermal"), encoders=encoders).encoders
+    assert started["depth"]["stem"]["conv"] == [16, 32] and started["thermal"]["stem"]["conv"] == [24, 48]
+    with pytest.raises(ValueError, match="modality_lr"):
+        ExperimentConfig(modalities=("image", "depth"), modality_lr={"depth": 0})
 
 
 def test_texts_repeated_among_the_queries_are_embedded_once(tmp_path, monkeypatch):

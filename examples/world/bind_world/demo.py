@@ -326,6 +326,7 @@ def run_demo(
             "modality_epochs": config.modality_epochs,
             "batch_size": config.batch_size,
             "lr": config.lr,
+            "modality_lr": config.modality_lr,
             "validation_r1_exact_caption": val,
             "loss": "per-modality InfoNCE against captions[m]",
         },
@@ -363,8 +364,9 @@ def demo_command(args: argparse.Namespace) -> int:
     overrides = experiment_overrides(args)
     if "epochs" in overrides:  # --epochs N: every modality's
         overrides["modality_epochs"] = {}
-    if args.init_from:  # --init-from none: every encoder from scratch
+    if args.init_from:  # --init-from none: every encoder from scratch (and each at the common learning rate)
         overrides["init_from"] = dict(pair for pair in args.init_from if pair)
+        overrides["modality_lr"] = None  # the default for the modalities started from another
     config = ExperimentConfig().shrunk(**overrides) if args.quick else ExperimentConfig(**overrides)
     verbose = args.show_libraries or getattr(args, "verbose", False)  # bindspace -v: debug logging as well
     run_demo(args.out, config, echo=lambda line: print(line, flush=True), verbose=verbose)
@@ -379,8 +381,8 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
         action="append",
         type=modality_pair,
         metavar="MODALITY=SOURCE",
-        help="train SOURCE first, then start MODALITY's encoder from it (LanguageBind's recipe; default: video=image; "
-        "'none': every encoder from scratch)",
+        help="train SOURCE first, then start MODALITY's encoder from it (LanguageBind's recipe; default: video=image "
+        "and depth=image, depth then at half the learning rate; 'none': every encoder from scratch)",
     )
     p.set_defaults(func=demo_command)
 

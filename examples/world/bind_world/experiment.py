@@ -50,8 +50,8 @@ CONV_STEM = {"patch_size": 8, "conv": [24, 48]}
 WORLD_ENCODERS: dict[str, dict[str, Any]] = {
     # the image stem's channels are video's too (``init_from``: video starts from the image encoder)
     "image": {"width": 96, "depth": 2, "stem": {"patch_size": 8, "conv": [16, 32]}},
-    "depth": {"width": 96, "depth": 2, "stem": CONV_STEM, "preprocess": {"invalid": "farthest"}},
-    "thermal": {"width": 96, "depth": 2, "stem": CONV_STEM},
+    "depth": {"width": 96, "depth": 2, "stem": dict(CONV_STEM), "preprocess": {"invalid": "farthest"}},
+    "thermal": {"width": 96, "depth": 2, "stem": dict(CONV_STEM)},
     "video": {
         "width": 96,
         "depth": 2,
@@ -62,13 +62,17 @@ WORLD_ENCODERS: dict[str, dict[str, Any]] = {
             "conv_time_kernel": 3,
             "frame_difference": True,
         },
-        "preprocess": {"frames_per_clip": 8, "train_shift": 4},
+        # 48-pixel clips (the world renders 64): from the image encoder, two seeds, text->video 0.85 / 0.79 -> 0.76 /
+        # 0.79, paraphrases / bound 0.72 / 0.72 -> 0.74 / 0.74, the video stage about 40 % cheaper (README, "The demo")
+        "preprocess": {"frames_per_clip": 8, "train_shift": 4, "size": 48, "crop_size": 48},
     },
     "audio": {"width": 96, "depth": 2},
     "imu": {"width": 96, "depth": 2, "preprocess": {"window": 400}},
 }
 #: ``ExperimentConfig.init_from`` when not given, for the modalities trained
-DEFAULT_INIT_FROM = {"video": "image"}
+DEFAULT_INIT_FROM = {"video": "image", "depth": "image"}
+#: ``ExperimentConfig.modality_lr`` when not given, for the modalities started from another encoder (``init_from``)
+DEFAULT_MODALITY_LR = {"depth": 1e-3}
 #: what ``--quick`` changes: a tiny world and one epoch (a smoke test)
 QUICK = dict(n=40, epochs=1, modality_epochs={}, batch_size=8, warmup_steps=0, splits=(0.7, 0.1, 0.2), quick=True)
 #: loggers quieted unless ``verbose`` (their warnings still show)
@@ -102,10 +106,10 @@ class ExperimentConfig:
     #: positive in one factor (720 combinations); 2048 queued ones lifted all four factors right 0.57 -> 0.63
     anchor_queue: dict[str, int] = field(default_factory=lambda: {"video": 2048})
     #: progressive resizing per modality (:class:`bind.train.module.BindTrainModule`): video trains its first 20 of
-    #: 26 epochs on 48-pixel clips, a step costing about half (video-only, seed 0: the stage 168 -> 127 s; paraphrases
-    #: / bound 0.705 -> 0.719, text->video 0.767 -> 0.762, video->text 0.792 -> 0.767; README, "The demo")
+    #: 26 epochs on 32-pixel clips (2/3 of its 48), a step costing about half (README, "The demo": first measured as
+    #: 64 -> 48 pixels, video-only, seed 0: the stage 168 -> 127 s, paraphrases / bound 0.705 -> 0.719)
     progressive_resize: dict[str, dict[str, float] | list[dict[str, float]]] = field(
-        default_factory=lambda: {"video": {"scale": 0.75, "until": 0.77}}
+        default_factory=lambda: {"video": {"scale": 2 / 3, "until": 0.77}}
     )
     #: ``{modality: source}``: train ``source`` first (with every modality not listed), then start ``modality``'s
     #: encoder from it (:func:`bind.init.bind_vit_weights`, LanguageBind's recipe) and train it against text alone;
@@ -113,8 +117,16 @@ class ExperimentConfig:
     #: where both modalities are trained; ``{}``: every encoder from scratch. Video from the image encoder, in
     #: video-only runs after image's 16 epochs, seeds 0 / 1: text->video 0.762 / 0.783 -> 0.808 / 0.796, paraphrases /
     #: bound 0.719 / 0.690 -> 0.761 / 0.693 (README, "The demo"; under the recipe before the queue, the pull and the
-    #: shift it had traded activity for shape)
+    #: shift it had traded activity for shape). Depth from the image encoder, at ``modality_lr`` below, depth-only
+    #: runs after image's 16 epochs, seeds 0 / 1 / 2: paraphrases / bound 0.64 / 0.58 / 0.72 -> 0.81 / 0.81 / 0.76,
+    #: templated text->depth 0.95 / 0.76 / 0.93 -> 0.98 / 0.94 / 0.97, depth->text 0.84 / 0.80 / 0.90 -> 0.83 / 0.84 /
+    #: 0.83 (its stem takes image's narrower channels, so the stage is cheaper too)
     init_from: dict[str, str] | None = None
+    #: ``{modality: learning rate}`` for modalities that train at another rate than ``lr``, in a stage of their own.
+    #: None: :data:`DEFAULT_MODALITY_LR` for the modalities started from another encoder — depth, started from the
+    #: trained image encoder, fine-tunes at half the rate (at the full rate, the same three seeds: paraphrases /
+    #: bound 0.85 / 0.64 / 0.67)
+    modality_lr: dict[str, float] | None = None
     #: ``{modality: epochs}`` for modalities that train longer (or shorter) than ``epochs``: each such group trains in
     #: a stage of its own and :meth:`bind.BindModel.add_encoders` joins them — every loss is per modality against
     #: the frozen anchor, so this is the joint run with their own schedules. Video, shifted at random in training
@@ -145,18 +157,25 @@ class ExperimentConfig:
         if unknown:
             raise ValueError(f"modality_epochs {unknown}: each must be one of {MODALITIES}, with epochs >= 1")
         self.modality_epochs = {m: int(e) for m, e in self.modality_epochs.items() if m in trained}  # others: unused
-        later = {*self.init_from, *self.modality_epochs}  # trained after the first stage
+        if self.modality_lr is None:  # the default where a modality starts from another encoder
+            self.modality_lr = {m: v for m, v in DEFAULT_MODALITY_LR.items() if m in self.init_from}
+        bad_lr = {m: v for m, v in self.modality_lr.items() if m not in MODALITIES or not float(v) > 0}
+        if bad_lr:
+            raise ValueError(f"modality_lr {bad_lr}: each must be one of {MODALITIES}, with a learning rate > 0")
+        self.modality_lr = {m: float(v) for m, v in self.modality_lr.items() if m in trained}
+        later = {*self.init_from, *self.modality_epochs, *self.modality_lr}  # trained after the first stage
         bad = {m: s for m, s in self.init_from.items() if {m, s} - trained or s in later}
         if bad:
             raise ValueError(
                 f"init_from {bad}: each source must be a different modality trained here in the first stage (not "
-                f"started from another, no modality_epochs of its own; trained: {', '.join(self.modalities)})"
+                f"started from another, no modality_epochs or modality_lr of its own; trained: "
+                f"{', '.join(self.modalities)})"
             )
         self.encoders = copy.deepcopy(self.encoders)
         for m, src in self.init_from.items():
             conv = self.encoders.get(src, {}).get("stem", {}).get("conv")
-            if conv and self.encoders.get(m, {}).get("stem", {}).get("conv"):
-                self.encoders[m]["stem"]["conv"] = list(conv)
+            if conv and self.encoders.get(m, {}).get("stem", {}).get("conv"):  # a new dict: stems may be shared
+                self.encoders[m] = {**self.encoders[m], "stem": {**self.encoders[m]["stem"], "conv": list(conv)}}
 
     def shrunk(self, **overrides: Any) -> ExperimentConfig:
         """This config with :data:`QUICK` (and then ``overrides``) applied."""
@@ -409,21 +428,25 @@ class WorldExperiment:
         """:func:`bind.train.fit` of ``config.modalities`` (encoder ``encoders`` overrides beside the config's) on the
         decoded world, one progress line per epoch; returns its :class:`~bind.train.run.FitResult`.
 
-        Modalities with ``config.modality_epochs`` or ``config.init_from`` train in later stages, one per epoch
-        count, after the others: a started one from its source's trained encoder. The result holds one model with
-        every encoder (:meth:`bind.BindModel.add_encoders`) and every stage's validation metrics."""
+        Modalities with ``config.modality_epochs``, ``config.modality_lr`` or ``config.init_from`` train in later
+        stages, one per epoch count and learning rate, after the others: a started one from its source's trained
+        encoder. The result holds one model with every encoder (:meth:`bind.BindModel.add_encoders`) and every stage's
+        validation metrics."""
         c = self.config
-        epochs = {m: int(c.modality_epochs.get(m, c.epochs)) for m in c.modalities}
-        first = [m for m in c.modalities if m not in c.init_from and m not in c.modality_epochs]
-        stages = [(first, c.epochs)] if first else []
-        for e in dict.fromkeys(epochs[m] for m in c.modalities if m not in first):
-            stages.append(([m for m in c.modalities if m not in first and epochs[m] == e], e))
+        plan = {m: (int(c.modality_epochs.get(m, c.epochs)), c.modality_lr.get(m, c.lr)) for m in c.modalities}
+        first = [
+            m for m in c.modalities if m not in c.init_from and m not in c.modality_epochs and m not in c.modality_lr
+        ]
+        stages = [(first, (c.epochs, c.lr))] if first else []
+        for key in dict.fromkeys(plan[m] for m in c.modalities if m not in first):
+            stages.append(([m for m in c.modalities if m not in first and plan[m] == key], key))
         if len(stages) == 1:
-            return self._fit(run_dir, label, stages[0][0], encoders, epochs=stages[0][1])
+            return self._fit(run_dir, label, stages[0][0], encoders, epochs=stages[0][1][0], lr=stages[0][1][1])
         result, base = None, None
-        for i, (group, e) in enumerate(stages):
+        for i, (group, (e, lr)) in enumerate(stages):
             sources = {m: f"{base}#{c.init_from[m]}" for m in group if m in c.init_from}
-            part = self._fit(run_dir / f"stage{i + 1}", f"{label} {'+'.join(group)}", group, encoders, sources, e)
+            stage_dir, stage_label = run_dir / f"stage{i + 1}", f"{label} {'+'.join(group)}"
+            part = self._fit(stage_dir, stage_label, group, encoders, sources, e, lr)
             if result is None:  # the first stage: the model the others join, and what init_from starts from
                 result = part
                 if c.init_from:
@@ -441,6 +464,7 @@ class WorldExperiment:
         encoders: dict[str, dict[str, Any]] | None,
         init_from: dict[str, str] | None = None,
         epochs: int | None = None,
+        lr: float | None = None,
     ) -> Any:
         from bind.train import fit
         from bind_world.progress import EpochLines  # Lightning, imported only to train
@@ -469,7 +493,7 @@ class WorldExperiment:
                 init_from=init_from,
                 init_temporal="center",  # 3-D kernels and tubelets start as the source's per-frame filters
                 cache_anchors=True,
-                lr=c.lr,
+                lr=lr or c.lr,
                 warmup_steps=c.warmup_steps,
                 weight_decay=c.weight_decay,
                 anchor_whitening={m: v for m, v in c.anchor_whitening.items() if m in modalities},

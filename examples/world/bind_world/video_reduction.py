@@ -62,9 +62,16 @@ DEFAULT_VARIANTS = ("joint", "joint+reduce_time2", "divided", "divided+reduce_ti
 _REDUCTION = re.compile(r"^reduce_(time|space)(\d+)$")
 
 
-#: the world run under the bench: the video encoder alone, a larger world, a test-heavy split, one torch thread
+#: the world run under the bench: the video encoder alone, a larger world, a test-heavy split, one torch thread,
+#: its first epochs on 48-pixel clips (the 64-pixel encoder's 16-pixel patches: a 3 x 3 grid)
 EXPERIMENT = ExperimentConfig(
-    n=1000, threads=1, splits=(0.65, 0.05, 0.3), modalities=("video",), encoders={}, modality_epochs={}
+    n=1000,
+    threads=1,
+    splits=(0.65, 0.05, 0.3),
+    modalities=("video",),
+    encoders={},
+    modality_epochs={},
+    progressive_resize={"video": {"scale": 0.75, "until": 0.77}},
 )
 
 
