@@ -26,7 +26,10 @@ is *missing*; :meth:`DepthModality.load` marks it NaN. ``invalid`` then decides 
 ``"nearest"`` (both presets) reproduces the references, which clip 0 up to ``min_depth_m`` — missing pixels read as
 the nearest possible depth (disparity 1.0 after scaling, metric 0.001) — and is what the published checkpoints saw;
 ``"farthest"`` maps them to ``max_depth_m`` (disparity 0.075 * 518.86 / 50 / 75 = 0.0104, metric 1.0), the
-physically better reading for training new encoders. Negative depth is an error, not missing data.
+physically better reading for training new encoders; ``"inpaint"`` gives each the depth of the nearest valid pixel
+(nearest-neighbour hole filling, as depth datasets' own fills do), which keeps an object's outline whole where the
+sensor drops the pixels along depth edges — the far reading erodes it (a map with no valid pixel reads farthest).
+Negative depth is an error, not missing data.
 """
 
 from __future__ import annotations
@@ -89,7 +92,7 @@ class DepthPreprocess:
         self.train_crop_scale = tuple(self.train_crop_scale)
         for name, value, allowed in (
             ("mode", self.mode, ("disparity", "metric")),
-            ("invalid", self.invalid, ("nearest", "farthest")),
+            ("invalid", self.invalid, ("nearest", "farthest", "inpaint")),
             ("interpolation", self.interpolation, tuple(_INTERP)),
             ("channels", self.channels, (1, 3)),
         ):
@@ -121,9 +124,23 @@ def check_mean_std(modality: str, mean: tuple[float, ...], std: tuple[float, ...
         raise ValueError(f"{modality}: std must be positive, got {std}")
 
 
+def inpaint_nearest(d: torch.Tensor) -> torch.Tensor:
+    """Each missing (NaN) pixel of a 2-D map takes the value of the nearest valid one (nearest-neighbour inpainting,
+    by the Euclidean distance transform); a map with no valid pixel is returned as it is."""
+    from scipy.ndimage import distance_transform_edt
+
+    missing = torch.isnan(d)
+    if not missing.any() or missing.all():
+        return d
+    idx = distance_transform_edt(missing.numpy(), return_distances=False, return_indices=True)
+    return d[tuple(torch.from_numpy(i) for i in idx)]
+
+
 def depth_to_unit_range(depth_m: np.ndarray | torch.Tensor, cfg: DepthPreprocess) -> torch.Tensor:
     """Depth in metres (NaN = missing) -> the preset's ``[0, 1]`` map (disparity or metric), before resizing."""
     d = torch.as_tensor(depth_m, dtype=torch.float32)
+    if cfg.invalid == "inpaint":
+        d = inpaint_nearest(d)
     d = torch.nan_to_num(d, nan=cfg.min_depth_m if cfg.invalid == "nearest" else float("inf"))
     d = d.clamp(cfg.min_depth_m, cfg.max_depth_m)
     if cfg.mode == "metric":

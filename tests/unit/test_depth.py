@@ -114,6 +114,20 @@ def test_invalid_depth_nearest_vs_farthest():
         torch.testing.assert_close(a[1:], b[1:])
 
 
+def test_invalid_depth_inpaint_takes_the_nearest_valid_pixel():
+    depth = np.full((7, 7), 4.0, np.float32)
+    depth[1:6, 1:6] = 1.5  # an object in front of a wall
+    depth[2, 3] = depth[3, 3] = depth[0, 6] = np.nan  # dropouts inside the object and on the wall
+    cfg = DEPTH.preprocess_config({"mode": "metric", "invalid": "inpaint", "max_depth_m": 10.0})
+    want = np.where(np.isnan(depth), 1.5, depth)
+    want[0, 6] = 4.0
+    torch.testing.assert_close(depth_to_unit_range(depth, cfg) * 10.0, torch.from_numpy(want))
+    farthest = DEPTH.preprocess_config({"mode": "metric", "invalid": "farthest", "max_depth_m": 10.0})
+    assert depth_to_unit_range(depth, farthest)[3, 3] == 1.0  # the object's hole read as the far wall
+    empty = np.full((3, 3), np.nan, np.float32)  # nothing to take from: farthest
+    torch.testing.assert_close(depth_to_unit_range(empty, cfg), torch.ones(3, 3))
+
+
 def test_eval_deterministic_train_random_but_seeded(tmp_path, model):
     cfg = model.preprocess_config("depth")
     rng = np.random.default_rng(1)
